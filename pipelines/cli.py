@@ -1,0 +1,66 @@
+"""The ``zf`` command. Sub-commands are imported only when run, so ``zf --help`` stays fast."""
+
+import importlib
+import os
+
+import click
+
+# command name -> "module:function" (modules under pipelines/)
+COMMANDS = {
+    "demo": "pipelines.demo:demo",
+    "train": "pipelines.train:train",
+    "export": "pipelines.export:export",
+    "evaluate": "pipelines.evaluate:evaluate",
+    "visualize": "pipelines.visualize:visualize",
+    "evolution": "pipelines.evolution:evolution",
+    "filters": "pipelines.filters:filters",
+    "occlusion": "pipelines.occlusion:occlusion",
+    "invariance": "pipelines.invariance:invariance",
+    "correspondence": "pipelines.correspondence:correspondence",
+}
+
+HELP = {
+    "demo": "Train, export, evaluate and visualize on the default data.",
+    "train": "Train a ZFNet-family model (paper Sec. 3 recipe).",
+    "export": "Export a .keras model to a SavedModel directory.",
+    "evaluate": "Top-1/top-5 error of one or more models (single and 10-crop).",
+    "visualize": "Top-9 activations projected to pixels (Fig. 2).",
+    "evolution": "Feature evolution across training checkpoints (Fig. 4).",
+    "filters": "First-layer filters and architecture diagnostics (Fig. 6).",
+    "occlusion": "Occlusion sensitivity maps (Fig. 7).",
+    "invariance": "Feature invariance to translation, scale, rotation (Fig. 5).",
+    "correspondence": "Part correspondence analysis (Table 1).",
+}
+
+
+def _available():
+    here = os.path.dirname(__file__)
+    return [name for name, target in COMMANDS.items() if os.path.exists(os.path.join(here, target.split(":")[0].split(".")[1] + ".py"))]
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return _available()
+
+    def get_command(self, ctx, name):
+        if name not in _available():
+            return None
+        module, function = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), function)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="zfkeras")
+def main():
+    """zfkeras: train ZFNet-family convnets and see inside them (Zeiler & Fergus, ECCV 2014)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+if __name__ == "__main__":
+    main()
