@@ -1,0 +1,606 @@
+"""tf.data input pipelines: data sources chosen by one string, and the paper's crops (Sec. 3).
+
+Sources (:func:`load_source`) yield ``(image uint8 [H, W, C], label int64)``:
+
+- ``tfds:NAME``    any TensorFlow Datasets builder (``data_dir``/``manual_dir`` for prepared copies);
+- ``folder:PATH``  one sub-folder per class (JPEG/PNG/BMP/GIF), optional ``train/`` + ``test/``;
+- ``idx:PATH``     MNIST-format IDX files (``train-*``/``t10k-*``, plain or ``.gz``);
+- ``fashion_mnist`` (:data:`DEFAULT_SOURCE`) Debian's IDX copy when present, else ``tfds:fashion_mnist``.
+
+Preprocessing follows the paper, scaled to the model input size ``S``: each image is resized so its
+smaller side is ``L = load_size(S)`` (256 for S=224, 32 for S=28), the centre ``L x L`` is kept, then
+training takes random ``S x S`` crops with random horizontal flips and testing takes the centre crop or
+10 crops (:func:`ten_crop`). Pipelines yield float32 **raw pixel values 0-255**, never mean-subtracted:
+the model's first layer (``zfkeras.layers.SubtractMean``) subtracts the mean image from
+:func:`compute_mean_image`, so the mean is subtracted once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "DEBIAN_FASHION_MNIST_DIR",
+    "DEFAULT_SOURCE",
+    "FASHION_MNIST_CLASS_NAMES",
+    "IMAGE_EXTENSIONS",
+    "Source",
+    "center_crop",
+    "compute_mean_image",
+    "eval_dataset",
+    "load_idx",
+    "load_size",
+    "load_source",
+    "random_crop_flip",
+    "resize_and_center_crop",
+    "resized_dataset",
+    "resolve_source",
+    "ten_crop",
+    "to_channels",
+    "train_dataset",
+]
+
+DEFAULT_SOURCE = "fashion_mnist"
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASS_NAMES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+ACCEPTED_FORMS = "'tfds:NAME', 'folder:PATH', 'idx:PATH' or 'fashion_mnist'"
+
+_AUTOTUNE = tf.data.AUTOTUNE
+# Bytes of cached uint8 images the default shuffle buffer may hold (see train_dataset).
+_SHUFFLE_BUFFER_BYTES = 256 * 1024 * 1024
+
+
+@dataclasses.dataclass
+class Source:
+    """An opened data source.
+
+    Attributes:
+        dataset: ``tf.data.Dataset`` of ``(image uint8 [H, W, channels], label int64 scalar)``;
+            images of a folder source may differ in size.
+        class_names: label ``i`` is ``class_names[i]``.
+        num_examples: number of examples in this split, or None if unknown.
+        channels: 1 (grey) or 3 (RGB); every image of ``dataset`` has this many channels.
+        name: the concrete spec the source was opened from (after :func:`resolve_source`).
+        split: the split asked for (``"train"`` or ``"test"``).
+        skipped: number of corrupt/unreadable files skipped (folder sources, ``skip_corrupt=True``).
+        skipped_files: their paths.
+    """
+
+    dataset: tf.data.Dataset
+    class_names: list
+    num_examples: int | None
+    channels: int
+    name: str
+    split: str = "train"
+    skipped: int = 0
+    skipped_files: tuple = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing and opening a source
+# --------------------------------------------------------------------------------------------
+
+def resolve_source(spec: str) -> str:
+    """Return the concrete spec for ``spec``.
+
+    ``"fashion_mnist"`` becomes ``"idx:<DEBIAN_FASHION_MNIST_DIR>"`` when that directory holds the four
+    IDX files, else ``"tfds:fashion_mnist"``. Other accepted specs are returned unchanged; anything
+    else raises ValueError listing the accepted forms.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"data source must be a string ({ACCEPTED_FORMS}), got {type(spec).__name__}")
+    spec = spec.strip()
+    if spec == DEFAULT_SOURCE:
+        if _idx_dir_complete(DEBIAN_FASHION_MNIST_DIR):
+            return f"idx:{DEBIAN_FASHION_MNIST_DIR}"
+        return "tfds:fashion_mnist"
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in ("tfds", "folder", "idx"):
+        if not rest:
+            raise ValueError(f"data source {spec!r} is missing the part after '{prefix}:'")
+        return spec
+    raise ValueError(f"unknown data source {spec!r}: use {ACCEPTED_FORMS}")
+
+
+def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=None,
+                skip_corrupt: bool = False) -> Source:
+    """Open the data source named by ``spec`` (see module docstring) for ``split``.
+
+    Args:
+        spec: ``tfds:NAME``, ``folder:PATH``, ``idx:PATH`` or ``fashion_mnist``.
+        split: ``"train"`` or ``"test"`` (TFDS: ``test`` falls back to ``validation``; a TFDS split
+            expression such as ``"train[:10%]"`` is passed through).
+        data_dir: TFDS data directory (a prepared copy); TFDS only.
+        manual_dir: TFDS manual download directory (e.g. ImageNet tarballs); TFDS only.
+        skip_corrupt: folder only: skip unreadable images (counted in ``Source.skipped``) instead of
+            raising an error naming the first one.
+    """
+    concrete = resolve_source(spec)
+    prefix, _, rest = concrete.partition(":")
+    if prefix == "tfds":
+        return _load_tfds(rest, split, concrete, data_dir=data_dir, manual_dir=manual_dir)
+    if prefix == "folder":
+        return _load_folder(rest, split, concrete, skip_corrupt=skip_corrupt)
+    return _load_idx_dir(rest, split, concrete)
+
+
+# ---- IDX ----------------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_PREFIX = {"train": "train", "test": "t10k", "t10k": "t10k"}
+
+
+def load_idx(path) -> np.ndarray:
+    """Read one IDX file (plain or gzip, detected from its content) into a numpy array.
+
+    Header: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+    0x0D float32, 0x0E float64), the number of dimensions, then each dimension as a big-endian
+    uint32. Raises ValueError naming the file for a bad magic number or a size that does not match.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"corrupt gzip IDX file {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"not an IDX file (bad magic number {raw[:4].hex() or 'empty'}): {path}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise ValueError(f"IDX file too short for its {ndim}-dimension header: {path}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(f"IDX file {path} holds {len(raw) - header} data bytes, its header "
+                         f"{tuple(dims)} needs {expected}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _idx_file(directory: str, prefix: str, kind: str) -> str | None:
+    """Path of ``{prefix}-{kind}`` IDX file (kind 'images'/'labels'), plain or .gz, or None."""
+    idx = "idx3" if kind == "images" else "idx1"
+    for stem in (f"{prefix}-{kind}-{idx}-ubyte", f"{prefix}-{kind}.{idx}-ubyte"):
+        for name in (stem, stem + ".gz"):
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _idx_dir_complete(directory: str) -> bool:
+    return all(_idx_file(directory, p, k) for p in ("train", "t10k") for k in ("images", "labels"))
+
+
+def _load_idx_dir(directory: str, split: str, name: str) -> Source:
+    """Source from MNIST-format IDX files in ``directory`` (see :func:`load_source`)."""
+    if split not in _IDX_PREFIX:
+        raise ValueError(f"IDX sources have splits 'train' and 'test', got {split!r}")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"IDX directory not found: {directory}")
+    prefix = _IDX_PREFIX[split]
+    paths = {}
+    for kind in ("images", "labels"):
+        paths[kind] = _idx_file(directory, prefix, kind)
+        if paths[kind] is None:
+            idx = "idx3" if kind == "images" else "idx1"
+            raise FileNotFoundError(
+                f"missing {os.path.join(directory, f'{prefix}-{kind}-{idx}-ubyte')}[.gz]")
+    images, labels = load_idx(paths["images"]), load_idx(paths["labels"])
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise ValueError(f"IDX images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} "
+                         f"{images.shape}: {paths['images']}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[-1] not in (1, 3):
+        raise ValueError(f"IDX images must have 1 or 3 channels, got {images.shape}: {paths['images']}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"{paths['labels']} has labels of shape {labels.shape}, "
+                         f"{paths['images']} has {len(images)} images")
+    labels = labels.astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"negative label in {paths['labels']}")
+    num_classes = max(10, int(labels.max()) + 1 if len(labels) else 0)
+    if "fashion" in os.path.abspath(directory).lower() and num_classes == 10:
+        class_names = list(FASHION_MNIST_CLASS_NAMES)
+    else:
+        class_names = [str(i) for i in range(num_classes)]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    return Source(dataset=dataset, class_names=class_names, num_examples=len(images),
+                  channels=int(images.shape[-1]), name=name, split=split)
+
+
+# ---- image folder ---------------------------------------------------------------------------
+
+def _class_dirs(directory: str) -> list:
+    return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_files(directory: str) -> list:
+    """Image files under ``directory`` (recursively), sorted, hidden entries skipped."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(root, f) for f in sorted(files)
+                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+    return found
+
+
+def _decode_file(path, channels: int = 0):
+    """Read and decode one image file: ``uint8 [H, W, C]``; ``channels=0`` keeps the file's own."""
+    image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False, dtype=tf.uint8)
+    return image if channels == 0 else to_channels(image, channels)
+
+
+def _probe_files(paths: list) -> dict:
+    """Decode every file once (both cores); return ``{path: channel count}`` of the readable ones."""
+    if not paths:
+        return {}
+    probe = (tf.data.Dataset.from_tensor_slices(paths)
+             .map(lambda p: (p, tf.shape(_decode_file(p))[-1]), num_parallel_calls=_AUTOTUNE)
+             .ignore_errors())
+    return {p.decode(): int(c) for p, c in probe.as_numpy_iterator()}
+
+
+def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source:
+    """Source from an image folder with one sub-folder per class (see :func:`load_source`)."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"image folder not found: {directory}")
+    if all(os.path.isdir(os.path.join(directory, s)) for s in ("train", "test")):
+        splits = _class_dirs(directory)
+        if split not in splits:
+            raise ValueError(f"folder {directory} has no split {split!r} (found {splits})")
+        class_names = sorted(set(_class_dirs(os.path.join(directory, "train")))
+                             | set(_class_dirs(os.path.join(directory, "test"))))
+        directory = os.path.join(directory, split)
+    else:
+        class_names = _class_dirs(directory)
+    if not class_names:
+        raise ValueError(f"image folder {directory} has no class sub-folders")
+    files, labels = [], []
+    for label, class_name in enumerate(class_names):
+        class_dir = os.path.join(directory, class_name)
+        found = _image_files(class_dir) if os.path.isdir(class_dir) else []
+        files.extend(found)
+        labels.extend([label] * len(found))
+    if not files:
+        raise ValueError(f"no {'/'.join(IMAGE_EXTENSIONS)} images under {directory}")
+    readable = _probe_files(files)
+    bad = [f for f in files if f not in readable]
+    if bad and not skip_corrupt:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValueError(f"corrupt or unreadable image file {bad[0]}{more}; "
+                         "pass skip_corrupt=True to skip such files")
+    keep = [i for i, f in enumerate(files) if f in readable]
+    if not keep:
+        raise ValueError(f"no readable images under {directory}")
+    files = [files[i] for i in keep]
+    labels = np.asarray([labels[i] for i in keep], dtype=np.int64)
+    channels = 3 if any(readable[f] >= 3 for f in files) else 1
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels)).map(
+        lambda p, y: (_decode_file(p, channels), y),
+        num_parallel_calls=_AUTOTUNE, deterministic=True)
+    return Source(dataset=dataset, class_names=class_names, num_examples=len(files),
+                  channels=channels, name=name, split=split, skipped=len(bad),
+                  skipped_files=tuple(bad))
+
+
+# ---- TFDS ---------------------------------------------------------------------------------
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _tfds_split(splits, name: str, split: str) -> str:
+    """Map our split name onto the builder's splits (``test`` falls back to ``validation``)."""
+    base = split.split("[")[0]
+    if base in splits:
+        return split
+    if base == "test" and "validation" in splits:
+        return "validation" + split[len(base):]
+    raise ValueError(f"TFDS dataset {name!r} has no split {split!r} (it has {sorted(splits)})")
+
+
+def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir) -> Source:
+    """Source from a TensorFlow Datasets builder (see :func:`load_source`)."""
+    import tensorflow_datasets as tfds
+
+    data_dir = os.fspath(data_dir) if data_dir is not None else None
+    try:
+        builder = tfds.builder(dataset_name, data_dir=data_dir)
+    except Exception as e:  # DatasetNotFoundError and friends
+        raise ValueError(f"unknown TFDS dataset {dataset_name!r} ({_first_line(e)}); "
+                         "check the name against tfds.list_builders()") from None
+    if not builder.is_prepared():
+        config = tfds.download.DownloadConfig(
+            manual_dir=os.fspath(manual_dir) if manual_dir is not None else None)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except Exception as e:
+            where = data_dir or "the default TFDS data dir"
+            raise RuntimeError(
+                f"TFDS could not download/prepare {dataset_name!r} into {where} ({_first_line(e)}); "
+                "with no network, pass data_dir (--data-dir) holding a prepared copy, "
+                "or manual_dir (--manual-dir) with the manually downloaded files") from None
+    info = builder.info
+    tfds_split = _tfds_split(info.splits, dataset_name, split)
+    keys = info.supervised_keys
+    if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)):
+        raise ValueError(f"TFDS dataset {dataset_name!r} has no (image, label) supervised keys")
+    image_feature, label_feature = info.features[keys[0]], info.features[keys[1]]
+    shape = tuple(getattr(image_feature, "shape", ()) or ())
+    if len(shape) != 3:
+        raise ValueError(f"TFDS dataset {dataset_name!r}: {keys[0]!r} is not an [H, W, C] image")
+    channels = 1 if shape[-1] in (1, 2) else 3
+    names = getattr(label_feature, "names", None)
+    class_names = list(names) if names else [
+        str(i) for i in range(getattr(label_feature, "num_classes", 0) or 0)]
+    dataset = builder.as_dataset(split=tfds_split, as_supervised=True, shuffle_files=False).map(
+        lambda x, y: (to_channels(tf.cast(x, tf.uint8), channels), tf.cast(y, tf.int64)),
+        num_parallel_calls=_AUTOTUNE, deterministic=True)
+    try:
+        num_examples = int(info.splits[tfds_split].num_examples)
+    except Exception:
+        num_examples = None
+    return Source(dataset=dataset, class_names=class_names, num_examples=num_examples,
+                  channels=channels, name=name, split=split)
+
+
+# --------------------------------------------------------------------------------------------
+# Image operations (single images [H, W, C]; crops also accept batches [..., H, W, C])
+# --------------------------------------------------------------------------------------------
+
+def load_size(input_size: int) -> int:
+    """Side ``L`` images are resized/centre-cropped to before ``input_size`` crops: ``round(S*256/224)``.
+
+    224 -> 256 (the paper), 28 -> 32.
+    """
+    return int(round(int(input_size) * 256 / 224))
+
+
+def _luminance(rgb):
+    """ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of ``[..., 3]``; keeps the dtype (uint8 rounds)."""
+    weights = tf.constant([0.299, 0.587, 0.114], tf.float32)
+    grey = tf.reduce_sum(tf.cast(rgb, tf.float32) * weights, axis=-1, keepdims=True)
+    if rgb.dtype.is_integer:
+        return tf.saturate_cast(tf.round(grey), rgb.dtype)
+    return tf.cast(grey, rgb.dtype)
+
+
+def to_channels(image, channels: int):
+    """Convert ``image [..., H, W, c]`` (c = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) to ``channels``.
+
+    Alpha is dropped; grey -> RGB repeats the grey plane; RGB -> grey is the BT.601 luma
+    ``0.299 R + 0.587 G + 0.114 B`` (rounded for integer images). Dtype is kept. ``c`` may be
+    unknown until run time (decoded files).
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    image = tf.convert_to_tensor(image)
+    c = image.shape[-1]
+    if c is not None:
+        if c not in (1, 2, 3, 4):
+            raise ValueError(f"images must have 1-4 channels, got {c}")
+        if channels == 3:
+            return image[..., :3] if c >= 3 else tf.repeat(image[..., :1], 3, axis=-1)
+        return _luminance(image[..., :3]) if c >= 3 else image[..., :1]
+    has_colour = tf.shape(image)[-1] >= 3
+    if channels == 3:
+        out = tf.cond(has_colour, lambda: image[..., :3],
+                      lambda: tf.repeat(image[..., :1], 3, axis=-1))
+    else:
+        out = tf.cond(has_colour, lambda: _luminance(image[..., :3]), lambda: image[..., :1])
+    out.set_shape(image.shape[:-1].concatenate([channels]))
+    return out
+
+
+def resize_and_center_crop(image, size: int):
+    """Resize ``image [H, W, C]`` (or a batch ``[N, H, W, C]``) so its smaller side is ``size``, then keep
+    the centre ``size x size``.
+
+    Bilinear with antialiasing (the other side becomes ``round(side * size / smaller side)``); an
+    image already of the target size is returned unchanged. The crop starts at
+    ``((H' - size) // 2, (W' - size) // 2)`` of the resized ``H' x W'`` image.
+    Returns float32 ``[size, size, C]`` (``[N, size, size, C]``), raw pixel units (0-255 for uint8 input).
+    """
+    image = tf.convert_to_tensor(image)
+    shape = tf.shape(image)
+    h, w = shape[-3], shape[-2]
+    scale = tf.cast(size, tf.float64) / tf.cast(tf.minimum(h, w), tf.float64)
+    new_h = tf.maximum(size, tf.cast(tf.round(tf.cast(h, tf.float64) * scale), tf.int32))
+    new_w = tf.maximum(size, tf.cast(tf.round(tf.cast(w, tf.float64) * scale), tf.int32))
+    resized = tf.cond(
+        tf.logical_and(tf.equal(h, new_h), tf.equal(w, new_w)),
+        lambda: tf.cast(image, tf.float32),
+        lambda: tf.cast(tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear",
+                                        antialias=True), tf.float32))
+    out = _crop(resized, (new_h - size) // 2, (new_w - size) // 2, size)
+    out.set_shape(image.shape[:-3].concatenate([size, size, image.shape[-1]]))
+    return out
+
+
+def _crop(image, top, left, size: int):
+    return image[..., top:top + size, left:left + size, :]
+
+
+def center_crop(image, input_size: int):
+    """Centre ``input_size`` crop of ``image [..., H, W, C]``: rows from ``(H - S) // 2``, columns from
+    ``(W - S) // 2`` (offset 2 for 32 -> 28, 16 for 256 -> 224). Dtype kept."""
+    image = tf.convert_to_tensor(image)
+    shape = tf.shape(image)
+    return _crop(image, (shape[-3] - input_size) // 2, (shape[-2] - input_size) // 2, input_size)
+
+
+def ten_crop(image, input_size: int):
+    """The paper's 10 test views of ``image [H, W, C]`` -> ``[10, S, S, C]`` (``[N, 10, S, S, C]`` for a batch).
+
+    With ``S = input_size`` and ``F = image[:, ::-1]`` (horizontal flip), in this order:
+    0 top-left ``image[:S, :S]``, 1 top-right ``image[:S, W-S:]``, 2 bottom-left ``image[H-S:, :S]``,
+    3 bottom-right ``image[H-S:, W-S:]``, 4 centre ``image[(H-S)//2 :+S, (W-S)//2 :+S]``,
+    5-9 the same five crops taken from ``F`` (so view 5 is the mirror of view 1, 6 of 0, 7 of 3,
+    8 of 2, and 9 of the centre crop when ``W - S`` is even). Dtype kept.
+    """
+    image = tf.convert_to_tensor(image)
+    shape = tf.shape(image)
+    h, w, s = shape[-3], shape[-2], input_size
+
+    def five(x):
+        return [_crop(x, 0, 0, s), _crop(x, 0, w - s, s), _crop(x, h - s, 0, s),
+                _crop(x, h - s, w - s, s), _crop(x, (h - s) // 2, (w - s) // 2, s)]
+
+    return tf.stack(five(image) + five(tf.reverse(image, axis=[-2])), axis=-4)
+
+
+def random_crop_flip(image, input_size: int, seed):
+    """Training augmentation: a uniformly random ``S x S`` crop of ``image [L, L, C]``, flipped
+    left-right with probability 1/2.
+
+    ``seed`` is a stateless seed, int ``[2]``; the same seed gives the same crop and flip.
+    Returns ``[S, S, C]`` of the input dtype.
+    """
+    image = tf.convert_to_tensor(image)
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
+        tf.cast(seed, tf.int64), num=2))
+    size = tf.stack([input_size, input_size, tf.shape(image)[-1]])
+    crop = tf.image.stateless_random_crop(image, size=size, seed=crop_seed)
+    crop = tf.image.stateless_random_flip_left_right(crop, seed=flip_seed)
+    crop.set_shape([input_size, input_size, image.shape[-1]])
+    return crop
+
+
+# --------------------------------------------------------------------------------------------
+# Pipelines
+# --------------------------------------------------------------------------------------------
+
+def _dataset_of(source) -> tf.data.Dataset:
+    return source.dataset if isinstance(source, Source) else source
+
+
+def _deterministic(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.with_options(options)
+
+
+def resized_dataset(source, input_size: int, channels: int, cache=True) -> tf.data.Dataset:
+    """The deterministic step: ``(uint8 [L, L, channels], int64)`` with ``L = load_size(input_size)``.
+
+    Each image is converted to ``channels`` (:func:`to_channels`), resized so its smaller side is L
+    and centre-cropped to ``L x L`` (:func:`resize_and_center_crop`), then rounded to uint8 so the
+    in-memory cache holds one byte per value. ``source`` is a :class:`Source` or a dataset of
+    ``(image, label)``. ``cache``: True caches in memory, a string caches to that file prefix,
+    False does not cache.
+    """
+    size = load_size(input_size)
+
+    def prepare(image, label):
+        image = resize_and_center_crop(to_channels(image, channels), size)
+        return tf.saturate_cast(tf.round(image), tf.uint8), tf.cast(label, tf.int64)
+
+    dataset = _dataset_of(source)
+    if dataset.element_spec[0].shape.is_fully_defined():
+        # All images share one size (IDX, most TFDS sets): resize whole batches, ~10x faster.
+        dataset = dataset.batch(256).map(prepare, num_parallel_calls=_AUTOTUNE,
+                                         deterministic=True).unbatch()
+    else:
+        dataset = dataset.map(prepare, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    if cache is True:
+        dataset = dataset.cache()
+    elif cache:
+        dataset = dataset.cache(os.fspath(cache))
+    return dataset
+
+
+def _default_shuffle_buffer(source, input_size: int, channels: int) -> int:
+    """Whole data set when its cached images fit in ``_SHUFFLE_BUFFER_BYTES``, else that many bytes' worth."""
+    per_image = load_size(input_size) ** 2 * channels
+    cap = max(1000, _SHUFFLE_BUFFER_BYTES // per_image)
+    n = source.num_examples if isinstance(source, Source) else None
+    return min(n, cap) if n else cap
+
+
+def train_dataset(source, input_size: int, channels: int, batch_size: int, seed: int,
+                  shuffle_buffer: int | None = None, cache=True,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
+    """Training batches ``(float32 [B, S, S, channels] raw 0-255, int64 [B])``, not mean-subtracted.
+
+    Pipeline: :func:`resized_dataset` (decode, resize, centre ``L x L``; cached) -> shuffle ->
+    :func:`random_crop_flip` with a per-example stateless seed -> batch -> prefetch. Shuffle order
+    and crops come from ``seed`` only: two datasets built with the same seed give identical batches,
+    epoch after epoch, and each epoch draws new orders and crops.
+    ``shuffle_buffer`` defaults to the whole data set, capped at 256 MB of cached images.
+    """
+    dataset = resized_dataset(source, input_size, channels, cache=cache)
+    if shuffle_buffer is None:
+        shuffle_buffer = _default_shuffle_buffer(source, input_size, channels)
+    if shuffle_buffer and shuffle_buffer > 1:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    seed64 = tf.constant(seed, tf.int64)
+
+    def augment(example, r):
+        image, label = example
+        crop = random_crop_flip(image, input_size, tf.stack([seed64, r]))
+        return tf.cast(crop, tf.float32), label
+
+    dataset = tf.data.Dataset.zip((dataset, noise)).map(
+        augment, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(_AUTOTUNE)
+    return _deterministic(dataset)
+
+
+def eval_dataset(source, input_size: int, channels: int, batch_size: int, crops: str = "center",
+                 cache=True) -> tf.data.Dataset:
+    """Evaluation batches in source order, raw 0-255 float32, not mean-subtracted.
+
+    ``crops="center"``: ``(float32 [B, S, S, channels], int64 [B])`` (:func:`center_crop`);
+    ``crops="ten"``: ``(float32 [B, 10, S, S, channels], int64 [B])`` (:func:`ten_crop` order).
+    """
+    if crops not in ("center", "ten"):
+        raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
+    crop_fn = center_crop if crops == "center" else ten_crop
+
+    def crop(image, label):
+        return tf.cast(crop_fn(image, input_size), tf.float32), label
+
+    dataset = resized_dataset(source, input_size, channels, cache=cache).map(
+        crop, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    return _deterministic(dataset.batch(batch_size).prefetch(_AUTOTUNE))
+
+
+def compute_mean_image(source_dataset, input_size: int, channels: int, limit: int | None = None,
+                       batch_size: int = 256) -> np.ndarray:
+    """Per-pixel mean of the training set: float32 numpy ``[S, S, channels]``, raw pixel units.
+
+    The mean is over the centre ``S x S`` crop of each ``L x L`` image of :func:`resized_dataset`
+    (the first ``limit`` examples if given). The model's ``SubtractMean`` layer subtracts it; data
+    pipelines never do, so the mean is subtracted once. ``source_dataset`` is a :class:`Source`
+    or a dataset of ``(image, label)``.
+    """
+    dataset = resized_dataset(source_dataset, input_size, channels, cache=False)
+    if limit is not None:
+        dataset = dataset.take(limit)
+    dataset = dataset.map(lambda x, y: center_crop(x, input_size),
+                          num_parallel_calls=_AUTOTUNE).batch(batch_size).prefetch(_AUTOTUNE)
+    total = np.zeros((input_size, input_size, channels), np.float64)
+    count = 0
+    for batch in dataset.as_numpy_iterator():
+        total += batch.sum(axis=0, dtype=np.float64)
+        count += len(batch)
+    if count == 0:
+        raise ValueError("cannot compute a mean image of an empty data set")
+    return (total / count).astype(np.float32)
