@@ -92,7 +92,7 @@ class KerasProbe(Probe):
         outputs = {name: self.deconvnet.selection_layer(name).output for name in self.layer_names}
         outputs.update({layer.name: layer.output for layer in fc})
         self.feature_names = list(outputs)
-        self._feature_model = keras.Model(model.inputs, outputs)
+        self._feature_tensors = outputs
         means = [layer for layer in model.layers if isinstance(layer, SubtractMean)]
         self.mean_image = np.asarray(means[0].mean) if means else np.zeros(self.input_shape, "float32")
         self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -106,7 +106,7 @@ class KerasProbe(Probe):
         images = self.check_images(images)
         layers = tuple(self.check_layers(layers))
         if layers not in self._features:
-            model = keras.Model(self._feature_model.inputs, {n: self._feature_model.outputs[self.feature_names.index(n)] for n in layers})
+            model = keras.Model(self.model.inputs[0], {name: self._feature_tensors[name] for name in layers})
             self._features[layers] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         function = self._features[layers]
         return batched(lambda x: {k: v.numpy() for k, v in function(x).items()}, images, batch_size)
