@@ -1,13 +1,19 @@
 """The ``zf`` command. Sub-commands are imported only when run, so ``zf --help`` stays fast."""
 
 import importlib
+import logging
 import os
 
 import click
 
+# Set before TensorFlow is first imported: hide its C++ start-up chatter and retracing notices.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
 # command name -> "module:function" (modules under pipelines/)
 COMMANDS = {
     "demo": "pipelines.demo:demo",
+    "project": "pipelines.project:project",
     "train": "pipelines.train:train",
     "export": "pipelines.export:export",
     "evaluate": "pipelines.evaluate:evaluate",
@@ -21,6 +27,7 @@ COMMANDS = {
 
 HELP = {
     "demo": "Train, export, evaluate and visualize on the default data.",
+    "project": "Project the strongest feature maps of images to pixels.",
     "train": "Train a ZFNet-family model (paper Sec. 3 recipe).",
     "export": "Export a .keras model to a SavedModel directory.",
     "evaluate": "Top-1/top-5 error of one or more models (single and 10-crop).",
@@ -48,6 +55,14 @@ class LazyGroup(click.Group):
         module, function = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), function)
 
+    def invoke(self, ctx):
+        # Library code raises ValueError with a message naming the bad input: show that one line.
+        try:
+            return super().invoke(ctx)
+        except (ValueError, FileNotFoundError) as error:
+            message = str(error).strip().splitlines()
+            raise click.ClickException(message[0] if message else type(error).__name__) from None
+
     def format_commands(self, ctx, formatter):
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
         if rows:
@@ -59,7 +74,6 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="zfkeras")
 def main():
     """zfkeras: train ZFNet-family convnets and see inside them (Zeiler & Fergus, ECCV 2014)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 if __name__ == "__main__":

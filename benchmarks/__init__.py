@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks: `python -m benchmarks [NAME ...]` (see benchmarks/__main__.py)."""

@@ -1,0 +1,28 @@
+"""Run benchmarks: ``python -m benchmarks`` (all) or ``python -m benchmarks train occlusion``.
+
+Each module ``benchmarks/<name>.py`` has ``main(argv) -> dict`` that prints its own table and
+returns the measured numbers; every number is compared against a baseline measured in the same run.
+"""
+
+import importlib
+import os
+import pkgutil
+import sys
+
+
+def main(argv):
+    here = os.path.dirname(__file__)
+    names = sorted(m.name for m in pkgutil.iter_modules([here]) if not m.name.startswith("_"))
+    chosen = [a for a in argv if not a.startswith("-")] or names
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        sys.exit(f"unknown benchmark {unknown[0]!r}; available: {', '.join(names)}")
+    options = [a for a in argv if a.startswith("-")]
+    for name in chosen:
+        print(f"== benchmark: {name}", flush=True)
+        importlib.import_module(f"benchmarks.{name}").main(options)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main(sys.argv[1:])
