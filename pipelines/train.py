@@ -1,0 +1,210 @@
+"""``zf train``: train a ZFNet-family model with the paper's recipe (Sec. 3), optionally export it."""
+
+import os
+import shlex
+import time
+
+import click
+
+from pipelines import _common
+
+PAPER = "paper: "
+
+
+def _int_list(text, name):
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated epoch numbers like 1,2,5,10", param_hint=name) from None
+    return values
+
+
+def _units(text):
+    """``conv3=512,fc6=2048`` -> ``{"conv3": 512, "fc6": 2048}``."""
+    units = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, _, value = item.partition("=")
+        if not value.strip().isdigit():
+            raise click.BadParameter(f"{item!r}: expected LAYER=UNITS, e.g. conv3=512,fc6=2048", param_hint="--units")
+        units[key.strip()] = int(value)
+    return units
+
+
+def epoch_summary(epochs):
+    """A Keras callback printing one line per epoch (the pipeline's output, not the library's)."""
+    import keras
+
+    class EpochSummary(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            line = f"epoch {epoch + 1:3d}/{epochs}  loss {logs['loss']:.4f}  acc {100 * logs['accuracy']:6.2f}%"
+            if logs.get("val_loss") is not None:
+                line += f"  val_loss {logs['val_loss']:.4f}  val_acc {100 * logs['val_accuracy']:6.2f}%"
+            click.echo(line + f"  lr {logs['lr']:.0e}  {logs['seconds']:.1f} s")
+
+    return EpochSummary()
+
+
+def command_line(ctx):
+    """The full ``zf train`` command with every option spelled out (defaults included), so the
+    recorded command retrains the same model even if defaults change."""
+    words = ctx.command_path.split()
+    if words and words[0] != "zf":
+        words = ["zf", "train"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if not isinstance(param, click.Option) or value is None:
+            continue
+        if param.is_flag and param.secondary_opts:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            if value:
+                words.append(param.opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
+
+
+@click.command()
+@click.option("--arch", type=click.Choice(["zfnet_small", "zfnet", "alexnet"]), default="zfnet_small", show_default=True)
+@click.option("--data", "data_spec", default="fashion_mnist", show_default=True,
+              help="Training source: fashion_mnist, idx:PATH, folder:PATH or tfds:NAME.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="TFDS data directory (tfds: sources).")
+@click.option("--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs).")
+@click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images in folder: sources (count reported).")
+@click.option("--val-data", default=None, help="Validation source (its test split). Default: hold out --val-split.")
+@click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Fraction of the training data held out for validation when no --val-data (0 = none).")
+@click.option("--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224).")
+@click.option("--channels", type=click.Choice(["1", "3"]), help="Model input channels (default: the data's).")
+@click.option("--units", help="Layer widths, e.g. conv3=512,fc6=2048 (Table 3 variants).")
+@click.option("--epochs", default=70, show_default=True, type=click.IntRange(1), help=PAPER + "stopped after 70.")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Global batch, split across replicas.")
+@click.option("--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate.")
+@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--patience", default=3, show_default=True, type=click.IntRange(1),
+              help="Epochs without validation-loss improvement before lr is multiplied by --anneal-factor.")
+@click.option("--anneal-factor", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--min-delta", default=1e-4, show_default=True, type=click.FloatRange(0), help="Smallest loss drop that counts.")
+@click.option("--min-lr", default=1e-6, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="On fc6 and fc7.")
+@click.option("--kernel-init", type=click.Choice(["normal", "he_normal", "glorot_uniform"]), default="normal", show_default=True,
+              help="normal = N(0, --init-std) (paper); biases are 0.")
+@click.option("--init-std", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--filter-radius", default=0.1, show_default=True, type=click.FloatRange(0),
+              help="Cap on each conv filter's RMS (0 = off).")
+@click.option("--checkpoint-epochs", default="1,2,5,10,20,30,40,64", show_default=True,
+              help="Epochs whose model is kept in RUN_DIR/checkpoints (clipped to --epochs).")
+@click.option("--strategy", default="auto", show_default=True, help="auto, mirrored, multiworker (TF_CONFIG) or cpu:N.")
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory; an unfinished run there is resumed.")
+@click.option("--export", "export_path", type=click.Path(file_okay=False),
+              help="Then evaluate on the test split and export here (e.g. saved_models/NAME), kept checkpoints included.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Keras progress bar per epoch.")
+@_common.seed_option
+def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_split, input_size, channels, units, epochs,
+          batch_size, lr, momentum, patience, anneal_factor, min_delta, min_lr, dropout, kernel_init, init_std,
+          filter_radius, checkpoint_epochs, strategy, run_dir, export_path, progress, seed):
+    """Train ARCH on --data with the paper's recipe; every value is an option.
+
+    Writes RUN_DIR/{config.json, history.json, model.keras, checkpoints/, logs/ (TensorBoard)};
+    a killed run restarted with the same command resumes from its last epoch.
+    """
+    from zfkeras.train import TrainConfig, make_strategy
+
+    # The strategy comes first: cpu:N and multiworker must be set up before TF runs anything.
+    try:
+        distribution = make_strategy(strategy)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--strategy") from None
+    _common.seed_everything(seed)
+
+    from zfkeras import data
+    from zfkeras.models import ARCHITECTURES
+
+    command = command_line(click.get_current_context())
+    train_source = _open(data, data_spec, "train", data_dir, manual_dir, skip_corrupt, "--data")
+    val_source = _open(data, val_data, "test", data_dir, manual_dir, skip_corrupt, "--val-data") if val_data else None
+    size = input_size or ARCHITECTURES[arch]().input_shape[0]
+    try:
+        config = TrainConfig(
+            arch=arch, input_shape=(size, size, int(channels or train_source.channels)),
+            num_classes=len(train_source.class_names), units=_units(units), epochs=epochs, batch_size=batch_size, lr=lr,
+            momentum=momentum, patience=patience, anneal_factor=anneal_factor, min_delta=min_delta, min_lr=min_lr,
+            dropout=dropout, kernel_init=kernel_init, init_std=init_std, filter_radius=filter_radius or None,
+            checkpoint_epochs=_int_list(checkpoint_epochs, "--checkpoint-epochs"), seed=seed, strategy=strategy,
+            data=data_spec, val_data=val_data, val_split=0.0 if val_data else val_split,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    click.echo(
+        f"training {arch} {config.input_shape} on {train_source.name} ({train_source.num_examples} images, "
+        f"{config.num_classes} classes), {distribution.num_replicas_in_sync} replica(s), {epochs} epochs -> {run_dir}",
+        err=True,
+    )
+    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, command)
+    from zfkeras.train import worker_role
+
+    if not worker_role(distribution)[0]:
+        click.echo(f"trained in {seconds:.0f} s (worker; the chief writes the run and the export)")
+        return
+    click.echo(f"trained in {seconds:.0f} s; final model {os.path.join(run_dir, 'model.keras')}")
+    if export_path:
+        _export(model, config, train_source, history, seconds, export_path, run_dir, command, data_dir, manual_dir)
+
+
+def _open(data, spec, split, data_dir, manual_dir, skip_corrupt, hint):
+    try:
+        source = data.load_source(spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise click.BadParameter(str(error), param_hint=hint) from None
+    if source.skipped:
+        click.echo(f"skipped {source.skipped} unreadable image(s) in {source.name}", err=True)
+    return source
+
+
+def _train(config, train_source, val_source, run_dir, distribution, progress, command):
+    from zfkeras.train import train as train_model
+
+    started = time.monotonic()
+    try:
+        model, history = train_model(
+            config, train_source, val_source, run_dir, callbacks=[epoch_summary(config.epochs)], progress=progress,
+            strategy=distribution, metadata={"command": command},
+        )
+    except (ValueError, FloatingPointError) as error:
+        raise click.ClickException(str(error)) from None
+    return model, history, time.monotonic() - started
+
+
+def _export(model, config, train_source, history, seconds, export_path, run_dir, command, data_dir, manual_dir):
+    import json
+
+    from zfkeras import data
+    from zfkeras.export import export_model
+
+    metrics = {key: history[key][-1] for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr")}
+    metrics.update(epochs=len(history["epoch"]), train_seconds=sum(history["seconds"]), command_seconds=seconds)
+    try:
+        test_source = data.load_source(config.data, "test", data_dir=data_dir, manual_dir=manual_dir)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        click.echo(f"no test split to evaluate ({str(error).splitlines()[0]}); exporting without test metrics", err=True)
+    else:
+        click.echo(f"evaluating on {test_source.name} test split (centre crop and 10 crops)", err=True)
+        from pipelines.evaluate import evaluate_on_source
+        from zfkeras.probe import KerasProbe
+
+        result = evaluate_on_source({"model": KerasProbe(model)}, test_source)
+        metrics.update(test_data=test_source.name, test_images=result["num_images"])
+        metrics.update({f"test_{key}": value for key, value in result["models"]["model"].items()})
+        click.echo(
+            f"test top-1 error {100 * metrics['test_top1_error']:.2f}% (10-crop {100 * metrics['test_ten_crop_top1_error']:.2f}%), "
+            f"top-5 {100 * metrics['test_top5_error']:.2f}%"
+        )
+    with open(os.path.join(run_dir, "config.json")) as handle:
+        record = json.load(handle)
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    checkpoints = sorted(os.path.join(checkpoint_dir, name) for name in os.listdir(checkpoint_dir)) if os.path.isdir(checkpoint_dir) else []
+    export_model(model, export_path, class_names=train_source.class_names, config=record, metrics=metrics, command=command,
+                 checkpoints=checkpoints)
+    click.echo(f"exported {export_path}")

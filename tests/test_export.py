@@ -1,0 +1,172 @@
+"""SavedModel export: endpoints in a process without zfkeras match the Keras model and its deconvnet;
+the Probe over an export; atomic writes; clear errors; ``zf export``."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import zfkeras.export
+from zfkeras.deconv import Deconvnet
+from zfkeras.export import export_model, load_exported, read_metadata
+from zfkeras.models import build_model, zfnet_small_spec
+from zfkeras.probe import KerasProbe
+
+CLASSES = [f"class {i}" for i in range(10)]
+LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
+
+# Runs in a fresh interpreter: only TensorFlow and NumPy, never zfkeras.
+PLAIN_LOADER = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+
+path, inputs, outputs = sys.argv[1:]
+given = np.load(inputs)
+loaded = tf.saved_model.load(path)
+images = tf.constant(given["images"])
+results = {"probs": loaded.serve(images).numpy()}
+for name, value in loaded.features(images).items():
+    results["features/" + name] = value.numpy()
+for layer in ["conv1", "conv2", "conv3", "conv4", "conv5"]:
+    project = getattr(loaded, "project_" + layer)
+    results["max/" + layer] = project(images, tf.constant(given["channel"]), tf.constant(given["max"])).numpy()
+    results["at/" + layer] = project(images, tf.constant(given["channel"]), tf.constant(given["at_" + layer])).numpy()
+    results["map/" + layer] = getattr(loaded, "project_map_" + layer)(images, tf.constant(given["channel"])).numpy()
+assert not any(name == "zfkeras" or name.startswith("zfkeras.") for name in sys.modules), "zfkeras was imported"
+np.savez(outputs, **results)
+"""
+
+
+@pytest.fixture(scope="module")
+def model():
+    spec = zfnet_small_spec().with_units(conv1=8, conv2=8, conv3=8, conv4=8, conv5=6, fc6=16, fc7=16)
+    model = build_model(spec.replace(kernel_init="he_normal"), seed=4)  # he_normal: deep maps are not all zero
+    rng = np.random.default_rng(1)
+    model.get_layer("subtract_mean").set_mean(rng.uniform(60, 120, (28, 28, 1)).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("exports") / "tiny"
+    export_model(model, path, class_names=CLASSES, config={"config": {"lr": 0.01}}, metrics={"test_top1_error": np.float32(0.25)},
+                 command="zf train --epochs 1")
+    return path
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(2).uniform(0, 255, (3, 28, 28, 1)).astype("float32")
+
+
+def test_plain_tensorflow_process_matches_keras(model, exported, images, tmp_path):
+    deconvnet = Deconvnet(model)
+    probe = KerasProbe(model, CLASSES)
+    channel = np.array([0, 3, 5], np.int32)
+    given = {"images": images, "channel": channel, "max": np.full((3, 2), -1, np.int32)}
+    for layer in LAYERS:  # one given position per image, and one (-1, -1) mixed in
+        h, w = deconvnet.activations(images, [layer])[layer].shape[1:3]
+        given[f"at_{layer}"] = np.array([[0, 0], [h // 2, w - 1], [-1, -1]], np.int32)
+    np.savez(tmp_path / "in.npz", **given)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-c", PLAIN_LOADER, str(exported), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                          env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    out = np.load(tmp_path / "out.npz")
+
+    np.testing.assert_allclose(out["probs"], model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+    features = probe.features(images)
+    assert sorted(k[9:] for k in out.files if k.startswith("features/")) == sorted(LAYERS + ["fc6", "fc7"])
+    for name, value in features.items():
+        np.testing.assert_allclose(out[f"features/{name}"], value, rtol=1e-5, atol=1e-5 * np.abs(value).max())
+    for layer in LAYERS:
+        for key, position in (("max", "max"), ("at", given[f"at_{layer}"]), ("map", "map")):
+            reference = deconvnet.project(images, layer, channel, position)
+            assert np.abs(reference).max() > 0 or key == "at", f"{layer} {key}: a zero projection tests nothing"
+            np.testing.assert_allclose(out[f"{key}/{layer}"], reference, rtol=1e-5, atol=1e-5 * max(np.abs(reference).max(), 1e-3))
+
+
+def test_metadata_and_files(model, exported):
+    assert sorted(os.listdir(exported)) == sorted(["assets", "fingerprint.pb", "mean.npy", "model.keras", "saved_model.pb", "variables", "zfkeras.json"])
+    meta = read_metadata(exported)
+    assert meta["input_shape"] == [28, 28, 1] and meta["class_names"] == CLASSES and meta["layer_names"] == LAYERS
+    assert meta["feature_names"] == LAYERS + ["fc6", "fc7"]
+    assert meta["feature_shapes"]["conv2"] == [14, 14, 8] and meta["feature_shapes"]["fc7"] == [16]
+    assert meta["training"] == {"command": "zf train --epochs 1", "config": {"config": {"lr": 0.01}}}
+    assert meta["metrics"] == {"test_top1_error": pytest.approx(0.25)} and meta["zfkeras_version"] == zfkeras.__version__
+    np.testing.assert_array_equal(np.load(exported / "mean.npy"), model.get_layer("subtract_mean").mean.numpy())
+    reloaded = keras.saving.load_model(exported / "model.keras")
+    for a, b in zip(reloaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_exported_probe_equals_keras_probe(model, exported, images):
+    probe, reference = load_exported(exported), KerasProbe(model, CLASSES)
+    assert probe.input_shape == (28, 28, 1) and probe.class_names == CLASSES and probe.layer_names == LAYERS
+    np.testing.assert_allclose(probe.predict(images, batch_size=2), reference.predict(images), rtol=1e-5, atol=1e-6)
+    got = probe.features(images, ["conv3", "fc6"])
+    assert sorted(got) == ["conv3", "fc6"]
+    np.testing.assert_allclose(got["conv3"], reference.features(images, ["conv3"])["conv3"], rtol=1e-5, atol=1e-4)
+    for position in ("max", "map", (3, 4)):
+        np.testing.assert_allclose(probe.project(images, "conv2", 1, position, batch_size=2),
+                                   reference.project(images, "conv2", 1, position), rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(probe.mean_image, reference.mean_image)
+    with pytest.raises(ValueError, match="channel must be in"):
+        probe.project(images, "conv2", 8)
+    with pytest.raises(ValueError, match="unknown layer 'fc6'"):
+        probe.project(images, "fc6", 0)
+    with pytest.raises(ValueError, match=r"images must have shape \[N, 28, 28, 1\]"):
+        probe.predict(images[..., 0])
+
+
+def test_failed_export_leaves_nothing_and_keeps_the_old_one(model, exported, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zfkeras.export.np, "save", broken)  # fails after the SavedModel and model.keras are written
+    with pytest.raises(OSError, match="disk full"):
+        export_model(model, tmp_path / "new", class_names=CLASSES)
+    assert os.listdir(tmp_path) == []  # no directory, no temporary left behind
+
+    before = {name: os.path.getmtime(exported / name) for name in os.listdir(exported)}
+    with pytest.raises(OSError, match="disk full"):
+        export_model(model, exported, class_names=CLASSES)
+    assert {name: os.path.getmtime(exported / name) for name in os.listdir(exported)} == before
+    assert [name for name in os.listdir(exported.parent) if name.startswith(".")] == []
+
+
+def test_not_an_export_is_a_clear_error(model, tmp_path):
+    with pytest.raises(ValueError, match="no such directory"):
+        load_exported(tmp_path / "missing")
+    with pytest.raises(ValueError, match="not a SavedModel"):
+        load_exported(tmp_path)
+    model.export(str(tmp_path / "plain"), format="tf_saved_model", verbose=False)  # a SavedModel, not ours
+    with pytest.raises(ValueError, match="not a zfkeras export"):
+        load_exported(tmp_path / "plain")
+    (tmp_path / "plain" / "zfkeras.json").write_text("{}")
+    with pytest.raises(ValueError, match="not zfkeras export metadata"):
+        load_exported(tmp_path / "plain")
+
+
+def test_zf_export_command(model, tmp_path):
+    from pipelines.export import export as command
+
+    run_dir = tmp_path / "run"
+    os.makedirs(run_dir / "checkpoints")
+    model.save(run_dir / "checkpoints" / "epoch-002.keras")
+    (run_dir / "config.json").write_text(json.dumps({"command": "zf train --epochs 3", "class_names": CLASSES, "config": {}}))
+    (run_dir / "history.json").write_text(json.dumps({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.0]}))
+    result = CliRunner().invoke(command, [str(run_dir / "checkpoints" / "epoch-002.keras"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(tmp_path / "out")
+    assert meta["training"]["command"] == "zf train --epochs 3" and meta["class_names"] == CLASSES
+    assert meta["metrics"] == {"loss": 2.0, "epochs": 2}  # the checkpoint's epoch, not the last one
+    bad = CliRunner().invoke(command, [str(run_dir / "config.json"), "--out", str(tmp_path / "out2")])
+    assert bad.exit_code == 2 and "MODEL must be a SavedModel directory" in bad.output

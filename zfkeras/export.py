@@ -1,0 +1,256 @@
+"""SavedModel export: a trained convnet and its deconvnet, usable with no zfkeras import.
+
+``export_model(model, "saved_models/NAME", class_names=...)`` writes::
+
+    saved_models/NAME/saved_model.pb, variables/   tf.saved_model.load(path) gives the endpoints below
+    saved_models/NAME/model.keras                  the Keras model (``import zfkeras`` to load it)
+    saved_models/NAME/mean.npy                     float32 [H, W, C] mean image the model subtracts
+    saved_models/NAME/zfkeras.json                 input shape, names, training command/config, metrics
+    saved_models/NAME/checkpoints/epoch-NNN.keras  (optional) models kept during training
+
+Endpoints (images: float32 ``[N, H, W, C]`` raw pixels 0-255 at the model's input size; the mean is
+subtracted inside):
+
+- ``serve(images)`` -> class probabilities ``[N, classes]``;
+- ``features(images)`` -> ``{name: array}``: every conv layer's rectified, pre-pool map
+  ``[N, h, w, K]`` and fc6/fc7 ``[N, units]``, keyed by layer name;
+- ``project_<conv>(images, channel int32 [N], position int32 [N, 2])`` -> deconvnet reconstruction
+  shaped like ``images``, from the activation at ``position`` (y, x) of map ``channel``, (-1, -1)
+  meaning that map's strongest activation (:meth:`zfkeras.deconv.Deconvnet.projection_function`);
+- ``project_map_<conv>(images, channel int32 [N])`` -> the same from the whole map.
+
+The directory is written beside its final place and renamed at the end, so a crash never leaves a
+half-written export (an older export at ``path`` stays whole until the new one replaces it).
+:func:`load_exported` wraps an export as a :class:`zfkeras.probe.Probe`.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import zfkeras
+from zfkeras.data import load_size
+from zfkeras.deconv import _as_channels, _as_positions
+from zfkeras.probe import KerasProbe, Probe, batched
+
+METADATA_FILE = "zfkeras.json"
+FORMAT = "zfkeras-export"
+FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def _atomic_directory(path):
+    """Yield an empty temporary directory beside ``path``; it becomes ``path`` if the block succeeds."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"export path {path} exists and is not a directory")
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
+    old = None
+    try:
+        yield temp
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.replace(path, os.path.join(old, name))
+        os.replace(temp, path)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _jsonable(value):
+    """``value`` with numpy scalars/arrays and tuples turned into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _projection_endpoints(deconvnet, layer):
+    """``(images, channel, position)`` and whole-map ``(images, channel)`` projections of ``layer``."""
+    point = deconvnet.projection_function(layer)
+    whole = deconvnet.projection_function(layer, whole_map=True)
+
+    def project(images, channel, position):
+        return point(images, channel, position)
+
+    def project_map(images, channel):
+        return whole(images, channel, tf.fill(tf.stack([tf.shape(channel)[0], 2]), -1))
+
+    return project, project_map
+
+
+def export_model(model, path, *, class_names, config=None, metrics=None, command=None, checkpoints=()):
+    """Export ``model`` with its deconvnet to the directory ``path`` (see the module docstring).
+
+    Args:
+        model: a trained Keras convnet (zfkeras layer names: ``subtract_mean``, ``conv1``...).
+        path: output directory; replaced atomically if it exists.
+        class_names: one name per output class.
+        config: the training configuration (e.g. the run's ``config.json`` contents), or None.
+        metrics: final metrics, e.g. ``{"test_top1_error": 0.08}``, or None.
+        command: the command line that trained the model, or None.
+        checkpoints: ``.keras`` files saved during training (``epoch-NNN.keras``), copied into
+            ``path/checkpoints/`` and listed in ``zfkeras.json`` (for the feature-evolution figure).
+
+    Returns:
+        The metadata written to ``zfkeras.json`` (a dict).
+    """
+    probe = KerasProbe(model, class_names=class_names)
+    deconvnet = probe.deconvnet
+    height, width, channels = probe.input_shape
+    images = tf.TensorSpec((None, height, width, channels), tf.float32, name="images")
+    channel = tf.TensorSpec((None,), tf.int32, name="channel")
+    position = tf.TensorSpec((None, 2), tf.int32, name="position")
+
+    def selected(name):
+        return (deconvnet.selection_layer(name) if name in probe.layer_names else model.get_layer(name)).output
+
+    feature_model = keras.Model(model.inputs, {name: selected(name) for name in probe.feature_names})
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[images])
+    archive.add_endpoint("features", lambda x: feature_model(x, training=False), input_signature=[images])
+    for layer in probe.layer_names:
+        point, whole = _projection_endpoints(deconvnet, layer)
+        archive.add_endpoint(f"project_{layer}", point, input_signature=[images, channel, position])
+        archive.add_endpoint(f"project_map_{layer}", whole, input_signature=[images, channel])
+
+    feature_shapes = {name: list(selected(name).shape[1:]) for name in probe.feature_names}
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "zfkeras_version": zfkeras.__version__,
+        "model_name": model.name,
+        "input_shape": [height, width, channels],
+        "input": "float32 [N, H, W, C] raw pixel values 0-255 at input_shape; the mean is subtracted inside",
+        "preprocessing": (
+            f"as zfkeras.data.eval_dataset: resize the smaller side to {load_size(height)} (bilinear, antialiased), "
+            f"keep the centre {load_size(height)}x{load_size(height)}, then its centre {height}x{width} crop "
+            "(or the 10 corner/centre crops and their mirror images); training used random crops + flips of the same images"
+        ),
+        "class_names": list(class_names),
+        "layer_names": list(probe.layer_names),
+        "feature_names": list(probe.feature_names),
+        "feature_shapes": feature_shapes,
+        "endpoints": ["serve", "features"]
+        + [f"project_{layer}" for layer in probe.layer_names]
+        + [f"project_map_{layer}" for layer in probe.layer_names],
+        "mean_image": "mean.npy",
+        "checkpoints": [f"checkpoints/{os.path.basename(p)}" for p in checkpoints],
+        "keras_model": "model.keras",
+        "training": {"command": command, "config": _jsonable(config)},
+        "metrics": _jsonable(metrics),
+    }
+    with _atomic_directory(path) as temp:
+        archive.write_out(temp, verbose=False)
+        model.save(os.path.join(temp, "model.keras"))
+        np.save(os.path.join(temp, "mean.npy"), np.asarray(probe.mean_image, np.float32))
+        if checkpoints:
+            os.makedirs(os.path.join(temp, "checkpoints"))
+            for checkpoint in checkpoints:
+                shutil.copy2(checkpoint, os.path.join(temp, "checkpoints", os.path.basename(checkpoint)))
+        with open(os.path.join(temp, METADATA_FILE), "w") as handle:
+            json.dump(metadata, handle, indent=2)
+            handle.write("\n")
+    return metadata
+
+
+def read_metadata(path):
+    """The ``zfkeras.json`` of an export directory, or a ValueError saying why ``path`` is not one."""
+    path = os.fspath(path)
+    expected = "a zfkeras export directory (saved_model.pb, zfkeras.json, mean.npy from `zf export`)"
+    if not os.path.isdir(path):
+        raise ValueError(f"{path}: no such directory; expected {expected}")
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise ValueError(f"{path}: not a SavedModel (no saved_model.pb); expected {expected}")
+    meta_path = os.path.join(path, METADATA_FILE)
+    if not os.path.exists(meta_path):
+        raise ValueError(f"{path}: a SavedModel but not a zfkeras export (no {METADATA_FILE}); expected {expected}")
+    try:
+        with open(meta_path) as handle:
+            metadata = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{meta_path}: unreadable ({error})") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise ValueError(f"{meta_path}: not zfkeras export metadata (no \"format\": \"{FORMAT}\")")
+    missing = [key for key in ("input_shape", "class_names", "layer_names", "feature_names", "mean_image") if key not in metadata]
+    if missing:
+        raise ValueError(f"{meta_path}: missing {', '.join(missing)}")
+    return metadata
+
+
+class ExportedProbe(Probe):
+    """:class:`zfkeras.probe.Probe` over an export directory, through ``tf.saved_model.load`` only.
+
+    Attributes (besides the Probe ones): ``path``; ``metadata`` (the ``zfkeras.json`` dict);
+    ``saved_model`` (the loaded SavedModel object with its endpoints).
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.metadata = read_metadata(self.path)
+        try:
+            self.saved_model = tf.saved_model.load(self.path)
+        except Exception as error:  # corrupt files: one line naming the directory
+            raise ValueError(f"{self.path}: cannot load the SavedModel ({str(error).splitlines()[0]})") from None
+        meta = self.metadata
+        missing = [name for name in meta.get("endpoints", ["serve", "features"]) if not hasattr(self.saved_model, name)]
+        if missing:
+            raise ValueError(f"{self.path}: the SavedModel lacks endpoint {missing[0]!r} listed in {METADATA_FILE}")
+        self.input_shape = tuple(meta["input_shape"])
+        self.class_names = list(meta["class_names"])
+        self.layer_names = list(meta["layer_names"])
+        self.feature_names = list(meta["feature_names"])
+        self.feature_shapes = {name: tuple(shape) for name, shape in meta.get("feature_shapes", {}).items()}
+        self.mean_image = np.load(os.path.join(self.path, meta["mean_image"]))
+
+    def predict(self, images, batch_size=256):
+        images = self.check_images(images)
+        return batched(lambda x: self.saved_model.serve(tf.constant(x)).numpy(), images, batch_size)
+
+    def features(self, images, layers=None, batch_size=256):
+        images = self.check_images(images)
+        layers = self.check_layers(layers)
+        return batched(lambda x: {name: value.numpy() for name, value in self.saved_model.features(tf.constant(x)).items() if name in layers},
+                       images, batch_size)
+
+    def project(self, images, layer, channel, position="max", batch_size=64):
+        images = self.check_images(images)
+        self.check_layers(layer, self.layer_names)
+        shape = self.feature_shapes.get(layer)
+        n = len(images)
+        channel = _as_channels(channel, n, shape[-1] if shape else None)
+        whole_map = isinstance(position, str) and position == "map"
+        position = _as_positions(position, n, shape[:2] if shape else (np.inf, np.inf))
+        if whole_map:
+            function = getattr(self.saved_model, f"project_map_{layer}")
+            run = lambda i: function(tf.constant(images[i : i + batch_size]), tf.constant(channel[i : i + batch_size]))  # noqa: E731
+        else:
+            function = getattr(self.saved_model, f"project_{layer}")
+            run = lambda i: function(  # noqa: E731
+                tf.constant(images[i : i + batch_size]), tf.constant(channel[i : i + batch_size]), tf.constant(position[i : i + batch_size])
+            )
+        parts = [run(i).numpy() for i in range(0, n, batch_size)]
+        return np.concatenate(parts) if parts else np.zeros_like(images)
+
+
+def load_exported(path):
+    """An :class:`ExportedProbe` for the export directory ``path`` (ValueError if it is not one)."""
+    return ExportedProbe(path)
