@@ -1,0 +1,192 @@
+"""``zf evolution``: feature evolution across the epoch checkpoints of a training run (Fig. 4)."""
+
+import os
+import re
+
+import click
+import numpy as np
+
+from pipelines._common import save_figure, seed_everything, seed_option, write_json
+from pipelines.visualize import DEFAULT_SOURCE, Images, field_json, map_counts, parse_layers, parse_maps, progressbar, show_grid, upscale
+
+CHECKPOINT = re.compile(r"epoch-(\d+)\.keras$")
+
+
+def find_checkpoints(path):
+    """``[(epoch, file)]`` sorted by epoch, from a run dir or shipped model dir (``checkpoints/``
+    inside) or a directory holding the ``epoch-XXX.keras`` files itself."""
+    if not os.path.isdir(path):
+        raise click.BadParameter(
+            f"{path}: not a directory; give a training run dir, a model dir with checkpoints/, or a dir of epoch-XXX.keras files",
+            param_hint="RUN_OR_CHECKPOINT_DIR",
+        )
+    inner = os.path.join(path, "checkpoints")
+    directory = inner if os.path.isdir(inner) else path
+    found = sorted((int(m[1]), os.path.join(directory, name)) for name in os.listdir(directory) if (m := CHECKPOINT.fullmatch(name)))
+    if not found:
+        raise click.BadParameter(
+            f"{path}: no epoch-XXX.keras checkpoints in it or in its checkpoints/ folder", param_hint="RUN_OR_CHECKPOINT_DIR"
+        )
+    return found
+
+
+def load_checkpoint(file):
+    import keras
+
+    import zfkeras  # noqa: F401  (registers custom layers)
+
+    try:
+        return keras.saving.load_model(file, compile=False)
+    except Exception as error:
+        raise click.UsageError(f"cannot load checkpoint {file}: {str(error).splitlines()[0]}") from None
+
+
+def silent_note(per_map_entry):
+    silent = per_map_entry["silent_epochs"]
+    return f" (silent at epoch {', '.join(map(str, silent))})" if silent else ""
+
+
+def evolution_figure(layer, channels, epochs, tiles, stable, percentile, per_map):
+    """Fig. 4 block of one layer: a row per map, a column per epoch, contrast-enhanced."""
+    from zfkeras.diagnostics import display_tiles, mosaic
+
+    maps, count = tiles.shape[:2]
+    shown = upscale(display_tiles(tiles.reshape(maps * count, *tiles.shape[2:]), percentile))
+    pad = 14
+    grid = mosaic(shown, count, pad=pad, fill=1.0)
+    grid = np.concatenate([grid, np.ones((16, grid.shape[1], 3), "float32")])  # room for epoch labels
+    height, width = shown.shape[1:3]
+    labels = [
+        (pad, pad + m * (height + pad) - 1, f"map {channel}{silent_note(per_map[str(channel)])}") for m, channel in enumerate(channels)
+    ]
+    labels += [(pad + e * (width + pad), grid.shape[0] - 2, f"epoch {epoch}") for e, epoch in enumerate(epochs)]
+    title = f"{layer}: strongest activation per map (rows: maps) by epoch; top-1 image stable from epoch {stable}"
+    return show_grid(grid, title, labels)
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN_OR_CHECKPOINT_DIR", type=click.Path())
+@click.option("--data", default=DEFAULT_SOURCE, show_default=True, help="Data source: idx:PATH, folder:PATH, tfds:NAME or fashion_mnist.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "test"]),
+    default="train",
+    show_default=True,
+    help="Split to scan (the paper uses the training set).",
+)
+@click.option("--layers", default=None, help="Comma-separated conv layers (default: all).")
+@click.option("--maps", default="random:4", show_default=True, help="Maps per layer: all, a list like 0,3,7, or random:N.")
+@click.option("--images", default=None, type=click.IntRange(1), help="Scan only the first N images (default: the whole split).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
+@click.option(
+    "--percentile",
+    default=99.0,
+    show_default=True,
+    type=click.FloatRange(50, 100),
+    help="Contrast: |values| above this percentile of each projection saturate.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@seed_option
+def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile, out, seed):
+    """Strongest activation of chosen maps at each kept epoch, projected to pixels (Fig. 4).
+
+    RUN_OR_CHECKPOINT_DIR is a training run dir, a model dir with checkpoints/, or a directory of
+    epoch-XXX.keras files. Writes OUT/<layer>.png (maps x epochs), OUT/evolution.png (all layers)
+    and OUT/evolution.json with, per layer and map, the top-1 {image, y, x, value} at each epoch and
+    the epoch from which the top-1 image no longer changes (per layer: the latest over its maps).
+    """
+    from zfkeras.evolution import stable_epoch, strongest
+    from zfkeras.probe import KerasProbe
+    from zfkeras.receptive_field import receptive_fields
+    from zfkeras.topk import project_topk
+
+    seed_everything(seed)
+    checkpoints = find_checkpoints(run_dir)
+    epochs = [epoch for epoch, _ in checkpoints]
+    tiles, tops, fields = {}, [], None
+    for number, (epoch, file) in enumerate(checkpoints):
+        model = load_checkpoint(file)
+        probe = KerasProbe(model)
+        if fields is None:  # the first checkpoint fixes geometry, layers, maps and data
+            fields = receptive_fields(model)
+            layer_names = parse_layers(layers, probe)
+            chosen = parse_maps(maps, map_counts(probe, layer_names), seed)
+            data_images = Images(data, split, probe.input_shape, batch_size, count=images)
+        elif receptive_fields(model) != fields:
+            raise click.UsageError(f"{file}: a different architecture from {checkpoints[0][1]}; all checkpoints must come from one run")
+        label = f"epoch {epoch} ({number + 1}/{len(checkpoints)})"
+        with progressbar(data_images, length=data_images.batches, label=f"{label}: scan {data_images.label}") as bar:
+            top = strongest(probe, bar, chosen)
+        crops = project_topk(probe, top, data_images, fields, batch_size=batch_size)
+        for layer in layer_names:
+            tiles.setdefault(layer, []).append(crops[layer]["projections"][:, 0])
+        tops.append(top)
+    report = {"run": run_dir, "data": data, "split": split, "images": tops[0].images_seen, "seed": seed, "epochs": epochs, "layers": {}}
+    os.makedirs(out, exist_ok=True)
+    blocks = []
+    for layer in layer_names:
+        entries = [top.entries(layer) for top in tops]
+        per_map = {}
+        for m, channel in enumerate(chosen[layer]):
+            history = [
+                {
+                    "epoch": epoch,
+                    "image": int(e["image"][m, 0]),
+                    "y": int(e["y"][m, 0]),
+                    "x": int(e["x"][m, 0]),
+                    "value": float(e["value"][m, 0]),
+                }
+                for epoch, e in zip(epochs, entries)
+            ]
+            # a silent map (no activation > 0 on any image) has no strongest image: count it as "none" (-1)
+            images_by_epoch = [h["image"] if h["value"] > 0 else -1 for h in history]
+            silent = [h["epoch"] for h in history if h["value"] <= 0]
+            per_map[str(channel)] = {"stable_epoch": stable_epoch(epochs, images_by_epoch), "silent_epochs": silent, "top1": history}
+        active = [v["stable_epoch"] for v in per_map.values() if epochs[-1] not in v["silent_epochs"]]
+        stable = max(active or [v["stable_epoch"] for v in per_map.values()])
+        report["layers"][layer] = {"stable_epoch": stable, "field": field_json(fields[layer]), "maps": per_map}
+        block = np.stack(tiles[layer], axis=1)  # [maps, epochs, fh, fw, C]
+        save_figure(evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(out, f"{layer}.png"))
+        blocks.append((layer, block))
+        detail = ", ".join(
+            f"{c}:{v['stable_epoch']}" + (" (silent at the end)" if epochs[-1] in v["silent_epochs"] else "") for c, v in per_map.items()
+        )
+        click.echo(f"{layer}: top-1 image stable from epoch {stable} (map:epoch {detail}) -> {out}/{layer}.png")
+    save_figure(combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(out, "evolution.png"))
+    write_json(os.path.join(out, "evolution.json"), report)
+    listed = ", ".join(map(str, epochs))
+    click.echo(
+        f"{len(checkpoints)} checkpoints (epochs {listed}), {report['images']} {split} images -> {out}/evolution.png, evolution.json"
+    )
+
+
+def combined_figure(blocks, chosen, epochs, percentile, report):
+    """Fig. 4: one block per layer, side by side (rows: maps, columns: epochs), common tile size."""
+    from zfkeras.diagnostics import display_tiles, mosaic
+
+    size, pad = 48, 6
+    parts, labels, left = [], [], 0
+    height = max(block.shape[0] for _, block in blocks) * (size + pad) + pad
+    for layer, block in blocks:
+        maps, count = block.shape[:2]
+        shown = display_tiles(block.reshape(maps * count, *block.shape[2:]), percentile)
+        grid = mosaic(np.stack([resize_nearest(tile, size) for tile in shown]), count, pad=pad, fill=1.0)
+        grid = np.pad(grid, ((0, height - grid.shape[0]), (0, 3 * pad), (0, 0)), constant_values=1.0)
+        labels.append((left + pad, 22, f"{layer}: stable from epoch {report['layers'][layer]['stable_epoch']}"))
+        labels += [(left + pad + e * (size + pad), height + 40, str(epoch)) for e, epoch in enumerate(epochs)]
+        parts.append(grid)
+        left += grid.shape[1]
+    grid = np.concatenate(parts, axis=1)
+    grid = np.concatenate([np.ones((24, grid.shape[1], 3), "float32"), grid, np.ones((20, grid.shape[1], 3), "float32")])
+    maps = sum(map(len, chosen.values()))
+    listed = ", ".join(map(str, epochs))
+    return show_grid(
+        grid, f"Feature evolution: strongest activation of {maps} maps over {report['images']} images at epochs {listed} (columns)", labels
+    )
+
+
+def resize_nearest(tile, size):
+    """``tile [h, w, C]`` to ``[size, size, C]`` by nearest-neighbour sampling (NaN kept)."""
+    rows = (np.arange(size) * tile.shape[0] // size).clip(0, tile.shape[0] - 1)
+    cols = (np.arange(size) * tile.shape[1] // size).clip(0, tile.shape[1] - 1)
+    return tile[rows][:, cols]

@@ -1,0 +1,170 @@
+"""``zf filters``: first-layer filters and layer-2 projections, with numbers (Fig. 6, Sec. 4.1)."""
+
+import os
+
+import click
+import numpy as np
+
+from pipelines._common import pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines.visualize import DEFAULT_SOURCE, Images, keras_model, map_counts, open_model, parse_maps, progressbar, upscale
+
+
+def diagnose(path, data, split, images, maps, batch_size, threshold, seed):
+    """All numbers and picture arrays of one model (see zfkeras.diagnostics for definitions)."""
+    from zfkeras import diagnostics
+    from zfkeras.probe import KerasProbe
+    from zfkeras.receptive_field import crop
+    from zfkeras.topk import TopK, gather_images
+
+    probe, fields = open_model(path)
+    if len(probe.layer_names) < 2:
+        raise click.UsageError(f"{path}: needs two conv layers, has {', '.join(probe.layer_names)}")
+    first, second = probe.layer_names[:2]
+    conv = probe.model.get_layer(first) if isinstance(probe, KerasProbe) else keras_model(path).get_layer(first)
+    kernel = np.asarray(conv.kernel)
+    if kernel.shape[2] not in (1, 3):
+        raise click.UsageError(f"{path}: {first} has {kernel.shape[2]} input channels; filters can be drawn for 1 (grey) or 3 (RGB)")
+    stride = int(fields[first].jump[0])
+    chosen = parse_maps(maps, map_counts(probe, [second]), seed)
+    data_images = Images(data, split, probe.input_shape, batch_size, count=images)
+    means = diagnostics.ActivationMean()
+    top = TopK(chosen, k=1)
+    index = 0
+    with progressbar(
+        data_images, length=data_images.batches, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}"
+    ) as bar:
+        for batch in bar:
+            features = probe.features(batch, layers=[first, second], batch_size=len(batch))
+            means.update(features[first])
+            top.update(features, index)
+            index += len(batch)
+    entries = top.entries(second)
+    found = gather_images(data_images, entries["image"][:, 0])
+    projections = probe.project(
+        np.stack([found[i] for i in entries["image"][:, 0]]),
+        second,
+        chosen[second],
+        np.stack([entries["y"][:, 0], entries["x"][:, 0]], 1).astype("int32"),
+        batch_size=batch_size,
+    )
+    crops = np.stack([crop(p, fields[second], y, x, fill=np.nan) for p, y, x in zip(projections, entries["y"][:, 0], entries["x"][:, 0])])
+    aliasing = diagnostics.aliasing_share(projections, stride)
+    shares = diagnostics.band_shares(kernel)
+    dead = diagnostics.dead_filters(means.mean, threshold)
+    silent = entries["value"][:, 0] <= 0
+    report = {
+        "model": path,
+        "images": top.images_seen,
+        "first_layer": {
+            "name": first,
+            "kernel": list(kernel.shape[:2]),
+            "stride": stride,
+            "filters": int(kernel.shape[-1]),
+            "dead_fraction": float(dead.mean()),
+            "dead_filters": np.nonzero(dead)[0].tolist(),
+            "dead_threshold": threshold,
+            "mean_activation_median": float(np.median(means.mean)),
+            "band_shares": dict(zip(diagnostics.BAND_NAMES, np.nanmean(shares, axis=0).round(4).tolist())),
+            "band_edges_cycles_per_pixel": [round(e, 4) for e in diagnostics.BAND_EDGES],
+        },
+        "second_layer": {
+            "name": second,
+            "maps": chosen[second],
+            "nyquist_cycles_per_pixel": 1 / (2 * stride),
+            "aliasing_share": None if silent.all() else float(np.nanmean(np.where(silent, np.nan, aliasing))),
+            "aliasing_per_map": {str(c): (None if s else round(float(a), 4)) for c, a, s in zip(chosen[second], aliasing, silent)},
+            "silent_maps": [int(c) for c, s in zip(chosen[second], silent) if s],
+        },
+    }
+    pictures = {"filters": diagnostics.filter_grid(kernel), "projections": crops}
+    return report, pictures
+
+
+def caption(report):
+    first, second = report["first_layer"], report["second_layer"]
+    bands = first["band_shares"]
+    dead = len(first["dead_filters"])
+    aliasing = "n/a" if second["aliasing_share"] is None else f"{second['aliasing_share']:.3f}"
+    return (
+        f"{first['name']}: {first['filters']} filters {first['kernel'][0]}x{first['kernel'][1]}/{first['stride']}\n"
+        f"dead {dead}/{first['filters']} = {first['dead_fraction']:.1%}\n"
+        f"energy low/mid/high {bands['low']:.2f}/{bands['mid']:.2f}/{bands['high']:.2f}",
+        f"{second['name']}: top-1 projections of {len(second['maps'])} maps\n"
+        f"aliasing (energy above {second['nyquist_cycles_per_pixel']:.3g} cycles/px) {aliasing}",
+    )
+
+
+def filters_figure(labels, reports, pictures):
+    """Fig. 6: per model a column with its first-layer filters (top) and layer-2 projections."""
+    from zfkeras.diagnostics import display_tiles, mosaic
+
+    plt = pyplot()
+    figure, axes = plt.subplots(2, len(reports), figsize=(6 * len(reports), 12), squeeze=False)
+    for column, (label, report, picture) in enumerate(zip(labels, reports, pictures)):
+        top, bottom = caption(report)
+        axes[0, column].imshow(upscale(picture["filters"][None], 400)[0], interpolation="nearest")
+        axes[0, column].set_title(f"{label}\n{top}", fontsize=9, loc="left")
+        tiles = upscale(display_tiles(picture["projections"]), 48)
+        axes[1, column].imshow(mosaic(tiles, int(np.ceil(np.sqrt(len(tiles)))), pad=2), interpolation="nearest")
+        axes[1, column].set_title(bottom, fontsize=9, loc="left")
+        for row in range(2):
+            axes[row, column].set_axis_off()
+    figure.tight_layout()
+    return figure
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(), metavar="MODEL [MODEL2]")
+@click.option("--data", default=DEFAULT_SOURCE, show_default=True, help="Data source: idx:PATH, folder:PATH, tfds:NAME or fashion_mnist.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Split to scan.")
+@click.option("--images", default=None, type=click.IntRange(1), help="Use only the first N images (default: the whole split).")
+@click.option("--maps", default="random:36", show_default=True, help="Second-layer maps to project: all, a list like 0,3,7, or random:N.")
+@click.option(
+    "--threshold",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Dead filter: mean activation <= this fraction of the median filter's.",
+)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@seed_option
+def filters(models, data, split, images, maps, threshold, batch_size, out, seed):
+    """First-layer filters and second-layer projections of one or two models, with diagnostics (Fig. 6).
+
+    Per model: the first conv layer's filters (each scaled to its own range), the fraction of dead
+    filters, the share of filter energy in low / mid / high spatial frequencies, and the top-1
+    deconvnet projections of second-layer maps with their aliasing share (energy above the first
+    layer stride's Nyquist frequency). Definitions: zfkeras/diagnostics.py. Writes OUT/filters.png,
+    OUT/<label>-conv1.png per model and OUT/filters.json.
+    """
+    if len(models) > 2:
+        raise click.BadParameter(f"give one or two models, got {len(models)}", param_hint="MODEL [MODEL2]")
+    seed_everything(seed)
+    labels = model_labels(models)
+    reports, pictures = [], []
+    for path in models:
+        report, picture = diagnose(path, data, split, images, maps, batch_size, threshold, seed)
+        reports.append(report)
+        pictures.append(picture)
+    os.makedirs(out, exist_ok=True)
+    save_figure(filters_figure(labels, reports, pictures), os.path.join(out, "filters.png"))
+    plt = pyplot()
+    for label, report, picture in zip(labels, reports, pictures):
+        figure = plt.figure(figsize=(5, 5.6))
+        plt.imshow(upscale(picture["filters"][None], 400)[0], interpolation="nearest")
+        plt.axis("off")
+        plt.title(f"{label}\n{caption(report)[0]}", fontsize=9, loc="left")
+        save_figure(figure, os.path.join(out, f"{label}-{report['first_layer']['name']}.png"))
+    write_json(os.path.join(out, "filters.json"), {"data": data, "split": split, "seed": seed, "models": dict(zip(labels, reports))})
+    for label, report in zip(labels, reports):
+        click.echo(f"{label}: " + "; ".join(line.replace("\n", ", ") for line in caption(report)))
+    click.echo(f"wrote {out}/filters.png, {out}/filters.json")
+
+
+def model_labels(models):
+    """Short distinct names for the models (file or directory names)."""
+    names = [os.path.splitext(os.path.basename(os.path.normpath(path)))[0] for path in models]
+    if len(set(names)) < len(names):
+        names = [f"{i + 1}-{name}" for i, name in enumerate(names)]
+    return names

@@ -1,0 +1,170 @@
+"""Receptive fields: which input pixels can influence one unit of a layer.
+
+For a chain of convolutions, poolings and paddings, a unit at ``(y, x)`` of a layer sees the input
+rows ``offset[0] + y * jump[0]`` to ``offset[0] + y * jump[0] + size[0] - 1`` (columns alike), where,
+going up one layer with kernel ``k``, stride ``s`` and ``p`` padded rows before the first row::
+
+    size'   = size + (k - 1) * jump         (dilation d: k -> (k - 1) * d + 1)
+    jump'   = jump * s
+    offset' = offset - p * jump
+
+starting from ``size = jump = 1, offset = 0`` at the input. ``offset`` is negative where the field of
+the first unit reaches into zero padding. ``"same"`` padding follows TensorFlow: ``p = total // 2``
+with ``total = max((ceil(n / s) - 1) * s + k - n, 0)`` for an ``n``-long input, so it depends on the
+layer's input size, which is propagated from the model's input shape.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
+
+PASS_THROUGH = (
+    SubtractMean,
+    LocalResponseNormalization,
+    keras.layers.ReLU,
+    keras.layers.Activation,
+    keras.layers.Dropout,
+    keras.layers.BatchNormalization,
+    keras.layers.Rescaling,
+)
+POOLS = (SwitchMaxPool, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+END = (keras.layers.Flatten, keras.layers.Dense, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling2D)
+SUPPORTED_LAYERS = (
+    "Conv2D, ZeroPadding2D, MaxPooling2D, AveragePooling2D, SwitchMaxPool, and spatially pass-through "
+    "SubtractMean, LocalResponseNormalization, ReLU, Activation, Dropout, BatchNormalization, Rescaling "
+    "(Flatten, Dense and global pooling end the spatial part)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """Receptive field geometry of one layer's output, per axis as (rows, columns), in input pixels.
+
+    Attributes:
+        size: extent of one unit's field.
+        jump: distance between the fields of neighbouring units (product of strides below).
+        offset: input coordinate of the first pixel of unit (0, 0)'s field (negative inside padding).
+        output_size: (height, width) of the layer's output maps.
+    """
+
+    size: tuple
+    jump: tuple
+    offset: tuple
+    output_size: tuple
+
+    def box(self, y, x, image_size=None):
+        """Input pixels of unit ``(y, x)`` as a half-open ``(top, bottom, left, right)``.
+
+        With ``image_size`` ``(H, W)`` the box is clipped to the image, else it may extend past
+        the image borders (into the padding).
+        """
+        top = self.offset[0] + int(y) * self.jump[0]
+        left = self.offset[1] + int(x) * self.jump[1]
+        box = (top, top + self.size[0], left, left + self.size[1])
+        if image_size is None:
+            return box
+        height, width = image_size[:2]
+        return (max(box[0], 0), min(box[1], height), max(box[2], 0), min(box[3], width))
+
+
+def _pair(value):
+    return (int(value), int(value)) if np.ndim(value) == 0 else tuple(int(v) for v in value)
+
+
+def _padding_before(padding, length, kernel, stride):
+    """Rows (or columns) padded before the first one by a conv/pool with ``padding``."""
+    if padding == "valid":
+        return 0
+    output = -(-length // stride)
+    return max((output - 1) * stride + kernel - length, 0) // 2
+
+
+def _output_length(padding, length, kernel, stride):
+    if padding == "same":
+        return -(-length // stride)
+    return (length - kernel) // stride + 1
+
+
+def _chain(model):
+    """The model's layers (without InputLayer) in order, checked to form a single chain."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if isinstance(model, keras.Sequential):
+        return layers
+    previous = model.inputs[0]
+    for layer in layers:
+        if layer.input is not previous:
+            raise ValueError(f"receptive fields need a chain of layers; {layer.name!r} does not take the output of the layer before it")
+        output = layer.output
+        previous = output[0] if isinstance(output, (list, tuple)) else output
+    return layers
+
+
+def receptive_fields(model):
+    """Receptive field of every spatial layer of ``model``, from its layers' own settings.
+
+    Args:
+        model: a Keras model whose layers form a chain from one image input (all zfkeras models).
+
+    Returns:
+        ``{layer name: Field}`` in input-to-output order, for every layer up to (not including) the
+        first Flatten/Dense/global pooling.
+
+    Raises:
+        ValueError: naming the first layer that changes geometry in a way not covered
+        (see :data:`SUPPORTED_LAYERS`).
+    """
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        raise ValueError(
+            f"receptive fields need a model with one [N, H, W, C] image input; {model.name!r} has {[tuple(i.shape) for i in model.inputs]}"
+        )
+    length = [int(d) for d in model.inputs[0].shape[1:3]]
+    size, jump, offset = [1, 1], [1, 1], [0, 0]
+    fields = {}
+    for layer in _chain(model):
+        if isinstance(layer, END):
+            break
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            for axis in range(2):
+                before, after = layer.padding[axis]
+                offset[axis] -= before * jump[axis]
+                length[axis] += before + after
+        elif isinstance(layer, (keras.layers.Conv2D,) + POOLS) and not isinstance(layer, keras.layers.Conv2DTranspose):
+            if isinstance(layer, keras.layers.Conv2D):
+                dilation = _pair(layer.dilation_rate)
+                kernel = [(k - 1) * d + 1 for k, d in zip(_pair(layer.kernel_size), dilation)]
+            else:
+                kernel = list(_pair(layer.pool_size))
+            stride = _pair(layer.strides)
+            padding = layer.padding.lower()
+            for axis in range(2):
+                offset[axis] -= _padding_before(padding, length[axis], kernel[axis], stride[axis]) * jump[axis]
+                size[axis] += (kernel[axis] - 1) * jump[axis]
+                jump[axis] *= stride[axis]
+                length[axis] = _output_length(padding, length[axis], kernel[axis], stride[axis])
+        elif not isinstance(layer, PASS_THROUGH):
+            raise ValueError(
+                f"receptive fields: layer {layer.name!r} ({type(layer).__name__}) is not supported; supported: {SUPPORTED_LAYERS}"
+            )
+        fields[layer.name] = Field(tuple(size), tuple(jump), tuple(offset), tuple(length))
+    return fields
+
+
+def crop(image, field, y, x, fill=0.0):
+    """The input patch of unit ``(y, x)``: ``image [H, W, C]`` cut to ``field.box(y, x)``.
+
+    Returns ``[size_h, size_w, C]``: the field's full extent, with ``fill`` where the field
+    reaches past the image (so patches of one layer all have one shape).
+    """
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    top, bottom, left, right = field.box(y, x)
+    patch = np.full((bottom - top, right - left) + image.shape[2:], fill, dtype=image.dtype)
+    inner_top, inner_bottom, inner_left, inner_right = field.box(y, x, (height, width))
+    if inner_bottom > inner_top and inner_right > inner_left:
+        patch[inner_top - top : inner_bottom - top, inner_left - left : inner_right - left] = image[
+            inner_top:inner_bottom, inner_left:inner_right
+        ]
+    return patch
