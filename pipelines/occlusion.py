@@ -1,0 +1,190 @@
+"""``zf occlusion``: occlusion sensitivity maps, paper Fig. 7 (see :mod:`zfkeras.occlusion`)."""
+
+import os
+
+import click
+import numpy as np
+
+from pipelines._common import atomic_path, fit_image, load_probe, pyplot, read_photo, save_figure, seed_everything, seed_option
+
+
+def open_model(path):
+    """:func:`load_probe`, with a library ValueError (e.g. a broken export) as a one-line usage error."""
+    try:
+        return load_probe(path)
+    except ValueError as error:
+        raise click.BadParameter(str(error).splitlines()[0], param_hint="MODEL") from None
+
+
+def load_images(paths, input_shape):
+    """``[(name, raw pixels at input_shape)]`` for image files or built-in photos; names must differ."""
+    images, seen = [], {}
+    for path in paths:
+        name = os.path.splitext(os.path.basename(path))[0]
+        if name in seen:
+            raise click.BadParameter(f"{seen[name]} and {path} would both write {name}.*; rename one", param_hint="IMAGE")
+        seen[name] = path
+        images.append((name, fit_image(read_photo(path), input_shape)))
+    return images
+
+
+def parse_labels(values, class_names, count, option="--label"):
+    """Class indices from ``--label`` values (index or class name): none (-> None each), one for
+    all images, or one per image."""
+    if not values:
+        return [None] * count
+    if len(values) not in (1, count):
+        raise click.BadParameter(f"give one {option} for all images or one per image ({count}), got {len(values)}", param_hint=option)
+    labels = []
+    for value in values:
+        if value in class_names:
+            labels.append(list(class_names).index(value))
+        elif value.isdigit() and int(value) < len(class_names):
+            labels.append(int(value))
+        else:
+            raise click.BadParameter(
+                f"{value!r} is not a class: use an index 0-{len(class_names) - 1} or a name ({', '.join(class_names)})", param_hint=option
+            )
+    return labels * count if len(labels) == 1 else labels
+
+
+def check_layer(probe, layer, option="--layer", names=None):
+    """``layer`` if the probe has it, else a BadParameter listing the valid names."""
+    names = list(probe.layer_names if names is None else names)
+    if layer is not None and layer not in names:
+        raise click.BadParameter(f"{layer!r} is not a layer of this model; valid: {', '.join(names)}", param_hint=option)
+    return layer
+
+
+def show_image(axis, image, title):
+    """Raw pixels 0-255 (grey or colour) on ``axis``."""
+    from zfkeras.display import pixels_to_display
+
+    axis.imshow(pixels_to_display(image), cmap="gray", vmin=0, vmax=1)
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([]), axis.set_yticks([])
+
+
+def _cell_edges(count, stride, size):
+    """Edges of the grid cells along one axis: each cell holds the pixels nearest its square's
+    centre (i * stride), so the map lines up with the image; the outer edges are the image's."""
+    return np.concatenate([[-0.5], (np.arange(1, count) - 0.5) * stride, [size - 0.5]])
+
+
+def occlusion_figure(result, class_names, name):
+    """Image and panels (b)-(e) of Fig. 7 for one :class:`~zfkeras.occlusion.OcclusionResult`."""
+    plt = pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch, Rectangle
+
+    from zfkeras.display import to_display
+
+    height, width = result.image.shape[:2]
+    figure, axes = plt.subplots(1, 5, figsize=(17, 3.6))
+    label_name = class_names[result.label]
+    title = f"(a) {name}; square {result.patch}px, stride {result.stride}px\n(grey: where p({label_name}) is lowest)"
+    show_image(axes[0], result.image, title)
+    worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)
+    y, x = result.positions[worst]
+    axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), result.patch, result.patch, facecolor="0.5", edgecolor="red", alpha=0.85))
+    rows, cols = result.top_label.shape
+    ys, xs = _cell_edges(rows, result.stride, height), _cell_edges(cols, result.stride, width)
+    panels = [
+        (axes[1], result.feature_activity, f"(b) {result.layer} map {result.feature_map}: total activity\n"
+         f"(unoccluded {result.clean_activity:.3g})", None),
+        (axes[3], result.true_class_prob, f"(d) p({label_name})\n(unoccluded {result.clean_probs[result.label]:.3f})", (0, 1)),
+    ]
+    for axis, values, title, limits in panels:
+        vmin, vmax = limits or (None, None)
+        shown = axis.pcolormesh(xs, ys, values, cmap="viridis", vmin=vmin, vmax=vmax)
+        figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+        axis.set_title(title, fontsize=9)
+    axes[2].imshow(to_display(result.projection), cmap="gray", vmin=0, vmax=1)
+    axes[2].set_title(f"(c) projection of {result.layer} map {result.feature_map}\n(strongest activation, unoccluded)", fontsize=9)
+    # one colour per class index, the same in every figure
+    palette = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    colours = ListedColormap([palette(c % palette.N) for c in range(len(class_names))])
+    axes[4].pcolormesh(xs, ys, result.top_label, cmap=colours, vmin=-0.5, vmax=len(class_names) - 0.5)
+    axes[4].set_title("(e) most probable label", fontsize=9)
+    present = sorted(set(result.top_label.ravel().tolist()))
+    axes[4].legend(handles=[Patch(color=colours(c), label=class_names[c]) for c in present],
+                   loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    for axis in axes[1:]:
+        axis.set_aspect("equal")
+        axis.set_xlim(-0.5, width - 0.5), axis.set_ylim(height - 0.5, -0.5)
+        axis.set_xticks([]), axis.set_yticks([])
+    return figure
+
+
+def save_result(result, class_names, name, out):
+    """Write ``<name>.npz`` and ``<name>.png`` into ``out`` (each atomically)."""
+    with atomic_path(os.path.join(out, name + ".npz")) as temp:
+        np.savez(
+            temp, positions=result.positions, feature_activity=result.feature_activity,
+            true_class_prob=result.true_class_prob, top_label=result.top_label, projection=result.projection,
+            image=result.image, layer=result.layer, feature_map=result.feature_map, label=result.label,
+            patch=result.patch, stride=result.stride, clean_probs=result.clean_probs, class_names=np.array(class_names),
+        )
+    save_figure(occlusion_figure(result, class_names, name), os.path.join(out, name + ".png"))
+
+
+@click.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--label", multiple=True, help="True class (index or name) for panel (d): once for all images or once "
+              "per image. Default: the top class of the unoccluded image.")
+@click.option("--patch", type=click.IntRange(min=1),
+              help="Side of the grey square in model-input pixels. Default: input height / 4.")
+@click.option("--stride", type=click.IntRange(min=1),
+              help="Grid step in pixels (square centres at 0, S, 2S, ...). Default: input height / 28.")
+@click.option("--fill", type=click.FloatRange(0, 255),
+              help="Raw pixel value (0-255) of the square. Default: the training mean image (0 after mean subtraction).")
+@click.option("--layer", help="Conv layer for panels (b) and (c). Default: the top conv layer.")
+@click.option("--map", "feature_map", type=click.IntRange(min=0),
+              help="Feature map of --layer. Default: the strongest in the unoccluded image.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Occluded copies per forward pass (bounds memory).")
+@seed_option
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, seed, out):
+    """Occlusion sensitivity of MODEL on each IMAGE (any image file, or a built-in photo name).
+
+    Slides a square over every grid position (it may run past the border and is clipped there)
+    and records the total activity of one top-layer feature map, the probability of the true class
+    and the most probable class. Writes OUT/<image name>.npz and OUT/<image name>.png (Fig. 7).
+    """
+    from zfkeras.occlusion import OcclusionEvaluator, default_stride, num_positions, occlusion_map
+
+    seed_everything(seed)
+    probe = open_model(model)
+    class_names = list(probe.class_names)
+    check_layer(probe, layer)
+    labels = parse_labels(label, class_names, len(images))
+    named = load_images(images, probe.input_shape)
+    if patch is not None and patch > max(probe.input_shape[:2]):
+        size = f"{probe.input_shape[0]}x{probe.input_shape[1]}"
+        raise click.BadParameter(f"{patch} is larger than the model input {size}", param_hint="--patch")
+    evaluators = []
+    for name, image in named:
+        try:
+            evaluators.append(OcclusionEvaluator(probe, image, layer=layer, patch=patch, fill=fill, feature_map=feature_map))
+        except ValueError as error:  # e.g. --map beyond the layer's maps
+            raise click.BadParameter(str(error), param_hint="--map") from None
+    step = stride or default_stride(probe.input_shape)
+    total = num_positions(probe.input_shape, step) * len(named)
+    os.makedirs(out, exist_ok=True)
+    results = []
+    with click.progressbar(length=total, label="occluding") as bar:
+        for (name, image), evaluator, true_label in zip(named, evaluators, labels):
+            result = occlusion_map(probe, image, label=true_label, stride=stride, batch_size=batch_size,
+                                   progress=bar.update, evaluator=evaluator)
+            save_result(result, class_names, name, out)
+            results.append((name, result))
+    for name, result in results:
+        worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)
+        click.echo(
+            f"{name}: p({class_names[result.label]}) unoccluded {result.clean_probs[result.label]:.3f}, "
+            f"min {result.true_class_prob[worst]:.3f} with the square at {tuple(result.positions[worst].tolist())}; "
+            f"{result.layer} map {result.feature_map} activity {result.clean_activity:.4g} -> "
+            f"min {result.feature_activity.min():.4g}; -> {os.path.join(out, name)}.npz/.png"
+        )
