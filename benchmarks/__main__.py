@@ -13,11 +13,13 @@ import sys
 def main(argv):
     here = os.path.dirname(__file__)
     names = sorted(m.name for m in pkgutil.iter_modules([here]) if not m.name.startswith("_"))
-    chosen = [a for a in argv if not a.startswith("-")] or names
+    # Leading words that name benchmarks choose them; everything from the first option on is passed
+    # to each benchmark's main (so "--images 6400" keeps its value).
+    split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    chosen, options = argv[:split] or names, argv[split:]
     unknown = [n for n in chosen if n not in names]
     if unknown:
         sys.exit(f"unknown benchmark {unknown[0]!r}; available: {', '.join(names)}")
-    options = [a for a in argv if a.startswith("-")]
     for name in chosen:
         print(f"== benchmark: {name}", flush=True)
         importlib.import_module(f"benchmarks.{name}").main(options)

@@ -35,7 +35,10 @@ def load_probe(path):
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         from zfkeras.export import load_exported
 
-        return load_exported(path)
+        try:
+            return load_exported(path)
+        except ValueError as error:  # not a zfkeras export, or inconsistent metadata
+            raise click.BadParameter(f"{path}: {str(error).splitlines()[0]}", param_hint="MODEL") from None
     if os.path.isfile(path) and path.endswith(".keras"):
         import keras
 
@@ -46,9 +49,17 @@ def load_probe(path):
             model = keras.saving.load_model(path, compile=False)
         except Exception as error:  # corrupt or foreign file: one line, name the file
             raise click.UsageError(f"cannot load Keras model {path}: {str(error).splitlines()[0]}") from None
-        meta = os.path.join(os.path.dirname(path), "zfkeras.json")
-        class_names = json.load(open(meta)).get("class_names") if os.path.exists(meta) else None
-        return KerasProbe(model, class_names=class_names)
+        # Class names from an export's zfkeras.json or a run directory's config.json beside the file.
+        class_names = None
+        for name in ("zfkeras.json", "config.json"):
+            meta = os.path.join(os.path.dirname(path), name)
+            if class_names is None and os.path.exists(meta):
+                with open(meta) as handle:
+                    class_names = json.load(handle).get("class_names")
+        try:
+            return KerasProbe(model, class_names=class_names)
+        except ValueError as error:
+            raise click.BadParameter(f"{path}: {str(error).splitlines()[0]}", param_hint="MODEL") from None
     raise click.BadParameter(
         f"{path}: MODEL must be a SavedModel directory (with saved_model.pb) or a .keras file", param_hint="MODEL"
     )

@@ -8,13 +8,14 @@ from zfkeras import Deconvnet
 from zfkeras.models import zfnet
 
 
-def test_demo_projects_a_real_photo_on_zfnet(tmp_path):
-    # chelsea: scikit-image's cat photo (300x451 RGB), shipped inside the scikit-image wheel.
-    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--seed", "3"])
+def test_projects_a_real_photo_on_zfnet(tmp_path):
+    # chelsea: scikit-image's cat photo (300x451 RGB), shipped inside the scikit-image wheel; the
+    # last step of `zf demo` runs exactly this command.
+    result = CliRunner().invoke(main, ["project", "chelsea", "--arch", "zfnet", "--seed", "3", "--out", str(tmp_path / "photo.png")])
     assert result.exit_code == 0, result.output
-    png = (tmp_path / "projections.png").read_bytes()
+    png = (tmp_path / "photo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
-    arrays = np.load(tmp_path / "projections.npz")
+    arrays = np.load(tmp_path / "photo.npz")
     image = arrays["images"][:1]
     assert image.shape == (1, 224, 224, 3) and image.std() > 10  # a real photo, not a blank
     deconv = Deconvnet(zfnet(seed=3))  # same seed, same weights
