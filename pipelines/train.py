@@ -100,11 +100,13 @@ def command_line(ctx):
               help="Output directory; an unfinished run there is resumed.")
 @click.option("--export", "export_path", type=click.Path(file_okay=False),
               help="Then evaluate on the test split and export here (e.g. saved_models/NAME), kept checkpoints included.")
+@click.option("--log-projections", default=4, show_default=True, type=click.IntRange(0),
+              help="Maps per conv layer whose deconvnet projections are logged to TensorBoard each epoch (0: off).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Keras progress bar per epoch.")
 @_common.seed_option
 def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_split, input_size, channels, units, epochs,
           batch_size, lr, momentum, patience, anneal_factor, min_delta, min_lr, dropout, kernel_init, init_std,
-          filter_radius, checkpoint_epochs, strategy, run_dir, export_path, progress, seed):
+          filter_radius, checkpoint_epochs, strategy, run_dir, export_path, log_projections, progress, seed):
     """Train ARCH on --data with the paper's recipe; every value is an option.
 
     Writes RUN_DIR/{config.json, history.json, model.keras, checkpoints/, logs/ (TensorBoard)};
@@ -142,7 +144,10 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_spl
         f"{config.num_classes} classes), {distribution.num_replicas_in_sync} replica(s), {epochs} epochs -> {run_dir}",
         err=True,
     )
-    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, command)
+    callbacks = [epoch_summary(config.epochs)]
+    if log_projections:
+        callbacks.append(projection_logger(data, train_source, config, log_projections, run_dir))
+    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, command, callbacks)
     from zfkeras.train import worker_role
 
     if not worker_role(distribution)[0]:
@@ -163,13 +168,24 @@ def _open(data, spec, split, data_dir, manual_dir, skip_corrupt, hint):
     return source
 
 
-def _train(config, train_source, val_source, run_dir, distribution, progress, command):
+def projection_logger(data, source, config, maps, run_dir, images=64):
+    """Fig. 4 live: the first ``maps`` maps of every conv layer, strongest activation over a fixed
+    set of ``images`` training images (centre crops), projected to TensorBoard each epoch."""
+    from zfkeras.evolution import ProjectionLogger
+
+    batch = next(iter(data.eval_dataset(source, config.input_shape[0], config.input_shape[2], images, cache=False)))[0]
+    layers = [f"conv{i}" for i, conv in enumerate(config.model_spec().convs, 1) if conv is not None]
+    chosen = {layer: list(range(min(maps, config.model_spec().convs[int(layer[4:]) - 1].filters))) for layer in layers}
+    return ProjectionLogger(batch.numpy(), chosen, os.path.join(run_dir, "logs", "projections"))
+
+
+def _train(config, train_source, val_source, run_dir, distribution, progress, command, callbacks):
     from zfkeras.train import train as train_model
 
     started = time.monotonic()
     try:
         model, history = train_model(
-            config, train_source, val_source, run_dir, callbacks=[epoch_summary(config.epochs)], progress=progress,
+            config, train_source, val_source, run_dir, callbacks=callbacks, progress=progress,
             strategy=distribution, metadata={"command": command},
         )
     except (ValueError, FloatingPointError) as error:

@@ -340,6 +340,10 @@ def test_zf_train_command(idx_dir, tmp_path):
     assert meta["training"]["config"]["config"]["units"] == TINY_UNITS
     assert meta["checkpoints"] == ["checkpoints/epoch-002.keras"] and (export_dir / "checkpoints" / "epoch-002.keras").exists()
     assert meta["training"]["command"] == record["command"]
+    # Live feature evolution: one projection image per conv layer per epoch in TensorBoard.
+    events = [os.path.join(d, f) for d, _, fs in os.walk(run_dir / "logs" / "projections") for f in fs]
+    tags = {(v.tag, e.step) for path in events for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value}
+    assert {("projections/conv1", 1), ("projections/conv5", 2)} <= tags
 
     bad = CliRunner().invoke(command, ["--data", f"idx:{idx_dir}", "--strategy", "gpu:9", "--run-dir", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown strategy 'gpu:9'" in bad.output
