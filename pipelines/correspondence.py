@@ -7,8 +7,8 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import atomic_path, pyplot, save_figure, seed_everything, seed_option, write_json
-from pipelines.occlusion import load_images, open_model, show_image
+from pipelines._common import atomic_path, load_probe, pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines.occlusion import load_images, show_image
 
 PARTS_FORMAT = (
     '{"images": [{"file": "a.png", "parts": {"collar": [y0, x0, y1, x1], ...}, "object": [y0, x0, y1, x1]}, ...]} '
@@ -145,7 +145,7 @@ def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed,
 
     seed_everything(seed)
     files, given_files, parts, objects = read_parts(parts_file)
-    probe = open_model(model)
+    probe = load_probe(model)
     layers = None
     if layer_list is not None:
         layers = [name.strip() for name in layer_list.split(",") if name.strip()]

@@ -8,8 +8,8 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import atomic_path, pyplot, save_figure, seed_everything, seed_option, write_json
-from pipelines.occlusion import load_images, open_model, parse_labels, show_image
+from pipelines._common import atomic_path, load_probe, pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines.occlusion import load_images, parse_labels, show_image
 
 
 class AmountList(click.ParamType):
@@ -154,7 +154,7 @@ def invariance(model, images, label, shifts, scales, angles, layer_list, fill, b
     from zfkeras.invariance import IDENTITY, UNITS, default_amounts, default_layers, invariance_curves, resolve_fill
 
     seed_everything(seed)
-    probe = open_model(model)
+    probe = load_probe(model)
     class_names = list(probe.class_names)
     layers = default_layers(probe) if layer_list is None else [name.strip() for name in layer_list.split(",") if name.strip()]
     unknown = [name for name in layers if name not in probe.feature_names]

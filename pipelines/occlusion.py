@@ -8,14 +8,6 @@ import numpy as np
 from pipelines._common import atomic_path, fit_image, load_probe, pyplot, read_photo, save_figure, seed_everything, seed_option
 
 
-def open_model(path):
-    """:func:`load_probe`, with a library ValueError (e.g. a broken export) as a one-line usage error."""
-    try:
-        return load_probe(path)
-    except ValueError as error:
-        raise click.BadParameter(str(error).splitlines()[0], param_hint="MODEL") from None
-
-
 def load_images(paths, input_shape):
     """``[(name, raw pixels at input_shape)]`` for image files or built-in photos; names must differ."""
     images, seen = [], {}
@@ -156,7 +148,7 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     from zfkeras.occlusion import OcclusionEvaluator, default_stride, num_positions, occlusion_map
 
     seed_everything(seed)
-    probe = open_model(model)
+    probe = load_probe(model)
     class_names = list(probe.class_names)
     check_layer(probe, layer)
     labels = parse_labels(label, class_names, len(images))
