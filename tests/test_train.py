@@ -313,7 +313,10 @@ def test_killed_run_resumes_to_the_same_weights(idx_dir, tmp_path):
     assert len(recorder.losses) == 2  # only epochs 2 and 3 ran again
     assert history["epoch"] == [1, 2, 3]
     straight, straight_history = train(config, source, None, str(tmp_path / "straight"))
-    np.testing.assert_array_equal(weights_of(resumed), weights_of(straight))
+    # Equal up to float summation order: epoch 1 ran in another process, whose oneDNN/Eigen threads
+    # may reduce in another order (~1e-8 seen under load). A resume that replays the wrong crops,
+    # shuffle or dropout masks differs by ~1e-2, far outside this tolerance.
+    np.testing.assert_allclose(weights_of(resumed), weights_of(straight), rtol=1e-5, atol=1e-7)
     assert history["lr"] == straight_history["lr"] == pytest.approx([1e-2, 1e-2, 1e-3])
     assert history["val_loss"] == pytest.approx(straight_history["val_loss"], rel=1e-6)
 
