@@ -239,8 +239,7 @@ class Deconvnet:
         images = self._images(images)
         n = len(images)
         top = self._index(layer)
-        maps = int(self._layers[top].output.shape[-1]) if hasattr(self._layers[top], "output") else None
-        channel = _as_channels(channel, n, maps)
+        channel = _as_channels(channel, n, int(self._layers[top].output.shape[-1]))
         whole_map = isinstance(position, str) and position == "map"
         position = _as_positions(position, n, tuple(self._layers[top].output.shape[1:3]))
         function = self.projection_function(layer, whole_map)
@@ -290,10 +289,11 @@ def select_activations(acts, channel, position, whole_map=False):
 
 
 def _as_channels(channel, n, maps):
+    """``channel`` (an int or one per image) as int32 ``[n]``, each in ``[0, maps)``."""
     channel = np.broadcast_to(np.asarray(channel), (n,)) if np.ndim(channel) == 0 else np.asarray(channel)
     if channel.shape != (n,) or not np.issubdtype(channel.dtype, np.integer):
         raise ValueError(f"channel must be an int or {n} ints (one per image), got {channel!r}")
-    if maps is not None and n and (channel.min() < 0 or channel.max() >= maps):
+    if n and (channel.min() < 0 or channel.max() >= maps):
         raise ValueError(f"channel must be in [0, {maps}) for this layer, got {channel.tolist()}")
     return channel.astype("int32")
 
