@@ -15,7 +15,7 @@ def _int_list(text, name):
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"{text!r}: expected comma-separated epoch numbers like 1,2,5,10", param_hint=name) from None
+        raise click.BadParameter(f"{text!r}: expected comma-separated numbers like 1,2,5,10", param_hint=name) from None
     return values
 
 
@@ -78,6 +78,7 @@ def command_line(ctx):
 @click.option("--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224).")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Model input channels (default: the data's).")
 @click.option("--units", help="Layer widths, e.g. conv3=512,fc6=2048 (Table 3 variants).")
+@click.option("--without", default="", help="Layers removed, e.g. 3,4 (conv3, conv4) or 6,7 (fc6, fc7) (Table 3 variants).")
 @click.option("--epochs", default=70, show_default=True, type=click.IntRange(1), help=PAPER + "stopped after 70.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Global batch, split across replicas.")
 @click.option("--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate.")
@@ -104,7 +105,7 @@ def command_line(ctx):
               help="Maps per conv layer whose deconvnet projections are logged to TensorBoard each epoch (0: off).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Keras progress bar per epoch.")
 @_common.seed_option
-def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_split, input_size, channels, units, epochs,
+def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_split, input_size, channels, units, without, epochs,
           batch_size, lr, momentum, patience, anneal_factor, min_delta, min_lr, dropout, kernel_init, init_std,
           filter_radius, checkpoint_epochs, strategy, run_dir, export_path, log_projections, progress, seed):
     """Train ARCH on --data with the paper's recipe; every value is an option.
@@ -131,7 +132,7 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_spl
     try:
         config = TrainConfig(
             arch=arch, input_shape=(size, size, int(channels or train_source.channels)),
-            num_classes=len(train_source.class_names), units=_units(units), epochs=epochs, batch_size=batch_size, lr=lr,
+            num_classes=len(train_source.class_names), units=_units(units), without=_int_list(without, "--without"), epochs=epochs, batch_size=batch_size, lr=lr,
             momentum=momentum, patience=patience, anneal_factor=anneal_factor, min_delta=min_delta, min_lr=min_lr,
             dropout=dropout, kernel_init=kernel_init, init_std=init_std, filter_radius=filter_radius or None,
             checkpoint_epochs=_int_list(checkpoint_epochs, "--checkpoint-epochs"), seed=seed, strategy=strategy,

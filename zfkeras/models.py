@@ -109,6 +109,24 @@ class ModelSpec:
         return self.replace(convs=tuple(convs), fc=tuple(fc))
 
 
+    def with_conv(self, layer, **fields):
+        """A copy with fields of one conv layer changed, e.g. ``with_conv("conv1", kernel=7, stride=2)``
+        (an AlexNet-like or ZFNet-like first layer for the Sec. 4.1 comparison)."""
+        number = layer[4:] if isinstance(layer, str) and layer.startswith("conv") else ""
+        if not (number.isdigit() and 1 <= int(number) <= len(self.convs)):
+            raise ValueError(f"{layer!r}: unknown conv layer; use conv1..conv{len(self.convs)}")
+        conv = self.convs[int(number) - 1]
+        if conv is None:
+            raise ValueError(f"{layer}: that layer is removed in this spec")
+        known = {f.name for f in dataclasses.fields(ConvSpec)} - {"pool"}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"{layer}: unknown field {unknown[0]!r}; fields: {', '.join(sorted(known))}")
+        convs = list(self.convs)
+        convs[int(number) - 1] = dataclasses.replace(conv, **fields)
+        return self.replace(convs=tuple(convs))
+
+
 def _positive_int(value):
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 

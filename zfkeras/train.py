@@ -52,7 +52,11 @@ class TrainConfig:
 
     Attributes:
         arch: a name in ``zfkeras.models.ARCHITECTURES``. ``units``: optional layer widths,
-            e.g. ``{"conv3": 512, "fc6": 2048}`` (``ModelSpec.with_units``).
+            e.g. ``{"conv3": 512, "fc6": 2048}`` (``ModelSpec.with_units``). ``without``: layer
+            numbers removed (``ModelSpec.without``, e.g. ``(3, 4)``). ``convs``: conv-layer fields
+            changed, e.g. ``{"conv1": {"kernel": 7, "stride": 2}}`` (``ModelSpec.with_conv``).
+            Together they rebuild any Table 3 variant from the run's ``config.json``.
+        frozen: names of layers whose weights training leaves untouched (transfer learning).
         input_shape: model input ``(S, S, C)``; images are resized/cropped to it.
         num_classes: outputs; must match the training source's class names.
         epochs: epochs to train. batch_size: global batch (split across replicas).
@@ -71,6 +75,9 @@ class TrainConfig:
     input_shape: tuple = (28, 28, 1)
     num_classes: int = 10
     units: dict = dataclasses.field(default_factory=dict)
+    without: tuple = ()
+    convs: dict = dataclasses.field(default_factory=dict)
+    frozen: tuple = ()
     epochs: int = 70
     batch_size: int = 128
     lr: float = 1e-2
@@ -94,6 +101,9 @@ class TrainConfig:
         self.input_shape = tuple(int(v) for v in self.input_shape)
         self.checkpoint_epochs = tuple(sorted({int(e) for e in self.checkpoint_epochs}))
         self.units = dict(self.units or {})
+        self.without = tuple(sorted({int(v) for v in self.without}))
+        self.convs = {str(k): dict(v) for k, v in (self.convs or {}).items()}
+        self.frozen = tuple(str(v) for v in self.frozen)
         self.validate()
 
     def validate(self):
@@ -126,6 +136,10 @@ class TrainConfig:
         if self.kernel_init not in KERNEL_INITS:
             raise ValueError(f"kernel_init must be one of {KERNEL_INITS}, got {self.kernel_init!r}")
         spec = ARCHITECTURES[self.arch](num_classes=self.num_classes, input_shape=self.input_shape)
+        if self.without:
+            spec = spec.without(*self.without)
+        for layer, fields in self.convs.items():
+            spec = spec.with_conv(layer, **fields)
         if self.units:
             spec = spec.with_units(**self.units)
         return spec.replace(
@@ -138,7 +152,8 @@ class TrainConfig:
         return tuple(e for e in self.checkpoint_epochs if e <= self.epochs)
 
     def to_dict(self):
-        return {**dataclasses.asdict(self), "input_shape": list(self.input_shape), "checkpoint_epochs": list(self.checkpoint_epochs)}
+        tuples = ("input_shape", "checkpoint_epochs", "without", "frozen")
+        return {**dataclasses.asdict(self), **{name: list(getattr(self, name)) for name in tuples}}
 
     @classmethod
     def from_dict(cls, values):
@@ -346,16 +361,16 @@ class FirstLayerFilters(keras.callbacks.Callback):
 class EpochCheckpoints(keras.callbacks.Callback):
     """Saves the model (weights and architecture, no optimizer) as ``epoch-NNN.keras`` after kept epochs."""
 
-    def __init__(self, directory, epochs, spec):
+    def __init__(self, directory, epochs):
         super().__init__()
-        self.directory, self.epochs, self.spec = directory, set(epochs), spec
+        self.directory, self.epochs = directory, set(epochs)
         self._twin = None
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 not in self.epochs:
             return
         if self._twin is None:  # an uncompiled copy keeps optimizer state out of the kept files
-            self._twin = build_model(self.spec)
+            self._twin = keras.models.clone_model(self.model)
         self._twin.set_weights(self.model.get_weights())
         save_keras_atomic(self._twin, os.path.join(self.directory, f"epoch-{epoch + 1:03d}.keras"))
 
@@ -472,7 +487,9 @@ def _check_run_dir(run_dir, record):
         with open(path) as handle:
             before = json.load(handle).get("config", {})
         now = record["config"]
-        changed = [key for key in now if key != "strategy" and before.get(key) != now[key]]
+        # A key an older run did not record had its default value then.
+        defaults = TrainConfig().to_dict()
+        changed = [key for key in now if key != "strategy" and before.get(key, defaults.get(key)) != now[key]]
         if changed:
             key = changed[0]
             raise ValueError(
@@ -481,8 +498,86 @@ def _check_run_dir(run_dir, record):
             )
 
 
-def train(config, train_source, val_source=None, run_dir="runs/train", *, callbacks=(), progress=False,
-          strategy=None, metadata=None):
+def _check_classes(config, train_source, val_source):
+    for role, source in (("training", train_source), ("validation", val_source)):
+        if source is not None and len(source.class_names) != config.num_classes:
+            raise ValueError(
+                f"config.num_classes is {config.num_classes} but {role} source {source.name} has "
+                f"{len(source.class_names)} classes"
+            )
+
+
+def _prepare_model(config, strategy, train_source, model, compute_mean):
+    """The compiled model to train, its variables made under ``strategy``'s scope.
+
+    ``model`` None builds ``config.model_spec()``; otherwise a copy of ``model`` (architecture and
+    weights) is trained, so a pretrained model passed in is never changed. ``config.frozen``
+    layers are made non-trainable. With ``compute_mean`` the model's ``subtract_mean`` layer gets
+    the training set's mean image.
+    """
+    size, channels = config.input_shape[0], config.input_shape[2]
+    with strategy.scope():
+        if model is None:
+            trained = build_model(config.model_spec(), seed=config.seed)
+            for variable in trained.trainable_variables:
+                # The filter RMS cap holds from the start, not only after the first update (an
+                # he_normal conv1 on 3x3x1 would start at RMS 0.47 on inputs of +-128).
+                if variable.constraint is not None:
+                    variable.assign(variable.constraint(variable))
+        else:
+            trained = keras.models.clone_model(model)
+            trained.set_weights(model.get_weights())
+        _check_model(trained, config)
+        if compute_mean:
+            mean = data.compute_mean_image(train_source, size, channels)
+            trained.get_layer("subtract_mean").set_mean(mean)
+        for name in config.frozen:
+            trained.get_layer(name).trainable = False
+        trained.compile(
+            optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
+            loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+        )
+        trained.optimizer.build(trained.trainable_variables)
+    return trained
+
+
+def _check_model(model, config):
+    """ValueError unless ``model`` takes ``config.input_shape``, has ``num_classes`` outputs and
+    the ``frozen`` layers."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if shape != config.input_shape:
+        raise ValueError(f"model {model.name!r} takes inputs {shape}, but config.input_shape is {config.input_shape}")
+    outputs = int(model.outputs[0].shape[-1])
+    if outputs != config.num_classes:
+        raise ValueError(f"model {model.name!r} has {outputs} outputs, but config.num_classes is {config.num_classes}")
+    names = [layer.name for layer in model.layers]
+    missing = [name for name in config.frozen if name not in names]
+    if missing:
+        raise ValueError(f"frozen layer {missing[0]!r} is not in model {model.name!r}; its layers: {', '.join(names)}")
+    if "subtract_mean" not in names:
+        raise ValueError(f"model {model.name!r} has no subtract_mean layer (zfkeras.layers.SubtractMean) to hold the mean image")
+
+
+def _callbacks(config, out_dir, chief, model, steps, progress, extra):
+    """Built-in callbacks (checkpoints, TensorBoard, filters, backup, progress) then ``extra``."""
+    built_in = []
+    if chief:
+        logs_dir = os.path.join(out_dir, "logs")
+        built_in += [
+            EpochCheckpoints(os.path.join(out_dir, "checkpoints"), config.kept_epochs),
+            keras.callbacks.TensorBoard(logs_dir, histogram_freq=1, write_graph=False, profile_batch=0),
+            FirstLayerFilters(logs_dir),
+        ]
+    built_in.append(keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), double_checkpoint=True))
+    if progress:
+        built_in.append(keras.callbacks.ProgbarLogger())
+    return keras.callbacks.CallbackList(
+        built_in + list(extra), model=model, verbose=1 if progress else 0, epochs=config.epochs, steps=steps
+    )
+
+
+def train(config, train_source, val_source=None, run_dir="runs/train", *, model=None, compute_mean=None,
+          callbacks=(), progress=False, strategy=None, metadata=None):
     """Train a model as ``config`` says and write ``run_dir`` (see the module docstring).
 
     If ``run_dir`` holds the backup of an unfinished run with the same config, training resumes
@@ -494,6 +589,12 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, callba
         val_source: a Source for validation, or None to hold out ``config.val_split`` of the
             training source (:func:`split_source`; none if ``val_split`` is 0).
         run_dir: output directory.
+        model: a Keras model to train instead of building ``config.model_spec()``: pretrained (fine-
+            tuning; ``config.frozen`` layers kept fixed) or pre-built (any zfkeras-layered convnet
+            with ``config.input_shape`` and ``config.num_classes``). A copy is trained; ``model``
+            itself is not changed. Pass the same model again to resume.
+        compute_mean: set the model's mean image from the training set (default: only when the
+            model is built here; a pretrained model keeps the mean it was trained with).
         callbacks: extra ``keras.callbacks.Callback`` objects, called after the built-in ones
             (``logs`` of ``on_epoch_end`` hold loss, accuracy, val_loss, val_accuracy, lr, seconds).
         progress: show Keras's progress bar for each epoch.
@@ -506,13 +607,7 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, callba
     strategy = strategy if strategy is not None else make_strategy(config.strategy)
     # TF's global seed enters tf.data's shuffles: fix it so a run depends on config.seed alone.
     keras.utils.set_random_seed(config.seed)
-    if len(train_source.class_names) != config.num_classes:
-        raise ValueError(
-            f"config.num_classes is {config.num_classes} but {train_source.name} has "
-            f"{len(train_source.class_names)} classes"
-        )
-    if val_source is not None and len(val_source.class_names) != config.num_classes:
-        raise ValueError(f"validation source {val_source.name} has {len(val_source.class_names)} classes, not {config.num_classes}")
+    _check_classes(config, train_source, val_source)
     if val_source is None and config.val_split:
         train_source, val_source = split_source(train_source, config.val_split, config.seed)
     chief, task_id = worker_role(strategy)
@@ -520,6 +615,7 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, callba
     out_dir = run_dir if chief else os.path.join(run_dir, f"worker-{task_id}")
     record = {
         "config": config.to_dict(),
+        "model": "built from config" if model is None else f"given: {model.name}",
         "data": train_source.name,
         "val_data": val_source.name if val_source is not None else None,
         "num_train": train_source.num_examples,
@@ -532,44 +628,16 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, callba
     os.makedirs(out_dir, exist_ok=True)
     _write_json_atomic(os.path.join(out_dir, "config.json"), record)
 
-    size, channels = config.input_shape[0], config.input_shape[2]
-    mean = data.compute_mean_image(train_source, size, channels)
-    spec = config.model_spec()
-    with strategy.scope():
-        model = build_model(spec, seed=config.seed)
-        model.get_layer("subtract_mean").set_mean(mean)
-        for variable in model.trainable_variables:
-            # The filter RMS cap holds from the start, not only after the first update (an
-            # he_normal conv1 on 3x3x1 would start at RMS 0.47 on inputs of +-128).
-            if variable.constraint is not None:
-                variable.assign(variable.constraint(variable))
-        model.compile(
-            optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
-            loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-        )
-        model.optimizer.build(model.trainable_variables)
+    compute_mean = model is None if compute_mean is None else compute_mean
+    model = _prepare_model(config, strategy, train_source, model, compute_mean)
     stepper = _Stepper(model, strategy)
-
+    size, channels = config.input_shape[0], config.input_shape[2]
     base = data.resized_dataset(train_source, size, channels, cache=True)
     val_dataset = None
     if val_source is not None:
         val_dataset = data.eval_dataset(val_source, size, channels, max(config.batch_size, 256), crops="center")
     steps = math.ceil(train_source.num_examples / config.batch_size) if train_source.num_examples else None
-
-    built_in = []
-    if chief:
-        logs_dir = os.path.join(out_dir, "logs")
-        built_in += [
-            EpochCheckpoints(os.path.join(out_dir, "checkpoints"), config.kept_epochs, spec),
-            keras.callbacks.TensorBoard(logs_dir, histogram_freq=1, write_graph=False, profile_batch=0),
-            FirstLayerFilters(logs_dir),
-        ]
-    built_in.append(keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), double_checkpoint=True))
-    if progress:
-        built_in.append(keras.callbacks.ProgbarLogger())
-    callback_list = keras.callbacks.CallbackList(
-        built_in + list(callbacks), model=model, verbose=1 if progress else 0, epochs=config.epochs, steps=steps
-    )
+    callback_list = _callbacks(config, out_dir, chief, model, steps, progress, callbacks)
 
     model.stop_training = False
     model._initial_epoch = None
