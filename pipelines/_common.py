@@ -1,6 +1,7 @@
 """Plumbing every pipeline shares: loading models and images, seeding, atomic output, errors."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -137,3 +138,152 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+# ---- the CLI convention: shared parameter types, options and loaders -------------------------
+
+DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
+SOURCE_FORMS = "fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH or tfds:NAME"
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list, each item converted by ``item`` (a callable raising ValueError);
+    a bad item is named in the error together with ``what`` the items should be."""
+
+    name = "list"
+
+    def __init__(self, item=str, what="comma-separated values", minimum=None):
+        self.item, self.what, self.minimum = item, what, minimum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        items = [part.strip() for part in str(value).split(",") if part.strip()]
+        if not items:
+            self.fail(f"{value!r}: expected {self.what}", param, ctx)
+        converted = []
+        for part in items:
+            try:
+                result = self.item(part)
+            except ValueError:
+                self.fail(f"{part!r} in {value!r}: expected {self.what}", param, ctx)
+            if self.minimum is not None and result < self.minimum:
+                self.fail(f"{part!r} in {value!r}: each must be >= {self.minimum}", param, ctx)
+            converted.append(result)
+        return converted
+
+
+def data_options(function):
+    """``--data SOURCE`` and ``--data-dir`` (a prepared TFDS copy), for every command that reads data."""
+    function = click.option("--data-dir", type=click.Path(file_okay=False),
+                            help="TFDS data directory holding a prepared copy (tfds: sources).")(function)
+    return click.option("--data", "data_spec", default=DEFAULT_SOURCE, show_default=True,
+                        help=f"Data source: {SOURCE_FORMS}.")(function)
+
+
+def out_option(function):
+    """``--out DIR``: the output directory, replaced whole when the command succeeds."""
+    return click.option("--out", required=True, type=click.Path(file_okay=False),
+                        help="Output directory (written to a temporary sibling, then swapped in whole).")(function)
+
+
+def open_source(spec, split="train", data_dir=None, option="--data"):
+    """``zfkeras.data.load_source`` with its errors as one line naming ``option``."""
+    from zfkeras import data
+
+    try:
+        return data.load_source(spec, split, data_dir=data_dir)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise click.BadParameter(str(error).strip().splitlines()[0], param_hint=option) from None
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A Keras model read from MODEL, with what its directory says about it.
+
+    Attributes: ``model`` (keras.Model), ``path`` (the ``.keras`` file read), ``class_names``
+    (list or None), ``record`` (the training run's config.json contents, or None).
+    """
+
+    model: object
+    path: str
+    class_names: list = None
+    record: dict = None
+
+
+def model_file(path):
+    """The ``.keras`` file of MODEL: the file itself, or the ``model.keras`` of an export or run directory."""
+    if os.path.isdir(path):
+        meta = os.path.join(path, "zfkeras.json")
+        name = "model.keras"
+        if os.path.exists(meta):
+            with open(meta) as handle:
+                name = json.load(handle).get("keras_model", name)
+        path = os.path.join(path, name)
+    if not (os.path.isfile(path) and path.endswith(".keras")):
+        raise click.BadParameter(
+            f"{path}: MODEL must be a .keras file, an export directory or a run directory holding model.keras",
+            param_hint="MODEL")
+    return path
+
+
+def load_model(path):
+    """:class:`LoadedModel` for MODEL (a SavedModel export directory, a run directory or a ``.keras``
+    file), with one-line errors naming the path."""
+    import keras
+
+    import zfkeras  # noqa: F401  (registers custom layers)
+
+    file = model_file(path)
+    try:
+        model = keras.saving.load_model(file, compile=False)
+    except Exception as error:  # corrupt or foreign file: one line, name the file
+        raise click.UsageError(f"cannot load Keras model {file}: {str(error).strip().splitlines()[0]}") from None
+    here = os.path.dirname(os.path.abspath(file))
+    class_names, record = None, None
+    for directory in (here, os.path.dirname(here)):
+        for name in ("zfkeras.json", "config.json"):
+            meta = os.path.join(directory, name)
+            if record is None and os.path.exists(meta):
+                with open(meta) as handle:
+                    found = json.load(handle)
+                class_names = found.get("class_names")
+                # An export keeps the run's config.json under training.config.
+                record = found.get("training", {}).get("config") if name == "zfkeras.json" else found
+    return LoadedModel(model=model, path=file, class_names=class_names, record=record)
+
+
+def progressbar(*args, **kwargs):
+    """click.progressbar on stderr, so stdout stays clean for scripts."""
+    import sys
+
+    return click.progressbar(*args, file=sys.stderr, **kwargs)
+
+
+def write_results(out, results, table, csv_rows, figure=None, files=None):
+    """Write a command's standard outputs to the directory ``out`` at once: ``results.json``,
+    ``results.csv`` (``csv_rows``: a header row then rows), ``table.txt`` and ``figure.png``
+    (a matplotlib figure, or None), plus ``files`` ``{name: bytes}``. The directory is built
+    beside ``out`` and swapped in whole, ``results.json`` written last; an old ``out`` is replaced."""
+    import csv
+    import io
+
+    import matplotlib.pyplot as plt
+
+    with atomic_path(out) as temp:
+        os.makedirs(temp)
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(csv_rows)
+        with open(os.path.join(temp, "results.csv"), "w") as handle:
+            handle.write(buffer.getvalue())
+        with open(os.path.join(temp, "table.txt"), "w") as handle:
+            handle.write(table.rstrip("\n") + "\n")
+        for name, content in (files or {}).items():
+            with open(os.path.join(temp, name), "wb") as handle:
+                handle.write(content)
+        if figure is not None:
+            figure.savefig(os.path.join(temp, "figure.png"), dpi=100, bbox_inches="tight")
+            plt.close(figure)
+        with open(os.path.join(temp, "results.json"), "w") as handle:
+            json.dump(results, handle, indent=2)
+            handle.write("\n")
