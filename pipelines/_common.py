@@ -173,12 +173,17 @@ class CommaList(click.ParamType):
         return converted
 
 
-def data_options(function):
-    """``--data SOURCE`` and ``--data-dir`` (a prepared TFDS copy), for every command that reads data."""
-    function = click.option("--data-dir", type=click.Path(file_okay=False),
-                            help="TFDS data directory holding a prepared copy (tfds: sources).")(function)
-    return click.option("--data", "data_spec", default=DEFAULT_SOURCE, show_default=True,
-                        help=f"Data source: {SOURCE_FORMS}.")(function)
+def data_options(function=None, *, default=DEFAULT_SOURCE):
+    """``--data SOURCE`` and ``--data-dir`` (a prepared TFDS copy), for every command that reads
+    data; ``@data_options`` or ``@data_options(default="mnist_5k")``."""
+
+    def decorate(function):
+        function = click.option("--data-dir", type=click.Path(file_okay=False),
+                                help="TFDS data directory holding a prepared copy (tfds: sources).")(function)
+        return click.option("--data", "data_spec", default=default, show_default=True,
+                            help=f"Data source: {SOURCE_FORMS}.")(function)
+
+    return decorate(function) if function is not None else decorate
 
 
 def out_option(function):
@@ -287,3 +292,57 @@ def write_results(out, results, table, csv_rows, figure=None, files=None):
         with open(os.path.join(temp, "results.json"), "w") as handle:
             json.dump(results, handle, indent=2)
             handle.write("\n")
+
+
+def fold_options(default_per_class):
+    """``--per-class``, ``--folds`` and ``--test-per-class``: the Caltech protocol's draws
+    (:func:`zfkeras.folds.class_folds`), shared by ``zf transfer`` and ``zf layers``."""
+
+    def decorate(function):
+        function = click.option("--test-per-class", default=50, show_default=True, type=click.IntRange(1),
+                                help="Test images per class and fold, at most (drawn from the rest).")(function)
+        function = click.option("--folds", default=5, show_default=True, type=click.IntRange(1),
+                                help="Random train/test draws; results are mean +- std over them.")(function)
+        return click.option("--per-class", default=default_per_class, show_default=True,
+                            type=CommaList(int, "training images per class, like 1,5,10", minimum=1),
+                            help="Training images per class, one experiment each.")(function)
+
+    return decorate
+
+
+def draw_folds(labels, per_class, folds, test_per_class, seed, class_names):
+    """``{N: [Fold, ...]}`` for every N of ``per_class``, with one-line errors naming --per-class."""
+    from zfkeras.folds import class_folds
+
+    try:
+        return {n: class_folds(labels, n, folds, test_per_class, seed, class_names) for n in per_class}
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--per-class") from None
+
+
+def compute_features(features, folds_by_n):
+    """Compute ``features`` (a :class:`zfkeras.transfer.FrozenFeatures`) once for every image any
+    fold uses, with a progress bar."""
+    import numpy as np
+
+    indices = np.unique(np.concatenate([np.concatenate([f.train, f.test]) for folds in folds_by_n.values() for f in folds]))
+    with progressbar(length=len(indices), label=f"features of {len(indices)} images") as bar:
+        features.compute(indices, on_batch=bar.update)
+
+
+def check_feature_layer(model, names, option):
+    """``names`` if every one is a layer with features (conv or hidden Dense), else a one-line
+    error naming ``option`` and listing the valid layers."""
+    from zfkeras.transfer import feature_layers
+
+    valid = feature_layers(model)
+    for name in names:
+        if name not in valid:
+            raise click.BadParameter(f"{name!r} is not a layer of this model with features; valid: {', '.join(valid)}",
+                                     param_hint=option)
+    return names
+
+
+def percent(mean, std):
+    """``"86.5 ± 0.5"`` from fractions."""
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"

@@ -23,6 +23,8 @@ COMMANDS = {
     "occlusion": "pipelines.occlusion:occlusion",
     "invariance": "pipelines.invariance:invariance",
     "correspondence": "pipelines.correspondence:correspondence",
+    "transfer": "pipelines.transfer:transfer",
+    "layers": "pipelines.layers:layers",
 }
 
 HELP = {
@@ -37,6 +39,8 @@ HELP = {
     "occlusion": "Occlusion sensitivity maps (Fig. 7).",
     "invariance": "Feature invariance to translation, scale, rotation (Fig. 5).",
     "correspondence": "Part correspondence analysis (Table 1).",
+    "transfer": "Pretrained features vs training from scratch on new data (Tables 4-5, Fig. 9).",
+    "layers": "How discriminative each layer's features are (Table 7).",
 }
 
 

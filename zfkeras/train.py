@@ -558,14 +558,14 @@ def _check_model(model, config):
         raise ValueError(f"model {model.name!r} has no subtract_mean layer (zfkeras.layers.SubtractMean) to hold the mean image")
 
 
-def _callbacks(config, out_dir, chief, model, steps, progress, extra):
+def _callbacks(config, out_dir, chief, model, steps, progress, extra, histograms):
     """Built-in callbacks (checkpoints, TensorBoard, filters, backup, progress) then ``extra``."""
     built_in = []
     if chief:
         logs_dir = os.path.join(out_dir, "logs")
         built_in += [
             EpochCheckpoints(os.path.join(out_dir, "checkpoints"), config.kept_epochs),
-            keras.callbacks.TensorBoard(logs_dir, histogram_freq=1, write_graph=False, profile_batch=0),
+            keras.callbacks.TensorBoard(logs_dir, histogram_freq=int(histograms), write_graph=False, profile_batch=0),
             FirstLayerFilters(logs_dir),
         ]
     built_in.append(keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), double_checkpoint=True))
@@ -577,7 +577,7 @@ def _callbacks(config, out_dir, chief, model, steps, progress, extra):
 
 
 def train(config, train_source, val_source=None, run_dir="runs/train", *, model=None, compute_mean=None,
-          callbacks=(), progress=False, strategy=None, metadata=None):
+          callbacks=(), progress=False, strategy=None, metadata=None, histograms=True):
     """Train a model as ``config`` says and write ``run_dir`` (see the module docstring).
 
     If ``run_dir`` holds the backup of an unfinished run with the same config, training resumes
@@ -600,6 +600,8 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, model=
         progress: show Keras's progress bar for each epoch.
         strategy: a ``tf.distribute.Strategy``; default ``make_strategy(config.strategy)``.
         metadata: extra JSON-able entries for ``config.json`` (e.g. ``{"command": ...}``).
+        histograms: log weight histograms to TensorBoard every epoch (about 0.6 s an epoch for
+            the small model: many short runs, as in transfer folds, turn them off).
 
     Returns:
         ``(model, history)``: the trained Keras model and ``{key: [one value per epoch]}``.
@@ -637,7 +639,7 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, model=
     if val_source is not None:
         val_dataset = data.eval_dataset(val_source, size, channels, max(config.batch_size, 256), crops="center")
     steps = math.ceil(train_source.num_examples / config.batch_size) if train_source.num_examples else None
-    callback_list = _callbacks(config, out_dir, chief, model, steps, progress, callbacks)
+    callback_list = _callbacks(config, out_dir, chief, model, steps, progress, callbacks, histograms)
 
     model.stop_training = False
     model._initial_epoch = None
