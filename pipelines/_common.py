@@ -287,3 +287,15 @@ def write_results(out, results, table, csv_rows, figure=None, files=None):
         with open(os.path.join(temp, "results.json"), "w") as handle:
             json.dump(results, handle, indent=2)
             handle.write("\n")
+
+
+def figure_bytes(figure, dpi=100):
+    """A matplotlib figure as PNG bytes (for ``write_results(files=...)``), the figure closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()

@@ -23,6 +23,7 @@ COMMANDS = {
     "occlusion": "pipelines.occlusion:occlusion",
     "invariance": "pipelines.invariance:invariance",
     "correspondence": "pipelines.correspondence:correspondence",
+    "ablate": "pipelines.ablate:ablate",
 }
 
 HELP = {
@@ -37,6 +38,7 @@ HELP = {
     "occlusion": "Occlusion sensitivity maps (Fig. 7).",
     "invariance": "Feature invariance to translation, scale, rotation (Fig. 5).",
     "correspondence": "Part correspondence analysis (Table 1).",
+    "ablate": "Architecture variants on one budget (Table 3) and the first-layer comparison (Sec. 4.1).",
 }
 
 
