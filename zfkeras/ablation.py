@@ -216,11 +216,10 @@ def trainable_params(model):
 def sample_source(source, count, seed):
     """A seeded random ``count`` of ``source``'s examples (kept in source order), as a Source.
 
+    The examples are those :func:`zfkeras.train.split_source` would hold out with the same seed.
     ``count`` >= the number of examples returns ``source`` itself.
     """
-    import tensorflow as tf
-
-    from zfkeras import data
+    from zfkeras.train import split_source
 
     total = source.num_examples
     if not total:
@@ -229,12 +228,8 @@ def sample_source(source, count, seed):
         return source
     if count < 1:
         raise ValueError(f"images must be >= 1, got {count}")
-    keep = np.zeros(total, bool)
-    keep[np.random.default_rng(seed).permutation(total)[:count]] = True
-    flags = tf.constant(keep)
-    dataset = source.dataset.enumerate().filter(lambda i, example: tf.gather(flags, i)).map(lambda i, example: example)
-    return data.Source(dataset=dataset, num_examples=int(count), class_names=source.class_names, channels=source.channels,
-                       name=f"{source.name} (random {count} of {total}, seed {seed})", split=source.split)
+    _, chosen = split_source(source, count / total, seed)
+    return dataclasses.replace(chosen, name=f"{source.name} (random {count} of {total}, seed {seed})")
 
 
 class Batches:
