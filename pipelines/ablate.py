@@ -94,7 +94,7 @@ def first_layer_figure(results):
     from zfkeras.diagnostics import filter_grid
 
     compared = [result for result in results if result.first_layer is not None]
-    if len(compared) < 1:
+    if not compared:
         return None
     reports = [result.first_layer.to_dict() for result in compared]
     pictures = [{"filters": filter_grid(r.first_layer.kernel), "projections": r.first_layer.crops} for r in compared]
