@@ -346,3 +346,15 @@ def check_feature_layer(model, names, option):
 def percent(mean, std):
     """``"86.5 ± 0.5"`` from fractions."""
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def figure_bytes(figure, dpi=100):
+    """A matplotlib figure as PNG bytes (for ``write_results(files=...)``), the figure closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()

@@ -25,6 +25,7 @@ COMMANDS = {
     "correspondence": "pipelines.correspondence:correspondence",
     "transfer": "pipelines.transfer:transfer",
     "layers": "pipelines.layers:layers",
+    "ablate": "pipelines.ablate:ablate",
 }
 
 HELP = {
@@ -41,6 +42,7 @@ HELP = {
     "correspondence": "Part correspondence analysis (Table 1).",
     "transfer": "Pretrained features vs training from scratch on new data (Tables 4-5, Fig. 9).",
     "layers": "How discriminative each layer's features are (Table 7).",
+    "ablate": "Architecture variants on one budget (Table 3) and the first-layer comparison (Sec. 4.1).",
 }
 
 

@@ -10,73 +10,29 @@ from pipelines.visualize import DEFAULT_SOURCE, Images, keras_model, map_counts,
 
 
 def diagnose(path, data, split, images, maps, batch_size, threshold, seed):
-    """All numbers and picture arrays of one model (see zfkeras.diagnostics for definitions)."""
+    """All numbers and picture arrays of one model (see zfkeras.first_layer for what is computed)."""
     from zfkeras import diagnostics
+    from zfkeras.first_layer import first_layer_report
     from zfkeras.probe import KerasProbe
-    from zfkeras.receptive_field import crop
-    from zfkeras.topk import TopK, gather_images
 
-    probe, fields = open_model(path)
+    probe, _ = open_model(path)
     if len(probe.layer_names) < 2:
         raise click.UsageError(f"{path}: needs two conv layers, has {', '.join(probe.layer_names)}")
-    first, second = probe.layer_names[:2]
-    conv = probe.model.get_layer(first) if isinstance(probe, KerasProbe) else keras_model(path).get_layer(first)
-    kernel = np.asarray(conv.kernel)
-    if kernel.shape[2] not in (1, 3):
-        raise click.UsageError(f"{path}: {first} has {kernel.shape[2]} input channels; filters can be drawn for 1 (grey) or 3 (RGB)")
-    stride = int(fields[first].jump[0])
+    second = probe.layer_names[1]
+    model = probe.model if isinstance(probe, KerasProbe) else keras_model(path)
     chosen = parse_maps(maps, map_counts(probe, [second]), seed)
     data_images = Images(data, split, probe.input_shape, batch_size, count=images)
-    means = diagnostics.ActivationMean()
-    top = TopK(chosen, k=1)
-    index = 0
     with progressbar(
-        data_images, length=data_images.batches, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}"
+        length=data_images.batches or 0, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}"
     ) as bar:
-        for batch in bar:
-            features = probe.features(batch, layers=[first, second], batch_size=len(batch))
-            means.update(features[first])
-            top.update(features, index)
-            index += len(batch)
-    entries = top.entries(second)
-    found = gather_images(data_images, entries["image"][:, 0])
-    projections = probe.project(
-        np.stack([found[i] for i in entries["image"][:, 0]]),
-        second,
-        chosen[second],
-        np.stack([entries["y"][:, 0], entries["x"][:, 0]], 1).astype("int32"),
-        batch_size=batch_size,
-    )
-    crops = np.stack([crop(p, fields[second], y, x, fill=np.nan) for p, y, x in zip(projections, entries["y"][:, 0], entries["x"][:, 0])])
-    aliasing = diagnostics.aliasing_share(projections, stride)
-    shares = diagnostics.band_shares(kernel)
-    dead = diagnostics.dead_filters(means.mean, threshold)
-    silent = entries["value"][:, 0] <= 0
-    report = {
-        "model": path,
-        "images": top.images_seen,
-        "first_layer": {
-            "name": first,
-            "kernel": list(kernel.shape[:2]),
-            "stride": stride,
-            "filters": int(kernel.shape[-1]),
-            "dead_fraction": float(dead.mean()),
-            "dead_filters": np.nonzero(dead)[0].tolist(),
-            "dead_threshold": threshold,
-            "mean_activation_median": float(np.median(means.mean)),
-            "band_shares": dict(zip(diagnostics.BAND_NAMES, np.nanmean(shares, axis=0).round(4).tolist())),
-            "band_edges_cycles_per_pixel": [round(e, 4) for e in diagnostics.BAND_EDGES],
-        },
-        "second_layer": {
-            "name": second,
-            "maps": chosen[second],
-            "nyquist_cycles_per_pixel": 1 / (2 * stride),
-            "aliasing_share": None if silent.all() else float(np.nanmean(np.where(silent, np.nan, aliasing))),
-            "aliasing_per_map": {str(c): (None if s else round(float(a), 4)) for c, a, s in zip(chosen[second], aliasing, silent)},
-            "silent_maps": [int(c) for c, s in zip(chosen[second], silent) if s],
-        },
-    }
-    pictures = {"filters": diagnostics.filter_grid(kernel), "projections": crops}
+        try:
+            result = first_layer_report(
+                probe, model, data_images, chosen[second], threshold, batch_size, on_batch=lambda n: bar.update(1)
+            )
+        except ValueError as error:
+            raise click.UsageError(f"{path}: {error}") from None
+    report = {"model": path, **result.to_dict()}
+    pictures = {"filters": diagnostics.filter_grid(result.kernel), "projections": result.crops}
     return report, pictures
 
 
