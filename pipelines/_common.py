@@ -117,12 +117,13 @@ def output_directory(path):
     return atomic_output(path, directory=True)
 
 
-def check_output(path, option="--out", *, directory=True, results=None):
+def check_output(path, option="--out", *, directory=True, results=None, written=()):
     """Fail now, before any work, with one line naming ``option`` if ``path`` could not be written
     at the end: a part of it is a file, its folder is not writable, or (``directory=True``) it is
     an existing directory that is not a previous output. ``results``: the file name that marks a
-    previous output of the command (an existing non-empty directory without it is left alone).
-    Leftovers of killed runs writing ``path`` are removed."""
+    previous output of the command; ``written``: file endings of an older output without it (an
+    existing non-empty directory with neither is left alone). Leftovers of killed runs writing
+    ``path`` are removed."""
     target = os.path.abspath(path)
 
     def fail(reason):
@@ -136,7 +137,9 @@ def check_output(path, option="--out", *, directory=True, results=None):
             fail("it exists and is not a directory")
         if not directory and os.path.isdir(target):
             fail("it is a directory; give a file name")
-        if directory and results and os.listdir(target) and not os.path.exists(os.path.join(target, results)):
+        entries = os.listdir(target) if directory else []
+        earlier = not entries or results in entries or (written and all(e.endswith(tuple(written)) for e in entries))
+        if directory and results and not earlier:
             fail(f"it is a non-empty directory that is not an earlier output (no {results}); choose another path or remove it")
         existing = os.path.dirname(target)
     elif not os.path.isdir(existing):
@@ -206,8 +209,10 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
     corrupt file is still an error."""
     from zfkeras import data
 
+    # Folder sources decode every file up front; other sources may show download progress on stderr.
+    quiet = _quiet_libjpeg() if isinstance(spec, str) and spec.strip().startswith("folder:") else contextlib.nullcontext()
     try:
-        with _quiet_libjpeg():
+        with quiet:
             source = data.load_source(spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         message = str(error).strip().splitlines()

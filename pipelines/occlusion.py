@@ -174,7 +174,7 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
 
     from pipelines.visualize import map_counts
 
-    check_output(out, results="occlusion.json")
+    check_output(out, results="occlusion.json", written=(".npz", ".png"))
     seed_everything(seed)
     probe = load_probe(model)
     class_names = list(probe.class_names)

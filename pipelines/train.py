@@ -242,7 +242,9 @@ def _export(model, train_source, test_source, history, seconds, export_path, run
     with open(os.path.join(run_dir, "config.json")) as handle:
         record = json.load(handle)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
-    checkpoints = sorted(os.path.join(checkpoint_dir, name) for name in os.listdir(checkpoint_dir)) if os.path.isdir(checkpoint_dir) else []
+    names = os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else []
+    # only the finished checkpoints, not a killed writer's .epoch-NNN.keras.partial-* folder
+    checkpoints = sorted(os.path.join(checkpoint_dir, name) for name in names if name.endswith(".keras") and not name.startswith("."))
     export_model(model, export_path, class_names=train_source.class_names, config=record, metrics=metrics, command=command,
                  checkpoints=checkpoints)
     click.echo(f"exported {export_path}")

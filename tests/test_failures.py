@@ -115,7 +115,7 @@ def blocked(tmp_path):
     return blocker
 
 
-@pytest.mark.parametrize("command", ["visualize", "filters", "evolution", "occlusion", "invariance", "project", "evaluate"])
+@pytest.mark.parametrize("command", ["visualize", "filters", "evolution", "occlusion", "invariance", "project", "evaluate", "export"])
 def test_output_under_a_file_fails_before_any_work(setup, tmp_path, command):
     blocker = blocked(tmp_path)
     out = blocker / "out"
@@ -128,6 +128,7 @@ def test_output_under_a_file_fails_before_any_work(setup, tmp_path, command):
         "invariance": ["invariance", model, "chelsea", "--out", out],
         "project": ["project", "chelsea", "--model", model, "--out", blocker / "x.png"],
         "evaluate": ["evaluate", model, "--data", idx, "--out", blocker / "r.json"],
+        "export": ["export", model, "--out", out],
     }[command]
     result = zf(*args)
     assert_fails(result, 2, "--out", f"{blocker} is a file, not a directory")
@@ -231,7 +232,7 @@ def test_train_export_holds_out_the_test_split_and_resumes(tmp_path, monkeypatch
     result = zf(*args)
     assert result.exit_code == 0, result.output
     assert f"resuming from epoch 2 of {run} (1 of 2 epochs done)" in result.output
-    assert "held out" not in result.output or "class-stratified 20% of each class (2 images)" in result.output
+    assert "class-stratified 20% of each class (2 images), left out of the train split (8 images)" in result.output
     metrics = json.load(open(export / "zfkeras.json"))["metrics"]
     assert metrics["test_images"] == 2 and metrics["test_split"]["held_out"] is True
     assert json.load(open(run / "config.json"))["num_train"] == 8
@@ -277,6 +278,17 @@ def test_a_foreign_folder_is_not_replaced(setup, tmp_path):
     result = zf(*visualize_args(setup, out, 0))
     assert_fails(result, 2, "--out", "not an earlier output (no summary.json)")
     assert os.listdir(out) == ["notes.txt"] and leftovers(tmp_path) == []
+
+
+def test_an_older_occlusion_folder_is_replaced(setup, tmp_path):
+    out = tmp_path / "occ"
+    out.mkdir()
+    for name in ("old.npz", "old.png"):  # written before occlusion.json existed
+        (out / name).write_bytes(b"old")
+    result = zf("occlusion", setup["model"], "chelsea", "--stride", "7", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(out)) == ["chelsea.npz", "chelsea.png", "occlusion.json"]
+    assert json.load(open(out / "occlusion.json"))["images"]["chelsea"]["stride"] == 7
 
 
 STALLED_VISUALIZE = """
