@@ -397,7 +397,8 @@ def test_tfds_offline_fails_fast_and_leaves_nothing(setup, tmp_path):
     home, data_dir = tmp_path / "home", tmp_path / "tfds"
     home.mkdir()
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", HOME=str(home))
-    env.pop("TFDS_DATA_DIR", None)
+    for name in ("TFDS_DATA_DIR", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        env.pop(name, None)
     args = [sys.executable, "-c", OFFLINE, "evaluate", setup["model"], "--data", "tfds:mnist", "--data-dir", str(data_dir)]
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     output = done.stdout + done.stderr
@@ -478,3 +479,24 @@ def test_corrupt_jpeg_prints_no_decoder_line(tmp_path, capfd):
     assert_fails(result, 2, f"{bad}: not a readable image")
     captured = capfd.readouterr()
     assert "JPEG" not in captured.err + captured.out
+
+
+def test_tfds_failed_download_removes_what_it_made(tmp_path, monkeypatch):
+    # Online, but the download fails half-way: the attempt's *.tmp.* and incomplete folders go.
+    import tensorflow_datasets as tfds
+
+    def failing(builder, *args, **kwargs):
+        os.makedirs(os.path.join(tmp_path, "tfds", "downloads", "x.tmp.123"))
+        os.makedirs(os.path.join(builder.data_dir + ".incomplete"))
+        raise ConnectionError("connection reset (simulated by the test)")
+
+    monkeypatch.setattr(data, "_online", lambda timeout=3.0: True)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", failing)
+    with pytest.raises(RuntimeError, match="could not download/prepare 'mnist'.*connection reset"):
+        data.load_source("tfds:mnist", "test", data_dir=tmp_path / "tfds")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "tfds").mkdir()
+    (tmp_path / "tfds" / "keep").write_text("an earlier file\n")
+    with pytest.raises(RuntimeError):
+        data.load_source("tfds:mnist", "test", data_dir=tmp_path / "tfds")
+    assert os.listdir(tmp_path / "tfds") == ["keep"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import shutil
 import struct
 
 import numpy as np
@@ -375,14 +376,35 @@ _DOWNLOAD_HOST = "storage.googleapis.com"  # TFDS fetches prepared copies and mo
 
 
 def _online(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the TFDS download host opens within ``timeout`` seconds."""
+    """Whether a TCP connection to the TFDS download host opens within ``timeout`` seconds (assumed
+    when a proxy is configured: downloads then go through it, not straight to the host)."""
     import socket
 
+    if any(os.environ.get(name) for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return True
     try:
         socket.create_connection((_DOWNLOAD_HOST, 443), timeout=timeout).close()
     except OSError:
         return False
     return True
+
+
+def _tfds_entries(root: str, builder_dir: str) -> set:
+    """Paths a TFDS download/prepare attempt may create: ``root`` itself and its entries, the entries
+    of ``root/downloads`` and ``root/downloads/extracted``, and the folders down to ``builder_dir``."""
+    found = {root} if os.path.lexists(root) else set()
+    for directory in (root, os.path.join(root, "downloads"),
+                      os.path.join(root, "downloads", "extracted")):
+        if os.path.isdir(directory):
+            found.update(os.path.join(directory, name) for name in os.listdir(directory))
+    path = builder_dir
+    while path.startswith(root) and path != root:
+        if os.path.lexists(path):
+            found.add(path)
+        for name in os.listdir(path) if os.path.isdir(path) else ():
+            found.add(os.path.join(path, name))
+        path = os.path.dirname(path)
+    return found
 
 
 def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir) -> Source:
@@ -406,9 +428,16 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
                 ".download_and_prepare()) and pass that DIR as data_dir (--data-dir)")
         config = tfds.download.DownloadConfig(
             manual_dir=os.fspath(manual_dir) if manual_dir is not None else None)
+        root = getattr(builder, "_data_dir_root", None) or os.path.dirname(os.path.dirname(builder.data_dir))
+        before = _tfds_entries(root, builder.data_dir)
         try:
             builder.download_and_prepare(download_config=config)
         except Exception as e:
+            for path in sorted(_tfds_entries(root, builder.data_dir) - before, reverse=True):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)  # the failed attempt's *.tmp.* and incomplete folders
+                elif os.path.lexists(path):
+                    os.remove(path)
             raise RuntimeError(
                 f"TFDS could not download/prepare {dataset_name!r} into {where} ({_first_line(e)}); "
                 "with no network, pass data_dir (--data-dir) holding a prepared copy, "
