@@ -76,7 +76,7 @@ def read_photo(name_or_path):
 
         return np.asarray(getattr(skimage.data, name_or_path)())
     if not os.path.exists(name_or_path):
-        raise click.BadParameter(f"{name_or_path}: no such file, nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})")
+        raise click.BadParameter(f"{name_or_path}: no such file, nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE")
     import tensorflow as tf
 
     try:
@@ -84,7 +84,8 @@ def read_photo(name_or_path):
             return tf.io.decode_image(tf.io.read_file(name_or_path), expand_animations=False).numpy()
     except Exception:
         raise click.BadParameter(
-            f"{name_or_path}: not a readable image (JPEG, PNG, BMP or GIF) nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})"
+            f"{name_or_path}: not a readable image (JPEG, PNG, BMP or GIF) nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})",
+            param_hint="IMAGE",
         ) from None
 
 

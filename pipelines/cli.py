@@ -9,6 +9,7 @@ import click
 # Set before TensorFlow is first imported: hide its C++ start-up chatter and retracing notices.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
+logging.getLogger("absl").setLevel(logging.ERROR)  # e.g. TFDS's "Variant folder ... has no dataset_info.json"
 
 # command name -> "module:function" (modules under pipelines/)
 COMMANDS = {
