@@ -500,3 +500,27 @@ def test_tfds_failed_download_removes_what_it_made(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         data.load_source("tfds:mnist", "test", data_dir=tmp_path / "tfds")
     assert os.listdir(tmp_path / "tfds") == ["keep"]
+
+
+def test_atomic_writer_cleans_only_dead_writers_and_restores_a_half_swapped_result(tmp_path):
+    from zfkeras.atomic import atomic_output, clean_stale
+
+    dead, oldstyle, live = (tmp_path / name for name in (".out.partial-999999999-a", ".out.partial-k2j4", f".out.partial-{os.getpid()}-b"))
+    for directory in (dead, oldstyle, live):
+        directory.mkdir()
+    # killed between the two renames of a directory swap: the previous result waits in .old-
+    previous = tmp_path / ".out.old-999999999-c" / "out"
+    previous.mkdir(parents=True)
+    (previous / "result.json").write_text("{}\n")
+    clean_stale(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == [live.name, "out"]  # a running writer's folder stays
+    assert os.listdir(tmp_path / "out") == ["result.json"]
+    live.rmdir()
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "new" / "deeper" / "out", directory=True) as temp:
+            open(os.path.join(temp, "half.png"), "w").close()
+            raise RuntimeError("killed")
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no partial, and the parents it made are gone
+    with atomic_output(tmp_path / "out", directory=True) as temp:
+        open(os.path.join(temp, "new.json"), "w").close()
+    assert os.listdir(tmp_path / "out") == ["new.json"] and sorted(os.listdir(tmp_path)) == ["out"]
