@@ -4,7 +4,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 
 import click
@@ -39,13 +38,18 @@ def load_probe(path):
         try:
             return load_exported(path)
         except ValueError as error:  # not a zfkeras export, or inconsistent metadata
-            raise click.BadParameter(f"{path}: {str(error).splitlines()[0]}", param_hint="MODEL") from None
+            message = str(error).splitlines()[0]
+            raise click.BadParameter(message if message.startswith(path) else f"{path}: {message}", param_hint="MODEL") from None
     if os.path.isfile(path) and path.endswith(".keras"):
+        import zipfile
+
         import keras
 
         import zfkeras  # noqa: F401  (registers custom layers)
         from zfkeras.probe import KerasProbe
 
+        if not zipfile.is_zipfile(path):
+            raise click.BadParameter(f"{path}: not a Keras model file (a .keras file is a zip archive)", param_hint="MODEL")
         try:
             model = keras.saving.load_model(path, compile=False)
         except Exception as error:  # corrupt or foreign file: one line, name the file
@@ -72,14 +76,17 @@ def read_photo(name_or_path):
         import skimage.data
 
         return np.asarray(getattr(skimage.data, name_or_path)())
+    if not os.path.exists(name_or_path):
+        raise click.BadParameter(f"{name_or_path}: no such file, nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE")
     import tensorflow as tf
 
     try:
-        data = tf.io.read_file(name_or_path)
-        return tf.io.decode_image(data, expand_animations=False).numpy()
+        with _quiet_libjpeg():
+            return tf.io.decode_image(tf.io.read_file(name_or_path), expand_animations=False).numpy()
     except Exception:
         raise click.BadParameter(
-            f"{name_or_path}: not a readable image (JPEG, PNG, BMP or GIF) nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})"
+            f"{name_or_path}: not a readable image (JPEG, PNG, BMP or GIF) nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})",
+            param_hint="IMAGE",
         ) from None
 
 
@@ -94,24 +101,135 @@ def fit_image(image, input_shape):
     return np.asarray(data.center_crop(image, height), dtype="float32")
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+def atomic_path(*paths):
+    """Temporary file path(s) beside ``paths`` (files in one folder), moved into place together
+    only if the block succeeds (:func:`zfkeras.atomic.atomic_output`), so a crash never leaves a
+    half-written output."""
+    from zfkeras.atomic import atomic_output
 
-    Works for files and directories, so a crash never leaves a half-written output.
-    """
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    temp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", dir=parent)
-    target = os.path.join(temp, os.path.basename(path))
+    return atomic_output(*paths)
+
+
+def output_directory(path):
+    """An empty temporary directory beside ``path``; it replaces ``path`` whole if the block
+    succeeds, else it is removed. Leftovers of killed runs (``.NAME.partial-*``) are cleaned first.
+    Write the results JSON last."""
+    from zfkeras.atomic import atomic_output
+
+    return atomic_output(path, directory=True)
+
+
+def check_output(path, option="--out", *, directory=True, results=None, written=()):
+    """Fail now, before any work, with one line naming ``option`` if ``path`` could not be written
+    at the end: a part of it is a file, its folder is not writable, or (``directory=True``) it is
+    an existing directory that is not a previous output. ``results``: the file name that marks a
+    previous output of the command; ``written``: file endings of an older output without it (an
+    existing non-empty directory with neither is left alone). Leftovers of killed runs writing
+    ``path`` are removed."""
+    target = os.path.abspath(path)
+
+    def fail(reason):
+        raise click.BadParameter(f"cannot write {path}: {reason}", param_hint=option)
+
+    existing = target
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if existing == target:
+        if directory and not os.path.isdir(target):
+            fail("it exists and is not a directory")
+        if not directory and os.path.isdir(target):
+            fail("it is a directory; give a file name")
+        entries = os.listdir(target) if directory else []
+        earlier = not entries or results in entries or (written and all(e.endswith(tuple(written)) for e in entries))
+        if directory and results and not earlier:
+            fail(f"it is a non-empty directory that is not an earlier output (no {results}); choose another path or remove it")
+        existing = os.path.dirname(target)
+    elif not os.path.isdir(existing):
+        fail(f"{existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"no permission to write in {existing}")
+    from zfkeras.atomic import clean_stale
+
+    clean_stale(target)
+    return path
+
+
+def skip_corrupt_option(function):
+    return click.option(
+        "--skip-corrupt", is_flag=True, help="Skip unreadable images of folder: sources (count and names reported on stderr)."
+    )(function)
+
+
+class PixelValue(click.FloatRange):
+    """A raw pixel value 0-255 (NaN refused, which FloatRange lets through)."""
+
+    def __init__(self):
+        super().__init__(0, 255)
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a pixel value in the range 0<=x<=255.", param, ctx)
+        return number
+
+
+def _jpeg_noise(line):
+    """The JPEG decoder's own complaints ("Corrupt JPEG data: ...", "Improper call to JPEG library
+    ...", TF's "E0000 ... jpeg_mem.cc:331] Premature end of JPEG data") and absl's one-off notice
+    before its first log line."""
+    return "JPEG" in line or "absl::InitializeLog()" in line
+
+
+@contextlib.contextmanager
+def _quiet_libjpeg():
+    """Drop the decoder's own lines about corrupt JPEGs (:func:`_jpeg_noise`), which are written
+    straight to file descriptor 2 while files are decoded; other stderr output passes through."""
     try:
-        yield target
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = [line for line in lines if not _jpeg_noise(line)]
+            if kept:
+                os.write(2, "".join(kept).encode())
+
+
+def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None, skip_corrupt=False, optional=False):
+    """:func:`zfkeras.data.load_source` for a command: errors as one line naming ``option``;
+    skipped corrupt files (count and names) and a held-out test split reported on stderr.
+
+    ``optional=True``: a source without this split gives None (the reason said on stderr); a
+    corrupt file is still an error."""
+    from zfkeras import data
+
+    # Folder sources decode every file up front; other sources may show download progress on stderr.
+    quiet = _quiet_libjpeg() if isinstance(spec, str) and spec.strip().startswith("folder:") else contextlib.nullcontext()
+    try:
+        with quiet:
+            source = data.load_source(spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
+        message = str(error).strip().splitlines()
+        message = message[0] if message else type(error).__name__
+        if optional and not isinstance(error, data.CorruptImageError):
+            click.echo(f"no {split} split in {spec}: {message}", err=True)
+            return None
+        raise click.BadParameter(message, param_hint=option) from None
+    if source.skipped:
+        click.echo(f"skipped {source.skipped} unreadable image(s) of the {split} split of {source.name}:", err=True)
+        for name in source.skipped_files:
+            click.echo(f"  {name}", err=True)
+    if source.holdout:
+        click.echo(f"{source.name}: {data.describe_holdout(source.holdout)}", err=True)
+    return source
 
 
 def write_json(path, obj):
@@ -174,10 +292,11 @@ class CommaList(click.ParamType):
 
 
 def data_options(function=None, *, default=DEFAULT_SOURCE):
-    """``--data SOURCE`` and ``--data-dir`` (a prepared TFDS copy), for every command that reads
-    data; ``@data_options`` or ``@data_options(default="mnist_5k")``."""
+    """``--data SOURCE``, ``--data-dir`` (a prepared TFDS copy) and ``--skip-corrupt``, for every
+    command that reads data; ``@data_options`` or ``@data_options(default="mnist_5k")``."""
 
     def decorate(function):
+        function = skip_corrupt_option(function)
         function = click.option("--data-dir", type=click.Path(file_okay=False),
                                 help="TFDS data directory holding a prepared copy (tfds: sources).")(function)
         return click.option("--data", "data_spec", default=default, show_default=True,
@@ -187,19 +306,11 @@ def data_options(function=None, *, default=DEFAULT_SOURCE):
 
 
 def out_option(function):
-    """``--out DIR``: the output directory, replaced whole when the command succeeds."""
+    """``--out DIR``: the output directory, checked before any work and replaced whole when the
+    command succeeds (:func:`write_results`)."""
     return click.option("--out", required=True, type=click.Path(file_okay=False),
-                        help="Output directory (written to a temporary sibling, then swapped in whole).")(function)
-
-
-def open_source(spec, split="train", data_dir=None, option="--data"):
-    """``zfkeras.data.load_source`` with its errors as one line naming ``option``."""
-    from zfkeras import data
-
-    try:
-        return data.load_source(spec, split, data_dir=data_dir)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        raise click.BadParameter(str(error).strip().splitlines()[0], param_hint=option) from None
+                        callback=lambda ctx, param, value: check_output(value, results="results.json"),
+                        help="Output directory (built beside it, then swapped in whole).")(function)
 
 
 @dataclasses.dataclass
@@ -275,8 +386,7 @@ def write_results(out, results, table, csv_rows, figure=None, files=None):
 
     import matplotlib.pyplot as plt
 
-    with atomic_path(out) as temp:
-        os.makedirs(temp)
+    with output_directory(out) as temp:
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(csv_rows)
         with open(os.path.join(temp, "results.csv"), "w") as handle:

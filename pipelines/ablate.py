@@ -147,7 +147,7 @@ def epoch_progress(variant, epochs):
                    "(default: OUT-runs beside --out, which is replaced whole).")
 @_common.out_option
 @_common.seed_option
-def ablate(arch, data_spec, data_dir, epochs, images, variants, units, input_size, batch_size, lr, dropout, kernel_init,
+def ablate(arch, data_spec, data_dir, skip_corrupt, epochs, images, variants, units, input_size, batch_size, lr, dropout, kernel_init,
            val_split, diagnose_images, runs_dir, out, seed):
     """Train variants of ARCH on one data set, seed and budget and compare them (paper Table 3, Sec. 4.1).
 
@@ -164,8 +164,8 @@ def ablate(arch, data_spec, data_dir, epochs, images, variants, units, input_siz
     from zfkeras.models import ARCHITECTURES
     from zfkeras.train import TrainConfig
 
-    train_source = _common.open_source(data_spec, "train", data_dir)
-    test_source = _common.open_source(data_spec, "test", data_dir)
+    train_source = _common.open_source(data_spec, "train", data_dir=data_dir, skip_corrupt=skip_corrupt)
+    test_source = _common.open_source(data_spec, "test", data_dir=data_dir, skip_corrupt=skip_corrupt)
     size = input_size or ARCHITECTURES[arch]().input_shape[0]
     try:
         base = TrainConfig(arch=arch, input_shape=(size, size, train_source.channels), num_classes=len(train_source.class_names),

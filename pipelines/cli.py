@@ -9,6 +9,7 @@ import click
 # Set before TensorFlow is first imported: hide its C++ start-up chatter and retracing notices.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
+logging.getLogger("absl").setLevel(logging.ERROR)  # e.g. TFDS's "Variant folder ... has no dataset_info.json"
 
 # command name -> "module:function" (modules under pipelines/)
 COMMANDS = {
@@ -51,6 +52,14 @@ def _available():
     return [name for name, target in COMMANDS.items() if os.path.exists(os.path.join(here, target.split(":")[0].split(".")[1] + ".py"))]
 
 
+def os_error_line(error):
+    """``PATH: reason`` for an OSError (its first line when it names no path)."""
+    if error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    message = str(error).strip().splitlines()
+    return message[0] if message else type(error).__name__
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return _available()
@@ -65,7 +74,9 @@ class LazyGroup(click.Group):
         # Library code raises ValueError with a message naming the bad input: show that one line.
         try:
             return super().invoke(ctx)
-        except (ValueError, FileNotFoundError) as error:
+        except OSError as error:  # unwritable output, full disk, missing file...: one line naming the path
+            raise click.ClickException(os_error_line(error)) from None
+        except ValueError as error:
             message = str(error).strip().splitlines()
             raise click.ClickException(message[0] if message else type(error).__name__) from None
 

@@ -7,7 +7,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import atomic_path, load_probe, pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines._common import PixelValue, check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json
 from pipelines.occlusion import load_images, show_image
 
 PARTS_FORMAT = (
@@ -129,10 +129,10 @@ def masks_figure(named, parts, result, fill, random_shown=2):
               help="JSON file of images and part boxes: " + PARTS_FORMAT + ".")
 @click.option("--layers", "layer_list", help="Comma-separated feature layers. Default: the top conv layer and fc7.")
 @click.option("--draws", default=10, show_default=True, type=click.IntRange(min=1), help="Random-mask draws for the control row.")
-@click.option("--fill", type=click.FloatRange(0, 255), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
+@click.option("--fill", type=PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
 @seed_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
 def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed, out):
     """Part correspondence of MODEL (Table 1): mask the same part in every image of --parts and
     measure how consistently the features change, against random masks of the same size.
@@ -143,6 +143,7 @@ def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed,
     from zfkeras import correspondence as analysis
     from zfkeras.occlusion import fill_values
 
+    check_output(out, results="correspondence.json")
     seed_everything(seed)
     files, given_files, parts, objects = read_parts(parts_file)
     probe = load_probe(model)
@@ -160,12 +161,11 @@ def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed,
     except ValueError as error:  # a box outside the model input, a reserved part name, ...
         raise click.BadParameter(f"{parts_file}: {error}", param_hint="--parts") from None
     names = [name for name, _ in named]
-    os.makedirs(out, exist_ok=True)
     text = table_text(result, len(images), draws)
-    with atomic_path(os.path.join(out, "correspondence.txt")) as temp:
-        with open(temp, "w") as handle:
+    with output_directory(out) as target:
+        with open(os.path.join(target, "correspondence.txt"), "w") as handle:
             handle.write(text)
-    write_json(os.path.join(out, "correspondence.json"), result_json(result, names, given_files, parts, objects, draws, seed))
-    save_figure(masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(out, "masks.png"))
+        save_figure(masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(target, "masks.png"))
+        write_json(os.path.join(target, "correspondence.json"), result_json(result, names, given_files, parts, objects, draws, seed))
     click.echo(text, nl=False)
     click.echo(f"-> {out}/correspondence.txt, correspondence.json, masks.png")

@@ -59,16 +59,18 @@ def format_table(result):
 @click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N images.")
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
+@_common.skip_corrupt_option
 @_common.seed_option
-def evaluate(models, data_spec, split, data_dir, crops, limit, batch_size, out, seed):
+def evaluate(models, data_spec, split, data_dir, crops, limit, batch_size, out, skip_corrupt, seed):
     """Top-1 and top-5 error of each MODEL (SavedModel directory or .keras file) and of their average.
 
     With several MODELS their class probabilities are averaged (the paper's Table 2 ensembles).
     Single-crop numbers use the centre crop; 10-crop numbers average the probabilities of the
     4 corner + centre crops and their mirror images.
     """
+    if out:
+        _common.check_output(out, directory=False)
     _common.seed_everything(seed)
-    from zfkeras import data
 
     names = _unique_names(models)
     probes = {}
@@ -77,8 +79,8 @@ def evaluate(models, data_spec, split, data_dir, crops, limit, batch_size, out, 
             probes[name] = _common.load_probe(path)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="MODEL") from None
+    source = _common.open_source(data_spec, split, "--data", data_dir=data_dir, skip_corrupt=skip_corrupt)
     try:
-        source = data.load_source(data_spec, split, data_dir=data_dir)
         result = evaluate_on_source(probes, source, crops, batch_size, limit)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         raise click.UsageError(str(error)) from None
@@ -86,6 +88,10 @@ def evaluate(models, data_spec, split, data_dir, crops, limit, batch_size, out, 
     click.echo(format_table(result))
     if out:
         result.update(data=source.name, split=split, crops=crops, paths=dict(zip(names, models)))
+        if source.holdout:
+            result["holdout"] = source.holdout
+        if source.skipped:
+            result["skipped_files"] = list(source.skipped_files)
         _common.write_json(out, result)
         click.echo(f"wrote {out}")
 

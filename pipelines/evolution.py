@@ -6,7 +6,7 @@ import re
 import click
 import numpy as np
 
-from pipelines._common import save_figure, seed_everything, seed_option, write_json
+from pipelines._common import check_output, output_directory, save_figure, seed_everything, seed_option, skip_corrupt_option, write_json
 from pipelines.visualize import DEFAULT_SOURCE, Images, field_json, map_counts, parse_layers, parse_maps, progressbar, show_grid, upscale
 
 CHECKPOINT = re.compile(r"epoch-(\d+)\.keras$")
@@ -85,9 +85,10 @@ def evolution_figure(layer, channels, epochs, tiles, stable, percentile, per_map
     type=click.FloatRange(50, 100),
     help="Contrast: |values| above this percentile of each projection saturate.",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
+@skip_corrupt_option
 @seed_option
-def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile, out, seed):
+def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile, out, skip_corrupt, seed):
     """Strongest activation of chosen maps at each kept epoch, projected to pixels (Fig. 4).
 
     RUN_OR_CHECKPOINT_DIR is a training run dir, a model dir with checkpoints/, or a directory of
@@ -100,6 +101,7 @@ def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile
     from zfkeras.receptive_field import receptive_fields
     from zfkeras.topk import project_topk
 
+    check_output(out, results="evolution.json")
     seed_everything(seed)
     checkpoints = find_checkpoints(run_dir)
     epochs = [epoch for epoch, _ in checkpoints]
@@ -111,7 +113,7 @@ def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile
             fields = receptive_fields(model)
             layer_names = parse_layers(layers, probe)
             chosen = parse_maps(maps, map_counts(probe, layer_names), seed)
-            data_images = Images(data, split, probe.input_shape, batch_size, count=images)
+            data_images = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt)
         elif receptive_fields(model) != fields:
             raise click.UsageError(f"{file}: a different architecture from {checkpoints[0][1]}; all checkpoints must come from one run")
         label = f"epoch {epoch} ({number + 1}/{len(checkpoints)})"
@@ -122,38 +124,43 @@ def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile
             tiles.setdefault(layer, []).append(crops[layer]["projections"][:, 0])
         tops.append(top)
     report = {"run": run_dir, "data": data, "split": split, "images": tops[0].images_seen, "seed": seed, "epochs": epochs, "layers": {}}
-    os.makedirs(out, exist_ok=True)
-    blocks = []
-    for layer in layer_names:
-        entries = [top.entries(layer) for top in tops]
-        per_map = {}
-        for m, channel in enumerate(chosen[layer]):
-            history = [
-                {
-                    "epoch": epoch,
-                    "image": int(e["image"][m, 0]),
-                    "y": int(e["y"][m, 0]),
-                    "x": int(e["x"][m, 0]),
-                    "value": float(e["value"][m, 0]),
-                }
-                for epoch, e in zip(epochs, entries)
-            ]
-            # a silent map (no activation > 0 on any image) has no strongest image: count it as "none" (-1)
-            images_by_epoch = [h["image"] if h["value"] > 0 else -1 for h in history]
-            silent = [h["epoch"] for h in history if h["value"] <= 0]
-            per_map[str(channel)] = {"stable_epoch": stable_epoch(epochs, images_by_epoch), "silent_epochs": silent, "top1": history}
-        active = [v["stable_epoch"] for v in per_map.values() if epochs[-1] not in v["silent_epochs"]]
-        stable = max(active or [v["stable_epoch"] for v in per_map.values()])
-        report["layers"][layer] = {"stable_epoch": stable, "field": field_json(fields[layer]), "maps": per_map}
-        block = np.stack(tiles[layer], axis=1)  # [maps, epochs, fh, fw, C]
-        save_figure(evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(out, f"{layer}.png"))
-        blocks.append((layer, block))
-        detail = ", ".join(
-            f"{c}:{v['stable_epoch']}" + (" (silent at the end)" if epochs[-1] in v["silent_epochs"] else "") for c, v in per_map.items()
-        )
-        click.echo(f"{layer}: top-1 image stable from epoch {stable} (map:epoch {detail}) -> {out}/{layer}.png")
-    save_figure(combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(out, "evolution.png"))
-    write_json(os.path.join(out, "evolution.json"), report)
+    if data_images.source.skipped:
+        report["skipped_files"] = list(data_images.source.skipped_files)
+    lines = []
+    with output_directory(out) as target:
+        blocks = []
+        for layer in layer_names:
+            entries = [top.entries(layer) for top in tops]
+            per_map = {}
+            for m, channel in enumerate(chosen[layer]):
+                history = [
+                    {
+                        "epoch": epoch,
+                        "image": int(e["image"][m, 0]),
+                        "y": int(e["y"][m, 0]),
+                        "x": int(e["x"][m, 0]),
+                        "value": float(e["value"][m, 0]),
+                    }
+                    for epoch, e in zip(epochs, entries)
+                ]
+                # a silent map (no activation > 0 on any image) has no strongest image: count it as "none" (-1)
+                images_by_epoch = [h["image"] if h["value"] > 0 else -1 for h in history]
+                silent = [h["epoch"] for h in history if h["value"] <= 0]
+                per_map[str(channel)] = {"stable_epoch": stable_epoch(epochs, images_by_epoch), "silent_epochs": silent, "top1": history}
+            active = [v["stable_epoch"] for v in per_map.values() if epochs[-1] not in v["silent_epochs"]]
+            stable = max(active or [v["stable_epoch"] for v in per_map.values()])
+            report["layers"][layer] = {"stable_epoch": stable, "field": field_json(fields[layer]), "maps": per_map}
+            block = np.stack(tiles[layer], axis=1)  # [maps, epochs, fh, fw, C]
+            save_figure(evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(target, f"{layer}.png"))
+            blocks.append((layer, block))
+            detail = ", ".join(
+                f"{c}:{v['stable_epoch']}" + (" (silent at the end)" if epochs[-1] in v["silent_epochs"] else "") for c, v in per_map.items()
+            )
+            lines.append(f"{layer}: top-1 image stable from epoch {stable} (map:epoch {detail}) -> {out}/{layer}.png")
+        save_figure(combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(target, "evolution.png"))
+        write_json(os.path.join(target, "evolution.json"), report)
+    for line in lines:
+        click.echo(line)
     listed = ", ".join(map(str, epochs))
     click.echo(
         f"{len(checkpoints)} checkpoints (epochs {listed}), {report['images']} {split} images -> {out}/evolution.png, evolution.json"

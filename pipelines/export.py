@@ -50,6 +50,7 @@ def export(model_path, out, class_names, seed):
     reconstructions; plus model.keras, mean.npy and zfkeras.json (metadata). The training command,
     config and last-epoch metrics come from the run directory's config.json / history.json.
     """
+    _common.check_output(out, results="zfkeras.json")
     _common.seed_everything(seed)
     from zfkeras.export import export_model
 

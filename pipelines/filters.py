@@ -5,11 +5,11 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines._common import check_output, output_directory, pyplot, save_figure, seed_everything, seed_option, skip_corrupt_option, write_json
 from pipelines.visualize import DEFAULT_SOURCE, Images, keras_model, map_counts, open_model, parse_maps, progressbar, upscale
 
 
-def diagnose(path, data, split, images, maps, batch_size, threshold, seed):
+def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_corrupt=False):
     """All numbers and picture arrays of one model (see zfkeras.first_layer for what is computed)."""
     from zfkeras import diagnostics
     from zfkeras.first_layer import first_layer_report
@@ -21,7 +21,7 @@ def diagnose(path, data, split, images, maps, batch_size, threshold, seed):
     second = probe.layer_names[1]
     model = probe.model if isinstance(probe, KerasProbe) else keras_model(path)
     chosen = parse_maps(maps, map_counts(probe, [second]), seed)
-    data_images = Images(data, split, probe.input_shape, batch_size, count=images)
+    data_images = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt)
     with progressbar(
         length=data_images.batches or 0, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}"
     ) as bar:
@@ -31,7 +31,7 @@ def diagnose(path, data, split, images, maps, batch_size, threshold, seed):
             )
         except ValueError as error:
             raise click.UsageError(f"{path}: {error}") from None
-    report = {"model": path, **result.to_dict()}
+    report = {"model": path, **result.to_dict(), "skipped_files": list(data_images.source.skipped_files)}
     pictures = {"filters": diagnostics.filter_grid(result.kernel), "projections": result.crops}
     return report, pictures
 
@@ -83,9 +83,10 @@ def filters_figure(labels, reports, pictures):
     help="Dead filter: mean activation <= this fraction of the median filter's.",
 )
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
+@skip_corrupt_option
 @seed_option
-def filters(models, data, split, images, maps, threshold, batch_size, out, seed):
+def filters(models, data, split, images, maps, threshold, batch_size, out, skip_corrupt, seed):
     """First-layer filters and second-layer projections of one or two models, with diagnostics (Fig. 6).
 
     Per model: the first conv layer's filters (each scaled to its own range), the fraction of dead
@@ -96,23 +97,24 @@ def filters(models, data, split, images, maps, threshold, batch_size, out, seed)
     """
     if len(models) > 2:
         raise click.BadParameter(f"give one or two models, got {len(models)}", param_hint="MODEL [MODEL2]")
+    check_output(out, results="filters.json")
     seed_everything(seed)
     labels = model_labels(models)
     reports, pictures = [], []
     for path in models:
-        report, picture = diagnose(path, data, split, images, maps, batch_size, threshold, seed)
+        report, picture = diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_corrupt)
         reports.append(report)
         pictures.append(picture)
-    os.makedirs(out, exist_ok=True)
-    save_figure(filters_figure(labels, reports, pictures), os.path.join(out, "filters.png"))
-    plt = pyplot()
-    for label, report, picture in zip(labels, reports, pictures):
-        figure = plt.figure(figsize=(5, 5.6))
-        plt.imshow(upscale(picture["filters"][None], 400)[0], interpolation="nearest")
-        plt.axis("off")
-        plt.title(f"{label}\n{caption(report)[0]}", fontsize=9, loc="left")
-        save_figure(figure, os.path.join(out, f"{label}-{report['first_layer']['name']}.png"))
-    write_json(os.path.join(out, "filters.json"), {"data": data, "split": split, "seed": seed, "models": dict(zip(labels, reports))})
+    with output_directory(out) as target:
+        save_figure(filters_figure(labels, reports, pictures), os.path.join(target, "filters.png"))
+        plt = pyplot()
+        for label, report, picture in zip(labels, reports, pictures):
+            figure = plt.figure(figsize=(5, 5.6))
+            plt.imshow(upscale(picture["filters"][None], 400)[0], interpolation="nearest")
+            plt.axis("off")
+            plt.title(f"{label}\n{caption(report)[0]}", fontsize=9, loc="left")
+            save_figure(figure, os.path.join(target, f"{label}-{report['first_layer']['name']}.png"))
+        write_json(os.path.join(target, "filters.json"), {"data": data, "split": split, "seed": seed, "models": dict(zip(labels, reports))})
     for label, report in zip(labels, reports):
         click.echo(f"{label}: " + "; ".join(line.replace("\n", ", ") for line in caption(report)))
     click.echo(f"wrote {out}/filters.png, {out}/filters.json")

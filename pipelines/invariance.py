@@ -8,7 +8,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import atomic_path, load_probe, pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines._common import check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json
 from pipelines.occlusion import load_images, parse_labels, show_image
 
 
@@ -142,7 +142,7 @@ def examples_figure(named, fill, amounts, shown=7):
                    "'mean' (training mean image, 0 after mean subtraction) or a raw value 0-255.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
 @seed_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
 def invariance(model, images, label, shifts, scales, angles, layer_list, fill, batch_size, seed, out):
     """Feature invariance of MODEL on each IMAGE (Fig. 5).
 
@@ -153,6 +153,7 @@ def invariance(model, images, label, shifts, scales, angles, layer_list, fill, b
     """
     from zfkeras.invariance import IDENTITY, UNITS, default_amounts, default_layers, invariance_curves, resolve_fill
 
+    check_output(out, results="invariance.json")
     seed_everything(seed)
     probe = load_probe(model)
     class_names = list(probe.class_names)
@@ -177,13 +178,12 @@ def invariance(model, images, label, shifts, scales, angles, layer_list, fill, b
             curves.update(invariance_curves(probe, stack, labels=labels, amounts={kind: amounts[kind]}, layers=layers,
                                             fill=fill, batch_size=batch_size))
     names = [name for name, _ in named]
-    os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, "invariance.json"), curves_json(curves, names, class_names, layers, fill))
-    with atomic_path(os.path.join(out, "invariance.csv")) as temp:
-        with open(temp, "w") as handle:
+    with output_directory(out) as target:
+        with open(os.path.join(target, "invariance.csv"), "w") as handle:
             handle.write(curves_csv(curves, names, class_names, layers))
-    save_figure(curves_figure(curves, names, layers), os.path.join(out, "invariance.png"))
-    save_figure(examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(out, "transforms.png"))
+        save_figure(curves_figure(curves, names, layers), os.path.join(target, "invariance.png"))
+        save_figure(examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png"))
+        write_json(os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill))
     for kind, c in curves.items():
         moved = ~np.isclose(c.amounts, IDENTITY[kind]) & ~((kind == "rotation") & np.isclose(c.amounts % 360, 0))
         if not moved.any():

@@ -5,7 +5,20 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import atomic_path, fit_image, load_probe, pyplot, read_photo, save_figure, seed_everything, seed_option
+from pipelines._common import (
+    PixelValue,
+    atomic_path,
+    check_output,
+    fit_image,
+    load_probe,
+    output_directory,
+    pyplot,
+    read_photo,
+    save_figure,
+    seed_everything,
+    seed_option,
+    write_json,
+)
 
 
 def load_images(paths, input_shape):
@@ -120,6 +133,17 @@ def save_result(result, class_names, name, out):
     save_figure(occlusion_figure(result, class_names, name), os.path.join(out, name + ".png"))
 
 
+def summary_json(result, class_names, path):
+    """The numbers the printed line gives for one image."""
+    worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)
+    return {
+        "image": path, "label": class_names[result.label], "layer": result.layer, "feature_map": result.feature_map,
+        "patch": result.patch, "stride": result.stride, "clean_prob": float(result.clean_probs[result.label]),
+        "min_prob": float(result.true_class_prob[worst]), "min_prob_position": result.positions[worst].tolist(),
+        "clean_activity": result.clean_activity, "min_activity": float(result.feature_activity.min()),
+    }
+
+
 @click.command()
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True)
@@ -129,7 +153,7 @@ def save_result(result, class_names, name, out):
               help="Side of the grey square in model-input pixels. Default: input height / 4.")
 @click.option("--stride", type=click.IntRange(min=1),
               help="Grid step in pixels (square centres at 0, S, 2S, ...). Default: input height / 28.")
-@click.option("--fill", type=click.FloatRange(0, 255),
+@click.option("--fill", type=PixelValue(),
               help="Raw pixel value (0-255) of the square. Default: the training mean image (0 after mean subtraction).")
 @click.option("--layer", help="Conv layer for panels (b) and (c). Default: the top conv layer.")
 @click.option("--map", "feature_map", type=click.IntRange(min=0),
@@ -137,41 +161,57 @@ def save_result(result, class_names, name, out):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Occluded copies per forward pass (bounds memory).")
 @seed_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
 def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, seed, out):
     """Occlusion sensitivity of MODEL on each IMAGE (any image file, or a built-in photo name).
 
     Slides a square over every grid position (it may run past the border and is clipped there)
     and records the total activity of one top-layer feature map, the probability of the true class
-    and the most probable class. Writes OUT/<image name>.npz and OUT/<image name>.png (Fig. 7).
+    and the most probable class. Writes OUT/<image name>.npz and OUT/<image name>.png (Fig. 7),
+    then OUT/occlusion.json (a summary per image).
     """
     from zfkeras.occlusion import OcclusionEvaluator, default_stride, num_positions, occlusion_map
 
+    from pipelines.visualize import map_counts
+
+    check_output(out, results="occlusion.json", written=(".npz", ".png"))
     seed_everything(seed)
     probe = load_probe(model)
     class_names = list(probe.class_names)
     check_layer(probe, layer)
     labels = parse_labels(label, class_names, len(images))
     named = load_images(images, probe.input_shape)
+    size = f"{probe.input_shape[0]}x{probe.input_shape[1]}"
     if patch is not None and patch > max(probe.input_shape[:2]):
-        size = f"{probe.input_shape[0]}x{probe.input_shape[1]}"
-        raise click.BadParameter(f"{patch} is larger than the model input {size}", param_hint="--patch")
+        raise click.BadParameter(f"{patch} is larger than the model input {size}; use 1-{max(probe.input_shape[:2])}", param_hint="--patch")
+    if stride is not None and stride >= max(probe.input_shape[:2]):
+        raise click.BadParameter(
+            f"{stride} leaves one square position on the model input {size}; use 1-{max(probe.input_shape[:2]) - 1}", param_hint="--stride"
+        )
+    if feature_map is not None:
+        chosen_layer = layer or probe.layer_names[-1]
+        depth = map_counts(probe, [chosen_layer])[chosen_layer]
+        if feature_map >= depth:
+            raise click.BadParameter(f"{feature_map}: {chosen_layer} has maps 0-{depth - 1}", param_hint="--map")
     evaluators = []
     for name, image in named:
         try:
             evaluators.append(OcclusionEvaluator(probe, image, layer=layer, patch=patch, fill=fill, feature_map=feature_map))
-        except ValueError as error:  # e.g. --map beyond the layer's maps
-            raise click.BadParameter(str(error), param_hint="--map") from None
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
     step = stride or default_stride(probe.input_shape)
     total = num_positions(probe.input_shape, step) * len(named)
-    os.makedirs(out, exist_ok=True)
     results = []
-    with click.progressbar(length=total, label="occluding") as bar:
+    with output_directory(out) as target, click.progressbar(length=total, label="occluding") as bar:
         for (name, image), evaluator, true_label in zip(named, evaluators, labels):
             result = occlusion_map(probe, image, label=true_label, stride=stride, batch_size=batch_size,
                                    progress=bar.update, evaluator=evaluator)
-            save_result(result, class_names, name, out)
+            save_result(result, class_names, name, target)
             results.append((name, result))
+        write_json(os.path.join(target, "occlusion.json"), {
+            "model": model, "seed": seed,
+            "images": {name: summary_json(result, class_names, path) for (name, result), path in zip(results, images)},
+        })
     for name, result in results:
         worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)
         click.echo(

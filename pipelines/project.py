@@ -72,6 +72,9 @@ def project(images, model_path, arch, layers, count, position, out, seed):
     IMAGES are image files (any size, grey or colour: resized and centre-cropped to the model input)
     or built-in photos: chelsea, astronaut, coffee, rocket (scikit-image).
     """
+    arrays_path = os.path.splitext(out)[0] + ".npz"
+    _common.check_output(out, directory=False)
+    _common.check_output(arrays_path, directory=False)
     _common.seed_everything(seed)
     if model_path:
         probe = _common.load_probe(model_path)
@@ -82,15 +85,20 @@ def project(images, model_path, arch, layers, count, position, out, seed):
 
         probe = KerasProbe(getattr(zfkeras.models, arch)(seed=seed))
         title = f"{arch} with random paper-init weights (seed {seed}): structure comes from the image, not training"
+    from pipelines.visualize import map_counts
+
     layers = probe.check_layers(layers.split(","), probe.layer_names) if layers else probe.layer_names
+    fewest = min(map_counts(probe, layers).items(), key=lambda item: item[1])
+    if count > fewest[1]:
+        raise click.BadParameter(f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--maps")
     pixels = np.stack([_common.fit_image(_common.read_photo(name), probe.input_shape) for name in images])
     names = [os.path.basename(name) for name in images]
     click.echo(f"projecting {len(layers)} layers x {count} maps for {len(images)} image(s)", err=True)
     results = project_images(probe, pixels, layers, count, position)
-    _common.save_figure(plot_projections(pixels, names, results, title), out)
     arrays = {f"{layer}_maps": maps for layer, (maps, _) in results.items()}
     arrays.update({f"{layer}_projections": p for layer, (_, p) in results.items()})
-    with _common.atomic_path(os.path.splitext(out)[0] + ".npz") as temp:
-        with open(temp, "wb") as handle:
+    with _common.atomic_path(out, arrays_path) as (figure_temp, arrays_temp):  # both replaced together at the end
+        _common.save_figure(plot_projections(pixels, names, results, title), figure_temp)
+        with open(arrays_temp, "wb") as handle:
             np.savez_compressed(handle, images=pixels, **arrays)
     click.echo(f"wrote {out}")

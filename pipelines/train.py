@@ -71,7 +71,7 @@ def command_line(ctx):
               help="Training source: fashion_mnist, idx:PATH, folder:PATH or tfds:NAME.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="TFDS data directory (tfds: sources).")
 @click.option("--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs).")
-@click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images in folder: sources (count reported).")
+@_common.skip_corrupt_option
 @click.option("--val-data", default=None, help="Validation source (its test split). Default: hold out --val-split.")
 @click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of the training data held out for validation when no --val-data (0 = none).")
@@ -125,9 +125,23 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_spl
     from zfkeras import data
     from zfkeras.models import ARCHITECTURES
 
+    _common.check_output(run_dir, "--run-dir")
+    if export_path:
+        _common.check_output(export_path, "--export", results="zfkeras.json")
     command = command_line(click.get_current_context())
-    train_source = _open(data, data_spec, "train", data_dir, manual_dir, skip_corrupt, "--data")
-    val_source = _open(data, val_data, "test", data_dir, manual_dir, skip_corrupt, "--val-data") if val_data else None
+    sources = dict(data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
+    train_source = _common.open_source(data_spec, "train", "--data", **sources)
+    if len(train_source.class_names) < 2:
+        raise click.BadParameter(
+            f"{train_source.name} has {len(train_source.class_names)} class ({', '.join(train_source.class_names)}); "
+            "training needs at least 2 (one sub-folder per class for folder: sources)",
+            param_hint="--data",
+        )
+    val_source = _common.open_source(val_data, "test", "--val-data", **sources) if val_data else None
+    # Opened now, so a bad test split stops the run before training, not after it.
+    test_source = _common.open_source(data_spec, "test", "--data", optional=True, **sources) if export_path else None
+    if export_path and test_source is None:
+        click.echo(f"the export will have no test metrics: {data_spec} has no test split", err=True)
     size = input_size or ARCHITECTURES[arch]().input_shape[0]
     try:
         config = TrainConfig(
@@ -145,10 +159,13 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_spl
         f"{config.num_classes} classes), {distribution.num_replicas_in_sync} replica(s), {epochs} epochs -> {run_dir}",
         err=True,
     )
-    callbacks = [epoch_summary(config.epochs)]
+    callbacks = [resume_notice(run_dir, config.epochs), epoch_summary(config.epochs)]
     if log_projections:
         callbacks.append(projection_logger(data, train_source, config, log_projections, run_dir))
-    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, command, callbacks)
+    metadata = {"command": command}
+    if train_source.holdout:
+        metadata["test_split"] = {"held_out": True, **train_source.holdout}
+    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks)
     from zfkeras.train import worker_role
 
     if not worker_role(distribution)[0]:
@@ -156,17 +173,20 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_spl
         return
     click.echo(f"trained in {seconds:.0f} s; final model {os.path.join(run_dir, 'model.keras')}")
     if export_path:
-        _export(model, config, train_source, history, seconds, export_path, run_dir, command, data_dir, manual_dir)
+        _export(model, train_source, test_source, history, seconds, export_path, run_dir, command)
 
 
-def _open(data, spec, split, data_dir, manual_dir, skip_corrupt, hint):
-    try:
-        source = data.load_source(spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        raise click.BadParameter(str(error), param_hint=hint) from None
-    if source.skipped:
-        click.echo(f"skipped {source.skipped} unreadable image(s) in {source.name}", err=True)
-    return source
+def resume_notice(run_dir, epochs):
+    """A Keras callback saying ``resuming from epoch N of RUN_DIR`` when the run picks up an unfinished one."""
+    import keras
+
+    class ResumeNotice(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            done = getattr(self.model, "_initial_epoch", None) or 0  # set by BackupAndRestore, which runs first
+            if done:
+                click.echo(f"resuming from epoch {done + 1} of {run_dir} ({done} of {epochs} epochs done)", err=True)
+
+    return ResumeNotice()
 
 
 def projection_logger(data, source, config, maps, run_dir, images=64):
@@ -180,39 +200,41 @@ def projection_logger(data, source, config, maps, run_dir, images=64):
     return ProjectionLogger(batch.numpy(), chosen, os.path.join(run_dir, "logs", "projections"))
 
 
-def _train(config, train_source, val_source, run_dir, distribution, progress, command, callbacks):
+def _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks):
     from zfkeras.train import train as train_model
 
     started = time.monotonic()
     try:
         model, history = train_model(
             config, train_source, val_source, run_dir, callbacks=callbacks, progress=progress,
-            strategy=distribution, metadata={"command": command},
+            strategy=distribution, metadata=metadata,
         )
     except (ValueError, FloatingPointError) as error:
         raise click.ClickException(str(error)) from None
     return model, history, time.monotonic() - started
 
 
-def _export(model, config, train_source, history, seconds, export_path, run_dir, command, data_dir, manual_dir):
+def _export(model, train_source, test_source, history, seconds, export_path, run_dir, command):
     import json
 
-    from zfkeras import data
     from zfkeras.export import export_model
 
     metrics = {key: history[key][-1] for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr")}
     metrics.update(epochs=len(history["epoch"]), train_seconds=sum(history["seconds"]), command_seconds=seconds)
-    try:
-        test_source = data.load_source(config.data, "test", data_dir=data_dir, manual_dir=manual_dir)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        click.echo(f"no test split to evaluate ({str(error).splitlines()[0]}); exporting without test metrics", err=True)
+    if test_source is None:
+        click.echo("no test split: exporting without test metrics", err=True)
+        metrics["test_split"] = None
     else:
-        click.echo(f"evaluating on {test_source.name} test split (centre crop and 10 crops)", err=True)
+        what = "held-out test split" if test_source.holdout else "test split"
+        click.echo(f"evaluating on {test_source.name} {what} (centre crop and 10 crops)", err=True)
         from pipelines.evaluate import evaluate_on_source
         from zfkeras.probe import KerasProbe
 
         result = evaluate_on_source({"model": KerasProbe(model)}, test_source)
         metrics.update(test_data=test_source.name, test_images=result["num_images"])
+        metrics["test_split"] = {"held_out": True, **test_source.holdout} if test_source.holdout else {"held_out": False}
+        if test_source.skipped:
+            metrics["test_skipped_files"] = list(test_source.skipped_files)
         metrics.update({f"test_{key}": value for key, value in result["models"]["model"].items()})
         click.echo(
             f"test top-1 error {100 * metrics['test_top1_error']:.2f}% (10-crop {100 * metrics['test_ten_crop_top1_error']:.2f}%), "
@@ -221,7 +243,9 @@ def _export(model, config, train_source, history, seconds, export_path, run_dir,
     with open(os.path.join(run_dir, "config.json")) as handle:
         record = json.load(handle)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
-    checkpoints = sorted(os.path.join(checkpoint_dir, name) for name in os.listdir(checkpoint_dir)) if os.path.isdir(checkpoint_dir) else []
+    names = os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else []
+    # only the finished checkpoints, not a killed writer's .epoch-NNN.keras.partial-* folder
+    checkpoints = sorted(os.path.join(checkpoint_dir, name) for name in names if name.endswith(".keras") and not name.startswith("."))
     export_model(model, export_path, class_names=train_source.class_names, config=record, metrics=metrics, command=command,
                  checkpoints=checkpoints)
     click.echo(f"exported {export_path}")

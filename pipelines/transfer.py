@@ -28,7 +28,7 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
               help="Softmax head: weight of the data term against the L2 penalty.")
 @_common.out_option
 @_common.seed_option
-def transfer(model, data_spec, data_dir, per_class, folds, test_per_class, layer, scratch_epochs, finetune, batch_size, lr,
+def transfer(model, data_spec, data_dir, skip_corrupt, per_class, folds, test_per_class, layer, scratch_epochs, finetune, batch_size, lr,
              C, out, seed):
     """Transfer MODEL's features to --data with few images per class (Tables 4-5, Fig. 9).
 
@@ -41,7 +41,7 @@ def transfer(model, data_spec, data_dir, per_class, folds, test_per_class, layer
     """
     _common.seed_everything(seed)
     loaded = _common.load_model(model)
-    source = _common.open_source(data_spec, "train", data_dir)
+    source = _common.open_source(data_spec, "train", data_dir=data_dir, skip_corrupt=skip_corrupt)
     _common.check_feature_layer(loaded.model, [layer], "--layer")
 
     from zfkeras import data, transfer as methods

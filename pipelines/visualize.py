@@ -13,7 +13,18 @@ import zlib
 import click
 import numpy as np
 
-from pipelines._common import load_probe, pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines._common import (
+    check_output,
+    load_probe,
+    open_source,
+    output_directory,
+    pyplot,
+    save_figure,
+    seed_everything,
+    seed_option,
+    skip_corrupt_option,
+    write_json,
+)
 
 DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
 
@@ -69,16 +80,11 @@ class Images:
     Images ``start`` .. ``start + count - 1`` of the split; global indices are kept.
     """
 
-    def __init__(self, data, split, input_shape, batch_size, count=None, start=0):
-        from zfkeras import data as zdata
-
+    def __init__(self, data, split, input_shape, batch_size, count=None, start=0, skip_corrupt=False):
         height, width, channels = input_shape
         if height != width:
             raise click.UsageError(f"the data pipeline makes square crops; the model's input is {height}x{width}")
-        try:
-            self.source = zdata.load_source(data, split)
-        except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
-            raise click.BadParameter(str(error), param_hint="--data") from None
+        self.source = open_source(data, split, "--data", skip_corrupt=skip_corrupt)
         total = self.source.num_examples
         if total is not None and start >= total:
             raise click.BadParameter(
@@ -251,9 +257,10 @@ def topk_figure(layer, channels, crops, values, images_scanned):
     type=click.Path(exists=True, file_okay=False),
     help="Skip the scan: merge the topk.json of these shard output dirs, then project and draw (repeatable).",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
+@skip_corrupt_option
 @seed_option
-def visualize(model, data, split, layers, maps, k, images, batch_size, shard, merge_dirs, out, seed):
+def visualize(model, data, split, layers, maps, k, images, batch_size, shard, merge_dirs, out, skip_corrupt, seed):
     """Top-k activations of feature maps across a data set, projected to pixels (Fig. 2).
 
     Writes OUT/<layer>.png per layer (each map: a grid of its top-k deconvnet projections beside
@@ -263,6 +270,7 @@ def visualize(model, data, split, layers, maps, k, images, batch_size, shard, me
     """
     from zfkeras.topk import project_topk, scan
 
+    check_output(out, results="summary.json")
     seed_everything(seed)
     probe, fields = open_model(model)
     layer_names = parse_layers(layers, probe)
@@ -273,7 +281,7 @@ def visualize(model, data, split, layers, maps, k, images, batch_size, shard, me
         raise click.UsageError("--shard and --merge exclude each other: scan shards first, then --merge their outputs")
     if shard:
         index, parts = parse_shard(shard)
-        total = Images(data, split, probe.input_shape, batch_size, count=images).count
+        total = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt).count
         if total is None:
             raise click.UsageError("--shard needs a data source whose size is known")
         start, stop = (index - 1) * total // parts, index * total // parts
@@ -288,7 +296,7 @@ def visualize(model, data, split, layers, maps, k, images, batch_size, shard, me
                 f"the shards were scanned with another model: their layers or maps do not exist in {model}", param_hint="--merge"
             )
         start, count = 0, scanned
-    data_images = Images(data, split, probe.input_shape, batch_size, count=count, start=start)
+    data_images = Images(data, split, probe.input_shape, batch_size, count=count, start=start, skip_corrupt=skip_corrupt)
     if not merge_dirs:
         with progressbar(data_images, length=data_images.batches, label=f"scan {data_images.label}") as bar:
             top = scan(probe, bar, chosen, k=k, first_image=start)
@@ -305,25 +313,27 @@ def visualize(model, data, split, layers, maps, k, images, batch_size, shard, me
         "shard": shard,
         "fields": {layer: field_json(fields[layer]) for layer in layer_names},
     }
-    os.makedirs(out, exist_ok=True)
+    if data_images.source.skipped:
+        summary["skipped_files"] = list(data_images.source.skipped_files)
     if shard:
-        write_json(os.path.join(out, "topk.json"), top.to_dict())
-        write_json(os.path.join(out, "summary.json"), summary)
+        with output_directory(out) as target:
+            write_json(os.path.join(target, "topk.json"), top.to_dict())
+            write_json(os.path.join(target, "summary.json"), summary)
         maps_kept = sum(map(len, chosen.values()))
         click.echo(f"shard {shard}: images {start}..{start + top.images_seen - 1}, top-{k} of {maps_kept} maps -> {out}/topk.json")
         return
     total = sum(int((top.entries(layer)["image"] >= 0).sum()) for layer in layer_names)
     summary["figures"] = {}
-    with progressbar(length=total, label=f"project {total} activations") as bar:
+    with output_directory(out) as target, progressbar(length=total, label=f"project {total} activations") as bar:
         for layer in layer_names:  # one layer at a time: only its crops are in memory
             crops = project_topk(
                 probe, top, data_images, fields, layers=[layer], first_image=start, batch_size=batch_size, progress=bar.update
             )
-            path = os.path.join(out, f"{layer}.png")
+            path = os.path.join(target, f"{layer}.png")
             save_figure(topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path)
             summary["figures"][layer] = os.path.basename(path)
-    write_json(os.path.join(out, "topk.json"), top.to_dict())
-    write_json(os.path.join(out, "summary.json"), summary)
+        write_json(os.path.join(target, "topk.json"), top.to_dict())
+        write_json(os.path.join(target, "summary.json"), summary)  # last: marks a complete output
     for layer in layer_names:
         values = top.entries(layer)["value"][:, 0]
         click.echo(

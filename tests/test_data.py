@@ -149,7 +149,7 @@ def test_folder_mixed_formats_and_channels(tmp_path):
     Image.fromarray(flat).save(tmp_path / "dog" / "flat.gif")
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
 
-    source = data.load_source(f"folder:{tmp_path}")
+    source = data.load_source(f"folder:{tmp_path}", "all")  # every image (no held-out test split)
     assert source.class_names == ["ant", "cat", "dog"]
     assert (source.channels, source.num_examples, source.skipped) == (3, 6, 0)
     images, labels = collect(source.dataset)
@@ -190,10 +190,10 @@ def test_folder_corrupt_file_named_or_skipped(tmp_path):
     corrupt = tmp_path / "b" / "broken.png"
     corrupt.write_bytes(b"this is not a png file at all" * 3)
     with pytest.raises(ValueError) as err:
-        data.load_source(f"folder:{tmp_path}")
+        data.load_source(f"folder:{tmp_path}", "all")
     assert str(corrupt) in str(err.value) and "skip_corrupt" in str(err.value)
 
-    source = data.load_source(f"folder:{tmp_path}", skip_corrupt=True)
+    source = data.load_source(f"folder:{tmp_path}", "all", skip_corrupt=True)
     assert (source.skipped, source.skipped_files, source.num_examples) == (1, (str(corrupt),), 2)
     images, labels = collect(source.dataset)
     assert labels == [0, 1]

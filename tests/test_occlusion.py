@@ -248,7 +248,7 @@ def test_command_writes_npz_and_png_per_image(tmp_path, keras_file):
          "--stride", "4", "--label", "bag", "--batch-size", "5", "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(out)) == ["colour.npz", "colour.png", "grey.npz", "grey.png"]
+    assert sorted(os.listdir(out)) == ["colour.npz", "colour.png", "grey.npz", "grey.png", "occlusion.json"]
     arrays = np.load(out / "grey.npz")
     assert arrays["positions"].shape == (7, 7, 2)
     for key in ("feature_activity", "true_class_prob", "top_label"):

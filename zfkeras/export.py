@@ -24,17 +24,16 @@ half-written export (an older export at ``path`` stays whole until the new one r
 :func:`load_exported` wraps an export as a :class:`zfkeras.probe.Probe`.
 """
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import zfkeras
+from zfkeras.atomic import atomic_output
 from zfkeras.data import load_size
 from zfkeras.deconv import _as_channels, _as_positions
 from zfkeras.probe import KerasProbe, Probe, batched
@@ -44,29 +43,13 @@ FORMAT = "zfkeras-export"
 FORMAT_VERSION = 1
 
 
-@contextlib.contextmanager
 def _atomic_directory(path):
-    """Yield an empty temporary directory beside ``path``; it becomes ``path`` if the block succeeds."""
+    """An empty temporary directory beside ``path`` that becomes ``path`` if the block succeeds
+    (:func:`zfkeras.atomic.atomic_output`; leftovers of killed exports are cleaned first)."""
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"export path {path} exists and is not a directory")
-    parent, name = os.path.split(path)
-    os.makedirs(parent, exist_ok=True)
-    temp = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
-    old = None
-    try:
-        yield temp
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            os.replace(path, os.path.join(old, name))
-        os.replace(temp, path)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    return atomic_output(path, directory=True)
 
 
 def _jsonable(value):

@@ -28,8 +28,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from typing import Optional
 
@@ -39,6 +37,7 @@ import tensorflow as tf
 
 import zfkeras
 from zfkeras import data
+from zfkeras.atomic import atomic_output
 from zfkeras.models import ARCHITECTURES, KERNEL_INITS, build_model
 
 PAPER_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 30, 40, 64)
@@ -377,22 +376,15 @@ class EpochCheckpoints(keras.callbacks.Callback):
 
 def save_keras_atomic(model, path):
     """``model.save(path)`` through a temporary file beside it, so ``path`` is whole or absent."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temp = tempfile.mkdtemp(prefix=".save.", dir=directory)
-    try:
-        model.save(os.path.join(temp, "model.keras"))
-        os.replace(os.path.join(temp, "model.keras"), path)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    with atomic_output(path) as temp:
+        model.save(temp)
 
 
 def _write_json_atomic(path, obj):
-    temp = f"{path}.tmp-{os.getpid()}"
-    with open(temp, "w") as handle:
-        json.dump(obj, handle, indent=2)
-        handle.write("\n")
-    os.replace(temp, path)
+    with atomic_output(path) as temp:
+        with open(temp, "w") as handle:
+            json.dump(obj, handle, indent=2)
+            handle.write("\n")
 
 
 # --------------------------------------------------------------------------------------------
