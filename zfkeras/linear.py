@@ -77,9 +77,11 @@ def fit_linear(features, labels, num_classes, kind="softmax", C=1.0, max_iter=20
     if x.shape[1] > x.shape[0]:
         # w = basis @ beta with ||w|| = ||beta||: the same objective over N instead of D unknowns.
         basis, r = np.linalg.qr(x.T)
-        x = np.ascontiguousarray(r.T)
+        x = r.T
+    # At most N x N values from here on: float64 keeps L-BFGS's line search exact near the optimum.
+    x = np.ascontiguousarray(x, np.float64)
     dim = x.shape[1]
-    onehot = np.eye(num_classes, dtype=np.float32)[labels]
+    onehot = np.eye(num_classes)[labels]
     if kind == "svm":
         solved = [_squared_hinge_newton(x, 2.0 * onehot[:, k] - 1.0, C) for k in range(num_classes)]
         weights = np.stack([w for w, _, _ in solved], axis=1).astype(np.float32)
@@ -89,13 +91,13 @@ def fit_linear(features, labels, num_classes, kind="softmax", C=1.0, max_iter=20
         return LinearClassifier(kind, weights, bias, mean, scale, converged=all(ok for _, _, ok in solved))
 
     def objective(theta):
-        weights = theta[: dim * num_classes].reshape(dim, num_classes).astype(np.float32)
-        bias = theta[dim * num_classes :].astype(np.float32)
-        data_loss, d_scores = loss_and_grad(x @ weights + bias, onehot)
-        loss = C * data_loss + 0.5 * float(np.sum(weights.astype(np.float64) ** 2))
+        weights = theta[: dim * num_classes].reshape(dim, num_classes)
+        bias = theta[dim * num_classes :]
+        data_loss, d_scores = _softmax_objective(x @ weights + bias, onehot)
+        loss = C * data_loss + 0.5 * float(np.sum(weights**2))
         grad_w = C * (x.T @ d_scores) + weights
         grad_b = C * d_scores.sum(axis=0)
-        return loss, np.concatenate([grad_w.ravel(), grad_b]).astype(np.float64)
+        return loss, np.concatenate([grad_w.ravel(), grad_b])
 
     theta = np.zeros(dim * num_classes + num_classes)
     result = optimize.minimize(objective, theta, jac=True, method="L-BFGS-B",
@@ -111,7 +113,7 @@ def _softmax_objective(scores, onehot):
     """Summed cross-entropy of softmax(scores) and its gradient w.r.t. the scores."""
     scores = scores - scores.max(axis=1, keepdims=True)
     log_probs = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
-    return -float(np.sum(onehot * log_probs, dtype=np.float64)), np.exp(log_probs) - onehot
+    return -float(np.sum(onehot * log_probs)), np.exp(log_probs) - onehot
 
 
 def _squared_hinge_newton(x, targets, C, max_iter=100):

@@ -64,10 +64,11 @@ def feature_layout(model, name, max_features=None):
     if len(shape) != 3 or max_features is None or math.prod(shape) <= max_features:
         return shape, None, math.prod(shape)
     height, width, channels = shape
-    cells = max(1, int(math.sqrt(max_features / channels)))
-    pool = (math.ceil(height / cells), math.ceil(width / cells))
-    pooled = math.ceil(height / pool[0]) * math.ceil(width / pool[1]) * channels
-    return shape, pool, pooled
+    for size in range(2, max(height, width) + 1):  # the finest cells that fit
+        pooled = math.ceil(height / size) * math.ceil(width / size) * channels
+        if pooled <= max_features:
+            break
+    return shape, (size, size), pooled
 
 
 def _feature_tensor(model, name, max_features=None):
