@@ -405,7 +405,7 @@ def write_results(out, results, table, csv_rows, figure=None, files=None):
 
 
 def fold_options(default_per_class):
-    """``--per-class``, ``--folds`` and ``--test-per-class``: the Caltech protocol's draws
+    """``--per-class``, ``--split``, ``--folds`` and ``--test-per-class``: the Caltech protocol's draws
     (:func:`zfkeras.folds.class_folds`), shared by ``zf transfer`` and ``zf layers``."""
 
     def decorate(function):
@@ -413,6 +413,9 @@ def fold_options(default_per_class):
                                 help="Test images per class and fold, at most (drawn from the rest).")(function)
         function = click.option("--folds", default=5, show_default=True, type=click.IntRange(1),
                                 help="Random train/test draws; results are mean +- std over them.")(function)
+        function = click.option("--split", default="train", show_default=True,
+                                help="Split the folds are drawn from ('all' for every image of a folder source "
+                                     "without train/ and test/, whose 'train' split leaves out a held-out 20%).")(function)
         return click.option("--per-class", default=default_per_class, show_default=True,
                             type=CommaList(int, "training images per class, like 1,5,10", minimum=1),
                             help="Training images per class, one experiment each.")(function)

@@ -24,7 +24,7 @@ CLASSIFIERS = ("softmax", "svm")
               help="Weight of the data term against the L2 penalty, for both classifiers.")
 @_common.out_option
 @_common.seed_option
-def layers(model, data_spec, data_dir, skip_corrupt, per_class, folds, test_per_class, layer_list, classifiers, max_features, C, out, seed):
+def layers(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, test_per_class, layer_list, classifiers, max_features, C, out, seed):
     """A linear classifier on each layer's frozen features of MODEL, per fold (Table 7).
 
     Conv layers give their block's output as the model pools it (after max pooling and LRN),
@@ -42,7 +42,7 @@ def layers(model, data_spec, data_dir, skip_corrupt, per_class, folds, test_per_
     unknown = [name for name in classifiers if name not in CLASSIFIERS]
     if unknown:
         raise click.BadParameter(f"{unknown[0]!r} is not a classifier; use {', '.join(CLASSIFIERS)}", param_hint="--classifiers")
-    source = _common.open_source(data_spec, "train", data_dir=data_dir, skip_corrupt=skip_corrupt)
+    source = _common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt)
     started = time.monotonic()
     labels = data.source_labels(source)
     folds_by_n = _common.draw_folds(labels, per_class, folds, test_per_class, seed, source.class_names)
@@ -65,7 +65,7 @@ def layers(model, data_spec, data_dir, skip_corrupt, per_class, folds, test_per_
     summary = summarize(records, ("layer", "classifier", "n_per_class"))
     layouts = {name: transfer.feature_layout(loaded.model, name, max_features) for name in names}
     results = {
-        "model": model, "data": data_spec, "source": source.name, "per_class": per_class, "folds": folds,
+        "model": model, "data": data_spec, "source": source.name, "split": split, "per_class": per_class, "folds": folds,
         "test_per_class": test_per_class, "classifiers": classifiers, "C": C, "max_features": max_features, "seed": seed,
         "features": {name: {"block_output": list(shape), "extra_max_pool": list(pool) if pool else None, "values": count}
                      for name, (shape, pool, count) in layouts.items()},

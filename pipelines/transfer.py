@@ -28,12 +28,12 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
               help="Softmax head: weight of the data term against the L2 penalty.")
 @_common.out_option
 @_common.seed_option
-def transfer(model, data_spec, data_dir, skip_corrupt, per_class, folds, test_per_class, layer, scratch_epochs, finetune, batch_size, lr,
+def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, test_per_class, layer, scratch_epochs, finetune, batch_size, lr,
              C, out, seed):
     """Transfer MODEL's features to --data with few images per class (Tables 4-5, Fig. 9).
 
     For each N of --per-class and each of --folds draws of N training and up to --test-per-class
-    test images per class (from the source's train split), it reports the mean per-class accuracy
+    test images per class (from the source's --split, default train), it reports the mean per-class accuracy
     of: a new softmax on MODEL's frozen --layer features ("pretrained"), the same architecture
     trained from random weights on the N images ("scratch"), and with --finetune every layer
     trained from the pretrained weights. Writes results.json (every run with its image indices),
@@ -41,7 +41,7 @@ def transfer(model, data_spec, data_dir, skip_corrupt, per_class, folds, test_pe
     """
     _common.seed_everything(seed)
     loaded = _common.load_model(model)
-    source = _common.open_source(data_spec, "train", data_dir=data_dir, skip_corrupt=skip_corrupt)
+    source = _common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt)
     _common.check_feature_layer(loaded.model, [layer], "--layer")
 
     from zfkeras import data, transfer as methods
@@ -80,7 +80,7 @@ def transfer(model, data_spec, data_dir, skip_corrupt, per_class, folds, test_pe
     records = [run.to_dict() for run in runs]
     summary = summarize(records, ("method", "n_per_class"))
     results = {
-        "model": model, "data": source.name, "layer": layer, "per_class": per_class, "folds": folds,
+        "model": model, "data": source.name, "split": split, "layer": layer, "per_class": per_class, "folds": folds,
         "test_per_class": test_per_class, "scratch_epochs": scratch_epochs, "finetune": finetune,
         "batch_size": batch_size, "lr": lr, "C": C, "seed": seed,
         "features": _feature_note(loaded.model, layer), "metric": "mean per-class accuracy",
