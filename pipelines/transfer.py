@@ -18,7 +18,7 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
 @_common.data_options(default="mnist_5k")
 @_common.fold_options("1,5,10,15,30")
 @click.option("--layer", default="fc7", show_default=True, help="Layers up to this one stay frozen; a new softmax reads it.")
-@click.option("--scratch-epochs", default=20, show_default=True, type=click.IntRange(0),
+@click.option("--scratch-epochs", default=30, show_default=True, type=click.IntRange(0),
               help="Epochs of the from-scratch training on each fold's images (0: skip it).")
 @click.option("--finetune", is_flag=True, help="Also fine-tune every layer from the pretrained weights (--scratch-epochs epochs).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="SGD batch of scratch and fine-tuning runs.")
@@ -80,7 +80,7 @@ def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, 
     records = [run.to_dict() for run in runs]
     summary = summarize(records, ("method", "n_per_class"))
     results = {
-        "model": model, "data": source.name, "split": split, "layer": layer, "per_class": per_class, "folds": folds,
+        "model": model, "data_spec": data_spec, "data": source.name, "split": split, "layer": layer, "per_class": per_class, "folds": folds,
         "test_per_class": test_per_class, "scratch_epochs": scratch_epochs, "finetune": finetune,
         "batch_size": batch_size, "lr": lr, "C": C, "seed": seed,
         "features": _feature_note(loaded.model, layer), "metric": "mean per-class accuracy",
@@ -89,7 +89,7 @@ def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, 
     table = _table(summary, per_class)
     csv_rows = [["method", "n_per_class", "fold", "mean_class_accuracy"]]
     csv_rows += [[r["method"], r["n_per_class"], r["fold"], f"{r['mean_class_accuracy']:.6f}"] for r in records]
-    _common.write_results(out, results, table, csv_rows, figure=_figure(summary, source.name, layer))
+    _common.write_results(out, results, table, csv_rows, figure=_figure(summary, data_spec, layer))
     click.echo(table)
     click.echo(f"wrote {out} in {results['seconds']:.0f} s", err=True)
 
@@ -135,7 +135,7 @@ def _table(summary, per_class):
     return "\n".join(lines)
 
 
-def _figure(summary, data_name, layer):
+def _figure(summary, data_spec, layer):
     """Fig. 9: mean per-class accuracy against training images per class, with std error bars."""
     plt = _common.pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -146,7 +146,7 @@ def _figure(summary, data_name, layer):
                           yerr=[100 * r["std"] for r in rows], marker="o", capsize=3, label=METHOD_NAMES[method])
     axis.set_xlabel("training images per class")
     axis.set_ylabel("mean per-class accuracy (%)")
-    axis.set_title(f"Transfer to {os.path.basename(data_name.split(':', 1)[-1])} ({layer} features)", fontsize=10)
+    axis.set_title(f"Transfer to {data_spec} ({layer} features)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend()
     return figure
