@@ -101,8 +101,8 @@ class FrozenFeatures:
         self.model, self.source, self.layers = model, source, list(layers)
         self.batch_size = batch_size
         self._extract = feature_model(model, self.layers, max_features)
-        self._rows = {}  # image index -> row of self._values
-        self._values = {name: [] for name in self.layers}
+        self._rows = {}  # image index -> its row in self._values
+        self._values = {}  # layer -> float32 [images computed, D]
 
     def compute(self, indices, on_batch=None):
         """Compute the features of the images ``indices`` not computed yet (``on_batch(n)`` after each batch)."""
@@ -110,27 +110,26 @@ class FrozenFeatures:
         if not len(missing):
             return
         height, _, channels = self.model.inputs[0].shape[1:]
-        part = data.subset(self.source, missing)
-        batches = data.eval_dataset(part, height, channels, self.batch_size, crops="center", cache=False)
-        row = sum(len(v) for v in self._values[self.layers[0]])
+        batches = data.eval_dataset(data.subset(self.source, missing), height, channels, self.batch_size,
+                                    crops="center", cache=False)
+        parts = {name: [] for name in self.layers}
         for images, _ in batches.as_numpy_iterator():
             values = self._extract(images, training=False)
             for name in self.layers:
-                self._values[name].append(np.asarray(values[name], np.float32))
+                parts[name].append(np.asarray(values[name], np.float32))
             if on_batch is not None:
                 on_batch(len(images))
-        for index in missing:
-            self._rows[int(index)] = row
-            row += 1
-        self._values = {name: [np.concatenate(parts)] for name, parts in self._values.items()}
+        first = len(self._rows)
+        self._rows.update((int(index), first + row) for row, index in enumerate(missing))  # subset keeps index order
+        for name in self.layers:
+            self._values[name] = np.concatenate(([self._values[name]] if name in self._values else []) + parts[name])
 
     def get(self, layer, indices):
         """float32 ``[len(indices), D]`` features of ``layer`` for images ``indices`` (computed before)."""
-        indices = np.asarray(indices, np.int64)
         absent = [int(i) for i in indices if int(i) not in self._rows]
         if absent:
             raise ValueError(f"features of image {absent[0]} were not computed; call compute() with it first")
-        return self._values[layer][0][[self._rows[int(i)] for i in indices]]
+        return self._values[layer][[self._rows[int(i)] for i in indices]]
 
 
 @dataclasses.dataclass
