@@ -28,13 +28,13 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
               help="Softmax head: weight of the data term against the L2 penalty.")
 @_common.out_option
 @_common.seed_option
-def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, test_per_class, layer, scratch_epochs, finetune, batch_size, lr,
-             C, out, seed):
+def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, test_per_class, layer, scratch_epochs,
+             finetune, batch_size, lr, C, out, seed):
     """Transfer MODEL's features to --data with few images per class (Tables 4-5, Fig. 9).
 
     For each N of --per-class and each of --folds draws of N training and up to --test-per-class
-    test images per class (from the source's --split, default train), it reports the mean per-class accuracy
-    of: a new softmax on MODEL's frozen --layer features ("pretrained"), the same architecture
+    test images per class (from the source's --split, default train), it reports the mean
+    per-class accuracy of: a new softmax on MODEL's frozen --layer features ("pretrained"), the same architecture
     trained from random weights on the N images ("scratch"), and with --finetune every layer
     trained from the pretrained weights. Writes results.json (every run with its image indices),
     results.csv, table.txt and figure.png (Fig. 9) to --out.
@@ -59,29 +59,16 @@ def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, 
             run, _ = methods.pretrained_run(features, layer, labels, fold, num_classes, C=C)
             runs.append(run)
             _report(run, folds)
-    trained = [("scratch", True)] if scratch_epochs else []
-    trained += [("finetune", False)] if finetune else []
-    if trained:
+    methods_trained = ["scratch"] * bool(scratch_epochs) + ["finetune"] * finetune
+    if methods_trained:
         config = _train_config(loaded, source, scratch_epochs, batch_size, lr, seed)
-        work = tempfile.mkdtemp(prefix=".transfer-runs-", dir=os.path.dirname(os.path.abspath(out)))
-        try:
-            for method, fresh in trained:
-                for n, draws in folds_by_n.items():
-                    for fold in draws:
-                        start = methods.scratch_model(loaded.model, num_classes, seed) if fresh else \
-                            methods.with_new_head(loaded.model, num_classes, seed)
-                        run_dir = os.path.join(work, f"{method}-n{n}-fold{fold.index}")
-                        run, _ = methods.train_on_fold(start, source, fold, config, run_dir, method, compute_mean=fresh)
-                        runs.append(run)
-                        _report(run, folds)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        runs += _trained_runs(methods_trained, loaded.model, source, folds_by_n, config, out, seed)
 
     records = [run.to_dict() for run in runs]
     summary = summarize(records, ("method", "n_per_class"))
     results = {
-        "model": model, "data_spec": data_spec, "data": source.name, "split": split, "layer": layer, "per_class": per_class, "folds": folds,
-        "test_per_class": test_per_class, "scratch_epochs": scratch_epochs, "finetune": finetune,
+        "model": model, "data_spec": data_spec, "data": source.name, "split": split, "layer": layer,
+        "per_class": per_class, "folds": folds, "test_per_class": test_per_class, "scratch_epochs": scratch_epochs, "finetune": finetune,
         "batch_size": batch_size, "lr": lr, "C": C, "seed": seed,
         "features": _feature_note(loaded.model, layer), "metric": "mean per-class accuracy",
         "seconds": round(time.monotonic() - started, 1), "summary": summary, "runs": records,
@@ -92,6 +79,29 @@ def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, 
     _common.write_results(out, results, table, csv_rows, figure=_figure(summary, data_spec, layer))
     click.echo(table)
     click.echo(f"wrote {out} in {results['seconds']:.0f} s", err=True)
+
+
+def _trained_runs(names, model, source, folds_by_n, config, out, seed):
+    """Scratch and fine-tuning runs on every fold, each through zf train's loop in a work folder
+    beside --out that is removed at the end."""
+    from zfkeras import transfer as methods
+
+    classes = len(source.class_names)
+    runs = []
+    work = tempfile.mkdtemp(prefix=".transfer-runs-", dir=os.path.dirname(os.path.abspath(out)))
+    try:
+        for method in names:
+            for n, draws in folds_by_n.items():
+                for fold in draws:
+                    fresh = method == "scratch"
+                    start = methods.scratch_model(model, classes, seed) if fresh else methods.with_new_head(model, classes, seed)
+                    run_dir = os.path.join(work, f"{method}-n{n}-fold{fold.index}")
+                    run, _ = methods.train_on_fold(start, source, fold, config, run_dir, method, compute_mean=fresh)
+                    runs.append(run)
+                    _report(run, len(draws))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return runs
 
 
 def _report(run, folds):
