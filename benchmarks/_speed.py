@@ -1,0 +1,96 @@
+"""Shared by the projection and occlusion benchmarks: the model, the photo, options, timing, memory."""
+
+import os
+import time
+
+import numpy as np
+
+
+def options(argv, defaults, name):
+    """``--key=N`` options (positive ints) over ``defaults``; one clear line on a bad one."""
+    chosen = dict(defaults)
+    for arg in argv:
+        key, _, value = arg.lstrip("-").partition("=")
+        if key not in chosen or not value.isdigit() or int(value) < 1:
+            accepted = " ".join(f"--{k}=N" for k in defaults)
+            raise SystemExit(f"{name} benchmark: bad option {arg!r}; use {accepted}")
+        chosen[key] = int(value)
+    return chosen
+
+
+def zfnet_224():
+    """Full ZFNet (Fig. 3), 1000 classes, random he_normal weights (so deep maps stay alive), mean 120."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from zfkeras.models import build_model, zfnet_spec
+
+    keras.utils.set_random_seed(0)
+    model = build_model(zfnet_spec().replace(kernel_init="he_normal"), seed=0)
+    model.get_layer("subtract_mean").set_mean(np.full((224, 224, 3), 120.0, "float32"))
+    return model
+
+
+def photo(size=224):
+    """skimage's ``chelsea`` (a real photo), centre-cropped square and resized: float32 ``[size, size, 3]``, 0-255."""
+    import skimage.data
+    import skimage.transform
+
+    image = skimage.data.chelsea()
+    side = min(image.shape[:2])
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    square = image[top : top + side, left : left + side]
+    return (skimage.transform.resize(square, (size, size), anti_aliasing=True) * 255).astype("float32")
+
+
+def _peak_rss():
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _rss():
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_memory(function):
+    """Peak resident memory (bytes) above the resident memory before, while ``function()`` runs.
+
+    Resets the kernel's high-water mark first (``/proc/self/clear_refs``); None where that is refused.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return None
+    before = _rss()
+    function()
+    return max(_peak_rss() - before, 0)
+
+
+def interleaved(methods, repeats):
+    """Time every ``methods`` callable once per repeat, back to back, so load hits them alike.
+
+    Returns ``{name: (median wall s, median CPU s)}`` and ``{name: last result}``.
+    """
+    times = {name: [] for name in methods}
+    results = {}
+    for _ in range(repeats):
+        for name, function in methods.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            results[name] = function()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    medians = {name: tuple(float(np.median([t[i] for t in runs])) for i in (0, 1)) for name, runs in times.items()}
+    return medians, results
+
+
+def relative_error(got, want):
+    """max |got - want| / max |want| (0 when both are all zero)."""
+    scale = float(np.abs(want).max())
+    return float(np.abs(got - want).max()) / scale if scale else float(np.abs(got).max())
