@@ -17,6 +17,13 @@ Fill. Images are raw pixels (0-255). The square is painted before the model's me
 either with a constant raw value (``fill=128.0``) or, by default, with the model's training mean
 image at those pixels -- which is exactly zero after the mean subtraction, i.e. "no signal".
 
+Incremental evaluation. For a Keras model whose layers form a chain the evaluator does not run
+occluded copies through the whole net: it keeps the unoccluded image's maps and, for each batch of
+square positions, recomputes in every spatial layer only the output window the square can change
+(read with its halo from the cached maps, see :class:`IncrementalForward`), pastes that into the
+cached map and runs the fully connected layers in full. The results equal the full forward pass to
+float rounding. Models it cannot handle (other layer types, branches) use the full pass.
+
 Memory. Occluded copies are made per batch (``batch_size`` positions at a time, never all at once),
 so memory is bounded by ``batch_size`` whatever the number of positions.
 """
@@ -28,6 +35,7 @@ import weakref
 import numpy as np
 
 from zfkeras.probe import KerasProbe
+from zfkeras.receptive_field import changed_start, changed_windows, layer_steps
 
 
 @dataclasses.dataclass
@@ -134,9 +142,11 @@ class OcclusionEvaluator:
         patch: side of the square in pixels.
         fill: see :func:`fill_values`.
         feature_map: index of the map whose total activity is recorded (default: strongest).
+        incremental: recompute only what the square changes (module docs) where the model
+            allows; False always runs the full forward pass. ``self.incremental`` says which runs.
     """
 
-    def __init__(self, probe, image, layer=None, patch=None, fill=None, feature_map=None):
+    def __init__(self, probe, image, layer=None, patch=None, fill=None, feature_map=None, incremental=True):
         self.probe = probe
         self.image = probe.check_images(np.asarray(image)[None])[0]
         self.layer = probe.check_layers(layer if layer is not None else probe.layer_names[-1], probe.layer_names)[0]
@@ -154,6 +164,12 @@ class OcclusionEvaluator:
             raise ValueError(f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}")
         self.feature_map = int(feature_map)
         self.clean_activity = float(self.clean_maps[..., self.feature_map].sum())
+        self.incremental = None
+        if incremental and self._fused is not None:
+            try:
+                self.incremental = IncrementalForward(probe, self.image, self.layer, self.patch, self.fill)
+            except ValueError:
+                pass  # not a chain of layers it knows: the full forward pass below
 
     def _forward(self, images):
         """(maps of ``layer`` ``[B, h, w, K]``, probabilities ``[B, classes]``)."""
@@ -165,9 +181,106 @@ class OcclusionEvaluator:
 
     def evaluate(self, corners):
         """Occlude at ``corners`` ``[B, 2]`` (top-left, pixels) -> (activity ``[B]``, probabilities ``[B, classes]``)."""
+        if self.incremental is not None:
+            activity, probs = self.incremental(corners)
+            return (self.clean_activity + activity[:, self.feature_map].astype("float64")).astype("float32"), probs
         images = occlude(self.image, self.fill, corners, self.patch)
         maps, probs = self._forward(images)
         return maps[..., self.feature_map].sum(axis=(1, 2), dtype="float64").astype("float32"), probs
+
+
+class IncrementalForward:
+    """Exact forward pass of copies of one image, each with one square changed, from its clean pass.
+
+    Layer by layer up to the first Flatten/Dense, only the output window the square can change is
+    recomputed: its input window (the changed window below plus the kernel's halo) is cut from the
+    cached clean input map, with the changed window from below laid over it and the layer's padding
+    where it runs past the map; the layer then runs unpadded on it. Windows have one size per layer
+    (the largest any square position needs, kept inside the map), so a batch of positions runs as
+    one tensor. The last spatial map is pasted into the clean one and the rest runs in full.
+
+    Handles chains of SubtractMean, ZeroPadding2D, Conv2D, max pools, LRN, ReLU/Activation and
+    Dropout (then Flatten, Dense, Dropout); raises ValueError for anything else.
+
+    Args:
+        probe: a :class:`~zfkeras.probe.KerasProbe`.
+        image: ``[H, W, C]`` raw pixels. layer: the conv layer whose map totals are reported.
+        patch: side of the square in pixels. fill: ``[H, W, C]`` raw pixels the square shows.
+
+    Call with ``corners`` int ``[B, 2]`` (top-left of each square, may be negative) ->
+    (change of each map's total activity of ``layer`` ``[B, K]`` float64, probabilities ``[B, classes]``).
+    """
+
+    def __init__(self, probe, image, layer, patch, fill):
+        import keras
+        import tensorflow as tf
+
+        from zfkeras.deconv import _inside, _linear_chain, _up, crop_windows
+        from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
+
+        layers = _linear_chain(probe.model)
+        spatial = (SubtractMean, keras.layers.ZeroPadding2D, SwitchMaxPool, keras.layers.MaxPooling2D,
+                   LocalResponseNormalization, keras.layers.ReLU, keras.layers.Activation, keras.layers.Dropout)
+        self.steps = layer_steps(layers, probe.input_shape[:2])
+        for layer_, _ in self.steps:
+            plain_conv = type(layer_) is keras.layers.Conv2D and layer_.groups == 1 and layer_.data_format == "channels_last"
+            if not (plain_conv or isinstance(layer_, spatial)):
+                raise ValueError(f"incremental occlusion does not handle layer {layer_.name!r} ({type(layer_).__name__})")
+        self.tail = layers[len(self.steps):]
+        if not all(isinstance(t, (keras.layers.Flatten, keras.layers.Dense, keras.layers.Dropout)) for t in self.tail):
+            raise ValueError("incremental occlusion needs Flatten/Dense/Dropout after the spatial layers")
+        selected = probe.deconvnet.selection_layer(layer)
+        self.selected = next(i for i, (layer_, _) in enumerate(self.steps) if layer_ is selected)
+        self.patch = int(patch)
+        self.windows = changed_windows(self.steps, (self.patch, self.patch))
+
+        # The clean pass: every spatial layer's input map, then the last one's output.
+        x = tf.constant(np.asarray(image, "float32")[None])
+        clean = []
+        for layer_, _ in self.steps:
+            clean.append(x)
+            x, _ = _up(layer_, x, switches=False)
+        clean.append(x)
+        fill = tf.constant(np.asarray(fill, "float32"))
+        pools = (SwitchMaxPool, keras.layers.MaxPooling2D)
+
+        def run(corners, starts):
+            values, previous, size = crop_windows(fill, corners, (self.patch, self.patch)), corners, (self.patch,) * 2
+            for index, ((layer_, step), start, window) in enumerate(zip(self.steps, starts, self.windows)):
+                before = tf.constant(step.before)
+                begin = start * tf.constant(step.stride) - before
+                extent = tuple((w - 1) * s + k for w, s, k in zip(window, step.stride, step.kernel))
+                pad = clean[index].dtype.min if isinstance(layer_, pools) else 0.0
+                # Clean input window (padding past the map), with the changed window from below on top.
+                x = crop_windows(clean[index][0], begin, extent, pad)
+                changed = _inside(begin - previous, extent, size) & _inside(begin, extent, step.input_size)
+                x = tf.where(changed, crop_windows(values, begin - previous, extent), x)
+                values, _ = _up(layer_, x, begin, switches=False)
+                previous, size = start, window
+                if index == self.selected:
+                    old = crop_windows(clean[index + 1][0], start, window)
+                    activity = tf.reduce_sum(tf.cast(values - old, tf.float64), axis=(1, 2))
+            top = clean[-1]
+            x = tf.where(_inside(-previous, top.shape[1:3], size), crop_windows(values, -previous, top.shape[1:3]), top)
+            for layer_ in self.tail:
+                x = x if isinstance(layer_, keras.layers.Dropout) else layer_(x)
+            return activity, x
+
+        spec = [tf.TensorSpec((None, 2), tf.int32), [tf.TensorSpec((None, 2), tf.int32)] * len(self.steps)]
+        self._run = tf.function(run, input_signature=spec)
+
+    def starts(self, corners):
+        """Top-left of every layer's changed output window for squares at ``corners`` ``[B, 2]``."""
+        starts, start = [], np.asarray(corners, "int64")
+        for (_, step), window in zip(self.steps, self.windows):
+            start = changed_start(step, start, window)
+            starts.append(start.astype("int32"))
+        return starts
+
+    def __call__(self, corners):
+        corners = np.asarray(corners, "int32").reshape(-1, 2)
+        activity, probs = self._run(corners, self.starts(corners))
+        return activity.numpy(), probs.numpy()
 
 
 def occlusion_map(probe, image, label=None, patch=None, stride=None, fill=None, layer=None, feature_map=None,
