@@ -34,6 +34,7 @@ import weakref
 
 import numpy as np
 
+from zfkeras.deconv import _inside, _linear_chain, _up, crop_windows
 from zfkeras.probe import KerasProbe
 from zfkeras.receptive_field import changed_start, changed_windows, layer_steps
 
@@ -164,12 +165,9 @@ class OcclusionEvaluator:
             raise ValueError(f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}")
         self.feature_map = int(feature_map)
         self.clean_activity = float(self.clean_maps[..., self.feature_map].sum())
-        self.incremental = None
-        if incremental and self._fused is not None:
-            try:
-                self.incremental = IncrementalForward(probe, self.image, self.layer, self.patch, self.fill)
-            except ValueError:
-                pass  # not a chain of layers it knows: the full forward pass below
+        self.incremental = _incremental_forward(probe, self.layer, self.patch) if incremental and self._fused is not None else None
+        if self.incremental is not None:
+            self._clean_pass = self.incremental.clean_pass(self.image)
 
     def _forward(self, images):
         """(maps of ``layer`` ``[B, h, w, K]``, probabilities ``[B, classes]``)."""
@@ -182,7 +180,7 @@ class OcclusionEvaluator:
     def evaluate(self, corners):
         """Occlude at ``corners`` ``[B, 2]`` (top-left, pixels) -> (activity ``[B]``, probabilities ``[B, classes]``)."""
         if self.incremental is not None:
-            activity, probs = self.incremental(corners)
+            activity, probs = self.incremental(self._clean_pass, self.fill, corners)
             return (self.clean_activity + activity[:, self.feature_map].astype("float64")).astype("float32"), probs
         images = occlude(self.image, self.fill, corners, self.patch)
         maps, probs = self._forward(images)
@@ -204,18 +202,13 @@ class IncrementalForward:
 
     Args:
         probe: a :class:`~zfkeras.probe.KerasProbe`.
-        image: ``[H, W, C]`` raw pixels. layer: the conv layer whose map totals are reported.
-        patch: side of the square in pixels. fill: ``[H, W, C]`` raw pixels the square shows.
-
-    Call with ``corners`` int ``[B, 2]`` (top-left of each square, may be negative) ->
-    (change of each map's total activity of ``layer`` ``[B, K]`` float64, probabilities ``[B, classes]``).
+        layer: the conv layer whose map totals are reported. patch: side of the square in pixels.
     """
 
-    def __init__(self, probe, image, layer, patch, fill):
+    def __init__(self, probe, layer, patch):
         import keras
         import tensorflow as tf
 
-        from zfkeras.deconv import _inside, _linear_chain, _up, crop_windows
         from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
 
         layers = _linear_chain(probe.model)
@@ -233,41 +226,46 @@ class IncrementalForward:
         self.selected = next(i for i, (layer_, _) in enumerate(self.steps) if layer_ is selected)
         self.patch = int(patch)
         self.windows = changed_windows(self.steps, (self.patch, self.patch))
+        self._pools = (SwitchMaxPool, keras.layers.MaxPooling2D)
+        maps = [tf.TensorSpec((1, *step.input_size, None), tf.float32) for _, step in self.steps]
+        maps.append(tf.TensorSpec((1, *self.steps[-1][1].output_size, None), tf.float32))
+        spec = [maps, tf.TensorSpec(probe.input_shape, tf.float32), tf.TensorSpec((None, 2), tf.int32),
+                [tf.TensorSpec((None, 2), tf.int32)] * len(self.steps)]
+        self._run = tf.function(self._run_batch, input_signature=spec)
 
-        # The clean pass: every spatial layer's input map, then the last one's output.
+    def clean_pass(self, image):
+        """Every spatial layer's input map ``[1, h, w, c]`` for ``image`` ``[H, W, C]``, then the last one's output."""
+        import tensorflow as tf
+
         x = tf.constant(np.asarray(image, "float32")[None])
-        clean = []
-        for layer_, _ in self.steps:
-            clean.append(x)
-            x, _ = _up(layer_, x, switches=False)
-        clean.append(x)
-        fill = tf.constant(np.asarray(fill, "float32"))
-        pools = (SwitchMaxPool, keras.layers.MaxPooling2D)
+        maps = []
+        for layer, _ in self.steps:
+            maps.append(x)
+            x, _ = _up(layer, x, switches=False)
+        return maps + [x]
 
-        def run(corners, starts):
-            values, previous, size = crop_windows(fill, corners, (self.patch, self.patch)), corners, (self.patch,) * 2
-            for index, ((layer_, step), start, window) in enumerate(zip(self.steps, starts, self.windows)):
-                before = tf.constant(step.before)
-                begin = start * tf.constant(step.stride) - before
-                extent = tuple((w - 1) * s + k for w, s, k in zip(window, step.stride, step.kernel))
-                pad = clean[index].dtype.min if isinstance(layer_, pools) else 0.0
-                # Clean input window (padding past the map), with the changed window from below on top.
-                x = crop_windows(clean[index][0], begin, extent, pad)
-                changed = _inside(begin - previous, extent, size) & _inside(begin, extent, step.input_size)
-                x = tf.where(changed, crop_windows(values, begin - previous, extent), x)
-                values, _ = _up(layer_, x, begin, switches=False)
-                previous, size = start, window
-                if index == self.selected:
-                    old = crop_windows(clean[index + 1][0], start, window)
-                    activity = tf.reduce_sum(tf.cast(values - old, tf.float64), axis=(1, 2))
-            top = clean[-1]
-            x = tf.where(_inside(-previous, top.shape[1:3], size), crop_windows(values, -previous, top.shape[1:3]), top)
-            for layer_ in self.tail:
-                x = x if isinstance(layer_, keras.layers.Dropout) else layer_(x)
-            return activity, x
+    def _run_batch(self, clean, fill, corners, starts):
+        import tensorflow as tf
 
-        spec = [tf.TensorSpec((None, 2), tf.int32), [tf.TensorSpec((None, 2), tf.int32)] * len(self.steps)]
-        self._run = tf.function(run, input_signature=spec)
+        values, previous, size = crop_windows(fill, corners, (self.patch, self.patch)), corners, (self.patch,) * 2
+        for index, ((layer, step), start, window) in enumerate(zip(self.steps, starts, self.windows)):
+            begin = start * tf.constant(step.stride) - tf.constant(step.before)
+            extent = tuple((w - 1) * s + k for w, s, k in zip(window, step.stride, step.kernel))
+            pad = clean[index].dtype.min if isinstance(layer, self._pools) else 0.0
+            # Clean input window (padding past the map), with the changed window from below on top.
+            x = crop_windows(clean[index][0], begin, extent, pad)
+            changed = _inside(begin - previous, extent, size) & _inside(begin, extent, step.input_size)
+            x = tf.where(changed, crop_windows(values, begin - previous, extent), x)
+            values, _ = _up(layer, x, begin, switches=False)
+            previous, size = start, window
+            if index == self.selected:
+                before = crop_windows(clean[index + 1][0], start, window)
+                activity = tf.reduce_sum(tf.cast(values - before, tf.float64), axis=(1, 2))
+        top = clean[-1]
+        x = tf.where(_inside(-previous, top.shape[1:3], size), crop_windows(values, -previous, top.shape[1:3]), top)
+        for layer in self.tail:
+            x, _ = _up(layer, x)
+        return activity, x
 
     def starts(self, corners):
         """Top-left of every layer's changed output window for squares at ``corners`` ``[B, 2]``."""
@@ -277,10 +275,28 @@ class IncrementalForward:
             starts.append(start.astype("int32"))
         return starts
 
-    def __call__(self, corners):
+    def __call__(self, clean, fill, corners):
+        """Squares at ``corners`` int ``[B, 2]`` (top-left, may be negative) painted with ``fill``
+        ``[H, W, C]`` on the image of ``clean`` (:meth:`clean_pass`) -> (change of every map's total
+        activity of ``layer`` ``[B, K]`` float64, probabilities ``[B, classes]``)."""
         corners = np.asarray(corners, "int32").reshape(-1, 2)
-        activity, probs = self._run(corners, self.starts(corners))
+        activity, probs = self._run(clean, np.asarray(fill, "float32"), corners, self.starts(corners))
         return activity.numpy(), probs.numpy()
+
+
+_INCREMENTAL = weakref.WeakKeyDictionary()  # probe -> {(layer, patch): IncrementalForward or None}
+
+
+def _incremental_forward(probe, layer, patch):
+    """The probe's :class:`IncrementalForward` for ``layer`` and ``patch`` (one trace shared by all
+    images), or None where the model needs the full pass."""
+    cache = _INCREMENTAL.setdefault(probe, {})
+    if (layer, patch) not in cache:
+        try:
+            cache[layer, patch] = IncrementalForward(probe, layer, patch)
+        except ValueError:
+            cache[layer, patch] = None  # not a chain of layers it knows
+    return cache[layer, patch]
 
 
 def occlusion_map(probe, image, label=None, patch=None, stride=None, fill=None, layer=None, feature_map=None,
