@@ -43,18 +43,11 @@ def photo(size=224):
     return (skimage.transform.resize(square, (size, size), anti_aliasing=True) * 255).astype("float32")
 
 
-def _peak_rss():
+def _status_bytes(field):
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes."""
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _rss():
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -69,9 +62,40 @@ def peak_memory(function):
             handle.write("5")
     except OSError:
         return None
-    before = _rss()
+    before = _status_bytes("VmRSS")
     function()
-    return max(_peak_rss() - before, 0)
+    return max(_status_bytes("VmHWM") - before, 0)
+
+
+PEAK_VARIABLE = "ZFKERAS_BENCHMARK_PEAK"
+
+
+def peak_target():
+    """``(case, path)`` this process only measures the memory of (set by :func:`isolated_peaks`), or None."""
+    value = os.environ.get(PEAK_VARIABLE)
+    return tuple(value.split(":", 1)) if value else None
+
+
+def report_peak(methods, case):
+    """In a child of :func:`isolated_peaks`: run the chosen path once more and print its peak."""
+    function = methods[peak_target()[1]]
+    function()  # traced and warm, as in the timed runs
+    print(f"PEAK {peak_memory(function)}", flush=True)
+
+
+def isolated_peaks(benchmark, argv, case, paths):
+    """Peak memory of each path of ``case``, each measured in a fresh process (so one path's freed
+    but still resident memory does not hide the next one's). ``{path: bytes or None}``."""
+    import subprocess
+    import sys
+
+    peaks = {}
+    for path in paths:
+        env = dict(os.environ, **{PEAK_VARIABLE: f"{case}:{path}"})
+        done = subprocess.run([sys.executable, "-m", "benchmarks", benchmark, *argv], env=env, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("PEAK ")]
+        peaks[path] = int(lines[-1].split()[1]) if lines and lines[-1].split()[1].isdigit() else None
+    return peaks
 
 
 def interleaved(methods, repeats):

@@ -17,7 +17,7 @@ Prints positions/s (wall and CPU), the ratio to the baseline, the largest differ
 
 import numpy as np
 
-from benchmarks._speed import interleaved, options, peak_memory, photo, zfnet_224
+from benchmarks._speed import interleaved, isolated_peaks, options, peak_target, photo, report_peak, zfnet_224
 
 
 def full_forward_baseline(model, selected, image, fill, corners, patch, channel, batch):
@@ -53,11 +53,15 @@ def main(argv=()):
     image = photo()
     batch = chosen["batch-size"]
     report = {}
-    print(f"ZFNet 224x224x3, random he_normal weights, skimage chelsea, mean-image fill; batch {batch}; "
-          f"median of {chosen['repeats']} interleaved repeats")
-    print(f"{'square':<12}{'path':<10}{'pos/s wall':>11}{'pos/s CPU':>11}{'x base wall':>12}{'x base CPU':>12}"
-          f"{'prob diff':>11}{'act. diff':>11}{'peak MB':>9}")
+    if not peak_target():
+        print(f"ZFNet 224x224x3, random he_normal weights, skimage chelsea, mean-image fill; batch {batch}; "
+              f"median of {chosen['repeats']} interleaved repeats")
+        print(f"{'square':<12}{'path':<10}{'pos/s wall':>11}{'pos/s CPU':>11}{'x base wall':>12}{'x base CPU':>12}"
+              f"{'prob diff':>11}{'act. diff':>11}{'peak MB':>9}")
     for patch, stride in ((32, 8), (16, 4)):
+        label = f"{patch}px/{stride}px"
+        if peak_target() and peak_target()[0] != label:
+            continue
         grid = occluder_grid(probe.input_shape, patch, stride).reshape(-1, 2)
         corners = grid[np.linspace(0, len(grid) - 1, min(chosen["positions"], len(grid))).astype(int)]
         exact = OcclusionEvaluator(probe, image, patch=patch)
@@ -74,13 +78,14 @@ def main(argv=()):
             return evaluate
 
         methods = {"baseline": baseline, "exact": by(exact), "full": by(full)}
+        if peak_target():
+            return report_peak(methods, label)
         for function in methods.values():
             function()  # trace first
         times, results = interleaved(methods, chosen["repeats"])
-        memory = {name: peak_memory(function) for name, function in methods.items()}
+        memory = isolated_peaks("occlusion", argv, label, methods)
         base_wall, base_cpu = times["baseline"]
         want_activity, want_probs = results["baseline"]
-        label = f"{patch}px/{stride}px"
         report[label] = {}
         for name, (wall, cpu) in times.items():
             activity, probs = results[name]

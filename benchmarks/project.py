@@ -19,7 +19,7 @@ relative difference from the baseline, and each path's peak resident memory.
 
 import numpy as np
 
-from benchmarks._speed import interleaved, options, peak_memory, photo, relative_error, zfnet_224
+from benchmarks._speed import interleaved, isolated_peaks, options, peak_target, photo, relative_error, report_peak, zfnet_224
 
 
 def gradient_override_deconvnet(model, layer):
@@ -84,11 +84,14 @@ def main(argv=()):
     count = chosen["projections"]
     images = np.repeat(photo()[None], count, axis=0)
     report = {}
-    print(f"ZFNet 224x224x3, random he_normal weights, skimage chelsea; {count} single-activation projections "
-          f"per call (maps 0..{count - 1} at their strongest positions); median of {chosen['repeats']} interleaved repeats")
-    print(f"{'layer':<7}{'path':<10}{'proj/s wall':>12}{'proj/s CPU':>12}{'x base wall':>12}{'x base CPU':>12}"
-          f"{'rel. diff':>11}{'peak MB':>9}")
+    if not peak_target():
+        print(f"ZFNet 224x224x3, random he_normal weights, skimage chelsea; {count} single-activation projections "
+              f"per call (maps 0..{count - 1} at their strongest positions); median of {chosen['repeats']} interleaved repeats")
+        print(f"{'layer':<7}{'path':<10}{'proj/s wall':>12}{'proj/s CPU':>12}{'x base wall':>12}{'x base CPU':>12}"
+              f"{'rel. diff':>11}{'peak MB':>9}")
     for layer in ("conv5", "conv3"):
+        if peak_target() and peak_target()[0] != layer:
+            continue
         acts = deconv.activations(images[:1], [layer])[layer][0]
         channel = np.arange(count, dtype="int32") % acts.shape[-1]
         flat = acts.reshape(-1, acts.shape[-1])[:, channel].argmax(axis=0)
@@ -100,12 +103,14 @@ def main(argv=()):
             "given": lambda: deconv.project(images, layer, channel, position),
             "max": lambda: deconv.project(images, layer, channel, "max"),
         }
+        if peak_target():
+            return report_peak(methods, layer)
         baseline(images, channel, strongest)  # trace both branches of every path first
         for function in methods.values():
             function()
         deconv.project(images, layer, channel, strongest)
         times, results = interleaved(methods, chosen["repeats"])
-        memory = {name: peak_memory(function) for name, function in methods.items()}
+        memory = isolated_peaks("project", argv, layer, methods)
         base_wall, base_cpu = times["baseline"]
         report[layer] = {}
         for name, (wall, cpu) in times.items():

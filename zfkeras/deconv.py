@@ -14,6 +14,15 @@ pooling region, for THIS image). Going down from one layer it applies, layer by 
     flatten, dense  -> reshaped back / multiplied by the transposed weights
 Without LRN this equals the input gradient of the chosen activations (seeded by their values)
 with every ReLU's backward pass replaced by a ReLU of the incoming signal (tested).
+
+Single activations run on their receptive field only. One unit of a layer depends on a window of
+each layer's input below it (:func:`zfkeras.receptive_field.unit_windows`, aligned to the strides).
+:meth:`Deconvnet.project` with positions cuts the image to the unit's field, runs every layer
+unpadded on its window (with the layer's own padding filled in where the window runs past the map:
+zeros, or nothing that can win a max pool), goes down on the same windows and pastes the result
+into a zero image. That costs a fraction of one whole-image pass and equals the whole-image
+projection to float rounding (tested at borders, corners and centre). With ``position="max"`` a
+whole-image forward pass finds the strongest unit first and the way down reads its windows from it.
 """
 
 import keras
@@ -380,7 +389,9 @@ class Deconvnet:
             channel: feature map index, an int or one per image (``[N]``).
             position: ``"max"`` (the strongest activation of that map in each image; all other
                 activations set to zero), ``"map"`` (the whole feature map), ``(y, x)``, or an int
-                array ``[N, 2]`` of (y, x) with (-1, -1) meaning max.
+                array ``[N, 2]`` of (y, x) with (-1, -1) meaning max. Single activations run on
+                their receptive-field windows (module docs); each (image, map, position) triple is
+                one row of the batch.
             batch_size: images per forward/backward pass (bounds memory); default all at once.
 
         Returns:
