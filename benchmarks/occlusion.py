@@ -1,6 +1,6 @@
 """Occlusion positions per second on the full 224x224 ZFNet: incremental against a batched full forward.
 
-    python -m benchmarks occlusion [--positions=256] [--batch-size=32] [--repeats=3]
+    python -m benchmarks occlusion [--positions=256] [--batch-size=32] [--repeats=3] [--keep=80]
 
 On the full ZFNet (random weights) and one real photo (skimage's ``chelsea``), for a square of 32 px
 on an 8 px grid and of 16 px on a 4 px grid, ``--positions`` grid positions spread evenly over the
@@ -10,9 +10,12 @@ image (borders included) are evaluated by, interleaved in one run (median of rep
                  image and run each batch through the model (conv5 maps and probabilities in one pass)
     exact        :class:`zfkeras.occlusion.OcclusionEvaluator`: incremental, exact
     full         the same evaluator with ``incremental=False`` (zfkeras before the incremental path)
+    approx       APPROXIMATE: ``approximate=--keep/100`` (Krypton's projective-field threshold)
 
 Prints positions/s (wall and CPU), the ratio to the baseline, the largest differences from it
-(probability, absolute; conv5 map activity, relative) and each path's peak resident memory.
+(probability, absolute; conv5 map activity, relative), the correlation of the activity and
+probability maps with the baseline's, and each path's peak resident memory (first two runs,
+tracing included, each path in a fresh process, above the memory of the built model).
 """
 
 import numpy as np
@@ -44,7 +47,7 @@ def full_forward_baseline(model, selected, image, fill, corners, patch, channel,
 
 
 def main(argv=()):
-    chosen = options(argv, {"positions": 256, "batch-size": 32, "repeats": 3}, "occlusion")
+    chosen = options(argv, {"positions": 256, "batch-size": 32, "repeats": 3, "keep": 80}, "occlusion")
     from zfkeras.occlusion import OcclusionEvaluator, occluder_grid
     from zfkeras.probe import KerasProbe
 
@@ -57,7 +60,7 @@ def main(argv=()):
         print(f"ZFNet 224x224x3, random he_normal weights, skimage chelsea, mean-image fill; batch {batch}; "
               f"median of {chosen['repeats']} interleaved repeats")
         print(f"{'square':<12}{'path':<10}{'pos/s wall':>11}{'pos/s CPU':>11}{'x base wall':>12}{'x base CPU':>12}"
-              f"{'prob diff':>11}{'act. diff':>11}{'peak MB':>9}")
+              f"{'prob diff':>11}{'act. diff':>11}{'corr act':>9}{'corr prob':>10}{'peak MB':>9}")
     for patch, stride in ((32, 8), (16, 4)):
         label = f"{patch}px/{stride}px"
         if peak_target() and peak_target()[0] != label:
@@ -77,7 +80,9 @@ def main(argv=()):
 
             return evaluate
 
-        methods = {"baseline": baseline, "exact": by(exact), "full": by(full)}
+        approx = OcclusionEvaluator(probe, image, patch=patch, feature_map=exact.feature_map,
+                                    approximate=min(chosen["keep"], 100) / 100)
+        methods = {"baseline": baseline, "exact": by(exact), "full": by(full), "approx": by(approx)}
         if peak_target():
             return report_peak(methods, label)
         for function in methods.values():
@@ -92,11 +97,15 @@ def main(argv=()):
             prob_diff = float(np.abs(probs - want_probs).max())
             act_diff = float(np.abs(activity - want_activity).max() / max(np.abs(want_activity).max(), 1e-30))
             count, peak = len(corners), memory[name]
+            label_ = int(np.argmax(want_probs.mean(axis=0)))  # the photo's top class, on average
+            corr_act = float(np.corrcoef(activity, want_activity)[0, 1])
+            corr_prob = float(np.corrcoef(probs[:, label_], want_probs[:, label_])[0, 1])
             report[label][name] = {"per_s_wall": count / wall, "per_s_cpu": count / cpu, "speedup_wall": base_wall / wall,
                                    "speedup_cpu": base_cpu / cpu, "probability_difference": prob_diff,
-                                   "activity_difference": act_diff, "peak_bytes": peak}
+                                   "activity_difference": act_diff, "activity_correlation": corr_act,
+                                   "probability_correlation": corr_prob, "peak_bytes": peak}
             print(f"{label:<12}{name:<10}{count / wall:>11.1f}{count / cpu:>11.1f}{base_wall / wall:>12.2f}"
-                  f"{base_cpu / cpu:>12.2f}{prob_diff:>11.1e}{act_diff:>11.1e}"
+                  f"{base_cpu / cpu:>12.2f}{prob_diff:>11.1e}{act_diff:>11.1e}{corr_act:>9.3f}{corr_prob:>10.3f}"
                   f"{'' if peak is None else format(peak / 2**20, '.0f'):>9}")
     return report
 

@@ -125,3 +125,21 @@ def test_unhandled_model_falls_back_to_the_full_pass():
     full = occlusion_map(probe, image, patch=3, stride=2, evaluator=OcclusionEvaluator(probe, image, patch=3, incremental=False))
     np.testing.assert_array_equal(result.feature_activity, full.feature_activity)
     np.testing.assert_array_equal(result.true_class_prob, full.true_class_prob)
+
+
+def test_approximate_mode_is_opt_in_and_thresholds_the_windows(small_probes):
+    """Krypton's projective-field threshold: smaller windows than exact (so results may differ),
+    the square itself always whole, and only when asked for."""
+    probe = small_probes[28, 28, 1]
+    image = np.random.default_rng(6).uniform(0, 255, (28, 28, 1)).astype("float32")
+    exact = OcclusionEvaluator(probe, image, patch=7)
+    approx = OcclusionEvaluator(probe, image, patch=7, approximate=0.7, feature_map=exact.feature_map)
+    assert exact.incremental.keep == 1.0 and approx.incremental.keep == 0.7
+    exact_sizes, approx_sizes = (np.array(e.incremental.windows) for e in (exact, approx))
+    assert (approx_sizes <= exact_sizes).all() and (approx_sizes < exact_sizes).any()
+    assert approx_sizes[0].tolist() == [7, 7]  # subtract_mean: the whole square
+    corners = occluder_grid((28, 28), 7, 3).reshape(-1, 2)
+    activity, probs = approx.evaluate(corners)
+    assert activity.shape == (len(corners),) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="approximate must be None or a fraction"):
+        OcclusionEvaluator(probe, image, patch=7, approximate=1.5)

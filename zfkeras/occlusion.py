@@ -145,9 +145,13 @@ class OcclusionEvaluator:
         feature_map: index of the map whose total activity is recorded (default: strongest).
         incremental: recompute only what the square changes (module docs) where the model
             allows; False always runs the full forward pass. ``self.incremental`` says which runs.
+        approximate: None (exact), or a fraction in (0, 1): APPROXIMATE results, Krypton's
+            projective-field threshold (``keep`` of :class:`IncrementalForward`); needs a model
+            the incremental path handles.
     """
 
-    def __init__(self, probe, image, layer=None, patch=None, fill=None, feature_map=None, incremental=True):
+    def __init__(self, probe, image, layer=None, patch=None, fill=None, feature_map=None, incremental=True,
+                 approximate=None):
         self.probe = probe
         self.image = probe.check_images(np.asarray(image)[None])[0]
         self.layer = probe.check_layers(layer if layer is not None else probe.layer_names[-1], probe.layer_names)[0]
@@ -165,7 +169,13 @@ class OcclusionEvaluator:
             raise ValueError(f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}")
         self.feature_map = int(feature_map)
         self.clean_activity = float(self.clean_maps[..., self.feature_map].sum())
-        self.incremental = _incremental_forward(probe, self.layer, self.patch) if incremental and self._fused is not None else None
+        keep = 1.0 if approximate is None else approximate
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+            raise ValueError(f"approximate must be None or a fraction in (0, 1], got {approximate!r}")
+        use = incremental and self._fused is not None
+        self.incremental = _incremental_forward(probe, self.layer, self.patch, keep) if use else None
+        if approximate is not None and self.incremental is None:
+            raise ValueError("approximate needs the incremental path: a Keras chain of conv/pool/LRN layers and incremental=True")
         if self.incremental is not None:
             self._clean_pass = self.incremental.clean_pass(self.image)
 
@@ -203,9 +213,12 @@ class IncrementalForward:
     Args:
         probe: a :class:`~zfkeras.probe.KerasProbe`.
         layer: the conv layer whose map totals are reported. patch: side of the square in pixels.
+        keep: 1 (exact), or in (0, 1) for the APPROXIMATE mode of Krypton (Nakandala et al. 2019):
+            each layer recomputes only that fraction of its changed window (centred) and takes
+            the clean values outside it, dropping the faint border of the square's influence.
     """
 
-    def __init__(self, probe, layer, patch):
+    def __init__(self, probe, layer, patch, keep=1.0):
         import keras
         import tensorflow as tf
 
@@ -225,7 +238,8 @@ class IncrementalForward:
         selected = probe.deconvnet.selection_layer(layer)
         self.selected = next(i for i, (layer_, _) in enumerate(self.steps) if layer_ is selected)
         self.patch = int(patch)
-        self.windows = changed_windows(self.steps, (self.patch, self.patch))
+        self.keep = float(keep)
+        self.windows = changed_windows(self.steps, (self.patch, self.patch), self.keep)
         self._pools = (SwitchMaxPool, keras.layers.MaxPooling2D)
         maps = [tf.TensorSpec((1, *step.input_size, None), tf.float32) for _, step in self.steps]
         maps.append(tf.TensorSpec((1, *self.steps[-1][1].output_size, None), tf.float32))
@@ -269,10 +283,11 @@ class IncrementalForward:
 
     def starts(self, corners):
         """Top-left of every layer's changed output window for squares at ``corners`` ``[B, 2]``."""
-        starts, start = [], np.asarray(corners, "int64")
+        starts, start, changed = [], np.asarray(corners, "int64"), (self.patch, self.patch)
         for (_, step), window in zip(self.steps, self.windows):
-            start = changed_start(step, start, window)
+            start = changed_start(step, start, window, changed)
             starts.append(start.astype("int32"))
+            changed = window
         return starts
 
     def __call__(self, clean, fill, corners):
@@ -284,19 +299,20 @@ class IncrementalForward:
         return activity.numpy(), probs.numpy()
 
 
-_INCREMENTAL = weakref.WeakKeyDictionary()  # probe -> {(layer, patch): IncrementalForward or None}
+_INCREMENTAL = weakref.WeakKeyDictionary()  # probe -> {(layer, patch, keep): IncrementalForward or None}
 
 
-def _incremental_forward(probe, layer, patch):
-    """The probe's :class:`IncrementalForward` for ``layer`` and ``patch`` (one trace shared by all
-    images), or None where the model needs the full pass."""
+def _incremental_forward(probe, layer, patch, keep=1.0):
+    """The probe's :class:`IncrementalForward` for ``layer``, ``patch`` and ``keep`` (one trace
+    shared by all images), or None where the model needs the full pass."""
     cache = _INCREMENTAL.setdefault(probe, {})
-    if (layer, patch) not in cache:
+    key = (layer, patch, float(keep))
+    if key not in cache:
         try:
-            cache[layer, patch] = IncrementalForward(probe, layer, patch)
+            cache[key] = IncrementalForward(probe, layer, patch, keep)
         except ValueError:
-            cache[layer, patch] = None  # not a chain of layers it knows
-    return cache[layer, patch]
+            cache[key] = None  # not a chain of layers it knows
+    return cache[key]
 
 
 def occlusion_map(probe, image, label=None, patch=None, stride=None, fill=None, layer=None, feature_map=None,

@@ -205,29 +205,38 @@ def unit_windows(steps):
     return windows[::-1]
 
 
-def changed_windows(steps, size):
+def changed_windows(steps, size, keep=1.0):
     """Output windows of every layer in ``steps`` that a change of ``size`` (rows, cols) input
     pixels of the first layer can reach, wherever the change sits.
 
     Returns ``[(rows, cols)]`` per step: the most output units one such change can alter, capped
-    at the output map size. :func:`changed_start` places the window for one change.
+    at the output map size. :func:`changed_start` places the window for one change. With
+    ``keep`` < 1 (approximate, Krypton's projective-field threshold) each conv or pool keeps only
+    that fraction (rounded up) of the window the layer below's kept window can reach, centred.
     """
     size = [int(s) for s in size]
     sizes = []
     for _, step in steps:
         # Outputs o with o*s - before + kernel - 1 >= a and o*s - before <= a + size - 1: at most
         # ceil((size + kernel - 1) / stride) of them, for the worst placement of a.
-        size = [min(-(-(size[a] + step.kernel[a] - 1) // step.stride[a]), step.output_size[a]) for a in range(2)]
+        grown = [min(-(-(size[a] + step.kernel[a] - 1) // step.stride[a]), step.output_size[a]) for a in range(2)]
+        if step.kernel == (1, 1):
+            size = grown  # pointwise layers do not spread the change: nothing to threshold
+        else:
+            size = [max(1, min(g, int(np.ceil(keep * g)))) for g in grown]
         sizes.append(tuple(size))
     return sizes
 
 
-def changed_start(step, start, window):
-    """First output unit (per axis) of ``step``'s changed window when its input changes from
-    ``start`` on (int arrays ``[..., 2]``); kept inside the output map for a window of ``window``."""
+def changed_start(step, start, window, changed):
+    """First output unit (per axis) of ``step``'s changed window of size ``window`` when ``changed``
+    (rows, cols) input units change from ``start`` on (int arrays ``[..., 2]``); kept inside the
+    output map. A window smaller than the reach (``keep`` < 1 in :func:`changed_windows`) is centred."""
     start = np.asarray(start)
     stride, kernel, before = (np.asarray(v) for v in (step.stride, step.kernel, step.before))
     first = -((kernel - 1 - before - start) // stride)  # ceil((start + before - kernel + 1) / stride)
+    reach = -(-(np.asarray(changed) + kernel - 1) // stride)
+    first = first + np.maximum(reach - np.asarray(window), 0) // 2
     return np.clip(first, 0, np.asarray(step.output_size) - np.asarray(window))
 
 
