@@ -1,94 +1,112 @@
-"""Occlusion positions per second on the full 224x224 ZFNet (random weights): batched vs naive.
+"""Occlusion positions per second on the full 224x224 ZFNet: incremental against a batched full forward.
 
-    python -m benchmarks occlusion [--stride=28] [--batch-size=32] [--repeats=3]
+    python -m benchmarks occlusion [--positions=256] [--batch-size=32] [--repeats=3] [--keep=80]
 
-Three ways to evaluate the same grid of occluder positions on the same image, interleaved in one
-run (each repeat times all three back to back, so machine load hits them alike):
-    naive    one occluded image at a time, ``probe.features`` then ``probe.predict`` (two passes)
-    single   one at a time through the fused forward pass (maps + probabilities together)
-    batched  :func:`zfkeras.occlusion.occlusion_map`: ``--batch-size`` copies per fused pass
-Reports positions/s from wall time and from process CPU time (medians over repeats) and the
-ratios to the naive loop; checks the three agree numerically.
+On the full ZFNet (random weights) and one real photo (skimage's ``chelsea``), for a square of 32 px
+on an 8 px grid and of 16 px on a 4 px grid, ``--positions`` grid positions spread evenly over the
+image (borders included) are evaluated by, interleaved in one run (median of repeats):
+
+    baseline     the plain way, built here: paint the square into ``--batch-size`` copies of the
+                 image and run each batch through the model (conv5 maps and probabilities in one pass)
+    exact        :class:`zfkeras.occlusion.OcclusionEvaluator`: incremental, exact
+    full         the same evaluator with ``incremental=False`` (zfkeras before the incremental path)
+    approx       APPROXIMATE: ``approximate=--keep/100`` (Krypton's projective-field threshold)
+
+Prints positions/s (wall and CPU), the ratio to the baseline, the largest differences from it
+(probability, absolute; conv5 map activity, relative), the correlation of the activity and
+probability maps with the baseline's, and each path's peak resident memory (first two runs,
+tracing included, each path in a fresh process, above the memory of the built model).
 """
-
-import os
-import time
 
 import numpy as np
 
-
-def _options(argv):
-    options = {"stride": 28, "batch-size": 32, "repeats": 3}
-    for arg in argv:
-        key, _, value = arg.lstrip("-").partition("=")
-        if key not in options or not value.isdigit() or int(value) < 1:
-            raise SystemExit(f"occlusion benchmark: bad option {arg!r}; use --stride=N --batch-size=N --repeats=N")
-        options[key] = int(value)
-    return options
+from benchmarks._speed import interleaved, isolated_peaks, options, peak_target, photo, report_peak, zfnet_224
 
 
-def _timed(function):
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = function()
-    return result, time.perf_counter() - wall, time.process_time() - cpu
+def full_forward_baseline(model, selected, image, fill, corners, patch, channel, batch):
+    """Activity of map ``channel`` of ``selected`` and probabilities, by full forward passes of painted copies."""
+    import keras
+    import tensorflow as tf
+
+    fused = keras.Model(model.inputs, [selected.output, model.outputs[0]])
+    run = tf.function(lambda x: fused(x, training=False), input_signature=[tf.TensorSpec((None, *image.shape), tf.float32)])
+
+    def evaluate():
+        activity, probs = [], []
+        for start in range(0, len(corners), batch):
+            copies = np.repeat(image[None], len(corners[start : start + batch]), axis=0)
+            for copy, (y, x) in zip(copies, corners[start : start + batch]):
+                top, left = max(y, 0), max(x, 0)
+                copy[top : y + patch, left : x + patch] = fill[top : y + patch, left : x + patch]
+            maps, p = run(copies)
+            activity.append(maps.numpy()[..., channel].sum(axis=(1, 2), dtype="float64"))
+            probs.append(p.numpy())
+        return np.concatenate(activity), np.concatenate(probs)
+
+    return evaluate
 
 
 def main(argv=()):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    from zfkeras.models import zfnet
-    from zfkeras.occlusion import OcclusionEvaluator, default_patch, occlude, occluder_grid, occlusion_map
+    chosen = options(argv, {"positions": 256, "batch-size": 32, "repeats": 3, "keep": 80}, "occlusion")
+    from zfkeras.occlusion import OcclusionEvaluator, occluder_grid
     from zfkeras.probe import KerasProbe
 
-    options = _options(argv)
-    keras.utils.set_random_seed(0)
-    probe = KerasProbe(zfnet(num_classes=1000, seed=0))
-    image = np.random.default_rng(0).uniform(0, 255, (224, 224, 3)).astype("float32")
-    patch, stride, batch = default_patch(probe.input_shape), options["stride"], options["batch-size"]
-    corners = occluder_grid(probe.input_shape, patch, stride).reshape(-1, 2)
-    evaluator = OcclusionEvaluator(probe, image, patch=patch)
-    layer, channel, fill = evaluator.layer, evaluator.feature_map, evaluator.fill
-
-    def naive():
-        activity, probs = [], []
-        for corner in corners:
-            one = occlude(image, fill, corner[None], patch)
-            activity.append(probe.features(one, [layer])[layer][0, :, :, channel].sum())
-            probs.append(probe.predict(one)[0])
-        return np.array(activity), np.array(probs)
-
-    def single():
-        parts = [evaluator.evaluate(corner[None]) for corner in corners]
-        return np.concatenate([a for a, _ in parts]), np.concatenate([p for _, p in parts])
-
-    def batched():
-        result = occlusion_map(probe, image, patch=patch, stride=stride, batch_size=batch, evaluator=evaluator)
-        return result.feature_activity.ravel(), None
-
-    methods = {"naive": naive, "single": single, "batched": batched}
-    for function in methods.values():  # trace every tf.function (batch 1 and batch B) first
-        function()
-    times = {name: [] for name in methods}
-    outputs = {}
-    for _ in range(options["repeats"]):
-        for name, function in methods.items():
-            outputs[name], wall, cpu = _timed(function)
-            times[name].append((wall, cpu))
-    reference = outputs["naive"][0]
-    for name in ("single", "batched"):
-        np.testing.assert_allclose(outputs[name][0], reference, rtol=1e-4, atol=1e-3)
-    count = len(corners)
-    print(f"ZFNet 224x224x3, 1000 classes, random weights; {count} positions (square {patch}px, stride {stride}px), "
-          f"map {channel} of {layer}; batch {batch}; median of {options['repeats']} interleaved repeats")
-    print(f"{'method':<10}{'pos/s (wall)':>14}{'pos/s (CPU)':>14}{'x naive (wall)':>16}{'x naive (CPU)':>15}")
+    model = zfnet_224()
+    probe = KerasProbe(model)
+    image = photo()
+    batch = chosen["batch-size"]
     report = {}
-    base_wall, base_cpu = (np.median([t[i] for t in times["naive"]]) for i in (0, 1))
-    for name in methods:
-        wall, cpu = (np.median([t[i] for t in times[name]]) for i in (0, 1))
-        report[name] = {"positions_per_s_wall": count / wall, "positions_per_s_cpu": count / cpu,
-                        "speedup_wall": base_wall / wall, "speedup_cpu": base_cpu / cpu}
-        print(f"{name:<10}{count / wall:>14.1f}{count / cpu:>14.1f}{base_wall / wall:>16.2f}{base_cpu / cpu:>15.2f}")
+    if not peak_target():
+        print(f"ZFNet 224x224x3, random he_normal weights, skimage chelsea, mean-image fill; batch {batch}; "
+              f"median of {chosen['repeats']} interleaved repeats")
+        print(f"{'square':<12}{'path':<10}{'pos/s wall':>11}{'pos/s CPU':>11}{'x base wall':>12}{'x base CPU':>12}"
+              f"{'prob diff':>11}{'act. diff':>11}{'corr act':>9}{'corr prob':>10}{'peak MB':>9}")
+    for patch, stride in ((32, 8), (16, 4)):
+        label = f"{patch}px/{stride}px"
+        if peak_target() and peak_target()[0] != label:
+            continue
+        grid = occluder_grid(probe.input_shape, patch, stride).reshape(-1, 2)
+        corners = grid[np.linspace(0, len(grid) - 1, min(chosen["positions"], len(grid))).astype(int)]
+        exact = OcclusionEvaluator(probe, image, patch=patch)
+        full = OcclusionEvaluator(probe, image, patch=patch, incremental=False, feature_map=exact.feature_map)
+        assert exact.incremental is not None
+        baseline = full_forward_baseline(model, probe.deconvnet.selection_layer(exact.layer), image, exact.fill,
+                                         corners, patch, exact.feature_map, batch)
+
+        def by(evaluator):
+            def evaluate():
+                parts = [evaluator.evaluate(corners[i : i + batch]) for i in range(0, len(corners), batch)]
+                return np.concatenate([a for a, _ in parts]), np.concatenate([p for _, p in parts])
+
+            return evaluate
+
+        approx = OcclusionEvaluator(probe, image, patch=patch, feature_map=exact.feature_map,
+                                    approximate=min(chosen["keep"], 100) / 100)
+        methods = {"baseline": baseline, "exact": by(exact), "full": by(full), "approx": by(approx)}
+        if peak_target():
+            return report_peak(methods, label)
+        for function in methods.values():
+            function()  # trace first
+        times, results = interleaved(methods, chosen["repeats"])
+        memory = isolated_peaks("occlusion", argv, label, methods)
+        base_wall, base_cpu = times["baseline"]
+        want_activity, want_probs = results["baseline"]
+        report[label] = {}
+        for name, (wall, cpu) in times.items():
+            activity, probs = results[name]
+            prob_diff = float(np.abs(probs - want_probs).max())
+            act_diff = float(np.abs(activity - want_activity).max() / max(np.abs(want_activity).max(), 1e-30))
+            count, peak = len(corners), memory[name]
+            label_ = int(np.argmax(want_probs.mean(axis=0)))  # the photo's top class, on average
+            corr_act = float(np.corrcoef(activity, want_activity)[0, 1])
+            corr_prob = float(np.corrcoef(probs[:, label_], want_probs[:, label_])[0, 1])
+            report[label][name] = {"per_s_wall": count / wall, "per_s_cpu": count / cpu, "speedup_wall": base_wall / wall,
+                                   "speedup_cpu": base_cpu / cpu, "probability_difference": prob_diff,
+                                   "activity_difference": act_diff, "activity_correlation": corr_act,
+                                   "probability_correlation": corr_prob, "peak_bytes": peak}
+            print(f"{label:<12}{name:<10}{count / wall:>11.1f}{count / cpu:>11.1f}{base_wall / wall:>12.2f}"
+                  f"{base_cpu / cpu:>12.2f}{prob_diff:>11.1e}{act_diff:>11.1e}{corr_act:>9.3f}{corr_prob:>10.3f}"
+                  f"{'' if peak is None else format(peak / 2**20, '.0f'):>9}")
     return report
 
 

@@ -17,6 +17,13 @@ Fill. Images are raw pixels (0-255). The square is painted before the model's me
 either with a constant raw value (``fill=128.0``) or, by default, with the model's training mean
 image at those pixels -- which is exactly zero after the mean subtraction, i.e. "no signal".
 
+Incremental evaluation. For a Keras model whose layers form a chain the evaluator does not run
+occluded copies through the whole net: it keeps the unoccluded image's maps and, for each batch of
+square positions, recomputes in every spatial layer only the output window the square can change
+(read with its halo from the cached maps, see :class:`IncrementalForward`), pastes that into the
+cached map and runs the fully connected layers in full. The results equal the full forward pass to
+float rounding. Models it cannot handle (other layer types, branches) use the full pass.
+
 Memory. Occluded copies are made per batch (``batch_size`` positions at a time, never all at once),
 so memory is bounded by ``batch_size`` whatever the number of positions.
 """
@@ -27,7 +34,9 @@ import weakref
 
 import numpy as np
 
+from zfkeras.deconv import _inside, _linear_chain, _up, crop_windows
 from zfkeras.probe import KerasProbe
+from zfkeras.receptive_field import changed_start, changed_windows, layer_steps
 
 
 @dataclasses.dataclass
@@ -134,9 +143,15 @@ class OcclusionEvaluator:
         patch: side of the square in pixels.
         fill: see :func:`fill_values`.
         feature_map: index of the map whose total activity is recorded (default: strongest).
+        incremental: recompute only what the square changes (module docs) where the model
+            allows; False always runs the full forward pass. ``self.incremental`` says which runs.
+        approximate: None (exact), or a fraction in (0, 1): APPROXIMATE results, Krypton's
+            projective-field threshold (``keep`` of :class:`IncrementalForward`); needs a model
+            the incremental path handles.
     """
 
-    def __init__(self, probe, image, layer=None, patch=None, fill=None, feature_map=None):
+    def __init__(self, probe, image, layer=None, patch=None, fill=None, feature_map=None, incremental=True,
+                 approximate=None):
         self.probe = probe
         self.image = probe.check_images(np.asarray(image)[None])[0]
         self.layer = probe.check_layers(layer if layer is not None else probe.layer_names[-1], probe.layer_names)[0]
@@ -154,6 +169,15 @@ class OcclusionEvaluator:
             raise ValueError(f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}")
         self.feature_map = int(feature_map)
         self.clean_activity = float(self.clean_maps[..., self.feature_map].sum())
+        keep = 1.0 if approximate is None else approximate
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+            raise ValueError(f"approximate must be None or a fraction in (0, 1], got {approximate!r}")
+        use = incremental and self._fused is not None
+        self.incremental = _incremental_forward(probe, self.layer, self.patch, keep) if use else None
+        if approximate is not None and self.incremental is None:
+            raise ValueError("approximate needs the incremental path: a Keras chain of conv/pool/LRN layers and incremental=True")
+        if self.incremental is not None:
+            self._clean_pass = self.incremental.clean_pass(self.image)
 
     def _forward(self, images):
         """(maps of ``layer`` ``[B, h, w, K]``, probabilities ``[B, classes]``)."""
@@ -165,9 +189,130 @@ class OcclusionEvaluator:
 
     def evaluate(self, corners):
         """Occlude at ``corners`` ``[B, 2]`` (top-left, pixels) -> (activity ``[B]``, probabilities ``[B, classes]``)."""
+        if self.incremental is not None:
+            activity, probs = self.incremental(self._clean_pass, self.fill, corners)
+            return (self.clean_activity + activity[:, self.feature_map].astype("float64")).astype("float32"), probs
         images = occlude(self.image, self.fill, corners, self.patch)
         maps, probs = self._forward(images)
         return maps[..., self.feature_map].sum(axis=(1, 2), dtype="float64").astype("float32"), probs
+
+
+class IncrementalForward:
+    """Exact forward pass of copies of one image, each with one square changed, from its clean pass.
+
+    Layer by layer up to the first Flatten/Dense, only the output window the square can change is
+    recomputed: its input window (the changed window below plus the kernel's halo) is cut from the
+    cached clean input map, with the changed window from below laid over it and the layer's padding
+    where it runs past the map; the layer then runs unpadded on it. Windows have one size per layer
+    (the largest any square position needs, kept inside the map), so a batch of positions runs as
+    one tensor. The last spatial map is pasted into the clean one and the rest runs in full.
+
+    Handles chains of SubtractMean, ZeroPadding2D, Conv2D, max pools, LRN, ReLU/Activation and
+    Dropout (then Flatten, Dense, Dropout); raises ValueError for anything else.
+
+    Args:
+        probe: a :class:`~zfkeras.probe.KerasProbe`.
+        layer: the conv layer whose map totals are reported. patch: side of the square in pixels.
+        keep: 1 (exact), or in (0, 1) for the APPROXIMATE mode of Krypton (Nakandala et al. 2019):
+            each layer recomputes only that fraction of its changed window (centred) and takes
+            the clean values outside it, dropping the faint border of the square's influence.
+    """
+
+    def __init__(self, probe, layer, patch, keep=1.0):
+        import keras
+        import tensorflow as tf
+
+        from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
+
+        layers = _linear_chain(probe.model)
+        spatial = (SubtractMean, keras.layers.ZeroPadding2D, SwitchMaxPool, keras.layers.MaxPooling2D,
+                   LocalResponseNormalization, keras.layers.ReLU, keras.layers.Activation, keras.layers.Dropout)
+        self.steps = layer_steps(layers, probe.input_shape[:2])
+        for layer_, _ in self.steps:
+            plain_conv = type(layer_) is keras.layers.Conv2D and layer_.groups == 1 and layer_.data_format == "channels_last"
+            if not (plain_conv or isinstance(layer_, spatial)):
+                raise ValueError(f"incremental occlusion does not handle layer {layer_.name!r} ({type(layer_).__name__})")
+        self.tail = layers[len(self.steps):]
+        if not all(isinstance(t, (keras.layers.Flatten, keras.layers.Dense, keras.layers.Dropout)) for t in self.tail):
+            raise ValueError("incremental occlusion needs Flatten/Dense/Dropout after the spatial layers")
+        selected = probe.deconvnet.selection_layer(layer)
+        self.selected = next(i for i, (layer_, _) in enumerate(self.steps) if layer_ is selected)
+        self.patch = int(patch)
+        self.keep = float(keep)
+        self.windows = changed_windows(self.steps, (self.patch, self.patch), self.keep)
+        self._pools = (SwitchMaxPool, keras.layers.MaxPooling2D)
+        maps = [tf.TensorSpec((1, *step.input_size, None), tf.float32) for _, step in self.steps]
+        maps.append(tf.TensorSpec((1, *self.steps[-1][1].output_size, None), tf.float32))
+        spec = [maps, tf.TensorSpec(probe.input_shape, tf.float32), tf.TensorSpec((None, 2), tf.int32),
+                [tf.TensorSpec((None, 2), tf.int32)] * len(self.steps)]
+        self._run = tf.function(self._run_batch, input_signature=spec)
+
+    def clean_pass(self, image):
+        """Every spatial layer's input map ``[1, h, w, c]`` for ``image`` ``[H, W, C]``, then the last one's output."""
+        import tensorflow as tf
+
+        x = tf.constant(np.asarray(image, "float32")[None])
+        maps = []
+        for layer, _ in self.steps:
+            maps.append(x)
+            x, _ = _up(layer, x, switches=False)
+        return maps + [x]
+
+    def _run_batch(self, clean, fill, corners, starts):
+        import tensorflow as tf
+
+        values, previous, size = crop_windows(fill, corners, (self.patch, self.patch)), corners, (self.patch,) * 2
+        for index, ((layer, step), start, window) in enumerate(zip(self.steps, starts, self.windows)):
+            begin = start * tf.constant(step.stride) - tf.constant(step.before)
+            extent = tuple((w - 1) * s + k for w, s, k in zip(window, step.stride, step.kernel))
+            pad = clean[index].dtype.min if isinstance(layer, self._pools) else 0.0
+            # Clean input window (padding past the map), with the changed window from below on top.
+            x = crop_windows(clean[index][0], begin, extent, pad)
+            changed = _inside(begin - previous, extent, size) & _inside(begin, extent, step.input_size)
+            x = tf.where(changed, crop_windows(values, begin - previous, extent), x)
+            values, _ = _up(layer, x, begin, switches=False)
+            previous, size = start, window
+            if index == self.selected:
+                before = crop_windows(clean[index + 1][0], start, window)
+                activity = tf.reduce_sum(tf.cast(values - before, tf.float64), axis=(1, 2))
+        top = clean[-1]
+        x = tf.where(_inside(-previous, top.shape[1:3], size), crop_windows(values, -previous, top.shape[1:3]), top)
+        for layer in self.tail:
+            x, _ = _up(layer, x)
+        return activity, x
+
+    def starts(self, corners):
+        """Top-left of every layer's changed output window for squares at ``corners`` ``[B, 2]``."""
+        starts, start, changed = [], np.asarray(corners, "int64"), (self.patch, self.patch)
+        for (_, step), window in zip(self.steps, self.windows):
+            start = changed_start(step, start, window, changed)
+            starts.append(start.astype("int32"))
+            changed = window
+        return starts
+
+    def __call__(self, clean, fill, corners):
+        """Squares at ``corners`` int ``[B, 2]`` (top-left, may be negative) painted with ``fill``
+        ``[H, W, C]`` on the image of ``clean`` (:meth:`clean_pass`) -> (change of every map's total
+        activity of ``layer`` ``[B, K]`` float64, probabilities ``[B, classes]``)."""
+        corners = np.asarray(corners, "int32").reshape(-1, 2)
+        activity, probs = self._run(clean, np.asarray(fill, "float32"), corners, self.starts(corners))
+        return activity.numpy(), probs.numpy()
+
+
+_INCREMENTAL = weakref.WeakKeyDictionary()  # probe -> {(layer, patch, keep): IncrementalForward or None}
+
+
+def _incremental_forward(probe, layer, patch, keep=1.0):
+    """The probe's :class:`IncrementalForward` for ``layer``, ``patch`` and ``keep`` (one trace
+    shared by all images), or None where the model needs the full pass."""
+    cache = _INCREMENTAL.setdefault(probe, {})
+    key = (layer, patch, float(keep))
+    if key not in cache:
+        try:
+            cache[key] = IncrementalForward(probe, layer, patch, keep)
+        except ValueError:
+            cache[key] = None  # not a chain of layers it knows
+    return cache[key]
 
 
 def occlusion_map(probe, image, label=None, patch=None, stride=None, fill=None, layer=None, feature_map=None,

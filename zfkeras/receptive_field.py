@@ -102,6 +102,60 @@ def _chain(model):
     return layers
 
 
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """Spatial geometry of one layer, per axis as (rows, columns), in that layer's own map units.
+
+    Output unit ``o`` reads input units ``o * stride - before`` to ``o * stride - before + kernel - 1``;
+    inputs outside ``[0, input_size)`` are the layer's padding. ZeroPadding2D is a step with
+    kernel 1, stride 1 and ``before`` its top/left padding; pass-through layers have kernel 1,
+    stride 1, before 0.
+    """
+
+    kernel: tuple
+    stride: tuple
+    before: tuple
+    input_size: tuple
+    output_size: tuple
+
+
+def layer_steps(layers, input_size):
+    """:class:`Step` of each layer of a chain, from the first up to (not including) the first
+    Flatten/Dense/global pooling. ``input_size``: (height, width) of the first layer's input.
+
+    Returns ``[(layer, Step)]``. Raises ValueError naming the first layer not covered
+    (see :data:`SUPPORTED_LAYERS`).
+    """
+    length = [int(d) for d in input_size]
+    steps = []
+    for layer in layers:
+        if isinstance(layer, END):
+            break
+        kernel, stride, before, output = [1, 1], [1, 1], [0, 0], list(length)
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            for axis in range(2):
+                before[axis] = layer.padding[axis][0]
+                output[axis] = length[axis] + sum(layer.padding[axis])
+        elif isinstance(layer, (keras.layers.Conv2D,) + POOLS) and not isinstance(layer, keras.layers.Conv2DTranspose):
+            if isinstance(layer, keras.layers.Conv2D):
+                dilation = _pair(layer.dilation_rate)
+                kernel = [(k - 1) * d + 1 for k, d in zip(_pair(layer.kernel_size), dilation)]
+            else:
+                kernel = list(_pair(layer.pool_size))
+            stride = list(_pair(layer.strides))
+            padding = layer.padding.lower()
+            for axis in range(2):
+                before[axis] = _padding_before(padding, length[axis], kernel[axis], stride[axis])
+                output[axis] = _output_length(padding, length[axis], kernel[axis], stride[axis])
+        elif not isinstance(layer, PASS_THROUGH):
+            raise ValueError(
+                f"receptive fields: layer {layer.name!r} ({type(layer).__name__}) is not supported; supported: {SUPPORTED_LAYERS}"
+            )
+        steps.append((layer, Step(tuple(kernel), tuple(stride), tuple(before), tuple(length), tuple(output))))
+        length = output
+    return steps
+
+
 def receptive_fields(model):
     """Receptive field of every spatial layer of ``model``, from its layers' own settings.
 
@@ -120,36 +174,70 @@ def receptive_fields(model):
         raise ValueError(
             f"receptive fields need a model with one [N, H, W, C] image input; {model.name!r} has {[tuple(i.shape) for i in model.inputs]}"
         )
-    length = [int(d) for d in model.inputs[0].shape[1:3]]
     size, jump, offset = [1, 1], [1, 1], [0, 0]
     fields = {}
-    for layer in _chain(model):
-        if isinstance(layer, END):
-            break
-        if isinstance(layer, keras.layers.ZeroPadding2D):
-            for axis in range(2):
-                before, after = layer.padding[axis]
-                offset[axis] -= before * jump[axis]
-                length[axis] += before + after
-        elif isinstance(layer, (keras.layers.Conv2D,) + POOLS) and not isinstance(layer, keras.layers.Conv2DTranspose):
-            if isinstance(layer, keras.layers.Conv2D):
-                dilation = _pair(layer.dilation_rate)
-                kernel = [(k - 1) * d + 1 for k, d in zip(_pair(layer.kernel_size), dilation)]
-            else:
-                kernel = list(_pair(layer.pool_size))
-            stride = _pair(layer.strides)
-            padding = layer.padding.lower()
-            for axis in range(2):
-                offset[axis] -= _padding_before(padding, length[axis], kernel[axis], stride[axis]) * jump[axis]
-                size[axis] += (kernel[axis] - 1) * jump[axis]
-                jump[axis] *= stride[axis]
-                length[axis] = _output_length(padding, length[axis], kernel[axis], stride[axis])
-        elif not isinstance(layer, PASS_THROUGH):
-            raise ValueError(
-                f"receptive fields: layer {layer.name!r} ({type(layer).__name__}) is not supported; supported: {SUPPORTED_LAYERS}"
-            )
-        fields[layer.name] = Field(tuple(size), tuple(jump), tuple(offset), tuple(length))
+    for layer, step in layer_steps(_chain(model), model.inputs[0].shape[1:3]):
+        for axis in range(2):
+            offset[axis] -= step.before[axis] * jump[axis]
+            size[axis] += (step.kernel[axis] - 1) * jump[axis]
+            jump[axis] *= step.stride[axis]
+        fields[layer.name] = Field(tuple(size), tuple(jump), tuple(offset), step.output_size)
     return fields
+
+
+def unit_windows(steps):
+    """Input windows of every layer in ``steps`` (a :func:`layer_steps` list) that one unit of the
+    last layer's output depends on.
+
+    Returns ``[(size, jump, offset)]``, one per step, each per axis: unit ``(y, x)`` of the last
+    layer reads rows ``offset[0] + y * jump[0]`` to ``... + size[0] - 1`` of that step's input map
+    (columns alike); the window may run past the map into the layer's padding. For the first step
+    this is the unit's :class:`Field` in the model input.
+    """
+    size, jump, offset = [1, 1], [1, 1], [0, 0]
+    windows = []
+    for _, step in reversed(steps):
+        for axis in range(2):
+            size[axis] = (size[axis] - 1) * step.stride[axis] + step.kernel[axis]
+            offset[axis] = offset[axis] * step.stride[axis] - step.before[axis]
+            jump[axis] *= step.stride[axis]
+        windows.append((tuple(size), tuple(jump), tuple(offset)))
+    return windows[::-1]
+
+
+def changed_windows(steps, size, keep=1.0):
+    """Output windows of every layer in ``steps`` that a change of ``size`` (rows, cols) input
+    pixels of the first layer can reach, wherever the change sits.
+
+    Returns ``[(rows, cols)]`` per step: the most output units one such change can alter, capped
+    at the output map size. :func:`changed_start` places the window for one change. With
+    ``keep`` < 1 (approximate, Krypton's projective-field threshold) each conv or pool keeps only
+    that fraction (rounded up) of the window the layer below's kept window can reach, centred.
+    """
+    size = [int(s) for s in size]
+    sizes = []
+    for _, step in steps:
+        # Outputs o with o*s - before + kernel - 1 >= a and o*s - before <= a + size - 1: at most
+        # ceil((size + kernel - 1) / stride) of them, for the worst placement of a.
+        grown = [min(-(-(size[a] + step.kernel[a] - 1) // step.stride[a]), step.output_size[a]) for a in range(2)]
+        if step.kernel == (1, 1):
+            size = grown  # pointwise layers do not spread the change: nothing to threshold
+        else:
+            size = [max(1, min(g, int(np.ceil(keep * g)))) for g in grown]
+        sizes.append(tuple(size))
+    return sizes
+
+
+def changed_start(step, start, window, changed):
+    """First output unit (per axis) of ``step``'s changed window of size ``window`` when ``changed``
+    (rows, cols) input units change from ``start`` on (int arrays ``[..., 2]``); kept inside the
+    output map. A window smaller than the reach (``keep`` < 1 in :func:`changed_windows`) is centred."""
+    start = np.asarray(start)
+    stride, kernel, before = (np.asarray(v) for v in (step.stride, step.kernel, step.before))
+    first = -((kernel - 1 - before - start) // stride)  # ceil((start + before - kernel + 1) / stride)
+    reach = -(-(np.asarray(changed) + kernel - 1) // stride)
+    first = first + np.maximum(reach - np.asarray(window), 0) // 2
+    return np.clip(first, 0, np.asarray(step.output_size) - np.asarray(window))
 
 
 def crop(image, field, y, x, fill=0.0):
