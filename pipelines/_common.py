@@ -376,6 +376,18 @@ def progressbar(*args, **kwargs):
     return click.progressbar(*args, file=sys.stderr, **kwargs)
 
 
+def json_text(value, indent=0):
+    """JSON indented like ``json.dumps(indent=2)``, but a list of plain values (numbers, strings)
+    stays on one line, so image-index lists stay readable and small."""
+    pad = " " * (indent + 2)
+    if isinstance(value, dict) and value:
+        items = (f"{pad}{json.dumps(str(key))}: {json_text(item, indent + 2)}" for key, item in value.items())
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if isinstance(value, (list, tuple)) and value and any(isinstance(item, (dict, list, tuple)) for item in value):
+        return "[\n" + ",\n".join(pad + json_text(item, indent + 2) for item in value) + "\n" + " " * indent + "]"
+    return json.dumps(value)
+
+
 def write_results(out, results, table, csv_rows, figure=None, files=None):
     """Write a command's standard outputs to the directory ``out`` at once: ``results.json``,
     ``results.csv`` (``csv_rows``: a header row then rows), ``table.txt`` and ``figure.png``
@@ -400,8 +412,7 @@ def write_results(out, results, table, csv_rows, figure=None, files=None):
             figure.savefig(os.path.join(temp, "figure.png"), dpi=100, bbox_inches="tight")
             plt.close(figure)
         with open(os.path.join(temp, "results.json"), "w") as handle:
-            json.dump(results, handle, indent=2)
-            handle.write("\n")
+            handle.write(json_text(results) + "\n")
 
 
 def fold_options(default_per_class):

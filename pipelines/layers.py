@@ -59,7 +59,6 @@ def layers(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, te
                                                 kind=kind, C=C)
                         accuracy = mean_class_accuracy(labels[fold.test], classifier.predict(features.get(name, fold.test)))
                         records.append({"layer": name, "classifier": kind, "n_per_class": n, "fold": fold.index,
-                                        "train": fold.train.tolist(), "test": fold.test.tolist(),
                                         "mean_class_accuracy": accuracy, "converged": classifier.converged})
                         bar.update(1)
     summary = summarize(records, ("layer", "classifier", "n_per_class"))
@@ -71,6 +70,9 @@ def layers(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, te
                      for name, (shape, pool, count) in layouts.items()},
         "metric": "mean per-class accuracy", "seconds": round(time.monotonic() - started, 1),
         "summary": summary, "runs": records,
+        # Every layer and classifier of a run uses the same fold: its image indices, once.
+        "fold_indices": [{"n_per_class": n, "fold": fold.index, "train": fold.train.tolist(), "test": fold.test.tolist()}
+                         for n, draws in folds_by_n.items() for fold in draws],
     }
     columns = [(kind, n) for kind in classifiers for n in per_class]
     table = _table(summary, names, columns, layouts)

@@ -257,7 +257,7 @@ def test_zf_transfer_and_layers_run_on_zfnet_224_and_a_folder(zfnet_224, tmp_pat
     result = CliRunner().invoke(layers, args + ["--split", "all", "--max-features", "3000", "--out", str(tmp_path / "l")])
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "l" / "results.json").read_text())
-    assert results["split"] == "all" and max(i for r in results["runs"] for i in r["train"] + r["test"]) < 24
+    assert results["split"] == "all" and max(i for f in results["fold_indices"] for i in f["train"] + f["test"]) < 24
     assert results["features"]["conv1"] == {"block_output": [55, 55, 4], "extra_max_pool": [3, 3], "values": 19 * 19 * 4}
     table = (tmp_path / "l" / "table.txt").read_text().splitlines()
     assert [line.split()[0] for line in table[1:]] == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
