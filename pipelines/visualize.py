@@ -7,7 +7,6 @@ batches, ``--layers`` / ``--maps`` parsing, and figure helpers.
 import json
 import os
 import re
-import sys
 import zlib
 
 import click
@@ -15,8 +14,10 @@ import numpy as np
 
 from pipelines._common import (
     check_output,
+    load_model,
     load_probe,
     open_source,
+    progressbar,
     output_directory,
     pyplot,
     save_figure,
@@ -32,31 +33,9 @@ DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so
 # ---- shared plumbing (zf visualize, zf evolution, zf filters) ---------------------------------
 
 
-def progressbar(*args, **kwargs):
-    """click.progressbar on stderr, so stdout stays clean for scripts."""
-    return click.progressbar(*args, file=sys.stderr, **kwargs)
-
-
 def keras_model(path):
-    """The Keras model of MODEL, for geometry and weights: the ``.keras`` file itself, or the
-    ``model.keras`` an export keeps beside ``saved_model.pb``."""
-    import keras
-
-    import zfkeras  # noqa: F401  (registers custom layers)
-
-    file = path
-    if os.path.isdir(path):
-        meta = os.path.join(path, "zfkeras.json")
-        name = json.load(open(meta)).get("keras_model", "model.keras") if os.path.exists(meta) else "model.keras"
-        file = os.path.join(path, name)
-    if not (os.path.isfile(file) and file.endswith(".keras")):
-        raise click.BadParameter(
-            f"{path}: need a .keras file or an export directory with model.keras (for receptive fields and filters)", param_hint="MODEL"
-        )
-    try:
-        return keras.saving.load_model(file, compile=False)
-    except Exception as error:
-        raise click.UsageError(f"cannot load Keras model {file}: {str(error).splitlines()[0]}") from None
+    """The Keras model of MODEL, for geometry and weights (:func:`pipelines._common.load_model`)."""
+    return load_model(path).model
 
 
 def open_model(path):
