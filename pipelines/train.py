@@ -30,8 +30,9 @@ def _units(text):
     return units
 
 
-def epoch_summary(epochs):
-    """A Keras callback printing one line per epoch (the pipeline's output, not the library's)."""
+def epoch_summary(epochs, run_dir):
+    """A Keras callback printing one line per epoch (the pipeline's output, not the library's), and
+    the files skipped as unreadable so far (``RUN_DIR/skipped_files.json``)."""
     import keras
 
     class EpochSummary(keras.callbacks.Callback):
@@ -41,6 +42,13 @@ def epoch_summary(epochs):
             if logs.get("val_loss") is not None:
                 line += f"  val_loss {logs['val_loss']:.4f}  val_acc {100 * logs['val_accuracy']:6.2f}%"
             click.echo(line + f"  lr {logs['lr']:.0e}  {logs['seconds']:.1f} s")
+            if logs.get("skipped"):
+                import json
+
+                with open(os.path.join(run_dir, "skipped_files.json")) as handle:
+                    skipped = json.load(handle)
+                shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+                click.echo(f"skipped {len(skipped)} unreadable image file(s) so far: {shown}", err=True)
 
     return EpochSummary()
 
@@ -72,6 +80,11 @@ def command_line(ctx):
 @click.option("--data-dir", type=click.Path(file_okay=False), help="TFDS data directory (tfds: sources).")
 @click.option("--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs).")
 @_common.skip_corrupt_option
+@click.option("--cache", default="auto", show_default=True,
+              help="Where resized training images come from: auto (memory when they fit --cache-budget), "
+                   "memory, none (decode every epoch) or a directory for a memory-mapped file. Never changes the batches.")
+@click.option("--cache-budget", default=2048, show_default=True, type=click.IntRange(0),
+              help="MiB of resized images --cache auto may keep in memory.")
 @click.option("--val-data", default=None, help="Validation source (its test split). Default: hold out --val-split.")
 @click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of the training data held out for validation when no --val-data (0 = none).")
@@ -105,7 +118,7 @@ def command_line(ctx):
               help="Maps per conv layer whose deconvnet projections are logged to TensorBoard each epoch (0: off).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Keras progress bar per epoch.")
 @_common.seed_option
-def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_split, input_size, channels, units, without, epochs,
+def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, cache, cache_budget, val_data, val_split, input_size, channels, units, without, epochs,
           batch_size, lr, momentum, patience, anneal_factor, min_delta, min_lr, dropout, kernel_init, init_std,
           filter_radius, checkpoint_epochs, strategy, run_dir, export_path, log_projections, progress, seed):
     """Train ARCH on --data with the paper's recipe; every value is an option.
@@ -159,13 +172,21 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, val_data, val_spl
         f"{config.num_classes} classes), {distribution.num_replicas_in_sync} replica(s), {epochs} epochs -> {run_dir}",
         err=True,
     )
-    callbacks = [resume_notice(run_dir, config.epochs), epoch_summary(config.epochs)]
+    callbacks = [resume_notice(run_dir, config.epochs), epoch_summary(config.epochs, run_dir)]
     if log_projections:
         callbacks.append(projection_logger(data, train_source, config, log_projections, run_dir))
     metadata = {"command": command}
     if train_source.holdout:
         metadata["test_split"] = {"held_out": True, **train_source.holdout}
-    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks)
+    from zfkeras.epochs import plan_cache
+
+    try:  # the cache choice is checked before any work
+        plan_cache(cache, train_source.num_examples, 1, 1)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--cache") from None
+    caching = dict(cache=cache, cache_budget=cache_budget * 1024**2)
+    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks,
+                                     caching)
     from zfkeras.train import worker_role
 
     if not worker_role(distribution)[0]:
@@ -200,14 +221,14 @@ def projection_logger(data, source, config, maps, run_dir, images=64):
     return ProjectionLogger(batch.numpy(), chosen, os.path.join(run_dir, "logs", "projections"))
 
 
-def _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks):
+def _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, caching):
     from zfkeras.train import train as train_model
 
     started = time.monotonic()
     try:
         model, history = train_model(
             config, train_source, val_source, run_dir, callbacks=callbacks, progress=progress,
-            strategy=distribution, metadata=metadata,
+            strategy=distribution, metadata=metadata, **caching,
         )
     except (ValueError, FloatingPointError) as error:
         raise click.ClickException(str(error)) from None

@@ -66,8 +66,10 @@ def test_unknown_prefix_lists_accepted_forms():
 
 def test_load_size():
     assert data.load_size(224) == 256
-    assert data.load_size(28) == 32
-    assert data.load_size(32) == 37  # round(36.57)
+    assert data.load_size(227) == 259  # round(259.4)
+    # small inputs are not zoomed: the model sees the native image
+    assert data.load_size(28) == 28 and data.load_size(32) == 32 and data.load_size(64) == 64
+    assert data.train_padding(28) == 2 and data.train_padding(32) == 2 and data.train_padding(224) == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,31 +354,45 @@ def test_to_channels():
 
 
 def test_pipelines_yield_raw_pixels_and_mean_image():
-    raw = RNG.integers(0, 256, (10, 32, 32, 1), dtype=np.uint8)  # already L x L for S = 28
+    raw = RNG.integers(0, 256, (10, 28, 28, 1), dtype=np.uint8)  # native size for S = 28: no zoom
     source = memory_source(raw)
 
     center = np.concatenate([x for x, _ in data.eval_dataset(source, 28, 1, 4).as_numpy_iterator()])
     assert center.dtype == np.float32
-    np.testing.assert_array_equal(center, raw[:, 2:30, 2:30].astype(np.float32))
+    np.testing.assert_array_equal(center, raw.astype(np.float32))  # the native image itself
 
+    # 10 crops are taken from the image padded by 2 zero rows/columns, the views training sees.
+    padded = np.pad(raw, ((0, 0), (2, 2), (2, 2), (0, 0)))
     ten_x, ten_y = next(data.eval_dataset(source, 28, 3, 4, crops="ten").as_numpy_iterator())
     assert ten_x.shape == (4, 10, 28, 28, 3) and ten_y.tolist() == [0, 1, 2, 3]
-    np.testing.assert_array_equal(ten_x[2, 0], np.repeat(raw[2, :28, :28], 3, -1))
-    np.testing.assert_array_equal(ten_x[2, 9], np.repeat(raw[2, 2:30, 2:30][:, ::-1], 3, -1))
+    np.testing.assert_array_equal(ten_x[2, 0], np.repeat(padded[2, :28, :28], 3, -1))
+    np.testing.assert_array_equal(ten_x[2, 3], np.repeat(padded[2, 4:, 4:], 3, -1))
+    np.testing.assert_array_equal(ten_x[2, 4], np.repeat(raw[2], 3, -1))
+    np.testing.assert_array_equal(ten_x[2, 9], np.repeat(raw[2][:, ::-1], 3, -1))
 
-    # Each training image is exactly some 28x28 window of its raw image, maybe mirrored.
+    # Each training image is exactly some 28x28 window of its zero-padded image, maybe mirrored.
+    shifts = set()
     for x, y in data.train_dataset(source, 28, 1, 5, seed=3).as_numpy_iterator():
         assert x.dtype == np.float32 and x.shape == (5, 28, 28, 1)
         for image, label in zip(x, y):
-            windows = [w for t in range(5) for l in range(5)
-                       for w in (raw[label, t:t + 28, l:l + 28], raw[label, t:t + 28, l:l + 28][:, ::-1])]
-            assert any(np.array_equal(image, w) for w in windows)
+            found = [(t, l) for t in range(5) for l in range(5)
+                     for w in (padded[label, t:t + 28, l:l + 28], padded[label, t:t + 28, l:l + 28][:, ::-1])
+                     if np.array_equal(image, w)]
+            assert found
+            shifts.update(found)
+    assert len(shifts) > 1
+
+    # Large inputs follow the paper: 256 -> random 224 crops inside the image, no padding.
+    big = RNG.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    for x, y in data.train_dataset(memory_source(big), 224, 3, 2, seed=1).as_numpy_iterator():
+        for image, label in zip(x, y):
+            assert any(np.array_equal(image, w) for t in range(33) for l in range(33)
+                       for w in (big[label, t:t + 224, l:l + 224], big[label, t:t + 224, l:l + 224][:, ::-1]))
 
     mean = data.compute_mean_image(source, 28, 1)
     assert mean.dtype == np.float32 and mean.shape == (28, 28, 1)
-    np.testing.assert_allclose(mean, raw[:, 2:30, 2:30].mean(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(data.compute_mean_image(source, 28, 1, limit=3),
-                               raw[:3, 2:30, 2:30].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(mean, raw.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(data.compute_mean_image(source, 28, 1, limit=3), raw[:3].mean(axis=0), rtol=1e-6)
 
 
 def test_mean_image_of_variable_size_images():

@@ -217,7 +217,7 @@ def test_train_export_holds_out_the_test_split_and_resumes(tmp_path, monkeypatch
 
     real = pipelines.train.epoch_summary
 
-    def interrupting(epochs):
+    def interrupting(epochs, run_dir):
         class Interrupt(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 raise KeyboardInterrupt  # like Ctrl-C after epoch 1 was saved

@@ -13,10 +13,13 @@ Sources (:func:`load_source`) yield ``(image uint8 [H, W, C], label int64)``:
 - ``fashion_mnist`` (:data:`DEFAULT_SOURCE`) Debian's IDX copy when present, else ``tfds:fashion_mnist``.
 
 Preprocessing follows the paper, scaled to the model input size ``S``: each image is resized so its
-smaller side is ``L = load_size(S)`` (256 for S=224, 32 for S=28), the centre ``L x L`` is kept, then
-training takes random ``S x S`` crops with random horizontal flips and testing takes the centre crop or
-10 crops (:func:`ten_crop`). Pipelines yield float32 **raw pixel values 0-255**, never mean-subtracted:
-the model's first layer (``zfkeras.layers.SubtractMean``) subtracts the mean image from
+smaller side is ``L = load_size(S)`` (256 for S=224), the centre ``L x L`` is kept, then training takes
+random ``S x S`` crops with random horizontal flips and testing takes the centre crop or 10 crops
+(:func:`ten_crop`). Small inputs (S <= 64: MNIST, CIFAR) are not zoomed: ``L = S``, so the model is
+evaluated on the native image, and training shifts it instead (zero-pad :func:`train_padding`, then a
+random crop, as CIFAR training does). Training epochs read the source by example id in a fresh seeded
+order each epoch (:mod:`zfkeras.epochs`). Pipelines yield float32 **raw pixel values 0-255**, never
+mean-subtracted: the model's first layer (``zfkeras.layers.SubtractMean``) subtracts the mean image from
 :func:`compute_mean_image`, so the mean is subtracted once.
 """
 
@@ -46,6 +49,9 @@ __all__ = [
     "load_idx",
     "load_size",
     "load_source",
+    "native_to_input",
+    "pad_image",
+    "prepare_images",
     "source_labels",
     "subset",
     "random_crop_flip",
@@ -55,6 +61,7 @@ __all__ = [
     "ten_crop",
     "to_channels",
     "train_dataset",
+    "train_padding",
 ]
 
 DEFAULT_SOURCE = "fashion_mnist"
@@ -72,8 +79,6 @@ HOLDOUT_FRACTION = 0.2
 HOLDOUT_SEED = 0
 
 _AUTOTUNE = tf.data.AUTOTUNE
-# Bytes of cached uint8 images the default shuffle buffer may hold (see train_dataset).
-_SHUFFLE_BUFFER_BYTES = 256 * 1024 * 1024
 
 
 class CorruptImageError(ValueError):
@@ -101,6 +106,10 @@ class Source:
         holdout: for a folder without ``train/`` + ``test/``, how its test split was held out
             (``{"fraction", "seed", "train_images", "test_images"}``, counts before skipping
             corrupt files); None when the source has a real test split.
+        files: image file paths, index-aligned with ``labels`` (folder sources), else None: a
+            training epoch reads these by id, and names the file when one is corrupt.
+        skip_corrupt: skip unreadable files where they are read (counted and named) instead of
+            stopping with an error naming the file.
     """
 
     dataset: tf.data.Dataset
@@ -114,6 +123,8 @@ class Source:
     labels: np.ndarray | None = None
     select: object = None
     holdout: dict | None = None
+    files: tuple | None = None
+    skip_corrupt: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,8 +219,13 @@ def subset(source: Source, indices) -> Source:
         dataset = source.dataset.enumerate().filter(
             lambda i, example: tf.reduce_any(tf.equal(keep, i))).map(lambda i, example: example)
     labels = None if source.labels is None else np.asarray(source.labels)[indices]
-    return dataclasses.replace(source, dataset=dataset, num_examples=len(indices), labels=labels, select=None,
-                               name=f"{source.name} ({len(indices)} selected)")
+    files = None if source.files is None else tuple(source.files[i] for i in indices)
+    select = None
+    if source.select is not None:
+        def select(chosen):  # ids into the subset -> ids into the source, order kept
+            return source.select(indices[np.asarray(chosen, np.int64)])
+    return dataclasses.replace(source, dataset=dataset, num_examples=len(indices), labels=labels, select=select,
+                               files=files, name=f"{source.name} ({len(indices)} selected)")
 
 
 # ---- CSV ----------------------------------------------------------------------------------
@@ -457,7 +473,8 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
 
     return Source(dataset=select(np.arange(len(files))), class_names=class_names, num_examples=len(files),
                   channels=channels, name=name, split=split, skipped=len(bad),
-                  skipped_files=tuple(bad), labels=labels, select=select, holdout=holdout)
+                  skipped_files=tuple(bad), labels=labels, select=select, holdout=holdout,
+                  files=tuple(files), skip_corrupt=skip_corrupt)
 
 
 # ---- TFDS ---------------------------------------------------------------------------------
@@ -575,12 +592,28 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
 # Image operations (single images [H, W, C]; crops also accept batches [..., H, W, C])
 # --------------------------------------------------------------------------------------------
 
-def load_size(input_size: int) -> int:
-    """Side ``L`` images are resized/centre-cropped to before ``input_size`` crops: ``round(S*256/224)``.
+# Inputs up to this side are "small" (MNIST, CIFAR): evaluated on the native image, no zoom.
+SMALL_INPUT = 64
 
-    224 -> 256 (the paper), 28 -> 32.
+
+def load_size(input_size: int) -> int:
+    """Side ``L`` an image's smaller side is resized to (then centre-cropped to ``L x L``) before the
+    ``input_size`` crops, in training and evaluation alike.
+
+    Large inputs follow the paper: ``round(S * 256 / 224)`` (224 -> 256), and test views are crops of
+    that image. Small inputs (``S <= SMALL_INPUT``: 28, 32) use ``L = S``: a native 28x28 image goes
+    into the model as it is, and training shifts it with :func:`train_padding` instead of zooming.
     """
-    return int(round(int(input_size) * 256 / 224))
+    size = int(input_size)
+    return size if size <= SMALL_INPUT else int(round(size * 256 / 224))
+
+
+def train_padding(input_size: int) -> int:
+    """Zero rows/columns added on each side before a random ``input_size`` crop in training, and
+    before the 10 test crops: ``round(S / 14)`` for small inputs (2 for 28, as CIFAR's 4 for 32 is
+    the same shift in proportion), 0 for large ones, which crop inside the ``L x L`` image instead."""
+    size = int(input_size)
+    return max(1, int(round(size / 14))) if load_size(size) == size else 0
 
 
 def _luminance(rgb):
@@ -656,6 +689,25 @@ def center_crop(image, input_size: int):
     return _crop(image, (shape[-3] - input_size) // 2, (shape[-2] - input_size) // 2, input_size)
 
 
+def native_to_input(images, input_size: int):
+    """The single evaluation view of native images ``[N, H, W, C]`` (any H, W; float or uint8) at the
+    model input: smaller side resized to ``load_size(S)`` (:func:`resize_and_center_crop`), then the
+    centre ``S x S`` (:func:`center_crop`). float32 raw 0-255; an ``S x S`` small image is unchanged.
+    Exported ``serve`` endpoints apply it, so consumers pass images as they are."""
+    resized = resize_and_center_crop(images, load_size(input_size))
+    return center_crop(resized, input_size)
+
+
+def pad_image(image, pad: int):
+    """``image [..., H, W, C]`` with ``pad`` zero rows and columns added on each side (dtype kept)."""
+    if not pad:
+        return tf.convert_to_tensor(image)
+    image = tf.convert_to_tensor(image)
+    rank = image.shape.rank
+    paddings = [[0, 0]] * (rank - 3) + [[pad, pad], [pad, pad], [0, 0]]
+    return tf.pad(image, paddings)
+
+
 def ten_crop(image, input_size: int):
     """The paper's 10 test views of ``image [H, W, C]`` -> ``[10, S, S, C]`` (``[N, 10, S, S, C]`` for a batch).
 
@@ -676,14 +728,15 @@ def ten_crop(image, input_size: int):
     return tf.stack(five(image) + five(tf.reverse(image, axis=[-2])), axis=-4)
 
 
-def random_crop_flip(image, input_size: int, seed):
-    """Training augmentation: a uniformly random ``S x S`` crop of ``image [L, L, C]``, flipped
-    left-right with probability 1/2.
+def random_crop_flip(image, input_size: int, seed, pad: int = 0):
+    """Training augmentation: a uniformly random ``S x S`` crop of ``image [L, L, C]`` (first padded
+    with ``pad`` zero rows/columns on each side, :func:`train_padding`), flipped left-right with
+    probability 1/2.
 
     ``seed`` is a stateless seed, int ``[2]``; the same seed gives the same crop and flip.
     Returns ``[S, S, C]`` of the input dtype.
     """
-    image = tf.convert_to_tensor(image)
+    image = pad_image(image, pad)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
         tf.cast(seed, tf.int64), num=2))
     size = tf.stack([input_size, input_size, tf.shape(image)[-1]])
@@ -707,28 +760,29 @@ def _deterministic(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def resized_dataset(source, input_size: int, channels: int, cache=True) -> tf.data.Dataset:
-    """The deterministic step: ``(uint8 [L, L, channels], int64)`` with ``L = load_size(input_size)``.
-
-    Each image is converted to ``channels`` (:func:`to_channels`), resized so its smaller side is L
-    and centre-cropped to ``L x L`` (:func:`resize_and_center_crop`), then rounded to uint8 so the
-    in-memory cache holds one byte per value. ``source`` is a :class:`Source` or a dataset of
-    ``(image, label)``. ``cache``: True caches in memory, a string caches to that file prefix,
-    False does not cache.
-    """
+def prepare_images(dataset: tf.data.Dataset, input_size: int, channels: int) -> tf.data.Dataset:
+    """Map ``(image, label, ...)`` elements to ``(uint8 [L, L, channels], int64 label, ...)`` with
+    ``L = load_size(input_size)``: :func:`to_channels`, then :func:`resize_and_center_crop`, then
+    rounded to uint8 (so a cache holds one byte per value). Other components pass through."""
     size = load_size(input_size)
 
-    def prepare(image, label):
+    def prepare(image, label, *rest):
         image = resize_and_center_crop(to_channels(image, channels), size)
-        return tf.saturate_cast(tf.round(image), tf.uint8), tf.cast(label, tf.int64)
+        return (tf.saturate_cast(tf.round(image), tf.uint8), tf.cast(label, tf.int64), *rest)
 
-    dataset = _dataset_of(source)
     if dataset.element_spec[0].shape.is_fully_defined():
         # All images share one size (IDX, most TFDS sets): resize whole batches, ~10x faster.
-        dataset = dataset.batch(256).map(prepare, num_parallel_calls=_AUTOTUNE,
-                                         deterministic=True).unbatch()
-    else:
-        dataset = dataset.map(prepare, num_parallel_calls=_AUTOTUNE, deterministic=True)
+        return dataset.batch(256).map(prepare, num_parallel_calls=_AUTOTUNE, deterministic=True).unbatch()
+    return dataset.map(prepare, num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+
+def resized_dataset(source, input_size: int, channels: int, cache=False) -> tf.data.Dataset:
+    """The deterministic step, in source order: ``(uint8 [L, L, channels], int64)`` (:func:`prepare_images`).
+
+    ``source`` is a :class:`Source` or a dataset of ``(image, label)``. ``cache``: True caches in
+    memory, a string caches to that file prefix, False (the default) does not cache.
+    """
+    dataset = prepare_images(_dataset_of(source), input_size, channels)
     if cache is True:
         dataset = dataset.cache()
     elif cache:
@@ -736,57 +790,39 @@ def resized_dataset(source, input_size: int, channels: int, cache=True) -> tf.da
     return dataset
 
 
-def _default_shuffle_buffer(source, input_size: int, channels: int) -> int:
-    """Whole data set when its cached images fit in ``_SHUFFLE_BUFFER_BYTES``, else that many bytes' worth."""
-    per_image = load_size(input_size) ** 2 * channels
-    cap = max(1000, _SHUFFLE_BUFFER_BYTES // per_image)
-    n = source.num_examples if isinstance(source, Source) else None
-    return min(n, cap) if n else cap
-
-
-def train_dataset(source, input_size: int, channels: int, batch_size: int, seed: int,
-                  shuffle_buffer: int | None = None, cache=True,
+def train_dataset(source, input_size: int, channels: int, batch_size: int, seed: int, *,
+                  cache="none", cache_budget=None, shuffle_buffer: int | None = None,
                   drop_remainder: bool = False) -> tf.data.Dataset:
-    """Training batches ``(float32 [B, S, S, channels] raw 0-255, int64 [B])``, not mean-subtracted.
+    """One epoch of training batches ``(float32 [B, S, S, channels] raw 0-255, int64 [B])``.
 
-    Pipeline: :func:`resized_dataset` (decode, resize, centre ``L x L``; cached) -> shuffle ->
-    :func:`random_crop_flip` with a per-example stateless seed -> batch -> prefetch. Shuffle order
-    and crops come from ``seed`` only: two datasets built with the same seed give identical batches,
-    epoch after epoch, and each epoch draws new orders and crops.
-    ``shuffle_buffer`` defaults to the whole data set, capped at 256 MB of cached images.
+    A convenience over :class:`zfkeras.epochs.TrainingImages` (see there): a fresh seeded
+    permutation of the example ids (when the source can be read by id), decode, resize and crop in
+    parallel, :func:`random_crop_flip` with a per-example stateless seed, batch. The same seed gives
+    the same batches. ``shuffle_buffer`` applies to sources that can only be streamed.
     """
-    dataset = resized_dataset(source, input_size, channels, cache=cache)
-    if shuffle_buffer is None:
-        shuffle_buffer = _default_shuffle_buffer(source, input_size, channels)
-    if shuffle_buffer and shuffle_buffer > 1:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    seed64 = tf.constant(seed, tf.int64)
+    from zfkeras.epochs import TrainingImages
 
-    def augment(example, r):
-        image, label = example
-        crop = random_crop_flip(image, input_size, tf.stack([seed64, r]))
-        return tf.cast(crop, tf.float32), label
-
-    dataset = tf.data.Dataset.zip((dataset, noise)).map(
-        augment, num_parallel_calls=_AUTOTUNE, deterministic=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(_AUTOTUNE)
-    return _deterministic(dataset)
+    images = TrainingImages(source, input_size, channels, cache=cache, cache_budget=cache_budget,
+                            shuffle_buffer=shuffle_buffer)
+    return images.epoch(batch_size, seed, drop_remainder=drop_remainder, with_ids=False)
 
 
 def eval_dataset(source, input_size: int, channels: int, batch_size: int, crops: str = "center",
-                 cache=True) -> tf.data.Dataset:
+                 cache=False) -> tf.data.Dataset:
     """Evaluation batches in source order, raw 0-255 float32, not mean-subtracted.
 
-    ``crops="center"``: ``(float32 [B, S, S, channels], int64 [B])`` (:func:`center_crop`);
-    ``crops="ten"``: ``(float32 [B, 10, S, S, channels], int64 [B])`` (:func:`ten_crop` order).
+    ``crops="center"``: ``(float32 [B, S, S, channels], int64 [B])`` (:func:`center_crop` of the
+    ``L x L`` image; for small inputs the native image itself); ``crops="ten"``:
+    ``(float32 [B, 10, S, S, channels], int64 [B])`` (:func:`ten_crop` order, taken from the
+    ``L x L`` image padded by :func:`train_padding`, the views training saw).
     """
     if crops not in ("center", "ten"):
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
-    crop_fn = center_crop if crops == "center" else ten_crop
+    pad = train_padding(input_size)
 
     def crop(image, label):
-        return tf.cast(crop_fn(image, input_size), tf.float32), label
+        views = center_crop(image, input_size) if crops == "center" else ten_crop(pad_image(image, pad), input_size)
+        return tf.cast(views, tf.float32), label
 
     dataset = resized_dataset(source, input_size, channels, cache=cache).map(
         crop, num_parallel_calls=_AUTOTUNE, deterministic=True)

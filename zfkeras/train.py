@@ -38,10 +38,12 @@ import tensorflow as tf
 import zfkeras
 from zfkeras import data
 from zfkeras.atomic import atomic_output
+from zfkeras.epochs import READ_ERRORS, TrainingImages
 from zfkeras.models import ARCHITECTURES, KERNEL_INITS, build_model
 
 PAPER_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 30, 40, 64)
 STRATEGY_FORMS = "'auto', 'mirrored', 'multiworker' or 'cpu:N'"
+MEAN_IMAGES = 20_000  # images the training mean is computed over (a seeded sample of larger sets)
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
@@ -269,13 +271,18 @@ def split_source(source, fraction, seed=0):
         raise ValueError(f"val_split {fraction} of {total} examples leaves an empty training or validation set")
     is_val = np.zeros(total, bool)
     is_val[np.random.default_rng(seed).permutation(total)[:held_out]] = True
+    if source.select is not None or source.files is not None:
+        # Read only each part's examples, and keep them readable by id (shuffled epochs).
+        train_part, val_part = data.subset(source, np.flatnonzero(~is_val)), data.subset(source, np.flatnonzero(is_val))
+        return (dataclasses.replace(train_part, name=source.name), dataclasses.replace(val_part, name=source.name))
     flags = tf.constant(is_val)
 
     def part(keep_val):
         dataset = source.dataset.enumerate().filter(lambda i, example: tf.equal(tf.gather(flags, i), keep_val))
         return dataset.map(lambda i, example: example)
 
-    common = dict(class_names=source.class_names, channels=source.channels, name=source.name, split=source.split)
+    common = dict(class_names=source.class_names, channels=source.channels, name=source.name, split=source.split,
+                  skip_corrupt=source.skip_corrupt)
     return (
         data.Source(dataset=part(False), num_examples=total - held_out, **common),
         data.Source(dataset=part(True), num_examples=held_out, **common),
@@ -288,7 +295,10 @@ def _epoch_seed(seed, epoch):
 
 
 def _sharded(dataset):
-    # Sources built from tensors have no files to shard by: shard by element.
+    # Sources built from tensors have no files to shard by: shard by element, unless the dataset
+    # chose its own policy (tfrecord: sources shard by FILE, so each worker reads distinct files).
+    if dataset.options().experimental_distribute.auto_shard_policy != tf.data.experimental.AutoShardPolicy.AUTO:
+        return dataset
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
@@ -499,15 +509,14 @@ def _check_classes(config, train_source, val_source):
             )
 
 
-def _prepare_model(config, strategy, train_source, model, compute_mean):
+def _prepare_model(config, strategy, images, model, compute_mean):
     """The compiled model to train, its variables made under ``strategy``'s scope.
 
     ``model`` None builds ``config.model_spec()``; otherwise a copy of ``model`` (architecture and
     weights) is trained, so a pretrained model passed in is never changed. ``config.frozen``
     layers are made non-trainable. With ``compute_mean`` the model's ``subtract_mean`` layer gets
-    the training set's mean image.
+    the mean image of the training images (``images``, a :class:`zfkeras.epochs.TrainingImages`).
     """
-    size, channels = config.input_shape[0], config.input_shape[2]
     with strategy.scope():
         if model is None:
             trained = build_model(config.model_spec(), seed=config.seed)
@@ -521,8 +530,8 @@ def _prepare_model(config, strategy, train_source, model, compute_mean):
             trained.set_weights(model.get_weights())
         _check_model(trained, config)
         if compute_mean:
-            mean = data.compute_mean_image(train_source, size, channels)
-            trained.get_layer("subtract_mean").set_mean(mean)
+            # A seeded sample of large sets: a folder of a million images is not decoded once up front.
+            trained.get_layer("subtract_mean").set_mean(images.mean_image(limit=MEAN_IMAGES, seed=config.seed))
         for name in config.frozen:
             trained.get_layer(name).trainable = False
         trained.compile(
@@ -569,7 +578,8 @@ def _callbacks(config, out_dir, chief, model, steps, progress, extra, histograms
 
 
 def train(config, train_source, val_source=None, run_dir="runs/train", *, model=None, compute_mean=None,
-          callbacks=(), progress=False, strategy=None, metadata=None, histograms=True):
+          callbacks=(), progress=False, strategy=None, metadata=None, histograms=True, cache="auto",
+          cache_budget=None):
     """Train a model as ``config`` says and write ``run_dir`` (see the module docstring).
 
     If ``run_dir`` holds the backup of an unfinished run with the same config, training resumes
@@ -594,6 +604,11 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, model=
         metadata: extra JSON-able entries for ``config.json`` (e.g. ``{"command": ...}``).
         histograms: log weight histograms to TensorBoard every epoch (about 0.6 s an epoch for
             the small model: many short runs, as in transfer folds, turn them off).
+        cache, cache_budget: where resized training images come from (``"auto"``, ``"memory"``,
+            ``"none"`` or a directory; :mod:`zfkeras.epochs`). It never changes the batches.
+            Corrupt files of a ``skip_corrupt`` source are skipped: each epoch's ``logs["skipped"]``
+            counts them and ``run_dir/skipped_files.json`` names them; otherwise the epoch stops with
+            a CorruptImageError naming the file.
 
     Returns:
         ``(model, history)``: the trained Keras model and ``{key: [one value per epoch]}``.
@@ -623,10 +638,10 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, model=
     _write_json_atomic(os.path.join(out_dir, "config.json"), record)
 
     compute_mean = model is None if compute_mean is None else compute_mean
-    model = _prepare_model(config, strategy, train_source, model, compute_mean)
-    stepper = _Stepper(model, strategy)
     size, channels = config.input_shape[0], config.input_shape[2]
-    base = data.resized_dataset(train_source, size, channels, cache=True)
+    images = TrainingImages(train_source, size, channels, cache=cache, cache_budget=cache_budget)
+    model = _prepare_model(config, strategy, images, model, compute_mean)
+    stepper = _Stepper(model, strategy)
     val_dataset = None
     if val_source is not None:
         val_dataset = data.eval_dataset(val_source, size, channels, max(config.batch_size, 256), crops="center")
@@ -647,15 +662,21 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, model=
         model.optimizer.learning_rate.assign(lr)
         _reset_dropout_seeds(model, config.seed, epoch)
         callback_list.on_epoch_begin(epoch)
-        epoch_data = data.train_dataset(base, size, channels, config.batch_size, _epoch_seed(config.seed, epoch), cache=False)
-        logs = stepper.train_epoch(epoch_data, callback_list)
+        epoch_data = images.epoch(config.batch_size, _epoch_seed(config.seed, epoch), with_ids=False)
+        try:
+            logs = stepper.train_epoch(epoch_data, callback_list)
+        except READ_ERRORS as error:
+            raise images.corrupt_error(error) from None
         if not math.isfinite(logs["loss"]):
             raise FloatingPointError(
                 f"training diverged in epoch {epoch + 1} (loss {logs['loss']}); try a smaller lr than {lr:g}"
             )
         if val_dataset is not None:
             logs.update(stepper.evaluate(val_dataset))
-        logs.update(lr=lr, seconds=time.monotonic() - started)
+        skipped = images.skipped_files()
+        logs.update(lr=lr, seconds=time.monotonic() - started, skipped=len(skipped))
+        if skipped and chief:
+            _write_json_atomic(os.path.join(out_dir, "skipped_files.json"), [str(name) for name in skipped])
         history["epoch"].append(epoch + 1)
         for key in HISTORY_KEYS[1:]:
             history[key].append(logs.get(key))

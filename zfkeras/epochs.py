@@ -1,0 +1,307 @@
+"""Training epochs that scale: shuffle example ids, not decoded images; cache only by choice.
+
+Each epoch draws a fresh seeded permutation of the whole source's example ids (file paths for
+``folder:`` sources, row ids for IDX/CSV), then decodes, resizes (:func:`zfkeras.data.prepare_images`)
+and crops (:func:`zfkeras.data.random_crop_flip`) in parallel. A class-sorted folder therefore gives
+class-mixed batches from the first batch on, whatever the image size, and memory does not grow
+with the number of images. Sources that can only be streamed (TFDS, ``tfrecord:``) are shuffled
+with a buffer of at most :data:`STREAM_BUFFER_BYTES` of images.
+
+Caching (``cache``) never changes the batches, only where the resized ``L x L`` images come from:
+
+- ``"none"``: decode every epoch;
+- ``"memory"``: keep them in RAM (filled in one pass over the source, in id order);
+- a directory path: keep them in a memory-mapped file there, reused by later runs on the same data;
+- ``"auto"`` (default): ``"memory"`` when they fit ``cache_budget`` bytes
+  (:data:`DEFAULT_CACHE_BUDGET`), else ``"none"``; sources already held in memory are never copied.
+
+Unreadable files: with ``Source.skip_corrupt`` they are skipped where they are read, and
+:meth:`TrainingImages.skipped_files` names them after the epoch; otherwise iterating the epoch
+fails and :meth:`TrainingImages.corrupt_error` turns the TF error into a
+:class:`zfkeras.data.CorruptImageError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from zfkeras import data
+from zfkeras.atomic import atomic_output
+
+DEFAULT_CACHE_BUDGET = 2 * 1024**3  # bytes of resized uint8 images "auto" may keep in memory
+STREAM_BUFFER_BYTES = 256 * 1024**2  # bytes of images a shuffle buffer of a streamed source holds
+CACHE_FORMS = "'auto', 'memory', 'none' or a directory path"
+# Errors a decode of a bad file raises while an epoch is iterated.
+READ_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError,
+               tf.errors.UnknownError)
+_AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class CachePlan:
+    """Where resized training images come from: ``kind`` is ``"none"``, ``"memory"`` or ``"disk"``
+    (then ``path`` is the cache file); ``bytes`` is their size; ``reason`` says why, for logs."""
+
+    kind: str
+    bytes: int
+    reason: str
+    path: str | None = None
+
+
+def plan_cache(cache, num_examples, load_side, channels, budget=None, in_memory=False, key="") -> CachePlan:
+    """Resolve a ``cache`` choice (see the module docstring) for ``num_examples`` images of
+    ``load_side`` x ``load_side`` x ``channels`` bytes. ValueError names a bad choice."""
+    budget = DEFAULT_CACHE_BUDGET if budget is None else int(budget)
+    if budget < 0:
+        raise ValueError(f"cache_budget must be >= 0 bytes, got {budget}")
+    size = None if num_examples is None else int(num_examples) * load_side * load_side * channels
+    if not isinstance(cache, str) or not cache.strip():
+        raise ValueError(f"cache must be {CACHE_FORMS}, got {cache!r}")
+    cache = cache.strip()
+    if cache == "none":
+        return CachePlan("none", 0, "no cache asked for: images are decoded every epoch")
+    if size is None:
+        if cache == "auto":
+            return CachePlan("none", 0, "the number of images is unknown: images are decoded every epoch")
+        raise ValueError(f"cache={cache!r} needs a source whose number of images is known")
+    if cache == "auto":
+        if in_memory:
+            return CachePlan("none", 0, "the source is held in memory already")
+        if size <= budget:
+            return CachePlan("memory", size, f"{_gb(size)} of resized images fit the {_gb(budget)} budget")
+        return CachePlan("none", 0, f"{_gb(size)} of resized images exceed the {_gb(budget)} budget: "
+                                    "images are decoded every epoch")
+    if cache == "memory":
+        return CachePlan("memory", size, "asked for")
+    if os.path.exists(cache) and not os.path.isdir(cache):
+        raise ValueError(f"cache must be {CACHE_FORMS}; {cache} is a file, not a directory")
+    if not os.path.isdir(cache) and os.sep not in cache:
+        # A typo ("ram") must not silently become a new folder: new directories are written as paths.
+        raise ValueError(f"cache must be {CACHE_FORMS} (an existing directory, or a path with '{os.sep}' "
+                         f"such as ./{cache}), got {cache!r}")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = os.path.join(cache, f"zfkeras-images-{load_side}x{load_side}x{channels}-{digest}.npy")
+    return CachePlan("disk", size, f"memory-mapped file {path}", path)
+
+
+def _gb(size):
+    return f"{size / 1024**3:.2f} GB"
+
+
+class TrainingImages:
+    """The training images of one source, resized to ``L x L`` and read by example id.
+
+    Args:
+        source: a :class:`zfkeras.data.Source` (or a dataset of ``(image, label)``, streamed).
+        input_size: the model's input side ``S``; ``L = data.load_size(S)``.
+        channels: 1 or 3 (images are converted).
+        cache: see the module docstring. cache_budget: bytes for ``"auto"``.
+        shuffle_buffer: elements of the shuffle buffer for streamed sources (default: as many as
+            :data:`STREAM_BUFFER_BYTES` of images hold, at least 1000).
+    """
+
+    def __init__(self, source, input_size, channels, *, cache="auto", cache_budget=None, shuffle_buffer=None):
+        self.source = source if isinstance(source, data.Source) else None
+        self._stream = source if self.source is None else source.dataset
+        self.input_size, self.channels = int(input_size), int(channels)
+        self.load_side = data.load_size(self.input_size)
+        self.pad = data.train_padding(self.input_size)
+        src = self.source
+        self.num_examples = src.num_examples if src is not None else None
+        self.files = src.files if src is not None else None
+        self.indexable = src is not None and bool(self.num_examples) and (
+            self.files is not None or src.select is not None)
+        self.skip_corrupt = bool(src is not None and src.skip_corrupt)
+        in_memory = src is not None and src.files is None and src.select is not None
+        key = json.dumps([getattr(src, "name", "stream"), getattr(src, "split", ""), self.num_examples,
+                          list(self.files[:3] + self.files[-3:]) if self.files else None])
+        self.plan = plan_cache(cache, self.num_examples, self.load_side, self.channels, cache_budget,
+                               in_memory=in_memory, key=key)
+        if self.plan.kind != "none" and not self.indexable:
+            raise ValueError(f"cache={cache!r} needs a source that can be read by example id (folder, IDX, CSV)")
+        per_image = self.load_side ** 2 * self.channels
+        self.shuffle_buffer = shuffle_buffer or max(1000, STREAM_BUFFER_BYTES // per_image)
+        self._cached = None  # (images uint8 [N, L, L, C], labels int64 [N], valid bool [N]) once filled
+        self._order = None  # the last epoch's ids, in order
+        self._seen = []  # ids the last epoch produced so far
+        self._bad = set()  # ids found unreadable (cache fill, or skipped in an epoch)
+
+    # ---- reading by id -------------------------------------------------------------------
+
+    def _read(self, ids: np.ndarray) -> tf.data.Dataset:
+        """``(image uint8 [H, W, C], label int64, id int64)`` of ``ids`` in that order (raw images)."""
+        ids = np.asarray(ids, np.int64)
+        if self.files is not None:
+            files = tf.constant(list(self.files))
+            labels = tf.constant(np.asarray(self.source.labels, np.int64))
+
+            def read(i):
+                return data._decode_file(tf.gather(files, i), self.channels), tf.gather(labels, i), i
+
+            dataset = tf.data.Dataset.from_tensor_slices(ids).map(
+                read, num_parallel_calls=_AUTOTUNE, deterministic=True)
+            return dataset.ignore_errors() if self.skip_corrupt else dataset
+        # In-memory sources cannot fail to read, so zipping ids alongside stays aligned.
+        examples = self.source.select(ids)
+        return tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(ids))).map(
+            lambda example, i: (example[0], example[1], i))
+
+    def _fill(self):
+        """Resize every image once, in id order, into memory or the disk cache file."""
+        n, side, c = self.num_examples, self.load_side, self.channels
+        if self.plan.kind == "disk" and os.path.exists(self.plan.path):
+            images = np.load(self.plan.path, mmap_mode="r")
+            valid = np.load(self.plan.path[:-4] + ".valid.npy")
+            if images.shape == (n, side, side, c) and valid.shape == (n,):
+                self._cached = (images, np.asarray(self.source.labels, np.int64) if self.source.labels is not None
+                                else np.load(self.plan.path[:-4] + ".labels.npy"), valid)
+                self._bad = set(np.flatnonzero(~valid).tolist())
+                return
+        labels = np.zeros(n, np.int64)
+        valid = np.zeros(n, bool)
+        if self.plan.kind == "disk":
+            os.makedirs(os.path.dirname(self.plan.path), exist_ok=True)
+            with atomic_output(self.plan.path) as partial:
+                images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(n, side, side, c))
+                self._fill_into(images, labels, valid)
+                images.flush()
+                del images
+            for suffix, array in ((".valid.npy", valid), (".labels.npy", labels)):
+                with atomic_output(self.plan.path[:-4] + suffix) as partial:
+                    with open(partial, "wb") as handle:
+                        np.save(handle, array)
+            images = np.load(self.plan.path, mmap_mode="r")
+        else:
+            images = np.zeros((n, side, side, c), np.uint8)
+            self._fill_into(images, labels, valid)
+        self._cached = (images, labels, valid)
+        self._bad = set(np.flatnonzero(~valid).tolist())
+
+    def _fill_into(self, images, labels, valid):
+        self._order, self._seen = np.arange(self.num_examples), []
+        stream = data.prepare_images(self._read(self._order), self.input_size, self.channels).batch(256)
+        try:
+            for batch, batch_labels, ids in stream.prefetch(2).as_numpy_iterator():
+                images[ids], labels[ids], valid[ids] = batch, batch_labels, True
+                self._seen.extend(ids.tolist())
+        except READ_ERRORS as error:
+            raise self.corrupt_error(error) from None
+
+    def _cached_examples(self, ids):
+        images, labels, _ = self._cached
+        side, c = self.load_side, self.channels
+
+        def gather(chosen):
+            return images[chosen], labels[chosen]
+
+        def fetch(chosen):
+            x, y = tf.numpy_function(gather, [chosen], (tf.uint8, tf.int64), stateful=False)
+            x.set_shape([None, side, side, c])
+            y.set_shape([None])
+            return x, y, chosen
+
+        return tf.data.Dataset.from_tensor_slices(np.asarray(ids, np.int64)).batch(256).map(fetch).unbatch()
+
+    def mean_image(self, limit=None, seed=0) -> np.ndarray:
+        """Per-pixel mean of the centre ``S x S`` crops of the ``L x L`` training images (float32
+        ``[S, S, C]``, raw pixel units; :func:`zfkeras.data.compute_mean_image`), over every image,
+        or over ``limit`` of them drawn with ``seed`` when there are more. Unreadable files are
+        skipped or named as in an epoch."""
+        if not self.indexable:
+            stream = self._stream if limit is None else self._stream.take(limit)
+            return data.compute_mean_image(stream, self.input_size, self.channels)
+        n = self.num_examples
+        ids = np.arange(n) if limit is None or n <= limit else np.sort(
+            np.random.default_rng([seed, n]).choice(n, limit, replace=False))
+        self._order, self._seen = ids, []
+        examples = self._read(ids).map(self._recorded).map(lambda image, label, i: (image, label))
+        try:
+            return data.compute_mean_image(examples, self.input_size, self.channels)
+        except READ_ERRORS as error:
+            raise self.corrupt_error(error) from None
+        finally:
+            self.skipped_files()
+
+    # ---- epochs --------------------------------------------------------------------------
+
+    def epoch(self, batch_size, seed, *, drop_remainder=False, with_ids=True) -> tf.data.Dataset:
+        """One epoch's batches ``(float32 [B, S, S, C] raw 0-255, int64 labels [B][, int64 ids [B]])``.
+
+        The order is ``np.random.default_rng(seed).permutation`` of the ids (streamed sources: a
+        seeded shuffle buffer over stream positions); each image's crop and flip come from the
+        stateless seed ``[seed, id]``. Same seed, same batches, whatever the cache choice.
+        """
+        seed = int(seed)
+        if self.indexable:
+            order = np.random.default_rng(seed).permutation(self.num_examples)
+            if self.plan.kind != "none":
+                if self._cached is None:
+                    self._fill()
+                order = order[self._cached[2][order]]  # unreadable ids were found by the fill
+                examples = self._cached_examples(order)
+            else:
+                examples = data.prepare_images(self._read(order), self.input_size, self.channels)
+            self._order, self._seen = order, []
+            if self.files is not None:  # only files can fail to read: note what each epoch produced
+                examples = examples.map(self._recorded)
+                self._seen = []
+            else:
+                self._seen = order.tolist()
+        else:
+            stream = self._stream.enumerate().map(lambda i, example: (example[0], example[1], i))
+            stream = stream.shuffle(self.shuffle_buffer, seed=seed) if self.shuffle_buffer > 1 else stream
+            examples = data.prepare_images(stream, self.input_size, self.channels)
+            self._order, self._seen = None, []
+        seed64 = tf.constant(seed, tf.int64)
+        size, pad = self.input_size, self.pad
+
+        def augment(image, label, i):
+            crop = data.random_crop_flip(image, size, tf.stack([seed64, i]), pad=pad)
+            return (tf.cast(crop, tf.float32), label, i) if with_ids else (tf.cast(crop, tf.float32), label)
+
+        batches = examples.map(augment, num_parallel_calls=_AUTOTUNE, deterministic=True)
+        batches = batches.batch(batch_size, drop_remainder=drop_remainder).prefetch(_AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = True
+        return batches.with_options(options)
+
+    def _recorded(self, image, label, i):
+        # Note every id the epoch produces (in order): what is missing at the end was skipped.
+        def note(value):
+            self._seen.append(int(value))
+            return value
+
+        i = tf.numpy_function(note, [i], tf.int64, stateful=True)
+        i.set_shape([])
+        return image, label, i
+
+    # ---- unreadable files ----------------------------------------------------------------
+
+    def skipped_files(self) -> list:
+        """Files (or ids, for sources without files) skipped so far: found unreadable by a cache
+        fill, or missing from the last epoch; call after an epoch has been iterated to its end."""
+        if self._order is not None and len(self._seen) < len(self._order):
+            self._bad.update(set(self._order.tolist()) - set(self._seen))
+        return [self.files[i] if self.files is not None else int(i) for i in sorted(self._bad)]
+
+    def corrupt_error(self, error):
+        """A :class:`zfkeras.data.CorruptImageError` naming the file whose read raised ``error``
+        while the last epoch was iterated, or ``error`` itself when it came from elsewhere."""
+        if self.files is None or self._order is None:
+            return error
+        seen = set(self._seen)  # parallel reads may deliver later ids before the failed one
+        for i in (i for i in self._order.tolist() if i not in seen):
+            path = self.files[i]
+            try:
+                data._decode_file(tf.constant(path), self.channels)
+            except READ_ERRORS:
+                return data.CorruptImageError(
+                    f"corrupt or unreadable image file {path}; skip such files with skip_corrupt=True "
+                    "(zf: --skip-corrupt)")
+        return error
