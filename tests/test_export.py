@@ -93,12 +93,68 @@ def test_plain_tensorflow_process_matches_keras(model, exported, images, tmp_pat
             np.testing.assert_allclose(out[f"{key}/{layer}"], reference, rtol=1e-5, atol=1e-5 * max(np.abs(reference).max(), 1e-3))
 
 
+NATIVE_LOADER = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+
+path, inputs, outputs = sys.argv[1:]
+given = np.load(inputs)
+loaded = tf.saved_model.load(path)
+results = {name: loaded.serve(tf.constant(given[name])).numpy() for name in given.files}
+results.update({"pre/" + name: loaded.preprocess(tf.constant(given[name])).numpy() for name in given.files})
+assert not any(name == "zfkeras" or name.startswith("zfkeras.") for name in sys.modules), "zfkeras was imported"
+np.savez(outputs, **results)
+"""
+
+
+def test_serve_takes_native_images_of_any_size(model, exported, images, tmp_path):
+    """Plain TF: ``serve`` on native images applies the evaluation view itself; a native 28x28 image
+    of a small model goes in unchanged, and other sizes are resized (smaller side) and centre-cropped."""
+    rng = np.random.default_rng(5)
+    given = {"native": images, "wide": rng.uniform(0, 255, (2, 40, 56, 1)).astype("float32"),
+             "tall": rng.uniform(0, 255, (2, 61, 28, 1)).astype("float32")}
+    np.savez(tmp_path / "native.npz", **given)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-c", NATIVE_LOADER, str(exported), str(tmp_path / "native.npz"),
+                           str(tmp_path / "served.npz")], env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    out = np.load(tmp_path / "served.npz")
+    np.testing.assert_array_equal(out["pre/native"], images)
+    np.testing.assert_allclose(out["native"], model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+    import tensorflow as tf
+
+    # the reference view, by hand: 40x56 -> 28x39 (smaller side 28, round(56 * 28 / 40) = 39), centre 28 columns
+    wide = tf.image.resize(given["wide"], (28, 39), method="bilinear", antialias=True).numpy()[:, :, 5:33]
+    tall = tf.image.resize(given["tall"], (61, 28), method="bilinear", antialias=True).numpy()[:, 16:44]
+    for name, view in (("wide", wide), ("tall", tall)):
+        np.testing.assert_allclose(out[f"pre/{name}"], view, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(out[name], model.predict(view, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_older_export_without_feature_shapes_is_one_clear_error(exported, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(exported, old)
+    meta = json.loads((old / "zfkeras.json").read_text())
+    del meta["feature_shapes"]
+    (old / "zfkeras.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"missing feature_shapes .*re-export its model.keras with `zf export`"):
+        load_exported(old)
+
+
 def test_metadata_and_files(model, exported):
     assert sorted(os.listdir(exported)) == sorted(["assets", "fingerprint.pb", "mean.npy", "model.keras", "saved_model.pb", "variables", "zfkeras.json"])
     meta = read_metadata(exported)
     assert meta["input_shape"] == [28, 28, 1] and meta["class_names"] == CLASSES and meta["layer_names"] == LAYERS
     assert meta["feature_names"] == LAYERS + ["fc6", "fc7"]
     assert meta["feature_shapes"]["conv2"] == [14, 14, 8] and meta["feature_shapes"]["fc7"] == [16]
+    assert meta["input"]["serve"] == {"dtype": "float32", "shape": [None, None, None, 1], "range": [0, 255],
+                                      "what": meta["input"]["serve"]["what"]}
+    assert meta["input"]["model"]["shape"] == [None, 28, 28, 1]
+    assert meta["preprocessing"].startswith("none for native 28x28 images")
     assert meta["training"] == {"command": "zf train --epochs 1", "config": {"config": {"lr": 0.01}}}
     assert meta["metrics"] == {"test_top1_error": pytest.approx(0.25)} and meta["zfkeras_version"] == zfkeras.__version__
     np.testing.assert_array_equal(np.load(exported / "mean.npy"), model.get_layer("subtract_mean").mean.numpy())

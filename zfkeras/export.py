@@ -8,10 +8,17 @@
     saved_models/NAME/zfkeras.json                 input shape, names, training command/config, metrics
     saved_models/NAME/checkpoints/epoch-NNN.keras  (optional) models kept during training
 
-Endpoints (images: float32 ``[N, H, W, C]`` raw pixels 0-255 at the model's input size; the mean is
-subtracted inside):
+Endpoints (images: float32 raw pixels 0-255; the mean is subtracted inside):
 
-- ``serve(images)`` -> class probabilities ``[N, classes]``;
+- ``serve(images)`` -> class probabilities ``[N, classes]`` of native images ``[N, H, W, C]`` of any
+  size: it applies the evaluation preprocessing itself (:func:`zfkeras.data.native_to_input`: the
+  smaller side resized to ``load_size(S)``, then the centre ``S x S``; a small model's native
+  ``S x S`` image goes in unchanged);
+- ``preprocess(images)`` -> that model-input view ``[N, S, S, C]`` of native images;
+
+The endpoints below take images at the model's input size ``[N, S, S, C]`` (``preprocess`` output),
+and projections are returned in that pixel space:
+
 - ``features(images)`` -> ``{name: array}``: every conv layer's rectified, pre-pool map
   ``[N, h, w, K]`` and fc6/fc7 ``[N, units]``, keyed by layer name;
 - ``project_<conv>(images, channel int32 [N], position int32 [N, 2])`` -> deconvnet reconstruction
@@ -34,13 +41,14 @@ import tensorflow as tf
 
 import zfkeras
 from zfkeras.atomic import atomic_output
-from zfkeras.data import load_size
+from zfkeras.data import load_size, native_to_input, train_padding
 from zfkeras.deconv import _as_channels, _as_positions
 from zfkeras.probe import KerasProbe, Probe, batched
 
 METADATA_FILE = "zfkeras.json"
 FORMAT = "zfkeras-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: serve takes native images of any size; preprocess endpoint
+REQUIRED_METADATA = ("input_shape", "class_names", "layer_names", "feature_names", "feature_shapes", "mean_image")
 
 
 def _atomic_directory(path):
@@ -108,7 +116,9 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
     feature_model = keras.Model(model.inputs, {name: selected(name) for name in probe.feature_names})
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[images])
+    native = tf.TensorSpec((None, None, None, channels), tf.float32, name="images")
+    archive.add_endpoint("serve", lambda x: model(native_to_input(x, height), training=False), input_signature=[native])
+    archive.add_endpoint("preprocess", lambda x: native_to_input(x, height), input_signature=[native])
     archive.add_endpoint("features", lambda x: feature_model(x, training=False), input_signature=[images])
     for layer in probe.layer_names:
         point, whole = _projection_endpoints(deconvnet, layer)
@@ -122,17 +132,19 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
         "zfkeras_version": zfkeras.__version__,
         "model_name": model.name,
         "input_shape": [height, width, channels],
-        "input": "float32 [N, H, W, C] raw pixel values 0-255 at input_shape; the mean is subtracted inside",
-        "preprocessing": (
-            f"as zfkeras.data.eval_dataset: resize the smaller side to {load_size(height)} (bilinear, antialiased), "
-            f"keep the centre {load_size(height)}x{load_size(height)}, then its centre {height}x{width} crop "
-            "(or the 10 corner/centre crops and their mirror images); training used random crops + flips of the same images"
-        ),
+        "input": {
+            "serve": {"dtype": "float32", "shape": [None, None, None, channels], "range": [0, 255],
+                      "what": "native images of any size, raw pixel values; serve resizes and crops them itself"},
+            "model": {"dtype": "float32", "shape": [None, height, width, channels], "range": [0, 255],
+                      "what": "features, project_* and model.keras take images at input_shape (preprocess's output); "
+                              "the mean is subtracted inside"},
+        },
+        "preprocessing": _preprocessing(height),
         "class_names": list(class_names),
         "layer_names": list(probe.layer_names),
         "feature_names": list(probe.feature_names),
         "feature_shapes": feature_shapes,
-        "endpoints": ["serve", "features"]
+        "endpoints": ["serve", "preprocess", "features"]
         + [f"project_{layer}" for layer in probe.layer_names]
         + [f"project_map_{layer}" for layer in probe.layer_names],
         "mean_image": "mean.npy",
@@ -155,6 +167,18 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
     return metadata
 
 
+def _preprocessing(size):
+    side, pad = load_size(size), train_padding(size)
+    if side == size:
+        return (f"none for native {size}x{size} images: the model is evaluated on the image as it is (other sizes: the "
+                f"smaller side resized to {size}, bilinear with antialiasing, then the centre {size}x{size}); training "
+                f"used random {size}x{size} crops of the image zero-padded by {pad} on each side, flipped at random; "
+                f"10-crop evaluation takes the corner and centre crops of that padded image and their mirror images")
+    return (f"the smaller side resized to {side} (bilinear, antialiased), the centre {side}x{side} kept, then its centre "
+            f"{size}x{size} (serve does this itself); training used random {size}x{size} crops of the {side}x{side} image "
+            f"with random flips; 10-crop evaluation takes its corner and centre crops and their mirror images")
+
+
 def read_metadata(path):
     """The ``zfkeras.json`` of an export directory, or a ValueError saying why ``path`` is not one."""
     path = os.fspath(path)
@@ -173,9 +197,10 @@ def read_metadata(path):
         raise ValueError(f"{meta_path}: unreadable ({error})") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: not zfkeras export metadata (no \"format\": \"{FORMAT}\")")
-    missing = [key for key in ("input_shape", "class_names", "layer_names", "feature_names", "mean_image") if key not in metadata]
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
-        raise ValueError(f"{meta_path}: missing {', '.join(missing)}")
+        raise ValueError(f"{meta_path}: missing {', '.join(missing)} (an export from an older zfkeras, or not "
+                         f"zfkeras's); re-export its model.keras with `zf export`")
     return metadata
 
 
@@ -201,7 +226,7 @@ class ExportedProbe(Probe):
         self.class_names = list(meta["class_names"])
         self.layer_names = list(meta["layer_names"])
         self.feature_names = list(meta["feature_names"])
-        self.feature_shapes = {name: tuple(shape) for name, shape in meta.get("feature_shapes", {}).items()}
+        self.feature_shapes = {name: tuple(shape) for name, shape in meta["feature_shapes"].items()}
         self.mean_image = np.load(os.path.join(self.path, meta["mean_image"]))
 
     def predict(self, images, batch_size=256):
@@ -218,10 +243,13 @@ class ExportedProbe(Probe):
         images = self.check_images(images)
         self.check_layers(layer, self.layer_names)
         shape = self.feature_shapes.get(layer)
+        if shape is None:
+            raise ValueError(f"{self.path}: {METADATA_FILE} has no feature_shapes entry for {layer!r}; "
+                             "re-export its model.keras with `zf export`")
         n = len(images)
-        channel = _as_channels(channel, n, shape[-1] if shape else None)
+        channel = _as_channels(channel, n, shape[-1])
         whole_map = isinstance(position, str) and position == "map"
-        position = _as_positions(position, n, shape[:2] if shape else (np.inf, np.inf))
+        position = _as_positions(position, n, shape[:2])
         if whole_map:
             function = getattr(self.saved_model, f"project_map_{layer}")
             run = lambda i: function(tf.constant(images[i : i + batch_size]), tf.constant(channel[i : i + batch_size]))  # noqa: E731
