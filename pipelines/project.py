@@ -8,21 +8,17 @@ import numpy as np
 from pipelines import _common
 
 
-def strongest_maps(activations, count):
-    """Indices of the ``count`` maps with the largest single activation, ``[N, count]``."""
-    peaks = activations.max(axis=(1, 2))
-    return np.argsort(-peaks, axis=1, kind="stable")[:, :count]
-
-
 def project_images(probe, images, layers, count, position="max"):
     """``{layer: (maps [N, count], projections [N, count, H, W, C])}`` for the strongest maps.
 
     ``position``: ``"max"`` projects each map's strongest activation alone; ``"map"`` the whole map.
     """
+    from zfkeras.topk import strongest_maps
+
     features = probe.features(images, layers)
     results = {}
     for layer in layers:
-        maps = strongest_maps(features[layer], count)
+        maps = strongest_maps(features[layer], count).channels
         repeated = np.repeat(images, count, axis=0)
         projections = probe.project(repeated, layer, maps.reshape(-1), position)
         results[layer] = (maps, projections.reshape(len(images), count, *images.shape[1:]))

@@ -12,7 +12,7 @@ import pytest
 
 from zfkeras.models import build_model, zfnet_small_spec
 from zfkeras.probe import KerasProbe
-from zfkeras.topk import TopK, scan
+from zfkeras.topk import TopK, scan, strongest_maps
 
 
 def brute_force(features, maps, k, distinct_images):
@@ -147,3 +147,22 @@ def test_scan_memory_does_not_grow_with_images(probe):
     small = peak_scan_bytes(probe, 64, maps, 1)
     large = peak_scan_bytes(probe, 640, maps, 2)
     assert large < 1.10 * small, (small, large)
+
+
+def test_strongest_maps_by_hand():
+    acts = np.zeros((2, 2, 3, 4), "float32")
+    acts[0, :, :, 0] = 2.9  # largest sum (17.4), but its peak 3 is below maps 1 and 2
+    acts[0, 1, 2, 0] = 3.0
+    acts[0, 0, 1, 1] = 5.0
+    acts[0, 1, 0, 2] = 5.0  # ties map 1: the lower channel comes first
+    acts[0, 0, 0, 3] = 1.0
+    acts[1, 1, 1, 3] = 7.0  # image 1: only map 3 fires; the rest tie at 0
+    result = strongest_maps(acts, 3)
+    assert result.channels.tolist() == [[1, 2, 0], [3, 0, 1]]
+    np.testing.assert_array_equal(result.peaks, [[5.0, 5.0, 3.0], [7.0, 0.0, 0.0]])
+    assert strongest_maps(acts, 4).channels.tolist() == [[1, 2, 0, 3], [3, 0, 1, 2]]
+    for bad in (0, 5, 1.5):
+        with pytest.raises(ValueError, match=r"count must be an int in \[1, 4\]"):
+            strongest_maps(acts, bad)
+    with pytest.raises(ValueError, match=r"\[N, h, w, K\]"):
+        strongest_maps(acts[0], 2)
