@@ -87,7 +87,9 @@ def project(images, model_path, arch, layers, count, position, out, seed):
     fewest = min(map_counts(probe, layers).items(), key=lambda item: item[1])
     if count > fewest[1]:
         raise click.BadParameter(f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--maps")
-    pixels = np.stack([_common.fit_image(_common.read_photo(name), probe.input_shape) for name in images])
+    from zfkeras.model_input import fit_image
+
+    pixels = np.stack([fit_image(_common.read_photo(name), probe.input_shape).pixels for name in images])
     names = [os.path.basename(name) for name in images]
     click.echo(f"projecting {len(layers)} layers x {count} maps for {len(images)} image(s)", err=True)
     results = project_images(probe, pixels, layers, count, position)
