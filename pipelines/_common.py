@@ -90,17 +90,6 @@ def read_photo(name_or_path):
         ) from None
 
 
-def fit_image(image, input_shape):
-    """Raw pixels float32 at ``input_shape`` (H, W, C): channels converted, smaller side resized
-    to the data pipeline's load size, then centre-cropped (the same as evaluation)."""
-    from zfkeras import data
-
-    height, width, channels = input_shape
-    image = data.to_channels(np.asarray(image), channels)
-    image = data.resize_and_center_crop(image, data.load_size(height))
-    return np.asarray(data.center_crop(image, height), dtype="float32")
-
-
 def atomic_path(*paths):
     """Temporary file path(s) beside ``paths`` (files in one folder), moved into place together
     only if the block succeeds (:func:`zfkeras.atomic.atomic_output`), so a crash never leaves a

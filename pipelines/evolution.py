@@ -96,7 +96,7 @@ def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile
     and OUT/evolution.json with, per layer and map, the top-1 {image, y, x, value} at each epoch and
     the epoch from which the top-1 image no longer changes (per layer: the latest over its maps).
     """
-    from zfkeras.evolution import stable_epoch, strongest
+    from zfkeras.evolution import layer_stability, strongest
     from zfkeras.probe import KerasProbe
     from zfkeras.receptive_field import receptive_fields
     from zfkeras.topk import project_topk
@@ -130,25 +130,8 @@ def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile
     with output_directory(out) as target:
         blocks = []
         for layer in layer_names:
-            entries = [top.entries(layer) for top in tops]
-            per_map = {}
-            for m, channel in enumerate(chosen[layer]):
-                history = [
-                    {
-                        "epoch": epoch,
-                        "image": int(e["image"][m, 0]),
-                        "y": int(e["y"][m, 0]),
-                        "x": int(e["x"][m, 0]),
-                        "value": float(e["value"][m, 0]),
-                    }
-                    for epoch, e in zip(epochs, entries)
-                ]
-                # a silent map (no activation > 0 on any image) has no strongest image: count it as "none" (-1)
-                images_by_epoch = [h["image"] if h["value"] > 0 else -1 for h in history]
-                silent = [h["epoch"] for h in history if h["value"] <= 0]
-                per_map[str(channel)] = {"stable_epoch": stable_epoch(epochs, images_by_epoch), "silent_epochs": silent, "top1": history}
-            active = [v["stable_epoch"] for v in per_map.values() if epochs[-1] not in v["silent_epochs"]]
-            stable = max(active or [v["stable_epoch"] for v in per_map.values()])
+            stability = layer_stability(epochs, tops, layer).to_dict()
+            per_map, stable = stability["maps"], stability["stable_epoch"]
             report["layers"][layer] = {"stable_epoch": stable, "field": field_json(fields[layer]), "maps": per_map}
             block = np.stack(tiles[layer], axis=1)  # [maps, epochs, fh, fw, C]
             save_figure(evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(target, f"{layer}.png"))

@@ -9,7 +9,6 @@ from pipelines._common import (
     PixelValue,
     atomic_path,
     check_output,
-    fit_image,
     load_probe,
     output_directory,
     pyplot,
@@ -23,13 +22,15 @@ from pipelines._common import (
 
 def load_images(paths, input_shape):
     """``[(name, raw pixels at input_shape)]`` for image files or built-in photos; names must differ."""
+    from zfkeras.model_input import fit_image
+
     images, seen = [], {}
     for path in paths:
         name = os.path.splitext(os.path.basename(path))[0]
         if name in seen:
             raise click.BadParameter(f"{seen[name]} and {path} would both write {name}.*; rename one", param_hint="IMAGE")
         seen[name] = path
-        images.append((name, fit_image(read_photo(path), input_shape)))
+        images.append((name, fit_image(read_photo(path), input_shape).pixels))
     return images
 
 

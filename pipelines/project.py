@@ -8,21 +8,17 @@ import numpy as np
 from pipelines import _common
 
 
-def strongest_maps(activations, count):
-    """Indices of the ``count`` maps with the largest single activation, ``[N, count]``."""
-    peaks = activations.max(axis=(1, 2))
-    return np.argsort(-peaks, axis=1, kind="stable")[:, :count]
-
-
 def project_images(probe, images, layers, count, position="max"):
     """``{layer: (maps [N, count], projections [N, count, H, W, C])}`` for the strongest maps.
 
     ``position``: ``"max"`` projects each map's strongest activation alone; ``"map"`` the whole map.
     """
+    from zfkeras.topk import strongest_maps
+
     features = probe.features(images, layers)
     results = {}
     for layer in layers:
-        maps = strongest_maps(features[layer], count)
+        maps = strongest_maps(features[layer], count).channels
         repeated = np.repeat(images, count, axis=0)
         projections = probe.project(repeated, layer, maps.reshape(-1), position)
         results[layer] = (maps, projections.reshape(len(images), count, *images.shape[1:]))
@@ -91,7 +87,9 @@ def project(images, model_path, arch, layers, count, position, out, seed):
     fewest = min(map_counts(probe, layers).items(), key=lambda item: item[1])
     if count > fewest[1]:
         raise click.BadParameter(f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--maps")
-    pixels = np.stack([_common.fit_image(_common.read_photo(name), probe.input_shape) for name in images])
+    from zfkeras.model_input import fit_image
+
+    pixels = np.stack([fit_image(_common.read_photo(name), probe.input_shape).pixels for name in images])
     names = [os.path.basename(name) for name in images]
     click.echo(f"projecting {len(layers)} layers x {count} maps for {len(images)} image(s)", err=True)
     results = project_images(probe, pixels, layers, count, position)

@@ -183,7 +183,8 @@ def _parts_file(tmp_path, images, extra=None):
 
 def test_command_writes_table_json_and_masks(tmp_path, images):
     from pipelines.cli import main
-    from pipelines._common import fit_image, load_probe, read_photo
+    from pipelines._common import load_probe, read_photo
+    from zfkeras.model_input import fit_image
 
     tiny_model().save(tmp_path / "m.keras")
     parts = _parts_file(tmp_path, images)
@@ -195,7 +196,7 @@ def test_command_writes_table_json_and_masks(tmp_path, images):
     saved = json.loads((out / "correspondence.json").read_text())
     assert saved["layers"] == ["conv2", "fc7"] and saved["files"] == ["img0.png", "img1.png", "img2.png"]
     probe = load_probe(str(tmp_path / "m.keras"))
-    stack = np.stack([fit_image(read_photo(str(tmp_path / f"img{i}.png")), (16, 16, 1)) for i in range(3)])
+    stack = np.stack([fit_image(read_photo(str(tmp_path / f"img{i}.png")), (16, 16, 1)).pixels for i in range(3)])
     boxes = {"top": [[1, 2, 6, 10]] * 3, "bottom": [[9, 3 + i, 14, 9 + i] for i in range(3)]}
     expected = correspondence(probe, stack, boxes, objects=[[0, 0, 16, 16]] * 3, draws=3, seed=2)
     for part in ("top", "bottom", "random"):

@@ -19,9 +19,10 @@ from test_visualize import blobby_images, small_spec, write_idx
 from pipelines.evolution import evolution
 from zfkeras.deconv import Deconvnet
 from zfkeras.diagnostics import display_tiles, mosaic
-from zfkeras.evolution import ProjectionLogger, stable_epoch
+from zfkeras.evolution import ProjectionLogger, layer_stability, stable_epoch
 from zfkeras.models import build_model
 from zfkeras.receptive_field import receptive_fields
+from zfkeras.topk import TopK
 
 
 def test_stable_epoch_by_hand():
@@ -34,6 +35,47 @@ def test_stable_epoch_by_hand():
         stable_epoch([1, 2], [3])
     with pytest.raises(ValueError, match="increase"):
         stable_epoch([2, 1], [3, 3])
+
+
+def top1_by_hand(per_map):
+    """A k=1 TopK of layer "conv2" from ``{map: (image, value)}`` written here (y, x = map, 2 * map)."""
+    data = {"conv2": {str(c): [{"image": i, "y": c, "x": 2 * c, "value": v}] for c, (i, v) in per_map.items()}}
+    return TopK.from_dict(data, k=1, images_seen=10)
+
+
+def test_layer_stability_rules_by_hand():
+    epochs = [1, 3, 6]
+    # map 0: image 5 throughout -> stable from 1
+    # map 7: silent at epoch 1 (a zero top-1 on image 4), then image 4 -> the wake-up is a change: 3
+    # map 4: image 1, then silent at epoch 6 (zero top-1 still on image 1) -> 6, but it is silent
+    #        at the end, so the layer ignores it: the layer is stable from max(1, 3) = 3
+    tops = [
+        top1_by_hand({0: (5, 2.0), 4: (1, 1.5), 7: (4, 0.0)}),
+        top1_by_hand({0: (5, 2.5), 4: (1, 0.5), 7: (4, 3.0)}),
+        top1_by_hand({0: (5, 2.2), 4: (1, 0.0), 7: (4, 3.5)}),
+    ]
+    result = layer_stability(epochs, tops, "conv2")
+    assert [m.channel for m in result.maps] == [0, 4, 7]
+    assert [m.stable_epoch for m in result.maps] == [1, 6, 3]
+    assert [m.silent_epochs for m in result.maps] == [[], [6], [1]]
+    assert [m.silent_at_end for m in result.maps] == [False, True, False]
+    assert result.stable_epoch == 3 and result.epochs == epochs
+    assert result.maps[2].top1[1] == {"epoch": 3, "image": 4, "y": 7, "x": 14, "value": 3.0}
+    layout = result.to_dict()
+    assert layout["stable_epoch"] == 3 and list(layout["maps"]) == ["0", "4", "7"]
+    assert layout["maps"]["4"] == {"stable_epoch": 6, "silent_epochs": [6], "top1": result.maps[1].top1}
+    # every map silent at the end: the layer takes the latest over all maps (map 0 changed at 6)
+    quiet = [top1_by_hand({0: (2, 1.0), 4: (3, 1.0)}), top1_by_hand({0: (2, 0.0), 4: (3, 0.0)})]
+    assert [m.stable_epoch for m in layer_stability([2, 6], quiet, "conv2").maps] == [6, 6]
+    assert layer_stability([2, 6], quiet, "conv2").stable_epoch == 6
+    moved = [top1_by_hand({0: (2, 1.0), 4: (3, 1.0)}), top1_by_hand({0: (8, 1.0), 4: (3, 0.0)})]
+    assert layer_stability([2, 6], moved, "conv2").stable_epoch == 6  # map 4 is ignored, map 0 moved at 6
+    steady = [top1_by_hand({0: (2, 1.0), 4: (3, 1.0)}), top1_by_hand({0: (2, 1.0), 4: (9, 0.0)})]
+    assert layer_stability([2, 6], steady, "conv2").stable_epoch == 2  # only map 0 counts, and it kept image 2
+    with pytest.raises(ValueError, match="one top-k result per epoch"):
+        layer_stability([1, 2], tops, "conv2")
+    with pytest.raises(ValueError, match="different maps"):
+        layer_stability([1, 2], [tops[0], top1_by_hand({0: (5, 1.0)})], "conv2")
 
 
 def conv_maps(model, raw):

@@ -138,10 +138,12 @@ def test_filters_cli_hand_made_model(tmp_path):
     raw = blobby_images(rng, 20)
     write_idx(tmp_path / "data", raw, rng.integers(0, 10, 20))
     # model A: conv1 3x3/2 with a zero filter and an all-negative filter (both dead on raw pixels
-    # >= 0), a checkerboard and a constant one
+    # >= 0), a checkerboard and a top-heavy one (rows +1, +1, -1: not symmetric, so a transposed
+    # drawing shows)
     model = build_model(two_layer_spec("a", 3, 2), seed=1)
     made = hand_filters(3)
-    kernel = np.stack([np.zeros((3, 3)), -np.ones((3, 3)), made["checkerboard"], made["constant"]], axis=-1)[:, :, None, :]
+    top_heavy = np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
+    kernel = np.stack([np.zeros((3, 3)), -np.ones((3, 3)), made["checkerboard"], top_heavy], axis=-1)[:, :, None, :]
     model.get_layer("conv1").set_weights([kernel.astype("float32"), np.zeros(4, "float32")])
     model.save(tmp_path / "a.keras")
     build_model(two_layer_spec("b", 5, 1, filters=6), seed=2).save(tmp_path / "b.keras")
@@ -166,7 +168,7 @@ def test_filters_cli_hand_made_model(tmp_path):
     report = json.load(open(out / "filters.json"))["models"]
     first = report["a"]["first_layer"]
     assert first["dead_filters"] == [0, 1] and first["dead_fraction"] == 0.5 and first["stride"] == 2
-    expected = np.mean([reference_shares(f) for f in (-np.ones((3, 3)), made["checkerboard"], made["constant"])], axis=0)
+    expected = np.mean([reference_shares(f) for f in (-np.ones((3, 3)), made["checkerboard"], top_heavy)], axis=0)
     np.testing.assert_allclose([first["band_shares"][b] for b in ("low", "mid", "high")], expected, atol=1e-4)
     # aliasing: recompute each conv2 map's top-1 projection with the deconvnet and an explicit DFT
     second = report["a"]["second_layer"]
@@ -187,8 +189,39 @@ def test_filters_cli_hand_made_model(tmp_path):
         checked += 1
     assert checked >= 3
     assert report["b"]["first_layer"]["kernel"] == [5, 5] and report["b"]["second_layer"]["aliasing_share"] == 0.0  # stride 1
-    for name in ("filters.png", "a-conv1.png", "b-conv1.png"):
-        assert (out / name).stat().st_size > 1000
+    # model A's filters drawn in a 2x2 grid (each scaled by its own largest |w|, 0 -> grey):
+    # zero -> grey, all -1 -> black; checkerboard -> white/black cells; top-heavy -> 2 white rows, 1 black
+    cells = [np.zeros((3, 3)), -np.ones((3, 3)), made["checkerboard"], top_heavy]
+    expected_cells = [np.full((3, 3), 127)] + [np.where(w > 0, 255, 0) for w in cells[1:]]
+    for name, crop_to_first_panel in (("a-conv1.png", False), ("filters.png", True)):
+        check_filter_cells(out / name, expected_cells, crop_to_first_panel)
+    assert (out / "b-conv1.png").stat().st_size > 1000
+
+
+def check_filter_cells(path, expected_cells, crop_to_first_panel):
+    """Sample the centre of each weight's cell in a PNG of a 2x2 grid of 3x3 filters (1 cell of
+    white between and around them) and compare with ``expected_cells`` (grey levels 0-255).
+
+    The grid is found from its grey tile (filter 0): rows and columns with >= 50 mid-grey pixels.
+    """
+    import tensorflow as tf
+
+    png = tf.io.decode_png(tf.io.read_file(str(path))).numpy()[..., :3].astype(int)
+    if crop_to_first_panel:  # filters.png: model A's filters are the top-left panel
+        png = png[: png.shape[0] // 2, : png.shape[1] // 2]
+    grey = (np.abs(png - 127) <= 2).all(-1)
+    rows, cols = np.nonzero(grey.sum(1) >= 50)[0], np.nonzero(grey.sum(0) >= 50)[0]
+    assert len(rows) > 60 and len(cols) > 60, f"{path}: no grey tile found"
+    cell_y, cell_x = (rows[-1] - rows[0] + 1) / 3, (cols[-1] - cols[0] + 1) / 3
+    top, left = rows[0] - cell_y, cols[0] - cell_x  # the grid's corner, one separator cell before
+    for index, cells in enumerate(expected_cells):
+        tile_row, tile_column = divmod(index, 2)
+        for r in range(3):
+            for c in range(3):
+                y = int(top + (1 + 4 * tile_row + r + 0.5) * cell_y)
+                x = int(left + (1 + 4 * tile_column + c + 0.5) * cell_x)
+                np.testing.assert_allclose(png[y, x], cells[r, c], atol=3, err_msg=f"{path}: filter {index} cell ({r}, {c})")
+    np.testing.assert_array_equal(png[int(top + 0.5 * cell_y), int(left + 4.5 * cell_x)], 255)  # separator
 
 
 def test_filters_cli_rejects_three_models(tmp_path):

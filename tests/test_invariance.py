@@ -188,7 +188,8 @@ def _save_png(path, array):
 
 def test_command_writes_curves_and_figures(tmp_path, images):
     from pipelines.cli import main
-    from pipelines._common import fit_image, load_probe, read_photo
+    from pipelines._common import load_probe, read_photo
+    from zfkeras.model_input import fit_image
 
     path = tmp_path / "m.keras"
     tiny_model().save(path)
@@ -205,7 +206,7 @@ def test_command_writes_curves_and_figures(tmp_path, images):
     assert saved["images"] == ["one", "two"] and saved["labels"] == ["1", "2"] and saved["layers"] == ["conv1", "fc7"]
     assert saved["fill"] == "background"
     probe = load_probe(str(path))
-    stack = np.stack([fit_image(read_photo(str(tmp_path / f"{n}.png")), (16, 16, 1)) for n in ("one", "two")])
+    stack = np.stack([fit_image(read_photo(str(tmp_path / f"{n}.png")), (16, 16, 1)).pixels for n in ("one", "two")])
     expected = invariance_curves(probe, stack, labels=[1, 2], amounts={"rotation": [0, 90, 180]})["rotation"]
     got = saved["transforms"]["rotation"]
     np.testing.assert_allclose(got["distance"]["fc7"], expected.distances["fc7"], rtol=1e-5)

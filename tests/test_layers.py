@@ -91,16 +91,23 @@ def test_lrn_matches_alexnet_formula(rng):
     np.testing.assert_allclose(other(x).numpy(), numpy_lrn(x, 3, 1.0, 1e-3, 0.5), rtol=1e-5)
 
 
-def test_filter_rms_norm_caps_only_large_filters(rng):
-    w = rng.normal(scale=0.05, size=(3, 3, 4, 6)).astype("float32")
-    w[..., 0] *= 10  # rms ~0.5: must be scaled down to 0.1
-    w[..., 1] *= 0.1  # rms ~0.005: untouched
+def test_filter_rms_norm_caps_only_large_filters():
+    # kernel [kh=2, kw=1, in=2, filters=4]: each filter's RMS over its 4 weights, worked out by hand
+    w = np.zeros((2, 1, 2, 4), "float32")
+    w[..., 0] = 0.5  # RMS 0.5 -> scaled by 0.1 / 0.5: every weight 0.1
+    w[:, 0, :, 1] = [[0.3, -0.4], [0.0, 0.0]]  # RMS sqrt(0.25 / 4) = 0.25 -> x 0.4: 0.12, -0.16
+    w[..., 2] = 0.05  # RMS 0.05 <= 0.1: untouched
+    w[:, 0, :, 3] = [[0.1, -0.1], [0.1, 0.1]]  # RMS exactly 0.1: untouched
     out = FilterRMSNorm(0.1)(tf.constant(w)).numpy()
-    rms = np.sqrt(np.mean(w**2, axis=(0, 1, 2)))
-    expected = w * np.minimum(1.0, 0.1 / rms)
-    np.testing.assert_allclose(out, expected, rtol=1e-6)
-    np.testing.assert_allclose(np.sqrt(np.mean(out[..., 0] ** 2)), 0.1, rtol=1e-5)
-    np.testing.assert_array_equal(out[..., 1], w[..., 1])
+    expected = np.zeros_like(w)
+    expected[..., 0] = 0.1
+    expected[:, 0, :, 1] = [[0.12, -0.16], [0.0, 0.0]]
+    expected[..., 2] = 0.05
+    expected[:, 0, :, 3] = [[0.1, -0.1], [0.1, 0.1]]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(out[..., 2], w[..., 2])
+    half = FilterRMSNorm(0.125)(tf.constant(w)).numpy()  # another radius: filter 1 x 0.5
+    np.testing.assert_allclose(half[:, 0, :, 1], [[0.15, -0.2], [0.0, 0.0]], rtol=1e-6)
 
 
 def test_filter_rms_norm_applies_during_training(rng):

@@ -236,7 +236,8 @@ def keras_file(tmp_path_factory):
 
 def test_command_writes_npz_and_png_per_image(tmp_path, keras_file):
     from pipelines.cli import main
-    from pipelines._common import fit_image, load_probe, read_photo
+    from pipelines._common import load_probe, read_photo
+    from zfkeras.model_input import fit_image
 
     rng = np.random.default_rng(0)
     _save_png(tmp_path / "grey.png", rng.integers(0, 255, (40, 30, 1)))
@@ -256,7 +257,7 @@ def test_command_writes_npz_and_png_per_image(tmp_path, keras_file):
     # the saved numbers are the library's numbers for the same fitted image
     probe = load_probe(keras_file)
     assert probe.class_names == ["top", "trouser", "bag", "boot"]
-    image = fit_image(read_photo(str(tmp_path / "grey.png")), (28, 28, 1))
+    image = fit_image(read_photo(str(tmp_path / "grey.png")), (28, 28, 1)).pixels
     np.testing.assert_array_equal(arrays["image"], image)
     expected = occlusion_map(probe, image, label=2, patch=7, stride=4)
     np.testing.assert_allclose(arrays["true_class_prob"], expected.true_class_prob, rtol=1e-5, atol=1e-6)
@@ -314,7 +315,7 @@ def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, keras_f
     from zfkeras.export import export_model
 
     export_model(keras.saving.load_model(keras_file, compile=False), tmp_path / "export", class_names=["top", "trouser", "bag", "boot"])
-    _save_png(tmp_path / "a.png", np.random.default_rng(4).integers(0, 255, (28, 28, 1)))
+    _save_png(tmp_path / "a.png", np.random.default_rng(4).integers(0, 255, (28, 28, 1)).pixels)
     for model, out in ((keras_file, "from_keras"), (str(tmp_path / "export"), "from_export")):
         args = ["occlusion", model, str(tmp_path / "a.png"), "--patch", "9", "--stride", "5", "--out", str(tmp_path / out)]
         result = CliRunner().invoke(main, args)

@@ -1,10 +1,14 @@
-"""KerasProbe: the analysis interface returns exactly the model's own numbers."""
+"""KerasProbe: the analysis interface returns exactly the model's own numbers.
+
+References: the model's own forward pass for predictions and features, and the autodiff deconvnet
+of tests/test_deconv.py (raw TF ops, GradientTape) for projections.
+"""
 
 import keras
 import numpy as np
 import pytest
+from test_deconv import assert_close, reference_projection
 
-from zfkeras import Deconvnet
 from zfkeras.models import build_model, zfnet_small_spec
 from zfkeras.probe import KerasProbe
 
@@ -27,7 +31,10 @@ def test_probe_numbers_are_the_models(model):
     reference = keras.Model(model.inputs[0], [model.get_layer("conv4").output, model.get_layer("fc7").output])(x)
     np.testing.assert_allclose(features["conv4"], reference[0].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(features["fc7"], reference[1].numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(probe.project(x, "conv3", 1), Deconvnet(model).project(x, "conv3", 1), rtol=1e-5, atol=1e-9)
+    assert_close(probe.project(x, "conv3", 1), reference_projection(model, x, "conv3", [1] * 5, ["max"] * 5))
+    positions = np.array([[0, 0], [2, 3], [-1, -1], [6, 1], [4, 4]], "int32")  # (-1, -1): that image's max
+    expected = reference_projection(model, x, "conv2", [0, 1, 2, 3, 4], [(0, 0), (2, 3), "max", (6, 1), (4, 4)])
+    assert_close(probe.project(x, "conv2", np.arange(5), positions, batch_size=2), expected)
     np.testing.assert_array_equal(probe.mean_image, np.full((28, 28, 1), 90.0))
 
 

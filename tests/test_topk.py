@@ -10,9 +10,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from zfkeras.models import build_model, zfnet_small_spec
+from zfkeras.models import ConvSpec, ModelSpec, build_model, zfnet_small_spec
+from zfkeras.receptive_field import receptive_fields
 from zfkeras.probe import KerasProbe
-from zfkeras.topk import TopK, scan
+from zfkeras.topk import TopK, project_topk, scan, strongest_maps
 
 
 def brute_force(features, maps, k, distinct_images):
@@ -147,3 +148,66 @@ def test_scan_memory_does_not_grow_with_images(probe):
     small = peak_scan_bytes(probe, 64, maps, 1)
     large = peak_scan_bytes(probe, 640, maps, 2)
     assert large < 1.10 * small, (small, large)
+
+
+def test_strongest_maps_by_hand():
+    acts = np.zeros((2, 2, 3, 4), "float32")
+    acts[0, :, :, 0] = 2.9  # largest sum (17.4), but its peak 3 is below maps 1 and 2
+    acts[0, 1, 2, 0] = 3.0
+    acts[0, 0, 1, 1] = 5.0
+    acts[0, 1, 0, 2] = 5.0  # ties map 1: the lower channel comes first
+    acts[0, 0, 0, 3] = 1.0
+    acts[1, 1, 1, 3] = 7.0  # image 1: only map 3 fires; the rest tie at 0
+    result = strongest_maps(acts, 3)
+    assert result.channels.tolist() == [[1, 2, 0], [3, 0, 1]]
+    np.testing.assert_array_equal(result.peaks, [[5.0, 5.0, 3.0], [7.0, 0.0, 0.0]])
+    assert strongest_maps(acts, 4).channels.tolist() == [[1, 2, 0, 3], [3, 0, 1, 2]]
+    for bad in (0, 5, 1.5):
+        with pytest.raises(ValueError, match=r"count must be an int in \[1, 4\]"):
+            strongest_maps(acts, bad)
+    with pytest.raises(ValueError, match=r"\[N, h, w, K\]"):
+        strongest_maps(acts[0], 2)
+
+
+def cut_by_hand(image, top, left, size):
+    """``image [H, W, C]`` rows top..top+size-1, columns left..left+size-1, NaN outside, pixel by pixel."""
+    patch = np.full((size, size, image.shape[-1]), np.nan, "float32")
+    for r in range(size):
+        for c in range(size):
+            if 0 <= top + r < image.shape[0] and 0 <= left + c < image.shape[1]:
+                patch[r, c] = image[top + r, left + c]
+    return patch
+
+
+def test_project_topk_cuts_the_hand_computed_fields_of_a_wide_image(rng):
+    """Fig. 2 patches and projections on a 20x28 input, against fields worked out by hand."""
+    spec = ModelSpec(
+        name="wide", input_shape=(20, 28, 1), num_classes=3,
+        convs=(ConvSpec(4, 5, 2, "valid"), ConvSpec(5, 3, 1, "same")), fc=(8, None), kernel_init="he_normal", filter_radius=None,
+    )
+    model = build_model(spec, seed=1)
+    probe = KerasProbe(model)
+    images = rng.uniform(0, 255, (10, 20, 28, 1)).astype("float32")
+    maps = {"conv1": [0, 2], "conv2": [1, 3, 4]}
+    top = scan(probe, batches(images, 4), maps, k=3)
+    crops = project_topk(probe, top, batches(images, 4), receptive_fields(model), batch_size=5)
+    # conv1, 5x5 stride 2 valid (8x12 maps): unit (y, x) sees rows 2y..2y+4, columns 2x..2x+4.
+    # conv2, 3x3 stride 1 "same" on those maps pads one conv1 unit (2 px) before: 9 px from 2y-2.
+    hand = {"conv1": (5, 0), "conv2": (9, -2)}
+    swapped_would_differ = 0
+    for layer, (size, offset) in hand.items():
+        entries = top.entries(layer)
+        assert crops[layer]["patches"].shape == (len(maps[layer]), 3, size, size, 1)
+        # whole-image projections of every kept unit, in one deconvnet call
+        image, y, x = (entries[f].reshape(-1) for f in ("image", "y", "x"))
+        channel = np.repeat(maps[layer], 3)
+        projections = probe.project(images[image], layer, channel, np.stack([y, x], 1).astype("int32"))
+        for n, (m, j) in enumerate(np.ndindex(len(maps[layer]), 3)):
+            top_row, left = offset + 2 * int(y[n]), offset + 2 * int(x[n])
+            np.testing.assert_array_equal(crops[layer]["patches"][m, j], cut_by_hand(images[image[n]], top_row, left, size))
+            np.testing.assert_allclose(
+                crops[layer]["projections"][m, j], cut_by_hand(projections[n], top_row, left, size), rtol=1e-5, atol=1e-6
+            )
+            swapped_would_differ += y[n] != x[n]
+    assert swapped_would_differ >= 5
+    assert np.isnan(crops["conv2"]["patches"]).any()  # some conv2 fields reach past the border

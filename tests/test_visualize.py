@@ -90,8 +90,51 @@ def test_topk_json_is_true_activations_and_top(setup):
             assert [e["image"] for e in entries] == order, (layer, channel)
     summary = json.load(open(out / "summary.json"))
     assert summary["images"] == 30 and summary["fields"]["conv1"]["size"] == [3, 3]
+    # the figures show the image patches of the kept units, cut here by hand from the raw bytes
     for layer in topk:
-        assert (out / f"{layer}.png").stat().st_size > 1000
+        check_png_patches(out / f"{layer}.png", summary["fields"][layer], topk[layer], raw[:, 2:30, 2:30], k=4)
+
+
+def read_png(path):
+    import tensorflow as tf
+
+    return tf.io.decode_png(tf.io.read_file(str(path))).numpy()[..., :3].astype("float64") / 255
+
+
+def check_png_patches(path, field, per_map, images, k):
+    """The right-hand tiles of each map in a ``zf visualize`` figure equal ``images[image][box]``.
+
+    Layout of the figure (pipelines.visualize.topk_figure, saved with matplotlib's 0.1 inch = 10
+    px tight-bbox margin under the title): per map a pair of grids (projections | patches) with
+    tiles upscaled to >= 64 px, 1 px between tiles, a gap of max(2, tile // 8) px between the two
+    grids, 14 px between pairs, rows of pairs up to 1600 px wide. Outside the image: light blue.
+    """
+    png = read_png(path)
+    size, jump, offset = field["size"][0], field["jump"][0], field["offset"][0]
+    factor = -(-64 // size)
+    tile = size * factor
+    side = int(np.ceil(np.sqrt(k)))
+    inner = side * (tile + 1) + 1
+    gap = max(2, tile // 8)
+    pair = 2 * inner + gap
+    columns = max(1, min(len(per_map), 1600 // (pair + 14)))
+    rows = -(-len(per_map) // columns)
+    grid_top = png.shape[0] - 10 - (rows * (inner + 14) + 14)
+    assert png.shape[1] == 20 + columns * (pair + 14) + 14, png.shape
+    for m, entries in enumerate(per_map.values()):
+        pair_row, pair_column = divmod(m, columns)
+        for j, entry in enumerate(entries):
+            top, left = offset + jump * entry["y"], offset + jump * entry["x"]
+            patch = np.tile(np.array([0.85, 0.9, 1.0]), (size, size, 1))
+            for r in range(size):
+                for c in range(size):
+                    if 0 <= top + r < images.shape[1] and 0 <= left + c < images.shape[2]:
+                        patch[r, c] = images[entry["image"], top + r, left + c] / 255
+            expected = np.repeat(np.repeat(patch, factor, 0), factor, 1)
+            tile_row, tile_column = divmod(j, side)
+            y0 = grid_top + 14 + pair_row * (inner + 14) + 1 + tile_row * (tile + 1)
+            x0 = 10 + 14 + pair_column * (pair + 14) + inner + gap + 1 + tile_column * (tile + 1)
+            np.testing.assert_allclose(png[y0 : y0 + tile, x0 : x0 + tile], expected, atol=1.5 / 255, err_msg=f"{path} map {m} tile {j}")
 
 
 def test_shards_merge_to_single_scan(setup):

@@ -2,9 +2,12 @@
 
 For chosen maps, the strongest activation across a data set is found for each kept epoch's
 model and projected to pixels; :func:`stable_epoch` says from which epoch on the image holding that
-strongest activation no longer changes (the paper: lower layers converge within a few epochs).
+strongest activation no longer changes (the paper: lower layers converge within a few epochs), and
+:func:`layer_stability` applies it to every map of a layer and to the layer as a whole.
 :class:`ProjectionLogger` logs the same projections to TensorBoard while a model trains.
 """
+
+import dataclasses
 
 import keras
 import numpy as np
@@ -51,6 +54,93 @@ def stable_epoch(epochs, images):
     while first > 0 and images[first - 1] == images[-1]:
         first -= 1
     return epochs[first]
+
+
+@dataclasses.dataclass
+class MapStability:
+    """How one map's strongest activation moved across the kept epochs.
+
+    Attributes:
+        channel: the map's channel index.
+        stable_epoch: :func:`stable_epoch` of its top-1 image, a silent epoch counting as image -1.
+        silent_epochs: epochs at which the map never fired (top-1 value <= 0 on every image).
+        top1: per epoch ``{"epoch", "image", "y", "x", "value"}``, the strongest activation.
+    """
+
+    channel: int
+    stable_epoch: int
+    silent_epochs: list
+    top1: list
+
+    @property
+    def silent_at_end(self):
+        """True if the map does not fire at the last epoch."""
+        return bool(self.silent_epochs) and self.silent_epochs[-1] == self.top1[-1]["epoch"]
+
+
+@dataclasses.dataclass
+class LayerStability:
+    """The stable epochs of one layer's chosen maps (Fig. 4).
+
+    Attributes:
+        layer: the layer name.
+        epochs: the kept epochs, increasing.
+        stable_epoch: the latest stable epoch over the maps that fire at the last epoch (over all
+            maps if none does): from this epoch on no live map's top-1 image changes.
+        maps: one :class:`MapStability` per chosen map, in the order scanned.
+    """
+
+    layer: str
+    epochs: list
+    stable_epoch: int
+    maps: list
+
+    def to_dict(self):
+        """``{"stable_epoch", "maps": {str(channel): {"stable_epoch", "silent_epochs", "top1"}}}``
+        (the per-layer layout of ``zf evolution``'s evolution.json)."""
+        return {
+            "stable_epoch": self.stable_epoch,
+            "maps": {
+                str(m.channel): {"stable_epoch": m.stable_epoch, "silent_epochs": list(m.silent_epochs), "top1": list(m.top1)}
+                for m in self.maps
+            },
+        }
+
+
+def layer_stability(epochs, tops, layer):
+    """Stable epochs of every scanned map of ``layer`` and of the layer (see :class:`LayerStability`).
+
+    Args:
+        epochs: the kept epochs, increasing, one per element of ``tops``.
+        tops: one k=1 :class:`~zfkeras.topk.TopK` per epoch (e.g. :func:`strongest`), all scanned
+            with the same maps of ``layer`` over the same images.
+        layer: the layer to summarise.
+
+    Returns:
+        A :class:`LayerStability`. A map that does not fire at some epoch has no strongest image
+        there: that epoch counts as image -1, so waking up or falling silent is a change.
+    """
+    epochs = [int(e) for e in epochs]
+    if len(tops) != len(epochs):
+        raise ValueError(f"need one top-k result per epoch, got {len(tops)} for {len(epochs)} epochs")
+    channels = [int(c) for c in tops[0].maps[layer]] if tops else []
+    if not channels:
+        raise ValueError(f"no epochs or no maps of {layer} to summarise")
+    if any([int(c) for c in top.maps[layer]] != channels for top in tops):
+        raise ValueError(f"the epochs' results track different maps of {layer}")
+    entries = [top.entries(layer) for top in tops]
+    maps = []
+    for m, channel in enumerate(channels):
+        top1 = [
+            {"epoch": epoch, "image": int(e["image"][m, 0]), "y": int(e["y"][m, 0]), "x": int(e["x"][m, 0]), "value": float(e["value"][m, 0])}
+            for epoch, e in zip(epochs, entries)
+        ]
+        images = [t["image"] if t["value"] > 0 else -1 for t in top1]
+        silent = [t["epoch"] for t in top1 if t["value"] <= 0]
+        maps.append(MapStability(channel, stable_epoch(epochs, images), silent, top1))
+    live = [m.stable_epoch for m in maps if not m.silent_at_end]
+    stable = max(live or [m.stable_epoch for m in maps])
+    return LayerStability(layer, epochs, stable, maps)
 
 
 def strongest_projections(probe, images, maps, fields, batch_size=64):

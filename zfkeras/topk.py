@@ -13,7 +13,11 @@ With ``distinct_images=True`` (the default, as in Fig. 2: nine different patches
 contributes at most one entry per map, its strongest activation in that map (the first in
 row-major order among equal values, consistent with the order above). With False every position
 of every image competes.
+
+:func:`strongest_maps` ranks the other way round: the maps of each single image by their peak.
 """
+
+import dataclasses
 
 import numpy as np
 
@@ -256,6 +260,40 @@ def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_
     if wanted:
         raise ValueError(f"images {sorted(wanted)[:5]} not found in the data (it holds images {first_image}..{index - 1})")
     return results
+
+
+@dataclasses.dataclass
+class StrongestMaps:
+    """The maps of each image with the largest single activation, strongest first.
+
+    Attributes:
+        channels: int64 ``[N, count]`` channel indices (ties: the lower channel first).
+        peaks: float32 ``[N, count]`` each chosen map's largest activation in that image.
+    """
+
+    channels: np.ndarray
+    peaks: np.ndarray
+
+
+def strongest_maps(activations, count):
+    """The ``count`` maps of each image whose largest activation is largest (``zf project``).
+
+    Args:
+        activations: ``[N, h, w, K]`` one layer's maps for N images.
+        count: maps kept per image, 1 <= count <= K.
+
+    Returns:
+        A :class:`StrongestMaps`.
+    """
+    activations = np.asarray(activations)
+    if activations.ndim != 4:
+        raise ValueError(f"activations must be [N, h, w, K], got shape {activations.shape}")
+    maps = activations.shape[-1]
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or not 1 <= count <= maps:
+        raise ValueError(f"count must be an int in [1, {maps}] (the layer's maps), got {count!r}")
+    peaks = activations.max(axis=(1, 2))
+    channels = np.argsort(-peaks, axis=1, kind="stable")[:, :count]
+    return StrongestMaps(channels.astype("int64"), np.take_along_axis(peaks, channels, axis=1).astype("float32"))
 
 
 def _empty(maps, k):
