@@ -1,9 +1,10 @@
 """Fitting a photo of any size to a model's input, as evaluation does (``zf project``, ``zf occlusion``, ...).
 
 The photo's channels are converted to the model's (grey <-> RGB, alpha dropped), its smaller side
-is resized to the data pipeline's load size ``L = round(S * 256 / 224)`` (bilinear, antialiased) and
-the centre ``L x L`` is kept, then the centre ``S x S`` of that (:mod:`zfkeras.data`'s single-crop
-evaluation, so a photo is seen exactly as a test image of the same size would be).
+is resized to the data pipeline's load size ``L = zfkeras.data.load_size(S)`` (bilinear, antialiased;
+``round(S * 256 / 224)``, or ``S`` itself for small inputs) and the centre ``L x L`` is kept, then the
+centre ``S x S`` of that (:func:`zfkeras.data.native_to_input`, the single-crop evaluation view that
+exported ``serve`` endpoints apply, so a photo is seen exactly as a test image of the same size would be).
 """
 
 import dataclasses
@@ -58,7 +59,7 @@ def fit_image(image, input_shape):
     resized = (max(load, int(np.round(rows * scale))), max(load, int(np.round(cols * scale))))
     top = (resized[0] - load) // 2 + (load - height) // 2
     left = (resized[1] - load) // 2 + (load - height) // 2
-    pixels = data.center_crop(data.resize_and_center_crop(data.to_channels(image, channels), load), height)
+    pixels = data.native_to_input(data.to_channels(image, channels), height)
     return FittedImage(
         pixels=np.asarray(pixels, "float32"),
         source_size=(rows, cols),
