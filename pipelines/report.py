@@ -369,24 +369,35 @@ class Context:
         fields = self._fields()
         epochs = [epoch for epoch, _ in checkpoints]
         tiles, images = {layer: [] for layer in maps}, {layer: [] for layer in maps}
-        for number, (epoch, file) in enumerate(checkpoints):
-            checkpoint = load_checkpoint(file)
-            if receptive_fields(checkpoint) != fields:
-                raise click.UsageError(f"{file}: a different architecture from {self.path}")
-            probe = KerasProbe(checkpoint)
-            top = strongest(probe, self.batches, maps)
-            crops = project_topk(probe, top, self.batches, fields, batch_size=64)
-            for layer in maps:
-                entries = top.entries(layer)
-                tiles[layer].append(crops[layer]["projections"][:, 0])
-                images[layer].append(np.where(entries["value"][:, 0] > 0, entries["image"][:, 0], -1))
-            advance(number + 1, len(checkpoints))
+        # Each checkpoint's weights go into MODEL's own Keras model in turn, so its traced forward and
+        # deconvnet functions serve every epoch (a new model per checkpoint would trace them all again).
+        probe = self.probe if getattr(self.probe, "model", None) is self.keras else KerasProbe(self.keras, self.class_names)
+        final = self.keras.get_weights()
+        try:
+            for number, (epoch, file) in enumerate(checkpoints):
+                checkpoint = load_checkpoint(file)
+                try:
+                    if receptive_fields(checkpoint) != fields:
+                        raise ValueError
+                    self.keras.set_weights(checkpoint.get_weights())
+                except ValueError:
+                    raise click.UsageError(f"{file}: a different architecture from {self.path}") from None
+                top = strongest(probe, self.batches, maps)
+                crops = project_topk(probe, top, self.batches, fields, batch_size=64)
+                for layer in maps:
+                    entries = top.entries(layer)
+                    tiles[layer].append(crops[layer]["projections"][:, 0])
+                    images[layer].append(np.where(entries["value"][:, 0] > 0, entries["image"][:, 0], -1))
+                advance(number + 1, len(checkpoints))
+        finally:
+            self.keras.set_weights(final)
         numbers = {"checkpoints": epochs, "images": top.images_seen, "maps": maps, "layers": {}}
         for layer in maps:
             history = np.stack(images[layer], axis=1)  # [maps, epochs]; -1: silent at that epoch
             per_map = [stable_epoch(epochs, row.tolist()) for row in history]
             active = [s for s, row in zip(per_map, history) if row[-1] >= 0]
-            numbers["layers"][layer] = {"stable_epoch": max(active or per_map), "per_map": dict(zip(map(str, maps[layer]), per_map))}
+            numbers["layers"][layer] = {"stable_epoch": max(active or per_map), "per_map": dict(zip(map(str, maps[layer]), per_map)),
+                                        "top1_images": dict(zip(map(str, maps[layer]), history.tolist()))}
         blocks = [(layer, np.stack(tiles[layer], axis=1)) for layer in maps]
         name = self.save(combined_figure(blocks, maps, epochs, 99.0, {"images": top.images_seen, "layers": numbers["layers"]}),
                          "fig4-evolution.png")
@@ -649,7 +660,7 @@ def _curves_figure(history):
 def _confusion_figure(confusion, class_names):
     """Counts with the class names on both axes, each cell written out."""
     plt = _common.pyplot()
-    size = max(4.5, 0.55 * len(class_names) + 2)
+    size = max(4.0, 0.42 * len(class_names) + 1.5)
     figure, axis = plt.subplots(figsize=(size + 1, size))
     shown = axis.imshow(confusion, cmap="Blues")
     figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)

@@ -20,7 +20,7 @@ figcaption { font-size: 13px; color: #33414d; max-width: 1000px; }
 table { border-collapse: collapse; margin: 10px 0; font-size: 13px; }
 th, td { border: 1px solid #d5dbe0; padding: 3px 9px; text-align: left; } th { background: #f3f6f8; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; }
-caption { caption-side: bottom; text-align: left; font-size: 12px; color: #5c6b78; padding-top: 4px; max-width: 1000px; }
+p.caption { font-size: 13px; color: #33414d; margin: 0 0 10px; max-width: 1000px; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 13px; } dt { font-weight: bold; }
 pre { background: #f5f7f9; padding: 8px 10px; white-space: pre-wrap; font-size: 12px; }
 .note { color: #6b5200; background: #fff8e1; padding: 6px 10px; font-size: 13px; }
@@ -53,8 +53,8 @@ def figure(src, title, caption):
 def table(header, rows, caption=None):
     cells = "".join(f"<th>{escape(cell)}</th>" for cell in header)
     body = "".join("<tr>" + "".join(_cell(cell) for cell in row) + "</tr>" for row in rows)
-    caption = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return f"<table>{caption}<thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+    caption = f'<p class="caption">{escape(caption)}</p>' if caption else ""
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>{caption}"
 
 
 def _cell(value):
@@ -85,11 +85,11 @@ def accuracy_table(errors, images):
             value = errors[key]
             rows.append(f'<tr><td>{escape(title)}</td><td class="number" data-metric="{key}" data-value="{value!r}">'
                         f"{100 * value:.2f}%</td><td class=\"number\">{100 * (1 - value):.2f}%</td></tr>")
-    return ("<table><caption>" + escape(
-        f"On {images} images. Single crop: the centre crop; 10 crops: the 4 corners and the centre of the image and of "
-        "its mirror image, probabilities averaged (the paper's test protocol). zf evaluate gives the same numbers.")
-        + "</caption><thead><tr><th>error</th><th>value</th><th>accuracy</th></tr></thead><tbody>"
-        + "".join(rows) + "</tbody></table>")
+    return ("<table><thead><tr><th>error</th><th>value</th><th>accuracy</th></tr></thead><tbody>" + "".join(rows)
+            + '</tbody></table><p class="caption">' + escape(
+                f"On {images} images. Single crop: the centre crop; 10 crops: the 4 corners and the centre of the image "
+                "and of its mirror image, probabilities averaged (the paper's test protocol). zf evaluate gives the same "
+                "numbers.") + "</p>")
 
 
 def _percent(row):

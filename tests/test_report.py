@@ -295,3 +295,65 @@ def test_bad_results_directory_fails_before_any_work(tmp_path):
     result = zf("report", SHIPPED, "--results", bad, "--out", tmp_path / "r")
     assert result.exit_code == 2 and "not the results.json of zf transfer or zf layers" in result.output, result.output
     assert not (tmp_path / "r").exists()
+
+
+
+# ---- zfkeras.summary: the report's own computations ------------------------------------------
+
+
+def test_confusion_matrix_matches_scikit_learn(rng):
+    from sklearn.metrics import confusion_matrix as reference
+
+    from zfkeras.summary import confusion_matrix
+
+    labels, predicted = rng.integers(0, 7, 500), rng.integers(0, 7, 500)
+    np.testing.assert_array_equal(confusion_matrix(labels, predicted, 7), reference(labels, predicted, labels=range(7)))
+    with pytest.raises(ValueError, match="class indices 0-6"):
+        confusion_matrix(labels, np.full(500, 7), 7)
+
+
+def test_predictions_single_and_ten_crop(rng):
+    """Centre view 4 gives the single-crop prediction, the mean of the 10 views the 10-crop one;
+    the confusion diagonals count the hits the error rates are made of."""
+    from zfkeras.summary import Predictions
+
+    probs = rng.dirichlet(np.ones(5), size=(60, 10)).astype("float32")
+    labels = rng.integers(0, 5, 60)
+    collected = Predictions(5)
+    collected.add(probs[:25], labels[:25])
+    collected.add(probs[25:], labels[25:])
+    single = np.zeros((5, 5), int)
+    ten = np.zeros((5, 5), int)
+    for view, mean, label in zip(probs[:, 4], probs.mean(axis=1), labels):  # by hand, image by image
+        single[label, int(np.argmax(view))] += 1
+        ten[label, int(np.argmax(mean))] += 1
+    np.testing.assert_array_equal(collected.confusion("single"), single)
+    np.testing.assert_array_equal(collected.confusion("ten"), ten)
+    errors = collected.errors()
+    assert errors["top1_error"] == pytest.approx(1 - np.trace(single) / 60)
+    assert errors["ten_crop_top1_error"] == pytest.approx(1 - np.trace(ten) / 60)
+
+
+def test_architecture_rows_of_zfnet_small():
+    from zfkeras.models import zfnet_small
+    from zfkeras.summary import architecture
+
+    model = zfnet_small(num_classes=10, input_shape=(28, 28, 1))
+    rows = {row.name: row for row in architecture(model)}
+    assert sum(row.params for row in rows.values()) == model.count_params()
+    assert rows["conv1"].params == 3 * 3 * 1 * 32 + 32 and rows["conv1"].output_shape == (28, 28, 32)
+    assert rows["conv1"].settings == "3x3/1 same, 32 filters, relu"
+    assert rows["pool1"].output_shape == (14, 14, 32) and rows["pool1"].settings == "3x3/2 same max"
+    assert rows["subtract_mean"].params == 28 * 28 and rows["subtract_mean"].trainable_params == 0
+    assert rows["predictions"].params == 256 * 10 + 10 and rows["predictions"].settings == "10 units, softmax"
+    assert "images" not in rows
+
+if __name__ == "__main__":  # python tests/test_report.py PAGE.html SHOT.png [HEIGHT]: a screenshot for the README
+    chrome = Browser()
+    try:
+        chrome.open(sys.argv[1])
+        assert chrome.errors() == [], chrome.errors()
+        with open(sys.argv[2], "wb") as handle:
+            handle.write(chrome.screenshot(int(sys.argv[3]) if len(sys.argv) > 3 else None))
+    finally:
+        chrome.close()
