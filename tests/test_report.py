@@ -1,0 +1,359 @@
+"""``zf report``: the page is built for a small trained model and checked in a real browser
+(Debian's headless Chromium, driven over the DevTools protocol on a pipe: no port, no network).
+
+Checks: every <img> loaded, no console errors, a screenshot that is not blank, and the page's
+accuracy figures equal to ``zf evaluate``'s JSON for the same model and data. The browser check is
+itself tested on a page with a broken image and a console error, so it can fail.
+"""
+
+import base64
+import fcntl
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _train_helpers import TINY_UNITS, write_small_idx  # noqa: E402
+
+from pipelines.cli import main  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(ROOT, "saved_models", "zfnet-fashion-mnist")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason="Debian's chromium is not installed (make test installs it with apt-get where apt is available)",
+)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-default-apps", "--mute-audio", "--remote-debugging-pipe"]
+
+
+class Browser:
+    """Headless Chromium with a fresh profile, spoken to over ``--remote-debugging-pipe``
+    (commands on the child's fd 3, answers and events on its fd 4, each message ending in NUL)."""
+
+    def __init__(self, timeout=60):
+        self.profile = tempfile.mkdtemp(prefix="zf-chromium-")
+        to_child, self.send_fd = os.pipe()
+        self.read_fd, from_child = os.pipe()
+        # Move the child's ends above 4 so dup2 into 3 and 4 cannot clobber one with the other.
+        child_in, child_out = fcntl.fcntl(to_child, fcntl.F_DUPFD, 10), fcntl.fcntl(from_child, fcntl.F_DUPFD, 10)
+        os.close(to_child), os.close(from_child)
+
+        def wire():
+            os.dup2(child_in, 3)
+            os.dup2(child_out, 4)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"], preexec_fn=wire, pass_fds=(3, 4),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(child_in), os.close(child_out)
+        self.timeout, self.buffer, self.next_id, self.events = timeout, b"", 0, []
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable", session=True)
+
+    def _message(self):
+        deadline = time.monotonic() + self.timeout
+        while b"\0" not in self.buffer:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"chromium gave no answer (exit code {self.process.poll()})")
+            chunk = os.read(self.read_fd, 1 << 20)
+            if not chunk:
+                raise RuntimeError("chromium closed the DevTools pipe")
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(self, method, session=False, **params):
+        """Send one DevTools command and return its result; events that arrive meanwhile are kept."""
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self.send_fd, json.dumps(message).encode() + b"\0")
+        while True:
+            answer = self._message()
+            if answer.get("id") == self.next_id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer.get("result", {})
+            self.events.append(answer)
+
+    def wait_for(self, method):
+        while not any(event.get("method") == method for event in self.events):
+            self.events.append(self._message())
+
+    def open(self, path, width=1400, height=1000):
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height, deviceScaleFactor=1,
+                  mobile=False)
+        self.events.clear()
+        self.call("Page.navigate", session=True, url="file://" + os.path.abspath(path))
+        self.wait_for("Page.loadEventFired")
+
+    def evaluate(self, expression):
+        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def errors(self):
+        """Console errors, uncaught exceptions and failed loads reported since the last :meth:`open`."""
+        found = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                found.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+            elif method == "Runtime.exceptionThrown":
+                found.append(params["exceptionDetails"].get("text", "exception"))
+            elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+                found.append(f"{params['entry'].get('text')} {params['entry'].get('url', '')}")
+        return found
+
+    def images(self):
+        """``[{src, width}]`` of every <img>, after each has finished loading or failing."""
+        return self.evaluate(
+            "Promise.all([...document.images].map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })))"
+            ".then(() => [...document.images].map(i => ({src: i.getAttribute('src'), width: i.naturalWidth})))")
+
+    def screenshot(self, height=None):
+        """PNG bytes of the viewport, or of the page's top ``height`` pixels."""
+        params = {"format": "png"}
+        if height:
+            width = self.evaluate("document.documentElement.scrollWidth")
+            params.update(clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1}, captureBeyondViewport=True)
+        return base64.b64decode(self.call("Page.captureScreenshot", session=True, **params)["data"])
+
+    def close(self):
+        try:
+            self.call("Browser.close")
+        except RuntimeError:
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.send_fd), os.close(self.read_fd)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def pixels(png):
+    import matplotlib.image
+
+    return matplotlib.image.imread(io.BytesIO(png), format="png")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (make test installs it with apt-get where apt is available)")
+    chrome = Browser()
+    yield chrome
+    chrome.close()
+
+
+def zf(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A zfnet_small with 4-16 units per layer trained for 2 epochs on 300 Fashion-MNIST images:
+    a run directory with config.json, history.json, checkpoints of epochs 1 and 2 and TensorBoard logs."""
+    root = tmp_path_factory.mktemp("report")
+    data = write_small_idx(str(root / "data"), n_train=300, n_test=120)
+    units = ",".join(f"{k}={v}" for k, v in TINY_UNITS.items())
+    result = zf("train", "--arch", "zfnet_small", "--data", f"idx:{data}", "--units", units, "--epochs", 2, "--batch-size", 32,
+                "--kernel-init", "he_normal", "--dropout", 0, "--val-split", 0.2, "--checkpoint-epochs", "1,2",
+                "--log-projections", 0, "--no-progress", "--seed", 0, "--run-dir", root / "run")
+    assert result.exit_code == 0, result.output
+    return root, data
+
+
+def evaluate_json(model, data, images, tmp_path):
+    """``zf evaluate``'s JSON for the first ``images`` images, whether --out is a file or a directory
+    (holding results.json) and whether the limit is --limit or --images."""
+    from pipelines.evaluate import evaluate
+
+    names = {param.name for param in evaluate.params}
+    limit = "--images" if "images" in names else "--limit"
+    out = tmp_path / "evaluate"
+    result = zf("evaluate", model, "--data", f"idx:{data}", limit, images, "--out", out)
+    if result.exit_code != 0 and "directory" in result.output:
+        out = tmp_path / "evaluate.json"
+        result = zf("evaluate", model, "--data", f"idx:{data}", limit, images, "--out", out)
+    assert result.exit_code == 0, result.output
+    path = out / "results.json" if out.is_dir() else out
+    return json.loads(path.read_text())
+
+
+@needs_chromium
+def test_report_page_in_chromium(tiny_run, browser, tmp_path):
+    root, data = tiny_run
+    run = root / "run"
+    out = tmp_path / "report"
+    parts = os.path.join(ROOT, "docs", "examples", "shirt-parts.json")
+    transfer = os.path.join(ROOT, "docs", "figures", "transfer")
+    result = zf("report", run, "--data", f"idx:{data}", "--images", 100, "--maps", "random:3", "--examples", 2,
+                "--parts", parts, "--results", transfer, "--seed", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    numbers = json.loads((out / "results.json").read_text())
+    sections = numbers["sections"]
+    assert set(sections) == {"architecture", "training", "accuracy", "visualize", "evolution", "filters", "occlusion",
+                             "invariance", "correspondence", "transfer", "layers"}
+    assert sections["training"]["history"] and sections["training"]["epochs"] == 2
+    assert sections["training"]["tensorboard_logs"] == os.path.join(str(run), "logs")
+    assert sections["evolution"]["checkpoints"] == [1, 2]
+
+    browser.open(out / "index.html")
+    images = browser.images()
+    files = sorted(name for name in os.listdir(out) if name.endswith(".png"))
+    assert sorted(image["src"] for image in images) == files  # every PNG written is shown, nothing else
+    assert all(image["width"] > 0 for image in images), [image["src"] for image in images if not image["width"]]
+    assert browser.errors() == []
+    shot = pixels(browser.screenshot())
+    assert shot.shape[:2] == (1000, 1400)
+    assert shot[..., :3].std() > 0.05  # not a blank page: header, tables and figures
+    captions = browser.evaluate("[...document.querySelectorAll('figure')].map(f => f.querySelector('figcaption').textContent)")
+    assert len(captions) == len(images) and min(map(len, captions)) > 40, captions
+    # what to look for: training curves, confusion matrix, 5 x Fig. 2, Fig. 4, Fig. 5 curves, Fig. 6, 2 x Fig. 7
+    assert sum("Look for" in caption for caption in captions) == 12, captions
+
+    # The accuracy on the page is zf evaluate's, digit for digit, for the same 100 images.
+    shown = browser.evaluate("Object.fromEntries([...document.querySelectorAll('[data-metric]')]"
+                             ".map(e => [e.dataset.metric, [Number(e.dataset.value), e.textContent]]))")
+    reference = evaluate_json(run / "model.keras", data, 100, tmp_path)
+    assert reference["num_images"] == 100
+    expected = next(iter(reference["models"].values()))
+    assert set(shown) == set(expected)
+    for key, value in expected.items():
+        assert shown[key][0] == pytest.approx(value, abs=1e-12)
+        assert shown[key][1] == f"{100 * value:.2f}%"
+    confusion = np.asarray(sections["accuracy"]["confusion_ten_crop"])
+    assert confusion.sum() == 100
+    assert 1 - np.trace(confusion) / 100 == pytest.approx(expected["ten_crop_top1_error"], abs=1e-12)
+
+
+@needs_chromium
+def test_browser_check_catches_broken_pages(browser, tmp_path):
+    """The checks above can fail: a missing image has naturalWidth 0 and is logged as a failed
+    load, a console.error is reported, and an empty page's screenshot has no variance."""
+    (tmp_path / "broken.html").write_text('<!DOCTYPE html><html><body><img src="missing.png">'
+                                          "<script>console.error('boom')</script></body></html>")
+    browser.open(tmp_path / "broken.html")
+    assert browser.images() == [{"src": "missing.png", "width": 0}]
+    errors = browser.errors()
+    assert any("boom" in e for e in errors) and any("missing.png" in e for e in errors), errors
+    (tmp_path / "blank.html").write_text("<!DOCTYPE html><html><body></body></html>")
+    browser.open(tmp_path / "blank.html")
+    assert browser.errors() == []
+    assert pixels(browser.screenshot())[..., :3].std() == 0
+
+
+def test_bad_skip_names_the_valid_sections(tmp_path):
+    result = zf("report", SHIPPED, "--skip", "occlusion,figure2", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "'figure2'" in result.output and "architecture, training, accuracy" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_failure_mid_report_leaves_no_output(tiny_run, tmp_path):
+    """An unreadable image in --parts fails at the correspondence step, after the other sections
+    ran: no half-written output is left, and an earlier report at --out is kept whole."""
+    root, data = tiny_run
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    shutil.copy(os.path.join(ROOT, "docs", "examples", "shirt-4.png"), tmp_path / "b.png")
+    box = {"collar": [0, 10, 5, 18]}
+    (tmp_path / "parts.json").write_text(json.dumps({"images": [{"file": "a.png", "parts": box}, {"file": "b.png", "parts": box}]}))
+    out = tmp_path / "report"
+    skip = "visualize,evolution,filters,occlusion,invariance"
+    args = ("report", root / "run", "--data", f"idx:{data}", "--images", 20, "--skip", skip)
+    assert zf(*args, "--out", out).exit_code == 0
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    result = zf(*args, "--parts", tmp_path / "parts.json", "--out", out)
+    assert result.exit_code == 2 and "a.png: not a readable image" in result.output, result.output
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert not [name for name in os.listdir(tmp_path) if ".partial" in name]
+
+
+def test_bad_results_directory_fails_before_any_work(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.json").write_text("{not json")
+    result = zf("report", SHIPPED, "--results", bad, "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "not the results.json of zf transfer or zf layers" in result.output, result.output
+    assert not (tmp_path / "r").exists()
+
+
+
+# ---- zfkeras.summary: the report's own computations ------------------------------------------
+
+
+def test_confusion_matrix_matches_scikit_learn(rng):
+    from sklearn.metrics import confusion_matrix as reference
+
+    from zfkeras.summary import confusion_matrix
+
+    labels, predicted = rng.integers(0, 7, 500), rng.integers(0, 7, 500)
+    np.testing.assert_array_equal(confusion_matrix(labels, predicted, 7), reference(labels, predicted, labels=range(7)))
+    with pytest.raises(ValueError, match="class indices 0-6"):
+        confusion_matrix(labels, np.full(500, 7), 7)
+
+
+def test_predictions_single_and_ten_crop(rng):
+    """Centre view 4 gives the single-crop prediction, the mean of the 10 views the 10-crop one;
+    the confusion diagonals count the hits the error rates are made of."""
+    from zfkeras.summary import Predictions
+
+    probs = rng.dirichlet(np.ones(5), size=(60, 10)).astype("float32")
+    labels = rng.integers(0, 5, 60)
+    collected = Predictions(5)
+    collected.add(probs[:25], labels[:25])
+    collected.add(probs[25:], labels[25:])
+    single = np.zeros((5, 5), int)
+    ten = np.zeros((5, 5), int)
+    for view, mean, label in zip(probs[:, 4], probs.mean(axis=1), labels):  # by hand, image by image
+        single[label, int(np.argmax(view))] += 1
+        ten[label, int(np.argmax(mean))] += 1
+    np.testing.assert_array_equal(collected.confusion("single"), single)
+    np.testing.assert_array_equal(collected.confusion("ten"), ten)
+    errors = collected.errors()
+    assert errors["top1_error"] == pytest.approx(1 - np.trace(single) / 60)
+    assert errors["ten_crop_top1_error"] == pytest.approx(1 - np.trace(ten) / 60)
+
+
+def test_architecture_rows_of_zfnet_small():
+    from zfkeras.models import zfnet_small
+    from zfkeras.summary import architecture
+
+    model = zfnet_small(num_classes=10, input_shape=(28, 28, 1))
+    rows = {row.name: row for row in architecture(model)}
+    assert sum(row.params for row in rows.values()) == model.count_params()
+    assert rows["conv1"].params == 3 * 3 * 1 * 32 + 32 and rows["conv1"].output_shape == (28, 28, 32)
+    assert rows["conv1"].settings == "3x3/1 same, 32 filters, relu"
+    assert rows["pool1"].output_shape == (14, 14, 32) and rows["pool1"].settings == "3x3/2 same max"
+    assert rows["subtract_mean"].params == 28 * 28 and rows["subtract_mean"].trainable_params == 0
+    assert rows["predictions"].params == 256 * 10 + 10 and rows["predictions"].settings == "10 units, softmax"
+    assert "images" not in rows
+
+if __name__ == "__main__":  # python tests/test_report.py PAGE.html SHOT.png [HEIGHT]: a screenshot for the README
+    chrome = Browser()
+    try:
+        chrome.open(sys.argv[1])
+        assert chrome.errors() == [], chrome.errors()
+        with open(sys.argv[2], "wb") as handle:
+            handle.write(chrome.screenshot(int(sys.argv[3]) if len(sys.argv) > 3 else None))
+    finally:
+        chrome.close()
