@@ -286,7 +286,7 @@ def pyplot():
 # ---- the CLI convention: shared parameter types, options and loaders -------------------------
 
 DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
-SOURCE_FORMS = "fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH or tfds:NAME"
+SOURCE_FORMS = "fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH, tfrecord:DIR or tfds:NAME"
 
 
 class CommaList(click.ParamType):

@@ -27,6 +27,7 @@ COMMANDS = {
     "transfer": "pipelines.transfer:transfer",
     "layers": "pipelines.layers:layers",
     "ablate": "pipelines.ablate:ablate",
+    "prepare": "pipelines.prepare:prepare",
 }
 
 HELP = {
@@ -44,6 +45,7 @@ HELP = {
     "transfer": "Pretrained features vs training from scratch on new data (Tables 4-5, Fig. 9).",
     "layers": "How discriminative each layer's features are (Table 7).",
     "ablate": "Architecture variants on one budget (Table 3) and the first-layer comparison (Sec. 4.1).",
+    "prepare": "Write a data source as sharded TFRecords of resized JPEGs (--data tfrecord:DIR).",
 }
 
 

