@@ -200,7 +200,7 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
     corrupt file is still an error."""
     from zfkeras import data
 
-    # Folder sources decode every file up front; other sources may show download progress on stderr.
+    # Folder sources read image headers; other sources may show download progress on stderr.
     quiet = _quiet_libjpeg() if isinstance(spec, str) and spec.strip().startswith("folder:") else contextlib.nullcontext()
     try:
         with quiet:
@@ -212,13 +212,38 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
             click.echo(f"no {split} split in {spec}: {message}", err=True)
             return None
         raise click.BadParameter(message, param_hint=option) from None
-    if source.skipped:
-        click.echo(f"skipped {source.skipped} unreadable image(s) of the {split} split of {source.name}:", err=True)
-        for name in source.skipped_files:
-            click.echo(f"  {name}", err=True)
+    # Folder sources find corrupt files as they are read: report them when the command ends.
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.call_on_close(lambda: report_skipped(source))
+    else:
+        report_skipped(source)
     if source.holdout:
         click.echo(f"{source.name}: {data.describe_holdout(source.holdout)}", err=True)
     return source
+
+
+def report_skipped(source):
+    """Say on stderr which unreadable images of ``source`` were skipped (``--skip-corrupt``), if any."""
+    if source.skipped:
+        click.echo(f"skipped {source.skipped} unreadable image(s) of the {source.split} split of {source.name}:", err=True)
+        for name in source.skipped_files:
+            click.echo(f"  {name}", err=True)
+
+
+def corrupt_data_error(error, option="--data"):
+    """A one-line click error naming the corrupt image file a data read failed on (a TF error
+    raised mid-command by a folder source without ``--skip-corrupt``), or None for other errors."""
+    import sys
+
+    if "zfkeras.data" not in sys.modules:
+        return None
+    from zfkeras import data
+
+    path = getattr(error, "path", None) if isinstance(error, data.CorruptImageError) else data.corrupt_file_in(error)
+    if path is None:
+        return None
+    return click.BadParameter(f"corrupt or unreadable image file {path}; skip such files with --skip-corrupt", param_hint=option)
 
 
 def write_json(path, obj):
@@ -250,7 +275,7 @@ def pyplot():
 # ---- the CLI convention: shared parameter types, options and loaders -------------------------
 
 DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
-SOURCE_FORMS = "fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH or tfds:NAME"
+SOURCE_FORMS = "fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH, tfrecord:DIR or tfds:NAME"
 
 
 class CommaList(click.ParamType):

@@ -28,6 +28,7 @@ COMMANDS = {
     "layers": "pipelines.layers:layers",
     "ablate": "pipelines.ablate:ablate",
     "report": "pipelines.report:report",
+    "prepare": "pipelines.prepare:prepare",
 }
 
 HELP = {
@@ -46,6 +47,7 @@ HELP = {
     "layers": "How discriminative each layer's features are (Table 7).",
     "ablate": "Architecture variants on one budget (Table 3) and the first-layer comparison (Sec. 4.1).",
     "report": "One HTML page about one model: architecture, training, accuracy and the paper's figures.",
+    "prepare": "Write a data source as sharded TFRecords of resized JPEGs (--data tfrecord:DIR).",
 }
 
 
@@ -75,7 +77,15 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         # Library code raises ValueError with a message naming the bad input: show that one line.
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except Exception as error:  # a corrupt image found while reading --data (TF error): one line naming it
+                from pipelines._common import corrupt_data_error
+
+                named = corrupt_data_error(error)
+                if named is None:
+                    raise
+                raise named from None
         except OSError as error:  # unwritable output, full disk, missing file...: one line naming the path
             raise click.ClickException(os_error_line(error)) from None
         except ValueError as error:

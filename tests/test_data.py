@@ -185,22 +185,77 @@ def test_folder_all_grey_and_train_test_layout(tmp_path):
     np.testing.assert_array_equal(images[0], c)
 
 
-def test_folder_corrupt_file_named_or_skipped(tmp_path):
+def test_folder_corrupt_file_is_found_when_read_and_named_or_skipped(tmp_path):
     good = RNG.integers(0, 256, (6, 6, 3), dtype=np.uint8)
     write_png(tmp_path / "a" / "good.png", good)
     write_png(tmp_path / "b" / "good2.png", good[..., :1])
     corrupt = tmp_path / "b" / "broken.png"
     corrupt.write_bytes(b"this is not a png file at all" * 3)
-    with pytest.raises(ValueError) as err:
-        data.load_source(f"folder:{tmp_path}", "all")
-    assert str(corrupt) in str(err.value) and "skip_corrupt" in str(err.value)
+    truncated = tmp_path / "b" / "half.jpg"
+    jpeg = tf.io.encode_jpeg(good).numpy()
+    truncated.write_bytes(jpeg[: len(jpeg) // 2])
+
+    source = data.load_source(f"folder:{tmp_path}", "all")  # opening decodes nothing, so it succeeds
+    assert source.num_examples == 4 and source.files[1:] == (str(corrupt), str(tmp_path / "b" / "good2.png"),
+                                                            str(truncated))
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        collect(source.dataset)
+    assert data.corrupt_file_in(err.value) == str(corrupt)
+    with pytest.raises(data.CorruptImageError) as err, data.naming_corrupt_files():
+        collect(source.select([3, 0]))  # the truncated JPEG (valid header, broken data)
+    assert err.value.path == str(truncated) and str(truncated) in str(err.value) and "skip_corrupt" in str(err.value)
+    images, labels = collect(source.select([2, 0]))  # readable files only: no error
+    assert labels == [1, 0]
+    assert data.find_corrupt(source.files) == [str(corrupt), str(truncated)]
 
     source = data.load_source(f"folder:{tmp_path}", "all", skip_corrupt=True)
-    assert (source.skipped, source.skipped_files, source.num_examples) == (1, (str(corrupt),), 2)
+    assert (source.skipped, source.skipped_files) == (0, ())  # nothing read yet
     images, labels = collect(source.dataset)
     assert labels == [0, 1]
     np.testing.assert_array_equal(images[0], good)
-    np.testing.assert_array_equal(images[1], np.repeat(good[..., :1], 3, axis=-1))
+    assert (source.skipped, source.skipped_files) == (2, (str(corrupt), str(truncated)))
+    collect(source.select([1, 1, 0]))  # read again: each file is recorded once
+    assert source.skipped_files == (str(corrupt), str(truncated))
+
+
+def test_folder_select_keeps_the_given_order(tmp_path):
+    arrays = [RNG.integers(0, 256, (4 + i, 5, 3), dtype=np.uint8) for i in range(6)]
+    for i, array in enumerate(arrays):
+        write_png(tmp_path / ("ab"[i % 2]) / f"{i}.png", array)
+    source = data.load_source(f"folder:{tmp_path}", "all")
+    order = [5, 0, 3, 3, 1]
+    images, labels = collect(source.select(order))
+    assert labels == [int(source.labels[i]) for i in order]
+    for index, image in zip(order, images):
+        expected = int(os.path.splitext(os.path.basename(source.files[index]))[0])
+        np.testing.assert_array_equal(image, arrays[expected])
+    with pytest.raises(ValueError, match="0..5"):
+        source.select([6])
+
+
+def test_folder_open_reads_only_a_sample_of_headers(tmp_path, monkeypatch):
+    for i in range(12):
+        write_png(tmp_path / ("ab"[i % 2]) / f"{i:02d}.png", RNG.integers(0, 256, (4, 4, 1), dtype=np.uint8))
+    write_png(tmp_path / "a" / "colour.png", RNG.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+    for path in tmp_path.glob("*/*.png"):  # keep the header chunks, cut the pixel data (IDAT) short
+        raw = path.read_bytes()
+        path.write_bytes(raw[: raw.index(b"IDAT") + 6])
+    opened = []
+    real = data._header_channels
+    monkeypatch.setattr(data, "_header_channels", lambda path: opened.append(path) or real(path))
+    source = data.load_source(f"folder:{tmp_path}", "all")  # would fail if it decoded any file
+    assert len(opened) == 13 and source.channels == 3  # all headers of a small folder: one is colour
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        collect(source.select([0]))
+    opened.clear()
+    monkeypatch.setattr(data, "HEADER_SAMPLE", 5)
+    monkeypatch.setattr(data._probe_files, "__defaults__", (5, data.HOLDOUT_SEED))
+    source = data.load_source(f"folder:{tmp_path}", "all")
+    assert len(opened) == 5 and source.num_examples == 13
+    again = []
+    monkeypatch.setattr(data, "_header_channels", lambda path: again.append(path) or real(path))
+    data.load_source(f"folder:{tmp_path}", "all")
+    assert again == opened  # a seeded sample: the same files each time
 
 
 # ---------------------------------------------------------------------------------------------

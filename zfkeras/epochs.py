@@ -16,9 +16,9 @@ Caching (``cache``) never changes the batches, only where the resized ``L x L`` 
   (:data:`DEFAULT_CACHE_BUDGET`), else ``"none"``; sources already held in memory are never copied.
 
 Unreadable files: with ``Source.skip_corrupt`` they are skipped where they are read, and
-:meth:`TrainingImages.skipped_files` names them after the epoch; otherwise iterating the epoch
-fails and :meth:`TrainingImages.corrupt_error` turns the TF error into a
-:class:`zfkeras.data.CorruptImageError` naming the file.
+:meth:`TrainingImages.skipped_files` names them; otherwise iterating the epoch fails with a TF
+error that :meth:`TrainingImages.corrupt_error` turns into a :class:`zfkeras.data.CorruptImageError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -128,29 +128,37 @@ class TrainingImages:
         per_image = self.load_side ** 2 * self.channels
         self.shuffle_buffer = shuffle_buffer or max(1000, STREAM_BUFFER_BYTES // per_image)
         self._cached = None  # (images uint8 [N, L, L, C], labels int64 [N], valid bool [N]) once filled
-        self._order = None  # the last epoch's ids, in order
-        self._seen = []  # ids the last epoch produced so far
-        self._bad = set()  # ids found unreadable (cache fill, or skipped in an epoch)
+        self._bad = set()  # ids found unreadable and skipped (cache fill, or an epoch)
 
     # ---- reading by id -------------------------------------------------------------------
 
     def _read(self, ids: np.ndarray) -> tf.data.Dataset:
         """``(image uint8 [H, W, C], label int64, id int64)`` of ``ids`` in that order (raw images)."""
         ids = np.asarray(ids, np.int64)
-        if self.files is not None:
-            files = tf.constant(list(self.files))
-            labels = tf.constant(np.asarray(self.source.labels, np.int64))
+        if self.files is None:
+            # In-memory sources cannot fail to read, so zipping ids alongside stays aligned.
+            examples = self.source.select(ids)
+            return tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(ids))).map(
+                lambda example, i: (example[0], example[1], i))
+        paths = tf.data.Dataset.from_tensor_slices(tf.constant([self.files[i] for i in ids.tolist()], tf.string))
+        labels = np.asarray(self.source.labels, np.int64)[ids]
+        known = tf.data.Dataset.from_tensor_slices((labels, ids))
+        # data._read_images never fails: a bad file gives ok=False, so the three streams stay aligned.
+        examples = tf.data.Dataset.zip((paths, known, data._read_images(paths, self.channels)))
+        if self.skip_corrupt:
+            def note(i):
+                self._bad.add(int(i))
+                return False
 
-            def read(i):
-                return data._decode_file(tf.gather(files, i), self.channels), tf.gather(labels, i), i
+            examples = examples.filter(lambda path, known, decoded: tf.cond(
+                decoded[1], lambda: tf.constant(True), lambda: tf.py_function(note, [known[1]], tf.bool)))
+            return examples.map(lambda path, known, decoded: (decoded[0], known[0], known[1]))
 
-            dataset = tf.data.Dataset.from_tensor_slices(ids).map(
-                read, num_parallel_calls=_AUTOTUNE, deterministic=True)
-            return dataset.ignore_errors() if self.skip_corrupt else dataset
-        # In-memory sources cannot fail to read, so zipping ids alongside stays aligned.
-        examples = self.source.select(ids)
-        return tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(ids))).map(
-            lambda example, i: (example[0], example[1], i))
+        def named(path, known, decoded):  # the error names the file (data.corrupt_file_in reads it back)
+            with tf.control_dependencies([tf.debugging.Assert(decoded[1], [tf.strings.join([data._CORRUPT_MARK, path, ">"])])]):
+                return tf.identity(decoded[0]), known[0], known[1]
+
+        return examples.map(named, num_parallel_calls=_AUTOTUNE, deterministic=True)
 
     def _fill(self):
         """Resize every image once, in id order, into memory or the disk cache file."""
@@ -184,12 +192,10 @@ class TrainingImages:
         self._bad = set(np.flatnonzero(~valid).tolist())
 
     def _fill_into(self, images, labels, valid):
-        self._order, self._seen = np.arange(self.num_examples), []
-        stream = data.prepare_images(self._read(self._order), self.input_size, self.channels).batch(256)
+        stream = data.prepare_images(self._read(np.arange(self.num_examples)), self.input_size, self.channels)
         try:
-            for batch, batch_labels, ids in stream.prefetch(2).as_numpy_iterator():
+            for batch, batch_labels, ids in stream.batch(256).prefetch(2).as_numpy_iterator():
                 images[ids], labels[ids], valid[ids] = batch, batch_labels, True
-                self._seen.extend(ids.tolist())
         except READ_ERRORS as error:
             raise self.corrupt_error(error) from None
 
@@ -219,14 +225,11 @@ class TrainingImages:
         n = self.num_examples
         ids = np.arange(n) if limit is None or n <= limit else np.sort(
             np.random.default_rng([seed, n]).choice(n, limit, replace=False))
-        self._order, self._seen = ids, []
-        examples = self._read(ids).map(self._recorded).map(lambda image, label, i: (image, label))
+        examples = self._read(ids).map(lambda image, label, i: (image, label))
         try:
             return data.compute_mean_image(examples, self.input_size, self.channels)
         except READ_ERRORS as error:
             raise self.corrupt_error(error) from None
-        finally:
-            self.skipped_files()
 
     # ---- epochs --------------------------------------------------------------------------
 
@@ -247,17 +250,13 @@ class TrainingImages:
                 examples = self._cached_examples(order)
             else:
                 examples = data.prepare_images(self._read(order), self.input_size, self.channels)
-            self._order, self._seen = order, []
-            if self.files is not None:  # only files can fail to read: note what each epoch produced
-                examples = examples.map(self._recorded)
-                self._seen = []
-            else:
-                self._seen = order.tolist()
         else:
-            stream = self._stream.enumerate().map(lambda i, example: (example[0], example[1], i))
+            # tfrecord: sources reshuffle their shard order each epoch; others stream in order.
+            src = self.source
+            base = src.stream(seed) if src is not None and src.stream is not None else self._stream
+            stream = base.enumerate().map(lambda i, example: (example[0], example[1], i))
             stream = stream.shuffle(self.shuffle_buffer, seed=seed) if self.shuffle_buffer > 1 else stream
             examples = data.prepare_images(stream, self.input_size, self.channels)
-            self._order, self._seen = None, []
         seed64 = tf.constant(seed, tf.int64)
         size, pad = self.input_size, self.pad
 
@@ -269,39 +268,19 @@ class TrainingImages:
         batches = batches.batch(batch_size, drop_remainder=drop_remainder).prefetch(_AUTOTUNE)
         options = tf.data.Options()
         options.deterministic = True
+        if self.source is not None and self.source.stream is not None:
+            # whole shard files per worker under MultiWorkerMirroredStrategy (zfkeras.train keeps it)
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
         return batches.with_options(options)
-
-    def _recorded(self, image, label, i):
-        # Note every id the epoch produces (in order): what is missing at the end was skipped.
-        def note(value):
-            self._seen.append(int(value))
-            return value
-
-        i = tf.numpy_function(note, [i], tf.int64, stateful=True)
-        i.set_shape([])
-        return image, label, i
 
     # ---- unreadable files ----------------------------------------------------------------
 
     def skipped_files(self) -> list:
-        """Files (or ids, for sources without files) skipped so far: found unreadable by a cache
-        fill, or missing from the last epoch; call after an epoch has been iterated to its end."""
-        if self._order is not None and len(self._seen) < len(self._order):
-            self._bad.update(set(self._order.tolist()) - set(self._seen))
+        """Files (ids, for sources without files) found unreadable and skipped so far, sorted."""
         return [self.files[i] if self.files is not None else int(i) for i in sorted(self._bad)]
 
     def corrupt_error(self, error):
-        """A :class:`zfkeras.data.CorruptImageError` naming the file whose read raised ``error``
-        while the last epoch was iterated, or ``error`` itself when it came from elsewhere."""
-        if self.files is None or self._order is None:
-            return error
-        seen = set(self._seen)  # parallel reads may deliver later ids before the failed one
-        for i in (i for i in self._order.tolist() if i not in seen):
-            path = self.files[i]
-            try:
-                data._decode_file(tf.constant(path), self.channels)
-            except READ_ERRORS:
-                return data.CorruptImageError(
-                    f"corrupt or unreadable image file {path}; skip such files with skip_corrupt=True "
-                    "(zf: --skip-corrupt)")
-        return error
+        """A :class:`zfkeras.data.CorruptImageError` naming the file whose read raised ``error``,
+        or ``error`` itself when it came from elsewhere."""
+        path = data.corrupt_file_in(error)
+        return error if path is None else data.corrupt_file_error(path)
