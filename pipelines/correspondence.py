@@ -7,8 +7,21 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import PixelValue, check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json
-from pipelines.occlusion import load_images, show_image
+from pipelines._common import (
+    PixelValue,
+    choose_layers,
+    layers_option,
+    load_images,
+    load_probe,
+    model_argument,
+    out_option,
+    pyplot,
+    save_figure,
+    seed_everything,
+    seed_option,
+    write_json,
+)
+from pipelines.occlusion import show_image
 
 PARTS_FORMAT = (
     '{"images": [{"file": "a.png", "parts": {"collar": [y0, x0, y1, x1], ...}, "object": [y0, x0, y1, x1]}, ...]} '
@@ -124,16 +137,16 @@ def masks_figure(named, parts, result, fill, random_shown=2):
 
 
 @click.command()
-@click.argument("model")
-@click.option("--parts", "parts_file", required=True, type=click.Path(dir_okay=False),
+@model_argument
+@click.option("--parts", "parts_file", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON file of images and part boxes: " + PARTS_FORMAT + ".")
-@click.option("--layers", "layer_list", help="Comma-separated feature layers. Default: the top conv layer and fc7.")
+@layers_option(help="Comma-separated feature layers. Default: the top conv layer and fc7.")
 @click.option("--draws", default=10, show_default=True, type=click.IntRange(min=1), help="Random-mask draws for the control row.")
 @click.option("--fill", type=PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
+@out_option(results="correspondence.json")
 @seed_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
-def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed, out):
+def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed):
     """Part correspondence of MODEL (Table 1): mask the same part in every image of --parts and
     measure how consistently the features change, against random masks of the same size.
 
@@ -143,16 +156,13 @@ def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed,
     from zfkeras import correspondence as analysis
     from zfkeras.occlusion import fill_values
 
-    check_output(out, results="correspondence.json")
+    from zfkeras.atomic import atomic_output
+
     seed_everything(seed)
     files, given_files, parts, objects = read_parts(parts_file)
     probe = load_probe(model)
-    layers = None
-    if layer_list is not None:
-        layers = [name.strip() for name in layer_list.split(",") if name.strip()]
-        unknown = [name for name in layers if name not in probe.feature_names]
-        if unknown or not layers:
-            raise click.BadParameter(f"{layer_list!r}: valid layers are {', '.join(probe.feature_names)}", param_hint="--layers")
+    if layers is not None:
+        choose_layers(layers, probe.feature_names)
     named = load_images(files, probe.input_shape)
     images = np.stack([image for _, image in named])
     try:
@@ -162,7 +172,7 @@ def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed,
         raise click.BadParameter(f"{parts_file}: {error}", param_hint="--parts") from None
     names = [name for name, _ in named]
     text = table_text(result, len(images), draws)
-    with output_directory(out) as target:
+    with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "correspondence.txt"), "w") as handle:
             handle.write(text)
         save_figure(masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(target, "masks.png"))

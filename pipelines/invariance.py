@@ -8,25 +8,25 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json
-from pipelines.occlusion import load_images, parse_labels, show_image
+from pipelines._common import (
+    CommaList,
+    choose_layers,
+    images_argument,
+    label_option,
+    layers_option,
+    load_images,
+    load_probe,
+    model_argument,
+    out_option,
+    parse_labels,
+    progressbar,
+    pyplot,
+    save_figure,
+    write_json,
+)
+from pipelines.occlusion import show_image
 
-
-class AmountList(click.ParamType):
-    """A comma-separated list of numbers, e.g. ``-8,-4,0,4,8``."""
-
-    name = "LIST"
-
-    def convert(self, value, param, ctx):
-        if not isinstance(value, str):
-            return value
-        try:
-            amounts = [float(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of numbers (e.g. -8,0,8)", param, ctx)
-        if not amounts:
-            self.fail("give at least one number", param, ctx)
-        return amounts
+NUMBERS = CommaList(float, "a comma-separated list of numbers like -8,0,8")
 
 
 class Fill(click.ParamType):
@@ -129,21 +129,20 @@ def examples_figure(named, fill, amounts, shown=7):
 
 
 @click.command()
-@click.argument("model")
-@click.argument("images", nargs=-1, required=True)
-@click.option("--label", multiple=True, help="True class (index or name): once for all images or once per image. "
-              "Default: each image's top class.")
-@click.option("--shifts", type=AmountList(), help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps).")
-@click.option("--scales", type=AmountList(), help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6.")
-@click.option("--angles", type=AmountList(), help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360.")
-@click.option("--layers", "layer_list", help="Two or more comma-separated feature layers. Default: the first conv layer and fc7.")
+@model_argument
+@images_argument
+@label_option
+@click.option("--shifts", type=NUMBERS, metavar="LIST",
+              help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps).")
+@click.option("--scales", type=NUMBERS, metavar="LIST", help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6.")
+@click.option("--angles", type=NUMBERS, metavar="LIST", help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360.")
+@layers_option(help="Two or more comma-separated feature layers. Default: the first conv layer and fc7.")
 @click.option("--fill", default="background", show_default=True, type=Fill(),
               help="What a transform uncovers: 'background' (median of the image's border pixels), 'edge' (nearest border pixel), "
                    "'mean' (training mean image, 0 after mean subtraction) or a raw value 0-255.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
-@seed_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
-def invariance(model, images, label, shifts, scales, angles, layer_list, fill, batch_size, seed, out):
+@out_option(results="invariance.json")
+def invariance(model, images, label, shifts, scales, angles, layers, fill, batch_size, out):
     """Feature invariance of MODEL on each IMAGE (Fig. 5).
 
     Translates (vertically), scales and rotates each image and records the distance of its
@@ -153,14 +152,11 @@ def invariance(model, images, label, shifts, scales, angles, layer_list, fill, b
     """
     from zfkeras.invariance import IDENTITY, UNITS, default_amounts, default_layers, invariance_curves, resolve_fill
 
-    check_output(out, results="invariance.json")
-    seed_everything(seed)
+    from zfkeras.atomic import atomic_output
+
     probe = load_probe(model)
     class_names = list(probe.class_names)
-    layers = default_layers(probe) if layer_list is None else [name.strip() for name in layer_list.split(",") if name.strip()]
-    unknown = [name for name in layers if name not in probe.feature_names]
-    if unknown or not layers:
-        raise click.BadParameter(f"{layer_list!r}: valid layers are {', '.join(probe.feature_names)}", param_hint="--layers")
+    layers = choose_layers(layers or default_layers(probe), probe.feature_names)
     if scales is not None and min(scales) <= 0:
         raise click.BadParameter(f"scale factors must be > 0, got {min(scales):g}", param_hint="--scales")
     labels = parse_labels(label, class_names, len(images))
@@ -172,13 +168,13 @@ def invariance(model, images, label, shifts, scales, angles, layer_list, fill, b
     stack = np.stack([image for _, image in named])
     if labels[0] is None:
         labels = None
-    with click.progressbar(list(amounts), label="transforming") as bar:
+    with progressbar(list(amounts), label="transforming") as bar:
         curves = {}
         for kind in bar:
             curves.update(invariance_curves(probe, stack, labels=labels, amounts={kind: amounts[kind]}, layers=layers,
                                             fill=fill, batch_size=batch_size))
     names = [name for name, _ in named]
-    with output_directory(out) as target:
+    with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "invariance.csv"), "w") as handle:
             handle.write(curves_csv(curves, names, class_names, layers))
         save_figure(curves_figure(curves, names, layers), os.path.join(target, "invariance.png"))
