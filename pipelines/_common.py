@@ -399,6 +399,16 @@ def maps_option(default, help="Maps per layer"):
     return decorate
 
 
+def batch_size_option(default=64, help="Images per forward pass."):
+    """``--batch-size N`` (>= 1): how many images go through the model at once (bounds memory)."""
+    return click.option("--batch-size", default=default, show_default=True, type=click.IntRange(1), metavar="N", help=help)
+
+
+def split_option(default="test", help="Split to scan."):
+    """``--split test|train``: which split of --data is read."""
+    return click.option("--split", type=click.Choice(["test", "train"]), default=default, show_default=True, help=help)
+
+
 def out_option(function=None, *, results="results.json", written=(), required=True,
                help="Output directory (built beside it, then swapped in whole)."):
     """``--out DIR``: the output directory, checked before any work (:func:`check_output`; ``results``

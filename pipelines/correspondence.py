@@ -7,20 +7,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import (
-    PixelValue,
-    choose_layers,
-    layers_option,
-    load_images,
-    load_probe,
-    model_argument,
-    out_option,
-    pyplot,
-    save_figure,
-    seed_everything,
-    seed_option,
-    write_json,
-)
+from pipelines import _common
 from pipelines.occlusion import show_image
 
 PARTS_FORMAT = (
@@ -110,7 +97,7 @@ def masks_figure(named, parts, result, fill, random_shown=2):
     """Fig. 8: each image, then each part masked, then a few random masks of the first part's size."""
     from zfkeras.correspondence import mask_images
 
-    plt = pyplot()
+    plt = _common.pyplot()
     columns = 1 + len(parts) + random_shown
     figure, axes = plt.subplots(len(named), columns, figsize=(1.7 * columns, 1.8 * len(named)), squeeze=False)
     images = np.stack([image for _, image in named])
@@ -137,15 +124,15 @@ def masks_figure(named, parts, result, fill, random_shown=2):
 
 
 @click.command()
-@model_argument
+@_common.model_argument
 @click.option("--parts", "parts_file", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON file of images and part boxes: " + PARTS_FORMAT + ".")
-@layers_option(help="Comma-separated feature layers. Default: the top conv layer and fc7.")
+@_common.layers_option(help="Comma-separated feature layers. Default: the top conv layer and fc7.")
 @click.option("--draws", default=10, show_default=True, type=click.IntRange(min=1), help="Random-mask draws for the control row.")
-@click.option("--fill", type=PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
-@out_option(results="correspondence.json")
-@seed_option
+@click.option("--fill", type=_common.PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
+@_common.batch_size_option()
+@_common.out_option(results="correspondence.json")
+@_common.seed_option
 def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed):
     """Part correspondence of MODEL (Table 1): mask the same part in every image of --parts and
     measure how consistently the features change, against random masks of the same size.
@@ -158,12 +145,12 @@ def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed
 
     from zfkeras.atomic import atomic_output
 
-    seed_everything(seed)
+    _common.seed_everything(seed)
     files, given_files, parts, objects = read_parts(parts_file)
-    probe = load_probe(model)
+    probe = _common.load_probe(model)
     if layers is not None:
-        choose_layers(layers, probe.feature_names)
-    named = load_images(files, probe.input_shape)
+        _common.choose_layers(layers, probe.feature_names)
+    named = _common.load_images(files, probe.input_shape)
     images = np.stack([image for _, image in named])
     try:
         result = analysis.correspondence(probe, images, parts, layers=layers, objects=objects, draws=draws, seed=seed,
@@ -175,7 +162,7 @@ def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed
     with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "correspondence.txt"), "w") as handle:
             handle.write(text)
-        save_figure(masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(target, "masks.png"))
-        write_json(os.path.join(target, "correspondence.json"), result_json(result, names, given_files, parts, objects, draws, seed))
+        _common.save_figure(masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(target, "masks.png"))
+        _common.write_json(os.path.join(target, "correspondence.json"), result_json(result, names, given_files, parts, objects, draws, seed))
     click.echo(text, nl=False)
     click.echo(f"-> {out}/correspondence.txt, correspondence.json, masks.png")

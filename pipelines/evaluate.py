@@ -49,7 +49,7 @@ def format_table(result):
 @click.option("--split", default="test", show_default=True, help="Split of the source to evaluate on.")
 @click.option("--crops", type=click.Choice(["ten", "single"]), default="ten", show_default=True,
               help="ten: single centre crop AND 10-crop numbers; single: centre crop only (10x faster).")
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
+@_common.batch_size_option(100)
 @_common.out_option(required=False, help="Output directory: results.json (default: only print the table).")
 def evaluate(models, data_spec, data_dir, skip_corrupt, images, split, crops, batch_size, out):
     """Top-1 and top-5 error of each MODEL and of their average.

@@ -6,19 +6,7 @@ import re
 import click
 import numpy as np
 
-from pipelines._common import (
-    choose_layers,
-    data_options,
-    layers_option,
-    maps_option,
-    model_argument,
-    out_option,
-    progressbar,
-    save_figure,
-    seed_everything,
-    seed_option,
-    write_json,
-)
+from pipelines import _common
 from pipelines.visualize import Images, field_json, map_counts, show_grid, upscale
 
 CHECKPOINT = re.compile(r"epoch-(\d+)\.keras$")
@@ -79,27 +67,16 @@ def evolution_figure(layer, channels, epochs, tiles, stable, percentile, per_map
 
 
 @click.command()
-@model_argument
-@data_options(images="Scan only the first N images (default: the whole split).")
-@click.option(
-    "--split",
-    type=click.Choice(["train", "test"]),
-    default="train",
-    show_default=True,
-    help="Split to scan (the paper uses the training set).",
-)
-@layers_option
-@maps_option("random:4")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
-@click.option(
-    "--percentile",
-    default=99.0,
-    show_default=True,
-    type=click.FloatRange(50, 100),
-    help="Contrast: |values| above this percentile of each projection saturate.",
-)
-@out_option(results="evolution.json")
-@seed_option
+@_common.model_argument
+@_common.data_options(images="Scan only the first N images (default: the whole split).")
+@_common.split_option("train", help="Split to scan (the paper uses the training set).")
+@_common.layers_option
+@_common.maps_option("random:4")
+@_common.batch_size_option()
+@click.option("--percentile", default=99.0, show_default=True, type=click.FloatRange(50, 100),
+              help="Contrast: |values| above this percentile of each projection saturate.")
+@_common.out_option(results="evolution.json")
+@_common.seed_option
 def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, batch_size, percentile, out, seed):
     """Strongest activation of chosen maps at each kept epoch, projected to pixels (Fig. 4).
 
@@ -116,7 +93,7 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
 
     from zfkeras.atomic import atomic_output
 
-    seed_everything(seed)
+    _common.seed_everything(seed)
     checkpoints = find_checkpoints(model)
     epochs = [epoch for epoch, _ in checkpoints]
     tiles, tops, fields = {}, [], None
@@ -125,14 +102,14 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
         probe = KerasProbe(keras_model)
         if fields is None:  # the first checkpoint fixes geometry, layers, maps and data
             fields = receptive_fields(keras_model)
-            layer_names = choose_layers(layers, probe.layer_names)
+            layer_names = _common.choose_layers(layers, probe.layer_names)
             chosen = maps(map_counts(probe, layer_names), seed)
             data_images = Images(data_spec, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt,
                                  data_dir=data_dir)
         elif receptive_fields(keras_model) != fields:
             raise click.UsageError(f"{file}: a different architecture from {checkpoints[0][1]}; all checkpoints must come from one run")
         label = f"epoch {epoch} ({number + 1}/{len(checkpoints)})"
-        with progressbar(data_images, length=data_images.batches, label=f"{label}: scan {data_images.label}") as bar:
+        with _common.progressbar(data_images, length=data_images.batches, label=f"{label}: scan {data_images.label}") as bar:
             top = strongest(probe, bar, chosen)
         crops = project_topk(probe, top, data_images, fields, batch_size=batch_size)
         for layer in layer_names:
@@ -166,14 +143,14 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
             stable = max(active or [v["stable_epoch"] for v in per_map.values()])
             report["layers"][layer] = {"stable_epoch": stable, "field": field_json(fields[layer]), "maps": per_map}
             block = np.stack(tiles[layer], axis=1)  # [maps, epochs, fh, fw, C]
-            save_figure(evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(target, f"{layer}.png"))
+            _common.save_figure(evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(target, f"{layer}.png"))
             blocks.append((layer, block))
             detail = ", ".join(
                 f"{c}:{v['stable_epoch']}" + (" (silent at the end)" if epochs[-1] in v["silent_epochs"] else "") for c, v in per_map.items()
             )
             lines.append(f"{layer}: top-1 image stable from epoch {stable} (map:epoch {detail}) -> {out}/{layer}.png")
-        save_figure(combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(target, "evolution.png"))
-        write_json(os.path.join(target, "evolution.json"), report)
+        _common.save_figure(combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(target, "evolution.png"))
+        _common.write_json(os.path.join(target, "evolution.json"), report)
     for line in lines:
         click.echo(line)
     listed = ", ".join(map(str, epochs))

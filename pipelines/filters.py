@@ -5,18 +5,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import (
-    data_options,
-    maps_option,
-    model_argument,
-    out_option,
-    progressbar,
-    pyplot,
-    save_figure,
-    seed_everything,
-    seed_option,
-    write_json,
-)
+from pipelines import _common
 from pipelines.visualize import Images, keras_of, map_counts, open_model, upscale
 
 
@@ -33,7 +22,7 @@ def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_
     model = keras_of(probe, path)
     chosen = maps(map_counts(probe, [second]), seed)
     data_images = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir)
-    with progressbar(
+    with _common.progressbar(
         length=data_images.batches or 0, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}"
     ) as bar:
         try:
@@ -65,7 +54,7 @@ def filters_figure(labels, reports, pictures):
     """Fig. 6: per model a column with its first-layer filters (top) and layer-2 projections."""
     from zfkeras.diagnostics import display_tiles, mosaic
 
-    plt = pyplot()
+    plt = _common.pyplot()
     figure, axes = plt.subplots(2, len(reports), figsize=(6 * len(reports), 12), squeeze=False)
     for column, (label, report, picture) in enumerate(zip(labels, reports, pictures)):
         top, bottom = caption(report)
@@ -81,20 +70,15 @@ def filters_figure(labels, reports, pictures):
 
 
 @click.command()
-@model_argument(many=True, metavar="MODEL [MODEL2]")
-@data_options(images="Use only the first N images (default: the whole split).")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Split to scan.")
-@maps_option("random:36", help="Second-layer maps to project")
-@click.option(
-    "--threshold",
-    default=0.01,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Dead filter: mean activation <= this fraction of the median filter's.",
-)
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
-@out_option(results="filters.json")
-@seed_option
+@_common.model_argument(many=True, metavar="MODEL [MODEL2]")
+@_common.data_options(images="Use only the first N images (default: the whole split).")
+@_common.split_option()
+@_common.maps_option("random:36", help="Second-layer maps to project")
+@click.option("--threshold", default=0.01, show_default=True, type=click.FloatRange(0, 1),
+              help="Dead filter: mean activation <= this fraction of the median filter's.")
+@_common.batch_size_option()
+@_common.out_option(results="filters.json")
+@_common.seed_option
 def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, threshold, batch_size, out, seed):
     """First-layer filters and second-layer projections of one or two models, with diagnostics (Fig. 6).
 
@@ -108,7 +92,7 @@ def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, thre
 
     if len(models) > 2:
         raise click.BadParameter(f"give one or two models, got {len(models)}", param_hint="MODEL [MODEL2]")
-    seed_everything(seed)
+    _common.seed_everything(seed)
     labels = model_labels(models)
     reports, pictures = [], []
     for path in models:
@@ -116,15 +100,15 @@ def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, thre
         reports.append(report)
         pictures.append(picture)
     with atomic_output(out, directory=True) as target:
-        save_figure(filters_figure(labels, reports, pictures), os.path.join(target, "filters.png"))
-        plt = pyplot()
+        _common.save_figure(filters_figure(labels, reports, pictures), os.path.join(target, "filters.png"))
+        plt = _common.pyplot()
         for label, report, picture in zip(labels, reports, pictures):
             figure = plt.figure(figsize=(5, 5.6))
             plt.imshow(upscale(picture["filters"][None], 400)[0], interpolation="nearest")
             plt.axis("off")
             plt.title(f"{label}\n{caption(report)[0]}", fontsize=9, loc="left")
-            save_figure(figure, os.path.join(target, f"{label}-{report['first_layer']['name']}.png"))
-        write_json(os.path.join(target, "filters.json"), {"data": data_spec, "split": split, "seed": seed, "models": dict(zip(labels, reports))})
+            _common.save_figure(figure, os.path.join(target, f"{label}-{report['first_layer']['name']}.png"))
+        _common.write_json(os.path.join(target, "filters.json"), {"data": data_spec, "split": split, "seed": seed, "models": dict(zip(labels, reports))})
     for label, report in zip(labels, reports):
         click.echo(f"{label}: " + "; ".join(line.replace("\n", ", ") for line in caption(report)))
     click.echo(f"wrote {out}/filters.png, {out}/filters.json")

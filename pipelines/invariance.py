@@ -8,25 +8,10 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import (
-    CommaList,
-    choose_layers,
-    images_argument,
-    label_option,
-    layers_option,
-    load_images,
-    load_probe,
-    model_argument,
-    out_option,
-    parse_labels,
-    progressbar,
-    pyplot,
-    save_figure,
-    write_json,
-)
+from pipelines import _common
 from pipelines.occlusion import show_image
 
-NUMBERS = CommaList(float, "a comma-separated list of numbers like -8,0,8")
+NUMBERS = _common.CommaList(float, "a comma-separated list of numbers like -8,0,8")
 
 
 class Fill(click.ParamType):
@@ -88,7 +73,7 @@ def curves_figure(curves, names, layers):
     """The 3x3 grid of Fig. 5: rows transforms; columns layer-1 distance, layer-7 distance, p(true)."""
     from zfkeras.invariance import UNITS
 
-    plt = pyplot()
+    plt = _common.pyplot()
     figure, axes = plt.subplots(len(curves), len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.2 * len(curves)), squeeze=False)
     for row, (kind, c) in enumerate(curves.items()):
         columns = [(c.distances[layer], f"{layer}: relative distance") for layer in layers]
@@ -113,7 +98,7 @@ def examples_figure(named, fill, amounts, shown=7):
     """Each transform applied to the first image at ``shown`` of its amounts (Fig. 5, column 1)."""
     from zfkeras.invariance import transform_image
 
-    plt = pyplot()
+    plt = _common.pyplot()
     name, image = named[0]
     figure, axes = plt.subplots(len(amounts), shown, figsize=(1.6 * shown, 1.8 * len(amounts)), squeeze=False)
     for row, (kind, values) in enumerate(amounts.items()):
@@ -129,19 +114,19 @@ def examples_figure(named, fill, amounts, shown=7):
 
 
 @click.command()
-@model_argument
-@images_argument
-@label_option
+@_common.model_argument
+@_common.images_argument
+@_common.label_option
 @click.option("--shifts", type=NUMBERS, metavar="LIST",
               help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps).")
 @click.option("--scales", type=NUMBERS, metavar="LIST", help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6.")
 @click.option("--angles", type=NUMBERS, metavar="LIST", help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360.")
-@layers_option(help="Two or more comma-separated feature layers. Default: the first conv layer and fc7.")
+@_common.layers_option(help="Two or more comma-separated feature layers. Default: the first conv layer and fc7.")
 @click.option("--fill", default="background", show_default=True, type=Fill(),
               help="What a transform uncovers: 'background' (median of the image's border pixels), 'edge' (nearest border pixel), "
                    "'mean' (training mean image, 0 after mean subtraction) or a raw value 0-255.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
-@out_option(results="invariance.json")
+@_common.batch_size_option()
+@_common.out_option(results="invariance.json")
 def invariance(model, images, label, shifts, scales, angles, layers, fill, batch_size, out):
     """Feature invariance of MODEL on each IMAGE (Fig. 5).
 
@@ -154,13 +139,13 @@ def invariance(model, images, label, shifts, scales, angles, layers, fill, batch
 
     from zfkeras.atomic import atomic_output
 
-    probe = load_probe(model)
+    probe = _common.load_probe(model)
     class_names = list(probe.class_names)
-    layers = choose_layers(layers or default_layers(probe), probe.feature_names)
+    layers = _common.choose_layers(layers or default_layers(probe), probe.feature_names)
     if scales is not None and min(scales) <= 0:
         raise click.BadParameter(f"scale factors must be > 0, got {min(scales):g}", param_hint="--scales")
-    labels = parse_labels(label, class_names, len(images))
-    named = load_images(images, probe.input_shape)
+    labels = _common.parse_labels(label, class_names, len(images))
+    named = _common.load_images(images, probe.input_shape)
     amounts = default_amounts(probe.input_shape)
     for kind, given in (("translation", shifts), ("scale", scales), ("rotation", angles)):
         if given is not None:
@@ -168,7 +153,7 @@ def invariance(model, images, label, shifts, scales, angles, layers, fill, batch
     stack = np.stack([image for _, image in named])
     if labels[0] is None:
         labels = None
-    with progressbar(list(amounts), label="transforming") as bar:
+    with _common.progressbar(list(amounts), label="transforming") as bar:
         curves = {}
         for kind in bar:
             curves.update(invariance_curves(probe, stack, labels=labels, amounts={kind: amounts[kind]}, layers=layers,
@@ -177,9 +162,9 @@ def invariance(model, images, label, shifts, scales, angles, layers, fill, batch
     with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "invariance.csv"), "w") as handle:
             handle.write(curves_csv(curves, names, class_names, layers))
-        save_figure(curves_figure(curves, names, layers), os.path.join(target, "invariance.png"))
-        save_figure(examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png"))
-        write_json(os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill))
+        _common.save_figure(curves_figure(curves, names, layers), os.path.join(target, "invariance.png"))
+        _common.save_figure(examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png"))
+        _common.write_json(os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill))
     for kind, c in curves.items():
         moved = ~np.isclose(c.amounts, IDENTITY[kind]) & ~((kind == "rotation") & np.isclose(c.amounts % 360, 0))
         if not moved.any():

@@ -5,21 +5,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import (
-    PixelValue,
-    choose_layers,
-    images_argument,
-    label_option,
-    load_images,
-    load_probe,
-    model_argument,
-    out_option,
-    parse_labels,
-    progressbar,
-    pyplot,
-    save_figure,
-    write_json,
-)
+from pipelines import _common
 
 
 def show_image(axis, image, title):
@@ -39,7 +25,7 @@ def _cell_edges(count, stride, size):
 
 def occlusion_figure(result, class_names, name):
     """Image and panels (b)-(e) of Fig. 7 for one :class:`~zfkeras.occlusion.OcclusionResult`."""
-    plt = pyplot()
+    plt = _common.pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch, Rectangle
 
@@ -90,7 +76,7 @@ def save_result(result, class_names, name, out):
         image=result.image, layer=result.layer, feature_map=result.feature_map, label=result.label,
         patch=result.patch, stride=result.stride, clean_probs=result.clean_probs, class_names=np.array(class_names),
     )
-    save_figure(occlusion_figure(result, class_names, name), os.path.join(out, name + ".png"))
+    _common.save_figure(occlusion_figure(result, class_names, name), os.path.join(out, name + ".png"))
 
 
 def summary_json(result, class_names, path):
@@ -105,21 +91,20 @@ def summary_json(result, class_names, path):
 
 
 @click.command()
-@model_argument
-@images_argument
-@label_option
+@_common.model_argument
+@_common.images_argument
+@_common.label_option
 @click.option("--patch", type=click.IntRange(min=1),
               help="Side of the grey square in model-input pixels. Default: input height / 4.")
 @click.option("--stride", type=click.IntRange(min=1),
               help="Grid step in pixels (square centres at 0, S, 2S, ...). Default: input height / 28.")
-@click.option("--fill", type=PixelValue(),
+@click.option("--fill", type=_common.PixelValue(),
               help="Raw pixel value (0-255) of the square. Default: the training mean image (0 after mean subtraction).")
 @click.option("--layer", help="Conv layer for panels (b) and (c). Default: the top conv layer.")
 @click.option("--map", "feature_map", type=click.IntRange(min=0),
               help="Feature map of --layer. Default: the strongest in the unoccluded image.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Occluded copies per forward pass (bounds memory).")
-@out_option(results="occlusion.json", written=(".npz", ".png"))
+@_common.batch_size_option(help="Occluded copies per forward pass (bounds memory).")
+@_common.out_option(results="occlusion.json", written=(".npz", ".png"))
 def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, out):
     """Occlusion sensitivity of MODEL on each IMAGE (any image file, or a built-in photo name).
 
@@ -134,12 +119,12 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
 
     from pipelines.visualize import map_counts
 
-    probe = load_probe(model)
+    probe = _common.load_probe(model)
     class_names = list(probe.class_names)
     if layer is not None:
-        choose_layers(layer, probe.layer_names, "--layer")
-    labels = parse_labels(label, class_names, len(images))
-    named = load_images(images, probe.input_shape)
+        _common.choose_layers(layer, probe.layer_names, "--layer")
+    labels = _common.parse_labels(label, class_names, len(images))
+    named = _common.load_images(images, probe.input_shape)
     size = f"{probe.input_shape[0]}x{probe.input_shape[1]}"
     if patch is not None and patch > max(probe.input_shape[:2]):
         raise click.BadParameter(f"{patch} is larger than the model input {size}; use 1-{max(probe.input_shape[:2])}", param_hint="--patch")
@@ -161,13 +146,13 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     step = stride or default_stride(probe.input_shape)
     total = num_positions(probe.input_shape, step) * len(named)
     results = []
-    with atomic_output(out, directory=True) as target, progressbar(length=total, label="occluding") as bar:
+    with atomic_output(out, directory=True) as target, _common.progressbar(length=total, label="occluding") as bar:
         for (name, image), evaluator, true_label in zip(named, evaluators, labels):
             result = occlusion_map(probe, image, label=true_label, stride=stride, batch_size=batch_size,
                                    progress=bar.update, evaluator=evaluator)
             save_result(result, class_names, name, target)
             results.append((name, result))
-        write_json(os.path.join(target, "occlusion.json"), {
+        _common.write_json(os.path.join(target, "occlusion.json"), {
             "model": model,
             "images": {name: summary_json(result, class_names, path) for (name, result), path in zip(results, images)},
         })

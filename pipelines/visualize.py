@@ -11,23 +11,7 @@ import re
 import click
 import numpy as np
 
-from pipelines._common import (
-    choose_layers,
-    data_options,
-    layers_option,
-    load_model,
-    load_probe,
-    maps_option,
-    model_argument,
-    open_source,
-    out_option,
-    progressbar,
-    pyplot,
-    save_figure,
-    seed_everything,
-    seed_option,
-    write_json,
-)
+from pipelines import _common
 
 # ---- shared plumbing (zf visualize, zf evolution, zf filters) ---------------------------------
 
@@ -35,14 +19,14 @@ from pipelines._common import (
 def keras_of(probe, path):
     """The Keras model behind ``probe`` (a SavedModel export's model.keras for an export), for
     geometry and weights."""
-    return getattr(probe, "model", None) or load_model(path).model
+    return getattr(probe, "model", None) or _common.load_model(path).model
 
 
 def open_model(path):
     """``(probe, fields)``: the Probe of MODEL (export or .keras) and ``{layer: Field}``."""
     from zfkeras.receptive_field import receptive_fields
 
-    probe = load_probe(path)
+    probe = _common.load_probe(path)
     model = keras_of(probe, path)
     try:
         fields = receptive_fields(model)
@@ -62,7 +46,7 @@ class Images:
         height, width, channels = input_shape
         if height != width:
             raise click.UsageError(f"the data pipeline makes square crops; the model's input is {height}x{width}")
-        self.source = open_source(data, split, "--data", data_dir=data_dir, skip_corrupt=skip_corrupt)
+        self.source = _common.open_source(data, split, "--data", data_dir=data_dir, skip_corrupt=skip_corrupt)
         total = self.source.num_examples
         if total is not None and start >= total:
             raise click.BadParameter(
@@ -116,7 +100,7 @@ def upscale(tiles, minimum=64):
 
 def show_grid(image, title, labels=(), dpi=100):
     """A figure showing ``image`` [h, w, 3] pixel for pixel, with ``labels`` = [(x, y, text)]."""
-    plt = pyplot()
+    plt = _common.pyplot()
     height, width = image.shape[:2]
     header = 40
     figure = plt.figure(figsize=(width / dpi, (height + header) / dpi), dpi=dpi)
@@ -175,29 +159,18 @@ def topk_figure(layer, channels, crops, values, images_scanned):
 
 
 @click.command()
-@model_argument
-@data_options(images="Scan only the first N images (default: the whole split).")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Split to scan.")
-@layers_option
-@maps_option("random:16")
+@_common.model_argument
+@_common.data_options(images="Scan only the first N images (default: the whole split).")
+@_common.split_option()
+@_common.layers_option
+@_common.maps_option("random:16")
 @click.option("--k", default=9, show_default=True, type=click.IntRange(1), help="Activations kept per map.")
-@click.option(
-    "--batch-size",
-    default=64,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Images per forward pass and projections per deconvnet call.",
-)
+@_common.batch_size_option(help="Images per forward pass and projections per deconvnet call.")
 @click.option("--shard", default=None, help="Scan only part I of N of the images (e.g. 2/4) and write topk.json, no figures.")
-@click.option(
-    "--merge",
-    "merge_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="Skip the scan: merge the topk.json of these shard output dirs, then project and draw (repeatable).",
-)
-@out_option(results="summary.json")
-@seed_option
+@click.option("--merge", "merge_dirs", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="Skip the scan: merge the topk.json of these shard output dirs, then project and draw (repeatable).")
+@_common.out_option(results="summary.json")
+@_common.seed_option
 def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, k, batch_size, shard, merge_dirs, out, seed):
     """Top-k activations of feature maps of MODEL across a data set, projected to pixels (Fig. 2).
 
@@ -209,9 +182,9 @@ def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     from zfkeras.atomic import atomic_output
     from zfkeras.topk import project_topk, scan
 
-    seed_everything(seed)
+    _common.seed_everything(seed)
     probe, fields = open_model(model)
-    layer_names = choose_layers(layers, probe.layer_names)
+    layer_names = _common.choose_layers(layers, probe.layer_names)
     chosen = maps(map_counts(probe, layer_names), seed)
     start, count = 0, images
     if shard and merge_dirs:
@@ -236,7 +209,7 @@ def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     data_images = Images(data_spec, split, probe.input_shape, batch_size, count=count, start=start, skip_corrupt=skip_corrupt,
                          data_dir=data_dir)
     if not merge_dirs:
-        with progressbar(data_images, length=data_images.batches, label=f"scan {data_images.label}") as bar:
+        with _common.progressbar(data_images, length=data_images.batches, label=f"scan {data_images.label}") as bar:
             top = scan(probe, bar, chosen, k=k, first_image=start)
     summary = {
         "model": model,
@@ -255,23 +228,23 @@ def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
         summary["skipped_files"] = list(data_images.source.skipped_files)
     if shard:
         with atomic_output(out, directory=True) as target:
-            write_json(os.path.join(target, "topk.json"), top.to_dict())
-            write_json(os.path.join(target, "summary.json"), summary)
+            _common.write_json(os.path.join(target, "topk.json"), top.to_dict())
+            _common.write_json(os.path.join(target, "summary.json"), summary)
         maps_kept = sum(map(len, chosen.values()))
         click.echo(f"shard {shard}: images {start}..{start + top.images_seen - 1}, top-{k} of {maps_kept} maps -> {out}/topk.json")
         return
     total = sum(int((top.entries(layer)["image"] >= 0).sum()) for layer in layer_names)
     summary["figures"] = {}
-    with atomic_output(out, directory=True) as target, progressbar(length=total, label=f"project {total} activations") as bar:
+    with atomic_output(out, directory=True) as target, _common.progressbar(length=total, label=f"project {total} activations") as bar:
         for layer in layer_names:  # one layer at a time: only its crops are in memory
             crops = project_topk(
                 probe, top, data_images, fields, layers=[layer], first_image=start, batch_size=batch_size, progress=bar.update
             )
             path = os.path.join(target, f"{layer}.png")
-            save_figure(topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path)
+            _common.save_figure(topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path)
             summary["figures"][layer] = os.path.basename(path)
-        write_json(os.path.join(target, "topk.json"), top.to_dict())
-        write_json(os.path.join(target, "summary.json"), summary)  # last: marks a complete output
+        _common.write_json(os.path.join(target, "topk.json"), top.to_dict())
+        _common.write_json(os.path.join(target, "summary.json"), summary)  # last: marks a complete output
     for layer in layer_names:
         values = top.entries(layer)["value"][:, 0]
         click.echo(
