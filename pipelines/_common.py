@@ -506,17 +506,20 @@ def load_model(path):
         model = keras.saving.load_model(file, compile=False)
     except Exception as error:  # corrupt or foreign file: one line, name the file
         raise click.UsageError(f"cannot load Keras model {file}: {str(error).strip().splitlines()[0]}") from None
+    # What the file's folder says about it: an export's zfkeras.json or a run's config.json (for a
+    # checkpoint, those of the run or export above its checkpoints/ folder).
     here = os.path.dirname(os.path.abspath(file))
+    folders = (here, os.path.dirname(here)) if os.path.basename(here) == "checkpoints" else (here,)
     class_names, record = None, None
-    for directory in (here, os.path.dirname(here)):
+    for directory in folders:
         for name in ("zfkeras.json", "config.json"):
             meta = os.path.join(directory, name)
-            if record is None and os.path.exists(meta):
+            if os.path.exists(meta):
                 with open(meta) as handle:
                     found = json.load(handle)
-                class_names = found.get("class_names")
+                class_names = class_names or found.get("class_names")
                 # An export keeps the run's config.json under training.config.
-                record = found.get("training", {}).get("config") if name == "zfkeras.json" else found
+                record = record or (found.get("training", {}).get("config") if name == "zfkeras.json" else found)
     return LoadedModel(model=model, path=file, class_names=class_names, record=record)
 
 

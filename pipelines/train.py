@@ -75,7 +75,8 @@ def command_line(ctx):
 @click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR", help="TFDS data directory holding a prepared copy (tfds: sources).")
 @click.option("--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs).")
 @_common.skip_corrupt_option
-@_common.images_option(help="Train on only the first N images of the training split (default: all).")
+@_common.images_option(help="Use only the first N images of each split read: training, --val-data and, with --export, "
+                             "the test split (default: all).")
 @click.option("--val-data", default=None, help="Validation source (its test split). Default: hold out --val-split.")
 @click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of the training data held out for validation when no --val-data (0 = none).")
@@ -148,9 +149,10 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, images, val_data,
             "training needs at least 2 (one sub-folder per class for folder: sources)",
             param_hint="--data",
         )
-    val_source = _common.open_source(val_data, "test", "--val-data", **sources) if val_data else None
+    val_source = _common.limit_images(_common.open_source(val_data, "test", "--val-data", **sources), images) if val_data else None
     # Opened now, so a bad test split stops the run before training, not after it.
     test_source = _common.open_source(data_spec, "test", "--data", optional=True, **sources) if export_path else None
+    test_source = test_source and _common.limit_images(test_source, images)
     if export_path and test_source is None:
         click.echo(f"the export will have no test metrics: {data_spec} has no test split", err=True)
     size = input_size or ARCHITECTURES[arch]().input_shape[0]

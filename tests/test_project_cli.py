@@ -38,5 +38,5 @@ def test_project_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and f"{bad}: not a readable image" in result.output
     result = CliRunner().invoke(main, ["project", "random:zfnet_small", "chelsea", "--layers", "conv9", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
-    assert "'--layers': unknown layer 'conv9'; valid layers: conv1, conv2, conv3, conv4, conv5" in result.output
+    assert "--layers: unknown layer 'conv9'; valid layers: conv1, conv2, conv3, conv4, conv5" in result.output
     assert not (tmp_path / "x").exists()
