@@ -4,7 +4,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import tempfile
+import zlib
 
 import click
 import numpy as np
@@ -31,7 +33,8 @@ def seed_option(function):
 
 
 def load_probe(path):
-    """A :class:`zfkeras.probe.Probe` for MODEL: a SavedModel directory or a ``.keras`` file."""
+    """A :class:`zfkeras.probe.Probe` for MODEL (:data:`MODEL_FORMS`): an export's SavedModel, else
+    a :class:`~zfkeras.probe.KerasProbe` of :func:`load_model`'s Keras model."""
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         from zfkeras.export import load_exported
 
@@ -40,34 +43,13 @@ def load_probe(path):
         except ValueError as error:  # not a zfkeras export, or inconsistent metadata
             message = str(error).splitlines()[0]
             raise click.BadParameter(message if message.startswith(path) else f"{path}: {message}", param_hint="MODEL") from None
-    if os.path.isfile(path) and path.endswith(".keras"):
-        import zipfile
+    from zfkeras.probe import KerasProbe
 
-        import keras
-
-        import zfkeras  # noqa: F401  (registers custom layers)
-        from zfkeras.probe import KerasProbe
-
-        if not zipfile.is_zipfile(path):
-            raise click.BadParameter(f"{path}: not a Keras model file (a .keras file is a zip archive)", param_hint="MODEL")
-        try:
-            model = keras.saving.load_model(path, compile=False)
-        except Exception as error:  # corrupt or foreign file: one line, name the file
-            raise click.UsageError(f"cannot load Keras model {path}: {str(error).splitlines()[0]}") from None
-        # Class names from an export's zfkeras.json or a run directory's config.json beside the file.
-        class_names = None
-        for name in ("zfkeras.json", "config.json"):
-            meta = os.path.join(os.path.dirname(path), name)
-            if class_names is None and os.path.exists(meta):
-                with open(meta) as handle:
-                    class_names = json.load(handle).get("class_names")
-        try:
-            return KerasProbe(model, class_names=class_names)
-        except ValueError as error:
-            raise click.BadParameter(f"{path}: {str(error).splitlines()[0]}", param_hint="MODEL") from None
-    raise click.BadParameter(
-        f"{path}: MODEL must be a SavedModel directory (with saved_model.pb) or a .keras file", param_hint="MODEL"
-    )
+    loaded = load_model(path)
+    try:
+        return KerasProbe(loaded.model, class_names=loaded.class_names)
+    except ValueError as error:
+        raise click.BadParameter(f"{path}: {str(error).splitlines()[0]}", param_hint="MODEL") from None
 
 
 def read_photo(name_or_path):
@@ -90,22 +72,6 @@ def read_photo(name_or_path):
         ) from None
 
 
-def atomic_path(*paths):
-    """Temporary file path(s) beside ``paths`` (files in one folder), moved into place together
-    only if the block succeeds (:func:`zfkeras.atomic.atomic_output`), so a crash never leaves a
-    half-written output."""
-    from zfkeras.atomic import atomic_output
-
-    return atomic_output(*paths)
-
-
-def output_directory(path):
-    """An empty temporary directory beside ``path``; it replaces ``path`` whole if the block
-    succeeds, else it is removed. Leftovers of killed runs (``.NAME.partial-*``) are cleaned first.
-    Write the results JSON last."""
-    from zfkeras.atomic import atomic_output
-
-    return atomic_output(path, directory=True)
 
 
 def check_output(path, option="--out", *, directory=True, results=None, written=()):
@@ -169,10 +135,17 @@ def _jpeg_noise(line):
     return "JPEG" in line or "absl::InitializeLog()" in line
 
 
+def tensorflow_noise(line):
+    """TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not hide (measured, TF 2.21):
+    absl's "All log messages before absl::InitializeLog() ..." and info/warning lines such as
+    "I0000 ... port.cc:153] oneDNN custom operations are on ..."; errors (E...) pass."""
+    return "absl::InitializeLog()" in line or re.match(r"[IW]\d{4} [\d:. ]+\d+ \S+:\d+\] ", line) is not None
+
+
 @contextlib.contextmanager
-def _quiet_libjpeg():
-    """Drop the decoder's own lines about corrupt JPEGs (:func:`_jpeg_noise`), which are written
-    straight to file descriptor 2 while files are decoded; other stderr output passes through."""
+def quiet_stderr(noise):
+    """Drop the lines ``noise(line)`` picks from what C++ libraries write straight to file
+    descriptor 2 while the block runs; other stderr output passes through (at the end)."""
     try:
         saved = os.dup(2)
     except OSError:
@@ -187,9 +160,23 @@ def _quiet_libjpeg():
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            kept = [line for line in lines if not _jpeg_noise(line)]
+            kept = [line for line in lines if not noise(line)]
             if kept:
                 os.write(2, "".join(kept).encode())
+
+
+def import_tensorflow_quietly():
+    """``import tensorflow`` without its start-up chatter (:func:`tensorflow_noise`)."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        with quiet_stderr(tensorflow_noise):
+            import tensorflow  # noqa: F401
+
+
+def _quiet_libjpeg():
+    """Drop the decoder's own lines about corrupt JPEGs (:func:`_jpeg_noise`) while files are decoded."""
+    return quiet_stderr(_jpeg_noise)
 
 
 def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None, skip_corrupt=False, optional=False):
@@ -247,17 +234,20 @@ def corrupt_data_error(error, option="--data"):
 
 
 def write_json(path, obj):
-    with atomic_path(path) as temp:
-        with open(temp, "w") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=False)
-            handle.write("\n")
+    """``obj`` as JSON in ``path``, written atomically (:func:`zfkeras.atomic.write_json`), lists
+    of plain values on one line (:func:`json_text`)."""
+    from zfkeras.atomic import write_json as write
+
+    write(path, obj, text=json_text(obj))
 
 
 def save_figure(figure, path, dpi=100):
     """Save a matplotlib figure atomically and close it."""
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as temp:
+    from zfkeras.atomic import atomic_output
+
+    with atomic_output(path) as temp:
         figure.savefig(temp, dpi=dpi, format=os.path.splitext(path)[1][1:] or "png", bbox_inches="tight")
     plt.close(figure)
 
@@ -273,9 +263,12 @@ def pyplot():
 
 
 # ---- the CLI convention: shared parameter types, options and loaders -------------------------
+# Every command is built from these, so MODEL, --data, --images, --layers, --maps and --out mean
+# the same thing everywhere (README, "CLI convention").
 
 DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
 SOURCE_FORMS = "fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH, tfrecord:DIR or tfds:NAME"
+MODEL_FORMS = "a SavedModel directory (a zfkeras export), a .keras file, or a run directory holding model.keras"
 
 
 class CommaList(click.ParamType):
@@ -305,26 +298,187 @@ class CommaList(click.ParamType):
         return converted
 
 
-def data_options(function=None, *, default=DEFAULT_SOURCE):
-    """``--data SOURCE``, ``--data-dir`` (a prepared TFDS copy) and ``--skip-corrupt``, for every
-    command that reads data; ``@data_options`` or ``@data_options(default="mnist_5k")``."""
+def model_argument(function=None, *, many=False, metavar=None):
+    """The positional ``MODEL`` (:data:`MODEL_FORMS`); ``many=True``: one or more (``MODEL...``)."""
 
     def decorate(function):
+        return click.argument("models" if many else "model", nargs=-1 if many else 1, required=True, type=click.Path(),
+                              metavar=metavar or ("MODEL..." if many else "MODEL"))(function)
+
+    return decorate(function) if function is not None else decorate
+
+
+def images_argument(function):
+    """The positional ``IMAGE...``: image files or built-in photo names (:data:`BUILTIN_PHOTOS`)."""
+    return click.argument("images", nargs=-1, required=True, metavar="IMAGE...")(function)
+
+
+def images_option(function=None, *, help="Use only the first N images of the split (default: all)."):
+    """``--images N``: how many images of the data are used (``None``: all)."""
+
+    def decorate(function):
+        return click.option("--images", type=click.IntRange(1), metavar="N", help=help)(function)
+
+    return decorate(function) if function is not None else decorate
+
+
+def data_options(function=None, *, default=DEFAULT_SOURCE, images="Use only the first N images of the split (default: all)."):
+    """``--data SOURCE``, ``--data-dir`` (a prepared TFDS copy), ``--skip-corrupt`` and ``--images N``
+    (help text ``images``), for every command that reads data; ``@data_options`` or
+    ``@data_options(default="mnist_5k")``."""
+
+    def decorate(function):
+        function = images_option(function, help=images)
         function = skip_corrupt_option(function)
-        function = click.option("--data-dir", type=click.Path(file_okay=False),
+        function = click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR",
                                 help="TFDS data directory holding a prepared copy (tfds: sources).")(function)
-        return click.option("--data", "data_spec", default=default, show_default=True,
+        return click.option("--data", "data_spec", default=default, show_default=True, metavar="SOURCE",
                             help=f"Data source: {SOURCE_FORMS}.")(function)
 
     return decorate(function) if function is not None else decorate
 
 
-def out_option(function):
-    """``--out DIR``: the output directory, checked before any work and replaced whole when the
-    command succeeds (:func:`write_results`)."""
-    return click.option("--out", required=True, type=click.Path(file_okay=False),
-                        callback=lambda ctx, param, value: check_output(value, results="results.json"),
-                        help="Output directory (built beside it, then swapped in whole).")(function)
+def limit_images(source, images):
+    """``source`` cut to its first ``images`` examples (``--images``; None: all of them)."""
+    total = source.num_examples
+    if images is None or (total is not None and images >= total):
+        return source
+    return dataclasses.replace(
+        source, dataset=source.dataset.take(images), num_examples=images if total is not None else None,
+        labels=None if source.labels is None else source.labels[:images], name=f"{source.name} (first {images})")
+
+
+def layers_option(function=None, *, help="Comma-separated layers (default: every conv layer)."):
+    """``--layers conv1,conv5`` as a list of names (checked against the model by :func:`choose_layers`)."""
+
+    def decorate(function):
+        return click.option("--layers", "layers", type=CommaList(str, "layer names like conv1,conv5"), metavar="LIST",
+                            help=help)(function)
+
+    return decorate(function) if function is not None else decorate
+
+
+def choose_layers(given, valid, option="--layers", what="valid layers"):
+    """``given`` layer names (a name, a list, or None for all of ``valid``) as a list, each one of
+    ``valid``; else a one-line error naming ``option`` (:func:`zfkeras.validation.layer_names`)."""
+    from zfkeras.validation import layer_names
+
+    try:
+        return layer_names(given, valid, what)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
+
+
+class MapSelection(click.ParamType):
+    """``--maps``: ``all``, a list of map indices like ``0,3,7``, or ``random:N`` (N maps per layer,
+    seeded); converted to a function ``(counts {layer: maps}, seed) -> {layer: sorted indices}``."""
+
+    name = "all|LIST|random:N"
+    forms = "use 'all', a list like '0,3,7', or 'random:N' with N >= 1"
+
+    def convert(self, value, param, ctx):
+        if callable(value):
+            return value
+        text = str(value).strip()
+        if text == "all":
+            return lambda counts, seed: {layer: list(range(count)) for layer, count in counts.items()}
+        if re.fullmatch(r"random:\d+", text) and int(text[7:]) > 0:
+            return lambda counts, seed: {layer: random_maps(count, int(text[7:]), seed, layer) for layer, count in counts.items()}
+        if not re.fullmatch(r"\d+(,\d+)*", text):
+            self.fail(f"{text!r}: {self.forms}", param, ctx)
+        chosen = sorted({int(c) for c in text.split(",")})
+
+        def pick(counts, seed):
+            for layer, count in counts.items():
+                if chosen[-1] >= count:
+                    raise click.BadParameter(f"map {chosen[-1]} does not exist in {layer}, which has maps 0-{count - 1}",
+                                             param_hint="--maps")
+            return {layer: list(chosen) for layer in counts}
+
+        return pick
+
+
+def random_maps(count, number, seed, layer):
+    """``number`` sorted map indices of ``count`` (all if fewer), drawn from a generator seeded by
+    ``seed`` and the layer name, so the choice is the same whichever other layers are asked for."""
+    rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
+    return sorted(int(c) for c in rng.choice(count, min(number, count), replace=False))
+
+
+def maps_option(default, help="Maps per layer"):
+    """``--maps`` (:class:`MapSelection`) with ``default``, e.g. ``"random:16"``."""
+
+    def decorate(function):
+        return click.option("--maps", default=default, show_default=True, type=MapSelection(), metavar="SELECTION",
+                            help=f"{help}: all, a list like 0,3,7, or random:N (seeded by --seed).")(function)
+
+    return decorate
+
+
+def batch_size_option(default=64, help="Images per forward pass."):
+    """``--batch-size N`` (>= 1): how many images go through the model at once (bounds memory)."""
+    return click.option("--batch-size", default=default, show_default=True, type=click.IntRange(1), metavar="N", help=help)
+
+
+def split_option(default="test", help="Split to scan."):
+    """``--split test|train``: which split of --data is read."""
+    return click.option("--split", type=click.Choice(["test", "train"]), default=default, show_default=True, help=help)
+
+
+def out_option(function=None, *, results="results.json", written=(), required=True,
+               help="Output directory (built beside it, then swapped in whole)."):
+    """``--out DIR``: the output directory, checked before any work (:func:`check_output`; ``results``
+    marks an earlier output of the command, which is replaced whole when the command succeeds)."""
+
+    def check(ctx, param, value):
+        return None if value is None else check_output(value, results=results, written=written)
+
+    def decorate(function):
+        return click.option("--out", required=required, type=click.Path(file_okay=False), callback=check, metavar="DIR",
+                            help=help)(function)
+
+    return decorate(function) if function is not None else decorate
+
+
+def label_option(function):
+    """``--label`` (repeatable): the true class of the images, by index or name (:func:`parse_labels`)."""
+    return click.option("--label", multiple=True, help="True class (index or name): once for all images or once per "
+                        "image. Default: the top class of each unaltered image.")(function)
+
+
+def parse_labels(values, class_names, count, option="--label"):
+    """Class indices from ``--label`` values (index or class name): none (-> None each), one for
+    all images, or one per image."""
+    if not values:
+        return [None] * count
+    if len(values) not in (1, count):
+        raise click.BadParameter(f"give one {option} for all images or one per image ({count}), got {len(values)}", param_hint=option)
+    labels = []
+    for value in values:
+        if value in class_names:
+            labels.append(list(class_names).index(value))
+        elif value.isdigit() and int(value) < len(class_names):
+            labels.append(int(value))
+        else:
+            raise click.BadParameter(
+                f"{value!r} is not a class: use an index 0-{len(class_names) - 1} or a name ({', '.join(class_names)})", param_hint=option
+            )
+    return labels * count if len(labels) == 1 else labels
+
+
+def load_images(paths, input_shape):
+    """``[(name, raw pixels at input_shape)]`` for image files or built-in photos; names must differ
+    (each names its output files)."""
+    from zfkeras.model_input import fit_image
+
+    images, seen = [], {}
+    for path in paths:
+        name = os.path.splitext(os.path.basename(path))[0]
+        if name in seen:
+            raise click.BadParameter(f"{seen[name]} and {path} would both write {name}.*; rename one", param_hint="IMAGE")
+        seen[name] = path
+        images.append((name, fit_image(read_photo(path), input_shape).pixels))
+    return images
 
 
 @dataclasses.dataclass
@@ -351,35 +505,39 @@ def model_file(path):
                 name = json.load(handle).get("keras_model", name)
         path = os.path.join(path, name)
     if not (os.path.isfile(path) and path.endswith(".keras")):
-        raise click.BadParameter(
-            f"{path}: MODEL must be a .keras file, an export directory or a run directory holding model.keras",
-            param_hint="MODEL")
+        raise click.BadParameter(f"{path}: MODEL must be {MODEL_FORMS}", param_hint="MODEL")
     return path
 
 
 def load_model(path):
-    """:class:`LoadedModel` for MODEL (a SavedModel export directory, a run directory or a ``.keras``
-    file), with one-line errors naming the path."""
+    """:class:`LoadedModel` for MODEL (:data:`MODEL_FORMS`), with one-line errors naming the path."""
+    import zipfile
+
     import keras
 
     import zfkeras  # noqa: F401  (registers custom layers)
 
     file = model_file(path)
+    if not zipfile.is_zipfile(file):
+        raise click.BadParameter(f"{file}: not a Keras model file (a .keras file is a zip archive)", param_hint="MODEL")
     try:
         model = keras.saving.load_model(file, compile=False)
     except Exception as error:  # corrupt or foreign file: one line, name the file
         raise click.UsageError(f"cannot load Keras model {file}: {str(error).strip().splitlines()[0]}") from None
+    # What the file's folder says about it: an export's zfkeras.json or a run's config.json (for a
+    # checkpoint, those of the run or export above its checkpoints/ folder).
     here = os.path.dirname(os.path.abspath(file))
+    folders = (here, os.path.dirname(here)) if os.path.basename(here) == "checkpoints" else (here,)
     class_names, record = None, None
-    for directory in (here, os.path.dirname(here)):
+    for directory in folders:
         for name in ("zfkeras.json", "config.json"):
             meta = os.path.join(directory, name)
-            if record is None and os.path.exists(meta):
+            if os.path.exists(meta):
                 with open(meta) as handle:
                     found = json.load(handle)
-                class_names = found.get("class_names")
+                class_names = class_names or found.get("class_names")
                 # An export keeps the run's config.json under training.config.
-                record = found.get("training", {}).get("config") if name == "zfkeras.json" else found
+                record = record or (found.get("training", {}).get("config") if name == "zfkeras.json" else found)
     return LoadedModel(model=model, path=file, class_names=class_names, record=record)
 
 
@@ -412,7 +570,9 @@ def write_results(out, results, table, csv_rows, figure=None, files=None):
 
     import matplotlib.pyplot as plt
 
-    with output_directory(out) as temp:
+    from zfkeras.atomic import atomic_output
+
+    with atomic_output(out, directory=True) as temp:
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(csv_rows)
         with open(os.path.join(temp, "results.csv"), "w") as handle:
@@ -473,12 +633,7 @@ def check_feature_layer(model, names, option):
     error naming ``option`` and listing the valid layers."""
     from zfkeras.transfer import feature_layers
 
-    valid = feature_layers(model)
-    for name in names:
-        if name not in valid:
-            raise click.BadParameter(f"{name!r} is not a layer of this model with features; valid: {', '.join(valid)}",
-                                     param_hint=option)
-    return names
+    return choose_layers(names, feature_layers(model), option, what="layers with features")
 
 
 def percent(mean, std):

@@ -122,10 +122,8 @@ def epoch_progress(variant, epochs):
 @click.command()
 @click.option("--arch", type=click.Choice(["zfnet_small", "zfnet", "alexnet"]), default="zfnet_small", show_default=True,
               help="Base architecture.")
-@_common.data_options
+@_common.data_options(images="Training images used: a random subset seeded by --seed (default: the whole training split).")
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1), help="Epochs per variant (the same budget for all).")
-@click.option("--images", type=click.IntRange(1),
-              help="Training images used: a random subset seeded by --seed (default: the whole training split).")
 @click.option("--variant", "variants", multiple=True, type=VariantType(),
               help="A variant to train (repeatable; default: the paper's Table 3 rows and a larger-stride conv1). "
                    "Syntax: 'base', or clauses joined by ';': without=3,4 (or conv3,conv4,fc6,fc7), "
@@ -133,9 +131,9 @@ def epoch_progress(variant, epochs):
                    "name=LABEL. The base is always trained first.")
 @click.option("--units", help="Base widths, e.g. conv1=8,fc6=64 (the variants start from them).")
 @click.option("--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224).")
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="SGD batch of every variant.")
 @click.option("--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate.")
-@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Dropout on fc6 and fc7.")
 @click.option("--kernel-init", type=click.Choice(["normal", "he_normal", "glorot_uniform"]), default="normal", show_default=True,
               help="normal = N(0, 1e-2) (paper).")
 @click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -147,7 +145,7 @@ def epoch_progress(variant, epochs):
                    "(default: OUT-runs beside --out, which is replaced whole).")
 @_common.out_option
 @_common.seed_option
-def ablate(arch, data_spec, data_dir, skip_corrupt, epochs, images, variants, units, input_size, batch_size, lr, dropout, kernel_init,
+def ablate(arch, data_spec, data_dir, skip_corrupt, images, epochs, variants, units, input_size, batch_size, lr, dropout, kernel_init,
            val_split, diagnose_images, runs_dir, out, seed):
     """Train variants of ARCH on one data set, seed and budget and compare them (paper Table 3, Sec. 4.1).
 

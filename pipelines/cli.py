@@ -6,7 +6,8 @@ import os
 
 import click
 
-# Set before TensorFlow is first imported: hide its C++ start-up chatter and retracing notices.
+# Set before TensorFlow is first imported: hide its C++ log lines and retracing notices (the few
+# start-up lines this does not hide are dropped by LazyGroup.invoke).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 logging.getLogger("absl").setLevel(logging.ERROR)  # e.g. TFDS's "Variant folder ... has no dataset_info.json"
@@ -51,11 +52,6 @@ HELP = {
 }
 
 
-def _available():
-    here = os.path.dirname(__file__)
-    return [name for name, target in COMMANDS.items() if os.path.exists(os.path.join(here, target.split(":")[0].split(".")[1] + ".py"))]
-
-
 def os_error_line(error):
     """``PATH: reason`` for an OSError (its first line when it names no path)."""
     if error.filename is not None and error.strerror:
@@ -66,15 +62,21 @@ def os_error_line(error):
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return _available()
+        return list(COMMANDS)
 
     def get_command(self, ctx, name):
-        if name not in _available():
+        if name not in COMMANDS:
             return None
         module, function = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), function)
 
     def invoke(self, ctx):
+        # Every command imports TensorFlow; do it now, without its start-up chatter (not for --help).
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if words and not {"--help", "-h"} & set(words):
+            from pipelines._common import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         # Library code raises ValueError with a message naming the bad input: show that one line.
         try:
             try:

@@ -7,8 +7,8 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import PixelValue, check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json
-from pipelines.occlusion import load_images, show_image
+from pipelines import _common
+from pipelines.occlusion import show_image
 
 PARTS_FORMAT = (
     '{"images": [{"file": "a.png", "parts": {"collar": [y0, x0, y1, x1], ...}, "object": [y0, x0, y1, x1]}, ...]} '
@@ -97,7 +97,7 @@ def masks_figure(named, parts, result, fill, random_shown=2):
     """Fig. 8: each image, then each part masked, then a few random masks of the first part's size."""
     from zfkeras.correspondence import mask_images
 
-    plt = pyplot()
+    plt = _common.pyplot()
     columns = 1 + len(parts) + random_shown
     figure, axes = plt.subplots(len(named), columns, figsize=(1.7 * columns, 1.8 * len(named)), squeeze=False)
     images = np.stack([image for _, image in named])
@@ -124,16 +124,16 @@ def masks_figure(named, parts, result, fill, random_shown=2):
 
 
 @click.command()
-@click.argument("model")
-@click.option("--parts", "parts_file", required=True, type=click.Path(dir_okay=False),
+@_common.model_argument
+@click.option("--parts", "parts_file", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON file of images and part boxes: " + PARTS_FORMAT + ".")
-@click.option("--layers", "layer_list", help="Comma-separated feature layers. Default: the top conv layer and fc7.")
+@_common.layers_option(help="Comma-separated feature layers. Default: the top conv layer and fc7.")
 @click.option("--draws", default=10, show_default=True, type=click.IntRange(min=1), help="Random-mask draws for the control row.")
-@click.option("--fill", type=PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
-@seed_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
-def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed, out):
+@click.option("--fill", type=_common.PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
+@_common.batch_size_option()
+@_common.out_option(results="correspondence.json")
+@_common.seed_option
+def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed):
     """Part correspondence of MODEL (Table 1): mask the same part in every image of --parts and
     measure how consistently the features change, against random masks of the same size.
 
@@ -143,17 +143,14 @@ def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed,
     from zfkeras import correspondence as analysis
     from zfkeras.occlusion import fill_values
 
-    check_output(out, results="correspondence.json")
-    seed_everything(seed)
+    from zfkeras.atomic import atomic_output
+
+    _common.seed_everything(seed)
     files, given_files, parts, objects = read_parts(parts_file)
-    probe = load_probe(model)
-    layers = None
-    if layer_list is not None:
-        layers = [name.strip() for name in layer_list.split(",") if name.strip()]
-        unknown = [name for name in layers if name not in probe.feature_names]
-        if unknown or not layers:
-            raise click.BadParameter(f"{layer_list!r}: valid layers are {', '.join(probe.feature_names)}", param_hint="--layers")
-    named = load_images(files, probe.input_shape)
+    probe = _common.load_probe(model)
+    if layers is not None:
+        _common.choose_layers(layers, probe.feature_names)
+    named = _common.load_images(files, probe.input_shape)
     images = np.stack([image for _, image in named])
     try:
         result = analysis.correspondence(probe, images, parts, layers=layers, objects=objects, draws=draws, seed=seed,
@@ -162,10 +159,10 @@ def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed,
         raise click.BadParameter(f"{parts_file}: {error}", param_hint="--parts") from None
     names = [name for name, _ in named]
     text = table_text(result, len(images), draws)
-    with output_directory(out) as target:
+    with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "correspondence.txt"), "w") as handle:
             handle.write(text)
-        save_figure(masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(target, "masks.png"))
-        write_json(os.path.join(target, "correspondence.json"), result_json(result, names, given_files, parts, objects, draws, seed))
+        _common.save_figure(masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(target, "masks.png"))
+        _common.write_json(os.path.join(target, "correspondence.json"), result_json(result, names, given_files, parts, objects, draws, seed))
     click.echo(text, nl=False)
     click.echo(f"-> {out}/correspondence.txt, correspondence.json, masks.png")

@@ -1,7 +1,6 @@
 """``zf evaluate``: top-1/top-5 error of models and of their average (paper Table 2), 1 and 10 crops."""
 
 import os
-import sys
 
 import click
 
@@ -15,7 +14,7 @@ COLUMNS = (
 )
 
 
-def evaluate_on_source(probes, source, crops="ten", batch_size=100, limit=None):
+def evaluate_on_source(probes, source, crops="ten", batch_size=100):
     """:func:`zfkeras.evaluate.evaluate` of ``probes`` on a data Source, with a progress bar.
 
     Images are resized (smaller side to ``load_size(S)``) and centre-cropped to ``S x S`` (single
@@ -27,11 +26,7 @@ def evaluate_on_source(probes, source, crops="ten", batch_size=100, limit=None):
     check_compatible(probes)
     size, _, channels = next(iter(probes.values())).input_shape
     dataset = data.eval_dataset(source, size, channels, batch_size, crops="ten" if crops == "ten" else "center")
-    total = source.num_examples
-    if limit:
-        dataset = dataset.unbatch().take(limit).batch(batch_size)
-        total = min(limit, total or limit)
-    with click.progressbar(length=total or 0, label="evaluating", file=sys.stderr) as bar:
+    with _common.progressbar(length=source.num_examples or 0, label="evaluating") as bar:
         return evaluate(probes, dataset.as_numpy_iterator(), on_batch=bar.update)
 
 
@@ -49,41 +44,28 @@ def format_table(result):
 
 
 @click.command()
-@click.argument("models", nargs=-1, required=True)
-@click.option("--data", "data_spec", default="fashion_mnist", show_default=True,
-              help="Source: fashion_mnist, idx:PATH, folder:PATH or tfds:NAME.")
+@_common.model_argument(many=True)
+@_common.data_options(images="Evaluate only the first N images of the split (default: all).")
 @click.option("--split", default="test", show_default=True, help="Split of the source to evaluate on.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="TFDS data directory (tfds: sources).")
 @click.option("--crops", type=click.Choice(["ten", "single"]), default="ten", show_default=True,
               help="ten: single centre crop AND 10-crop numbers; single: centre crop only (10x faster).")
-@click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N images.")
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1))
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
-@_common.skip_corrupt_option
-@_common.seed_option
-def evaluate(models, data_spec, split, data_dir, crops, limit, batch_size, out, skip_corrupt, seed):
-    """Top-1 and top-5 error of each MODEL (SavedModel directory or .keras file) and of their average.
+@_common.batch_size_option(100)
+@_common.out_option(required=False, help="Output directory: results.json (default: only print the table).")
+def evaluate(models, data_spec, data_dir, skip_corrupt, images, split, crops, batch_size, out):
+    """Top-1 and top-5 error of each MODEL and of their average.
 
-    With several MODELS their class probabilities are averaged (the paper's Table 2 ensembles).
+    With several MODELs their class probabilities are averaged (the paper's Table 2 ensembles).
     Single-crop numbers use the centre crop; 10-crop numbers average the probabilities of the
-    4 corner + centre crops and their mirror images.
+    4 corner + centre crops and their mirror images. Writes OUT/results.json with --out.
     """
-    if out:
-        _common.check_output(out, directory=False)
-    _common.seed_everything(seed)
-
     names = _unique_names(models)
-    probes = {}
-    for name, path in zip(names, models):
-        try:
-            probes[name] = _common.load_probe(path)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="MODEL") from None
+    probes = {name: _common.load_probe(path) for name, path in zip(names, models)}
     source = _common.open_source(data_spec, split, "--data", data_dir=data_dir, skip_corrupt=skip_corrupt)
+    source = _common.limit_images(source, images)
     try:
-        result = evaluate_on_source(probes, source, crops, batch_size, limit)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        raise click.UsageError(str(error)) from None
+        result = evaluate_on_source(probes, source, crops, batch_size)
+    except (ValueError, RuntimeError) as error:  # models that cannot be averaged, unreadable data
+        raise click.UsageError(str(error).strip().splitlines()[0]) from None
     click.echo(f"{source.name} ({split}), {result['num_images']} images")
     click.echo(format_table(result))
     if out:
@@ -92,8 +74,11 @@ def evaluate(models, data_spec, split, data_dir, crops, limit, batch_size, out, 
             result["holdout"] = source.holdout
         if source.skipped:
             result["skipped_files"] = list(source.skipped_files)
-        _common.write_json(out, result)
-        click.echo(f"wrote {out}")
+        from zfkeras.atomic import atomic_output
+
+        with atomic_output(out, directory=True) as target:
+            _common.write_json(os.path.join(target, "results.json"), result)
+        click.echo(f"wrote {out}/results.json")
 
 
 def _unique_names(paths):

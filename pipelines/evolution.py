@@ -6,26 +6,28 @@ import re
 import click
 import numpy as np
 
-from pipelines._common import check_output, output_directory, save_figure, seed_everything, seed_option, skip_corrupt_option, write_json
-from pipelines.visualize import DEFAULT_SOURCE, Images, field_json, map_counts, parse_layers, parse_maps, progressbar, show_grid, upscale
+from pipelines import _common
+from pipelines.visualize import Images, field_json, map_counts, show_grid, upscale
 
 CHECKPOINT = re.compile(r"epoch-(\d+)\.keras$")
 
 
 def find_checkpoints(path):
-    """``[(epoch, file)]`` sorted by epoch, from a run dir or shipped model dir (``checkpoints/``
-    inside) or a directory holding the ``epoch-XXX.keras`` files itself."""
+    """``[(epoch, file)]`` sorted by epoch, from a run dir or export (``checkpoints/`` inside, or
+    beside its ``.keras`` file) or a directory holding the ``epoch-XXX.keras`` files itself."""
+    if os.path.isfile(path) and path.endswith(".keras"):
+        path = os.path.dirname(os.path.abspath(path))  # run/model.keras: the run's checkpoints
     if not os.path.isdir(path):
         raise click.BadParameter(
-            f"{path}: not a directory; give a training run dir, a model dir with checkpoints/, or a dir of epoch-XXX.keras files",
-            param_hint="RUN_OR_CHECKPOINT_DIR",
+            f"{path}: not a directory; give a training run dir, an export with checkpoints/, or a dir of epoch-XXX.keras files",
+            param_hint="MODEL",
         )
     inner = os.path.join(path, "checkpoints")
     directory = inner if os.path.isdir(inner) else path
     found = sorted((int(m[1]), os.path.join(directory, name)) for name in os.listdir(directory) if (m := CHECKPOINT.fullmatch(name)))
     if not found:
         raise click.BadParameter(
-            f"{path}: no epoch-XXX.keras checkpoints in it or in its checkpoints/ folder", param_hint="RUN_OR_CHECKPOINT_DIR"
+            f"{path}: no epoch-XXX.keras checkpoints in it or in its checkpoints/ folder", param_hint="MODEL"
         )
     return found
 
@@ -65,83 +67,73 @@ def evolution_figure(layer, channels, epochs, tiles, stable, percentile, per_map
 
 
 @click.command()
-@click.argument("run_dir", metavar="RUN_OR_CHECKPOINT_DIR", type=click.Path())
-@click.option("--data", default=DEFAULT_SOURCE, show_default=True, help="Data source: idx:PATH, folder:PATH, tfds:NAME or fashion_mnist.")
-@click.option(
-    "--split",
-    type=click.Choice(["train", "test"]),
-    default="train",
-    show_default=True,
-    help="Split to scan (the paper uses the training set).",
-)
-@click.option("--layers", default=None, help="Comma-separated conv layers (default: all).")
-@click.option("--maps", default="random:4", show_default=True, help="Maps per layer: all, a list like 0,3,7, or random:N.")
-@click.option("--images", default=None, type=click.IntRange(1), help="Scan only the first N images (default: the whole split).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
-@click.option(
-    "--percentile",
-    default=99.0,
-    show_default=True,
-    type=click.FloatRange(50, 100),
-    help="Contrast: |values| above this percentile of each projection saturate.",
-)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
-@skip_corrupt_option
-@seed_option
-def evolution(run_dir, data, split, layers, maps, images, batch_size, percentile, out, skip_corrupt, seed):
+@_common.model_argument
+@_common.data_options(images="Scan only the first N images (default: the whole split).")
+@_common.split_option("train", help="Split to scan (the paper uses the training set).")
+@_common.layers_option
+@_common.maps_option("random:4")
+@_common.batch_size_option()
+@click.option("--percentile", default=99.0, show_default=True, type=click.FloatRange(50, 100),
+              help="Contrast: |values| above this percentile of each projection saturate.")
+@_common.out_option(results="evolution.json")
+@_common.seed_option
+def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, batch_size, percentile, out, seed):
     """Strongest activation of chosen maps at each kept epoch, projected to pixels (Fig. 4).
 
-    RUN_OR_CHECKPOINT_DIR is a training run dir, a model dir with checkpoints/, or a directory of
-    epoch-XXX.keras files. Writes OUT/<layer>.png (maps x epochs), OUT/evolution.png (all layers)
-    and OUT/evolution.json with, per layer and map, the top-1 {image, y, x, value} at each epoch and
-    the epoch from which the top-1 image no longer changes (per layer: the latest over its maps).
+    MODEL is a training run dir, an export with checkpoints/ (or a .keras file beside them), or a
+    directory of epoch-XXX.keras files. Writes OUT/<layer>.png (maps x epochs), OUT/evolution.png
+    (all layers) and OUT/evolution.json with, per layer and map, the top-1 {image, y, x, value} at
+    each epoch and the epoch from which the top-1 image no longer changes (per layer: the latest
+    over its maps).
     """
     from zfkeras.evolution import layer_stability, strongest
     from zfkeras.probe import KerasProbe
     from zfkeras.receptive_field import receptive_fields
     from zfkeras.topk import project_topk
 
-    check_output(out, results="evolution.json")
-    seed_everything(seed)
-    checkpoints = find_checkpoints(run_dir)
+    from zfkeras.atomic import atomic_output
+
+    _common.seed_everything(seed)
+    checkpoints = find_checkpoints(model)
     epochs = [epoch for epoch, _ in checkpoints]
     tiles, tops, fields = {}, [], None
     for number, (epoch, file) in enumerate(checkpoints):
-        model = load_checkpoint(file)
-        probe = KerasProbe(model)
+        keras_model = load_checkpoint(file)
+        probe = KerasProbe(keras_model)
         if fields is None:  # the first checkpoint fixes geometry, layers, maps and data
-            fields = receptive_fields(model)
-            layer_names = parse_layers(layers, probe)
-            chosen = parse_maps(maps, map_counts(probe, layer_names), seed)
-            data_images = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt)
-        elif receptive_fields(model) != fields:
+            fields = receptive_fields(keras_model)
+            layer_names = _common.choose_layers(layers, probe.layer_names)
+            chosen = maps(map_counts(probe, layer_names), seed)
+            data_images = Images(data_spec, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt,
+                                 data_dir=data_dir)
+        elif receptive_fields(keras_model) != fields:
             raise click.UsageError(f"{file}: a different architecture from {checkpoints[0][1]}; all checkpoints must come from one run")
         label = f"epoch {epoch} ({number + 1}/{len(checkpoints)})"
-        with progressbar(data_images, length=data_images.batches, label=f"{label}: scan {data_images.label}") as bar:
+        with _common.progressbar(data_images, length=data_images.batches, label=f"{label}: scan {data_images.label}") as bar:
             top = strongest(probe, bar, chosen)
         crops = project_topk(probe, top, data_images, fields, batch_size=batch_size)
         for layer in layer_names:
             tiles.setdefault(layer, []).append(crops[layer]["projections"][:, 0])
         tops.append(top)
-    report = {"run": run_dir, "data": data, "split": split, "images": tops[0].images_seen, "seed": seed, "epochs": epochs, "layers": {}}
+    report = {"run": model, "data": data_spec, "split": split, "images": tops[0].images_seen, "seed": seed, "epochs": epochs, "layers": {}}
     if data_images.source.skipped:
         report["skipped_files"] = list(data_images.source.skipped_files)
     lines = []
-    with output_directory(out) as target:
+    with atomic_output(out, directory=True) as target:
         blocks = []
         for layer in layer_names:
             stability = layer_stability(epochs, tops, layer).to_dict()
             per_map, stable = stability["maps"], stability["stable_epoch"]
             report["layers"][layer] = {"stable_epoch": stable, "field": field_json(fields[layer]), "maps": per_map}
             block = np.stack(tiles[layer], axis=1)  # [maps, epochs, fh, fw, C]
-            save_figure(evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(target, f"{layer}.png"))
+            _common.save_figure(evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(target, f"{layer}.png"))
             blocks.append((layer, block))
             detail = ", ".join(
                 f"{c}:{v['stable_epoch']}" + (" (silent at the end)" if epochs[-1] in v["silent_epochs"] else "") for c, v in per_map.items()
             )
             lines.append(f"{layer}: top-1 image stable from epoch {stable} (map:epoch {detail}) -> {out}/{layer}.png")
-        save_figure(combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(target, "evolution.png"))
-        write_json(os.path.join(target, "evolution.json"), report)
+        _common.save_figure(combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(target, "evolution.png"))
+        _common.write_json(os.path.join(target, "evolution.json"), report)
     for line in lines:
         click.echo(line)
     listed = ", ".join(map(str, epochs))

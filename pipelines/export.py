@@ -38,22 +38,21 @@ def _metrics_at(history, model_path):
 
 
 @click.command()
-@click.argument("model_path", metavar="MODEL.keras", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Export directory, e.g. saved_models/NAME.")
-@click.option("--class-names", help="Comma-separated class names (default: from the run's config.json, else 0..C-1).")
-@_common.seed_option
-def export(model_path, out, class_names, seed):
-    """Export MODEL.keras to a SavedModel directory usable without zfkeras.
+@_common.model_argument
+@_common.out_option(results="zfkeras.json", help="Export directory, e.g. saved_models/NAME.")
+@click.option("--class-names", metavar="LIST", help="Comma-separated class names (default: from the run's config.json, else 0..C-1).")
+def export(model, out, class_names):
+    """Export MODEL (a .keras file, or a run directory holding model.keras) to a SavedModel
+    directory usable without zfkeras.
 
     Endpoints: serve(images) -> probabilities, features(images) -> every conv layer and fc6/fc7,
     project_<conv>(images, channel, position) and project_map_<conv>(images, channel) -> deconvnet
     reconstructions; plus model.keras, mean.npy and zfkeras.json (metadata). The training command,
     config and last-epoch metrics come from the run directory's config.json / history.json.
     """
-    _common.check_output(out, results="zfkeras.json")
-    _common.seed_everything(seed)
     from zfkeras.export import export_model
 
+    model_path = _common.model_file(model)
     probe = _common.load_probe(model_path)
     record, history = _run_record(model_path)
     if class_names:

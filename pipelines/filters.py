@@ -5,24 +5,24 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import check_output, output_directory, pyplot, save_figure, seed_everything, seed_option, skip_corrupt_option, write_json
-from pipelines.visualize import DEFAULT_SOURCE, Images, keras_model, map_counts, open_model, parse_maps, progressbar, upscale
+from pipelines import _common
+from pipelines.visualize import Images, keras_of, map_counts, open_model, upscale
 
 
-def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_corrupt=False):
-    """All numbers and picture arrays of one model (see zfkeras.first_layer for what is computed)."""
+def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_corrupt=False, data_dir=None):
+    """All numbers and picture arrays of one model (see zfkeras.first_layer for what is computed);
+    ``maps``: a ``--maps`` selection (:class:`pipelines._common.MapSelection`)."""
     from zfkeras import diagnostics
     from zfkeras.first_layer import first_layer_report
-    from zfkeras.probe import KerasProbe
 
     probe, _ = open_model(path)
     if len(probe.layer_names) < 2:
         raise click.UsageError(f"{path}: needs two conv layers, has {', '.join(probe.layer_names)}")
     second = probe.layer_names[1]
-    model = probe.model if isinstance(probe, KerasProbe) else keras_model(path)
-    chosen = parse_maps(maps, map_counts(probe, [second]), seed)
-    data_images = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt)
-    with progressbar(
+    model = keras_of(probe, path)
+    chosen = maps(map_counts(probe, [second]), seed)
+    data_images = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir)
+    with _common.progressbar(
         length=data_images.batches or 0, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}"
     ) as bar:
         try:
@@ -54,7 +54,7 @@ def filters_figure(labels, reports, pictures):
     """Fig. 6: per model a column with its first-layer filters (top) and layer-2 projections."""
     from zfkeras.diagnostics import display_tiles, mosaic
 
-    plt = pyplot()
+    plt = _common.pyplot()
     figure, axes = plt.subplots(2, len(reports), figsize=(6 * len(reports), 12), squeeze=False)
     for column, (label, report, picture) in enumerate(zip(labels, reports, pictures)):
         top, bottom = caption(report)
@@ -70,51 +70,45 @@ def filters_figure(labels, reports, pictures):
 
 
 @click.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(), metavar="MODEL [MODEL2]")
-@click.option("--data", default=DEFAULT_SOURCE, show_default=True, help="Data source: idx:PATH, folder:PATH, tfds:NAME or fashion_mnist.")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Split to scan.")
-@click.option("--images", default=None, type=click.IntRange(1), help="Use only the first N images (default: the whole split).")
-@click.option("--maps", default="random:36", show_default=True, help="Second-layer maps to project: all, a list like 0,3,7, or random:N.")
-@click.option(
-    "--threshold",
-    default=0.01,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Dead filter: mean activation <= this fraction of the median filter's.",
-)
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
-@skip_corrupt_option
-@seed_option
-def filters(models, data, split, images, maps, threshold, batch_size, out, skip_corrupt, seed):
+@_common.model_argument(many=True, metavar="MODEL [MODEL2]")
+@_common.data_options(images="Use only the first N images (default: the whole split).")
+@_common.split_option()
+@_common.maps_option("random:36", help="Second-layer maps to project")
+@click.option("--threshold", default=0.01, show_default=True, type=click.FloatRange(0, 1),
+              help="Dead filter: mean activation <= this fraction of the median filter's.")
+@_common.batch_size_option()
+@_common.out_option(results="filters.json")
+@_common.seed_option
+def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, threshold, batch_size, out, seed):
     """First-layer filters and second-layer projections of one or two models, with diagnostics (Fig. 6).
 
-    Per model: the first conv layer's filters (each scaled to its own range), the fraction of dead
+    Per MODEL: the first conv layer's filters (each scaled to its own range), the fraction of dead
     filters, the share of filter energy in low / mid / high spatial frequencies, and the top-1
     deconvnet projections of second-layer maps with their aliasing share (energy above the first
     layer stride's Nyquist frequency). Definitions: zfkeras/diagnostics.py. Writes OUT/filters.png,
     OUT/<label>-conv1.png per model and OUT/filters.json.
     """
+    from zfkeras.atomic import atomic_output
+
     if len(models) > 2:
         raise click.BadParameter(f"give one or two models, got {len(models)}", param_hint="MODEL [MODEL2]")
-    check_output(out, results="filters.json")
-    seed_everything(seed)
+    _common.seed_everything(seed)
     labels = model_labels(models)
     reports, pictures = [], []
     for path in models:
-        report, picture = diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_corrupt)
+        report, picture = diagnose(path, data_spec, split, images, maps, batch_size, threshold, seed, skip_corrupt, data_dir)
         reports.append(report)
         pictures.append(picture)
-    with output_directory(out) as target:
-        save_figure(filters_figure(labels, reports, pictures), os.path.join(target, "filters.png"))
-        plt = pyplot()
+    with atomic_output(out, directory=True) as target:
+        _common.save_figure(filters_figure(labels, reports, pictures), os.path.join(target, "filters.png"))
+        plt = _common.pyplot()
         for label, report, picture in zip(labels, reports, pictures):
             figure = plt.figure(figsize=(5, 5.6))
             plt.imshow(upscale(picture["filters"][None], 400)[0], interpolation="nearest")
             plt.axis("off")
             plt.title(f"{label}\n{caption(report)[0]}", fontsize=9, loc="left")
-            save_figure(figure, os.path.join(target, f"{label}-{report['first_layer']['name']}.png"))
-        write_json(os.path.join(target, "filters.json"), {"data": data, "split": split, "seed": seed, "models": dict(zip(labels, reports))})
+            _common.save_figure(figure, os.path.join(target, f"{label}-{report['first_layer']['name']}.png"))
+        _common.write_json(os.path.join(target, "filters.json"), {"data": data_spec, "split": split, "seed": seed, "models": dict(zip(labels, reports))})
     for label, report in zip(labels, reports):
         click.echo(f"{label}: " + "; ".join(line.replace("\n", ", ") for line in caption(report)))
     click.echo(f"wrote {out}/filters.png, {out}/filters.json")

@@ -8,25 +8,10 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json
-from pipelines.occlusion import load_images, parse_labels, show_image
+from pipelines import _common
+from pipelines.occlusion import show_image
 
-
-class AmountList(click.ParamType):
-    """A comma-separated list of numbers, e.g. ``-8,-4,0,4,8``."""
-
-    name = "LIST"
-
-    def convert(self, value, param, ctx):
-        if not isinstance(value, str):
-            return value
-        try:
-            amounts = [float(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of numbers (e.g. -8,0,8)", param, ctx)
-        if not amounts:
-            self.fail("give at least one number", param, ctx)
-        return amounts
+NUMBERS = _common.CommaList(float, "a comma-separated list of numbers like -8,0,8")
 
 
 class Fill(click.ParamType):
@@ -88,7 +73,7 @@ def curves_figure(curves, names, layers):
     """The 3x3 grid of Fig. 5: rows transforms; columns layer-1 distance, layer-7 distance, p(true)."""
     from zfkeras.invariance import UNITS
 
-    plt = pyplot()
+    plt = _common.pyplot()
     figure, axes = plt.subplots(len(curves), len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.2 * len(curves)), squeeze=False)
     for row, (kind, c) in enumerate(curves.items()):
         columns = [(c.distances[layer], f"{layer}: relative distance") for layer in layers]
@@ -113,7 +98,7 @@ def examples_figure(named, fill, amounts, shown=7):
     """Each transform applied to the first image at ``shown`` of its amounts (Fig. 5, column 1)."""
     from zfkeras.invariance import transform_image
 
-    plt = pyplot()
+    plt = _common.pyplot()
     name, image = named[0]
     figure, axes = plt.subplots(len(amounts), shown, figsize=(1.6 * shown, 1.8 * len(amounts)), squeeze=False)
     for row, (kind, values) in enumerate(amounts.items()):
@@ -129,21 +114,20 @@ def examples_figure(named, fill, amounts, shown=7):
 
 
 @click.command()
-@click.argument("model")
-@click.argument("images", nargs=-1, required=True)
-@click.option("--label", multiple=True, help="True class (index or name): once for all images or once per image. "
-              "Default: each image's top class.")
-@click.option("--shifts", type=AmountList(), help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps).")
-@click.option("--scales", type=AmountList(), help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6.")
-@click.option("--angles", type=AmountList(), help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360.")
-@click.option("--layers", "layer_list", help="Two or more comma-separated feature layers. Default: the first conv layer and fc7.")
+@_common.model_argument
+@_common.images_argument
+@_common.label_option
+@click.option("--shifts", type=NUMBERS, metavar="LIST",
+              help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps).")
+@click.option("--scales", type=NUMBERS, metavar="LIST", help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6.")
+@click.option("--angles", type=NUMBERS, metavar="LIST", help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360.")
+@_common.layers_option(help="Two or more comma-separated feature layers. Default: the first conv layer and fc7.")
 @click.option("--fill", default="background", show_default=True, type=Fill(),
               help="What a transform uncovers: 'background' (median of the image's border pixels), 'edge' (nearest border pixel), "
                    "'mean' (training mean image, 0 after mean subtraction) or a raw value 0-255.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
-@seed_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
-def invariance(model, images, label, shifts, scales, angles, layer_list, fill, batch_size, seed, out):
+@_common.batch_size_option()
+@_common.out_option(results="invariance.json")
+def invariance(model, images, label, shifts, scales, angles, layers, fill, batch_size, out):
     """Feature invariance of MODEL on each IMAGE (Fig. 5).
 
     Translates (vertically), scales and rotates each image and records the distance of its
@@ -153,18 +137,15 @@ def invariance(model, images, label, shifts, scales, angles, layer_list, fill, b
     """
     from zfkeras.invariance import IDENTITY, UNITS, default_amounts, default_layers, invariance_curves, resolve_fill
 
-    check_output(out, results="invariance.json")
-    seed_everything(seed)
-    probe = load_probe(model)
+    from zfkeras.atomic import atomic_output
+
+    probe = _common.load_probe(model)
     class_names = list(probe.class_names)
-    layers = default_layers(probe) if layer_list is None else [name.strip() for name in layer_list.split(",") if name.strip()]
-    unknown = [name for name in layers if name not in probe.feature_names]
-    if unknown or not layers:
-        raise click.BadParameter(f"{layer_list!r}: valid layers are {', '.join(probe.feature_names)}", param_hint="--layers")
+    layers = _common.choose_layers(layers or default_layers(probe), probe.feature_names)
     if scales is not None and min(scales) <= 0:
         raise click.BadParameter(f"scale factors must be > 0, got {min(scales):g}", param_hint="--scales")
-    labels = parse_labels(label, class_names, len(images))
-    named = load_images(images, probe.input_shape)
+    labels = _common.parse_labels(label, class_names, len(images))
+    named = _common.load_images(images, probe.input_shape)
     amounts = default_amounts(probe.input_shape)
     for kind, given in (("translation", shifts), ("scale", scales), ("rotation", angles)):
         if given is not None:
@@ -172,18 +153,18 @@ def invariance(model, images, label, shifts, scales, angles, layer_list, fill, b
     stack = np.stack([image for _, image in named])
     if labels[0] is None:
         labels = None
-    with click.progressbar(list(amounts), label="transforming") as bar:
+    with _common.progressbar(list(amounts), label="transforming") as bar:
         curves = {}
         for kind in bar:
             curves.update(invariance_curves(probe, stack, labels=labels, amounts={kind: amounts[kind]}, layers=layers,
                                             fill=fill, batch_size=batch_size))
     names = [name for name, _ in named]
-    with output_directory(out) as target:
+    with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "invariance.csv"), "w") as handle:
             handle.write(curves_csv(curves, names, class_names, layers))
-        save_figure(curves_figure(curves, names, layers), os.path.join(target, "invariance.png"))
-        save_figure(examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png"))
-        write_json(os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill))
+        _common.save_figure(curves_figure(curves, names, layers), os.path.join(target, "invariance.png"))
+        _common.save_figure(examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png"))
+        _common.write_json(os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill))
     for kind, c in curves.items():
         moved = ~np.isclose(c.amounts, IDENTITY[kind]) & ~((kind == "rotation") & np.isclose(c.amounts % 360, 0))
         if not moved.any():

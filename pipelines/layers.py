@@ -10,11 +10,11 @@ CLASSIFIERS = ("softmax", "svm")
 
 
 @click.command()
-@click.argument("model", metavar="MODEL")
-@_common.data_options(default="mnist_5k")
+@_common.model_argument
+@_common.data_options(default="mnist_5k", images="Use only the first N images of --split, which the folds are drawn from "
+                                                   "(default: all).")
 @_common.fold_options("5,30")
-@click.option("--layers", "layer_list", type=_common.CommaList(str, "layer names like conv1,fc7"),
-              help="Layers to test (default: every conv layer, fc6 and fc7).")
+@_common.layers_option(help="Layers to test (default: every conv layer, fc6 and fc7).")
 @click.option("--classifiers", type=_common.CommaList(str, f"classifiers from {', '.join(CLASSIFIERS)}"),
               default=",".join(CLASSIFIERS), show_default=True,
               help="softmax (multinomial logistic regression) and/or svm (linear, squared hinge, one-vs-rest).")
@@ -24,7 +24,8 @@ CLASSIFIERS = ("softmax", "svm")
               help="Weight of the data term against the L2 penalty, for both classifiers.")
 @_common.out_option
 @_common.seed_option
-def layers(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, test_per_class, layer_list, classifiers, max_features, C, out, seed):
+def layers(model, data_spec, data_dir, skip_corrupt, images, per_class, split, folds, test_per_class, layers, classifiers, max_features, C,
+           out, seed):
     """A linear classifier on each layer's frozen features of MODEL, per fold (Table 7).
 
     Conv layers give their block's output as the model pools it (after max pooling and LRN),
@@ -38,11 +39,11 @@ def layers(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, te
     from zfkeras.folds import mean_class_accuracy, summarize
     from zfkeras.linear import fit_linear
 
-    names = _common.check_feature_layer(loaded.model, layer_list or transfer.feature_layers(loaded.model), "--layers")
+    names = _common.check_feature_layer(loaded.model, layers or transfer.feature_layers(loaded.model), "--layers")
     unknown = [name for name in classifiers if name not in CLASSIFIERS]
     if unknown:
         raise click.BadParameter(f"{unknown[0]!r} is not a classifier; use {', '.join(CLASSIFIERS)}", param_hint="--classifiers")
-    source = _common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt)
+    source = _common.limit_images(_common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images)
     started = time.monotonic()
     labels = data.source_labels(source)
     folds_by_n = _common.draw_folds(labels, per_class, folds, test_per_class, seed, source.class_names)

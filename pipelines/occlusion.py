@@ -5,61 +5,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import (
-    PixelValue,
-    atomic_path,
-    check_output,
-    load_probe,
-    output_directory,
-    pyplot,
-    read_photo,
-    save_figure,
-    seed_everything,
-    seed_option,
-    write_json,
-)
-
-
-def load_images(paths, input_shape):
-    """``[(name, raw pixels at input_shape)]`` for image files or built-in photos; names must differ."""
-    from zfkeras.model_input import fit_image
-
-    images, seen = [], {}
-    for path in paths:
-        name = os.path.splitext(os.path.basename(path))[0]
-        if name in seen:
-            raise click.BadParameter(f"{seen[name]} and {path} would both write {name}.*; rename one", param_hint="IMAGE")
-        seen[name] = path
-        images.append((name, fit_image(read_photo(path), input_shape).pixels))
-    return images
-
-
-def parse_labels(values, class_names, count, option="--label"):
-    """Class indices from ``--label`` values (index or class name): none (-> None each), one for
-    all images, or one per image."""
-    if not values:
-        return [None] * count
-    if len(values) not in (1, count):
-        raise click.BadParameter(f"give one {option} for all images or one per image ({count}), got {len(values)}", param_hint=option)
-    labels = []
-    for value in values:
-        if value in class_names:
-            labels.append(list(class_names).index(value))
-        elif value.isdigit() and int(value) < len(class_names):
-            labels.append(int(value))
-        else:
-            raise click.BadParameter(
-                f"{value!r} is not a class: use an index 0-{len(class_names) - 1} or a name ({', '.join(class_names)})", param_hint=option
-            )
-    return labels * count if len(labels) == 1 else labels
-
-
-def check_layer(probe, layer, option="--layer", names=None):
-    """``layer`` if the probe has it, else a BadParameter listing the valid names."""
-    names = list(probe.layer_names if names is None else names)
-    if layer is not None and layer not in names:
-        raise click.BadParameter(f"{layer!r} is not a layer of this model; valid: {', '.join(names)}", param_hint=option)
-    return layer
+from pipelines import _common
 
 
 def show_image(axis, image, title):
@@ -79,7 +25,7 @@ def _cell_edges(count, stride, size):
 
 def occlusion_figure(result, class_names, name):
     """Image and panels (b)-(e) of Fig. 7 for one :class:`~zfkeras.occlusion.OcclusionResult`."""
-    plt = pyplot()
+    plt = _common.pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch, Rectangle
 
@@ -123,15 +69,14 @@ def occlusion_figure(result, class_names, name):
 
 
 def save_result(result, class_names, name, out):
-    """Write ``<name>.npz`` and ``<name>.png`` into ``out`` (each atomically)."""
-    with atomic_path(os.path.join(out, name + ".npz")) as temp:
-        np.savez(
-            temp, positions=result.positions, feature_activity=result.feature_activity,
-            true_class_prob=result.true_class_prob, top_label=result.top_label, projection=result.projection,
-            image=result.image, layer=result.layer, feature_map=result.feature_map, label=result.label,
-            patch=result.patch, stride=result.stride, clean_probs=result.clean_probs, class_names=np.array(class_names),
-        )
-    save_figure(occlusion_figure(result, class_names, name), os.path.join(out, name + ".png"))
+    """Write ``<name>.npz`` and ``<name>.png`` into the (temporary) output directory ``out``."""
+    np.savez(
+        os.path.join(out, name + ".npz"), positions=result.positions, feature_activity=result.feature_activity,
+        true_class_prob=result.true_class_prob, top_label=result.top_label, projection=result.projection,
+        image=result.image, layer=result.layer, feature_map=result.feature_map, label=result.label,
+        patch=result.patch, stride=result.stride, clean_probs=result.clean_probs, class_names=np.array(class_names),
+    )
+    _common.save_figure(occlusion_figure(result, class_names, name), os.path.join(out, name + ".png"))
 
 
 def summary_json(result, class_names, path):
@@ -146,24 +91,21 @@ def summary_json(result, class_names, path):
 
 
 @click.command()
-@click.argument("model")
-@click.argument("images", nargs=-1, required=True)
-@click.option("--label", multiple=True, help="True class (index or name) for panel (d): once for all images or once "
-              "per image. Default: the top class of the unoccluded image.")
+@_common.model_argument
+@_common.images_argument
+@_common.label_option
 @click.option("--patch", type=click.IntRange(min=1),
               help="Side of the grey square in model-input pixels. Default: input height / 4.")
 @click.option("--stride", type=click.IntRange(min=1),
               help="Grid step in pixels (square centres at 0, S, 2S, ...). Default: input height / 28.")
-@click.option("--fill", type=PixelValue(),
+@click.option("--fill", type=_common.PixelValue(),
               help="Raw pixel value (0-255) of the square. Default: the training mean image (0 after mean subtraction).")
 @click.option("--layer", help="Conv layer for panels (b) and (c). Default: the top conv layer.")
 @click.option("--map", "feature_map", type=click.IntRange(min=0),
               help="Feature map of --layer. Default: the strongest in the unoccluded image.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Occluded copies per forward pass (bounds memory).")
-@seed_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
-def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, seed, out):
+@_common.batch_size_option(help="Occluded copies per forward pass (bounds memory).")
+@_common.out_option(results="occlusion.json", written=(".npz", ".png"))
+def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, out):
     """Occlusion sensitivity of MODEL on each IMAGE (any image file, or a built-in photo name).
 
     Slides a square over every grid position (it may run past the border and is clipped there)
@@ -173,15 +115,16 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     """
     from zfkeras.occlusion import OcclusionEvaluator, default_stride, num_positions, occlusion_map
 
+    from zfkeras.atomic import atomic_output
+
     from pipelines.visualize import map_counts
 
-    check_output(out, results="occlusion.json", written=(".npz", ".png"))
-    seed_everything(seed)
-    probe = load_probe(model)
+    probe = _common.load_probe(model)
     class_names = list(probe.class_names)
-    check_layer(probe, layer)
-    labels = parse_labels(label, class_names, len(images))
-    named = load_images(images, probe.input_shape)
+    if layer is not None:
+        _common.choose_layers(layer, probe.layer_names, "--layer")
+    labels = _common.parse_labels(label, class_names, len(images))
+    named = _common.load_images(images, probe.input_shape)
     size = f"{probe.input_shape[0]}x{probe.input_shape[1]}"
     if patch is not None and patch > max(probe.input_shape[:2]):
         raise click.BadParameter(f"{patch} is larger than the model input {size}; use 1-{max(probe.input_shape[:2])}", param_hint="--patch")
@@ -203,14 +146,14 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     step = stride or default_stride(probe.input_shape)
     total = num_positions(probe.input_shape, step) * len(named)
     results = []
-    with output_directory(out) as target, click.progressbar(length=total, label="occluding") as bar:
+    with atomic_output(out, directory=True) as target, _common.progressbar(length=total, label="occluding") as bar:
         for (name, image), evaluator, true_label in zip(named, evaluators, labels):
             result = occlusion_map(probe, image, label=true_label, stride=stride, batch_size=batch_size,
                                    progress=bar.update, evaluator=evaluator)
             save_result(result, class_names, name, target)
             results.append((name, result))
-        write_json(os.path.join(target, "occlusion.json"), {
-            "model": model, "seed": seed,
+        _common.write_json(os.path.join(target, "occlusion.json"), {
+            "model": model,
             "images": {name: summary_json(result, class_names, path) for (name, result), path in zip(results, images)},
         })
     for name, result in results:

@@ -96,36 +96,33 @@ def write_split(source, directory, split, size, shards, seed, limit, quality, ba
             "skipped_files": list(source.skipped_files), "holdout": source.holdout}
 
 
-def _check_out(ctx, param, value):
-    return _common.check_output(value, results="dataset.json")
-
-
 @click.command()
-@click.argument("source_spec", metavar="SOURCE")
-@click.option("--out", required=True, type=click.Path(file_okay=False), callback=_check_out,
-              help="Output directory (built beside it, then swapped in whole); read it with --data tfrecord:DIR.")
+@_common.data_options(default=None, images="At most this many images per split (a seeded random subset; default: all).")
+@_common.out_option(results="dataset.json",
+                    help="Output directory (built beside it, then swapped in whole); read it with --data tfrecord:DIR.")
 @click.option("--size", default=256, show_default=True, type=click.IntRange(0),
               help="Resize each image so its smaller side is this (256 for 224 models); 0 keeps native sizes.")
 @click.option("--shards", default=8, show_default=True, type=click.IntRange(1), help="TFRecord files per split.")
-@click.option("--images", type=click.IntRange(1), help="At most this many images per split (a seeded random subset).")
 @click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG quality of the stored images.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="TFDS data directory holding a prepared copy (tfds: sources).")
-@_common.skip_corrupt_option
 @_common.seed_option
-def prepare(source_spec, out, size, shards, images, quality, data_dir, skip_corrupt, seed):
-    """Write SOURCE's train and test splits as sharded TFRecords of resized JPEGs in --out.
+def prepare(data_spec, data_dir, skip_corrupt, images, out, size, shards, quality, seed):
+    """Write --data's train and test splits as sharded TFRecords of resized JPEGs in --out.
 
-    SOURCE is any data source (fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH, tfds:NAME).
+    --data is any data source (fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH, tfds:NAME).
     Examples are written in a seeded shuffled order across the shards, so every shard mixes classes.
     """
-    sources = {"train": _common.open_source(source_spec, "train", "SOURCE", data_dir=data_dir, skip_corrupt=skip_corrupt)}
-    test = _common.open_source(source_spec, "test", "SOURCE", data_dir=data_dir, skip_corrupt=skip_corrupt, optional=True)
+    if data_spec is None:
+        raise click.UsageError("give the source to prepare with --data SOURCE, e.g. --data folder:PATH")
+    sources = {"train": _common.open_source(data_spec, "train", "--data", data_dir=data_dir, skip_corrupt=skip_corrupt)}
+    test = _common.open_source(data_spec, "test", "--data", data_dir=data_dir, skip_corrupt=skip_corrupt, optional=True)
     if test is not None:
         sources["test"] = test
     train = sources["train"]
     index = {"format": None, "source": train.name, "class_names": list(train.class_names), "channels": train.channels,
              "size": size, "quality": quality, "seed": seed, "splits": {}}
-    with _common.output_directory(out) as temp:
+    from zfkeras.atomic import atomic_output
+
+    with atomic_output(out, directory=True) as temp:
         for number, (split, source) in enumerate(sources.items()):
             total = source.num_examples if images is None else min(images, source.num_examples or images)
             with _common.progressbar(length=total or 0, label=f"{split}: {total} images") as bar:

@@ -51,42 +51,54 @@ def plot_projections(images, names, results, title):
     return figure
 
 
+RANDOM_ARCHITECTURES = ("zfnet", "alexnet", "zfnet_small")
+
+
+def open_model(model, seed):
+    """``(probe, title)`` for MODEL: a model (:func:`pipelines._common.load_probe`), or
+    ``random:ARCH`` for a new ARCH with the paper's random initial weights, seeded by ``seed``."""
+    if not model.startswith("random:"):
+        return _common.load_probe(model), os.path.basename(os.path.normpath(model))
+    arch = model[len("random:"):]
+    if arch not in RANDOM_ARCHITECTURES:
+        raise click.BadParameter(f"{model}: use random:ARCH with ARCH one of {', '.join(RANDOM_ARCHITECTURES)}",
+                                 param_hint="MODEL")
+    import zfkeras.models
+    from zfkeras.probe import KerasProbe
+
+    title = f"{arch} with random paper-init weights (seed {seed}): structure comes from the image, not training"
+    return KerasProbe(getattr(zfkeras.models, arch)(seed=seed)), title
+
+
 @click.command()
-@click.argument("images", nargs=-1, required=True)
-@click.option("--model", "model_path", help="SavedModel directory or .keras file (default: a new --arch model).")
-@click.option("--arch", type=click.Choice(["zfnet", "alexnet", "zfnet_small"]), default="zfnet", show_default=True,
-              help="Architecture to build with paper-init random weights when no --model is given.")
-@click.option("--layers", default="conv1,conv2,conv3,conv4,conv5", show_default=True, help="Comma-separated conv layers.")
-@click.option("--maps", "count", default=6, show_default=True, type=click.IntRange(1, 64), help="Strongest maps per layer.")
+@_common.model_argument
+@_common.images_argument
+@_common.layers_option
+@click.option("--top", "count", default=6, show_default=True, type=click.IntRange(1, 64), metavar="N",
+              help="How many maps per layer: the N strongest in each image.")
 @click.option("--position", type=click.Choice(["max", "map"]), default="max", show_default=True,
               help="Project each map's strongest activation alone (paper) or the whole map.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG (an .npz of the arrays goes beside it).")
+@_common.out_option(results="projection.npz", help="Output directory: projection.png and projection.npz (the arrays).")
 @_common.seed_option
-def project(images, model_path, arch, layers, count, position, out, seed):
-    """Project the strongest feature maps of IMAGES to pixels with the deconvnet.
+def project(model, images, layers, count, position, out, seed):
+    """Project the strongest feature maps of IMAGES to pixels with MODEL's deconvnet.
 
-    IMAGES are image files (any size, grey or colour: resized and centre-cropped to the model input)
-    or built-in photos: chelsea, astronaut, coffee, rocket (scikit-image).
+    MODEL is a model, or random:zfnet, random:alexnet or random:zfnet_small for that architecture
+    with the paper's random initial weights (seeded by --seed). IMAGES are image files (any size,
+    grey or colour: resized and centre-cropped to the model input) or built-in photos: chelsea,
+    astronaut, coffee, rocket (scikit-image). Writes OUT/projection.png and OUT/projection.npz
+    (images, and per layer the maps shown and their projections).
     """
-    arrays_path = os.path.splitext(out)[0] + ".npz"
-    _common.check_output(out, directory=False)
-    _common.check_output(arrays_path, directory=False)
-    _common.seed_everything(seed)
-    if model_path:
-        probe = _common.load_probe(model_path)
-        title = os.path.basename(os.path.normpath(model_path))
-    else:
-        import zfkeras.models
-        from zfkeras.probe import KerasProbe
+    from zfkeras.atomic import atomic_output
 
-        probe = KerasProbe(getattr(zfkeras.models, arch)(seed=seed))
-        title = f"{arch} with random paper-init weights (seed {seed}): structure comes from the image, not training"
     from pipelines.visualize import map_counts
 
-    layers = probe.check_layers(layers.split(","), probe.layer_names) if layers else probe.layer_names
+    _common.seed_everything(seed)
+    probe, title = open_model(model, seed)
+    layers = _common.choose_layers(layers, probe.layer_names)
     fewest = min(map_counts(probe, layers).items(), key=lambda item: item[1])
     if count > fewest[1]:
-        raise click.BadParameter(f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--maps")
+        raise click.BadParameter(f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--top")
     from zfkeras.model_input import fit_image
 
     pixels = np.stack([fit_image(_common.read_photo(name), probe.input_shape).pixels for name in images])
@@ -95,8 +107,7 @@ def project(images, model_path, arch, layers, count, position, out, seed):
     results = project_images(probe, pixels, layers, count, position)
     arrays = {f"{layer}_maps": maps for layer, (maps, _) in results.items()}
     arrays.update({f"{layer}_projections": p for layer, (_, p) in results.items()})
-    with _common.atomic_path(out, arrays_path) as (figure_temp, arrays_temp):  # both replaced together at the end
-        _common.save_figure(plot_projections(pixels, names, results, title), figure_temp)
-        with open(arrays_temp, "wb") as handle:
-            np.savez_compressed(handle, images=pixels, **arrays)
-    click.echo(f"wrote {out}")
+    with atomic_output(out, directory=True) as target:  # the figure and the arrays appear together
+        _common.save_figure(plot_projections(pixels, names, results, title), os.path.join(target, "projection.png"))
+        np.savez_compressed(os.path.join(target, "projection.npz"), images=pixels, **arrays)
+    click.echo(f"wrote {out}/projection.png, {out}/projection.npz")

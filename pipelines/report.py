@@ -80,8 +80,7 @@ class Steps:
 @_common.data_options
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
               help="Split every section reads (accuracy, scans, example images).")
-@click.option("--images", type=click.IntRange(1), help="Use only the first N images of the split (default: all).")
-@click.option("--maps", default="random:8", show_default=True,
+@click.option("--maps", default="random:8", show_default=True, type=_common.MapSelection(),
               help="Maps per conv layer for Fig. 2: all, a list like 0,3,7, or random:N (Fig. 4 follows the first 4).")
 @click.option("--examples", default=4, show_default=True, type=click.IntRange(1, 20),
               help="Images of the split (distinct classes where possible) for occlusion and invariance.")
@@ -116,12 +115,14 @@ def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, exampl
     if height != width:
         raise click.UsageError(f"the data pipeline makes square crops; the model's input is {height}x{width}")
     context.batches = CentreCrops(source, context.probe.input_shape, batch_size, images)
-    context.source, context.maps_text, context.examples_wanted = source, maps, examples
+    context.source, context.maps, context.examples_wanted = source, maps, examples
     context.parts, context.results = parts, results
     steps = [(name, getattr(context, name)) for name in SECTIONS if name not in skip]
     progress = Steps([name for name, _ in steps])
     command = command_text(model, click.get_current_context())
-    with _common.output_directory(out) as target:
+    from zfkeras.atomic import atomic_output
+
+    with atomic_output(out, directory=True) as target:
         context.target = target
         with progress.bar:
             sections = [progress.run(index, function) for index, (_, function) in enumerate(steps)]
@@ -313,11 +314,11 @@ class Context:
         return receptive_fields(self.keras)
 
     def visualize(self, advance):
-        from pipelines.visualize import map_counts, parse_maps, topk_figure
+        from pipelines.visualize import map_counts, topk_figure
         from zfkeras.topk import project_topk, scan
 
         layers = list(self.probe.layer_names)
-        self.chosen = parse_maps(self.maps_text, map_counts(self.probe, layers), self.seed)
+        self.chosen = self.maps(map_counts(self.probe, layers), self.seed)
         fields = self._fields()
         done, total = 0, self.batches.count or 0
 
@@ -362,9 +363,9 @@ class Context:
                                 [page.note(f"No epoch-XXX.keras checkpoints in {where} or its checkpoints/ folder.")],
                                 {"checkpoints": []}, "no checkpoints")
         if not hasattr(self, "chosen"):
-            from pipelines.visualize import map_counts, parse_maps
+            from pipelines.visualize import map_counts
 
-            self.chosen = parse_maps(self.maps_text, map_counts(self.probe, list(self.probe.layer_names)), self.seed)
+            self.chosen = self.maps(map_counts(self.probe, list(self.probe.layer_names)), self.seed)
         maps = {layer: channels[:4] for layer, channels in self.chosen.items()}
         fields = self._fields()
         epochs = [epoch for epoch, _ in checkpoints]
@@ -412,14 +413,14 @@ class Context:
 
     def filters(self, advance):
         from pipelines.filters import caption, filters_figure
-        from pipelines.visualize import map_counts, parse_maps
+        from pipelines.visualize import map_counts
         from zfkeras import diagnostics
         from zfkeras.first_layer import first_layer_report
 
         if len(self.probe.layer_names) < 2:
             return page.Section("filters", "First-layer filters", "Fig. 6", [page.note("Needs two conv layers.")], {}, "")
         second = self.probe.layer_names[1]
-        chosen = parse_maps("random:36", map_counts(self.probe, [second]), self.seed)[second]
+        chosen = _common.MapSelection().convert("random:36", None, None)(map_counts(self.probe, [second]), self.seed)[second]
         done, total = 0, self.batches.count or 0
 
         def on_batch(size):
@@ -517,7 +518,6 @@ class Context:
 
     def correspondence(self, advance):
         from pipelines.correspondence import masks_figure, result_json
-        from pipelines.occlusion import load_images
         from zfkeras import correspondence as analysis
         from zfkeras.occlusion import fill_values
 
@@ -526,7 +526,7 @@ class Context:
                                 [page.note("Not computed: give --parts FILE (e.g. docs/examples/shirt-parts.json) with the "
                                            "same parts boxed in several images.")], {}, "")
         files, given_files, parts, objects = self.parts
-        named = load_images(files, self.probe.input_shape)
+        named = _common.load_images(files, self.probe.input_shape)
         images = np.stack([image for _, image in named])
         try:
             result = analysis.correspondence(self.probe, images, parts, objects=objects, draws=10, seed=self.seed,

@@ -1,7 +1,9 @@
 """``zf train``: train a ZFNet-family model with the paper's recipe (Sec. 3), optionally export it."""
 
+import contextlib
 import os
 import shlex
+import sys
 import time
 
 import click
@@ -74,10 +76,11 @@ def command_line(ctx):
 
 
 @click.command()
-@click.option("--arch", type=click.Choice(["zfnet_small", "zfnet", "alexnet"]), default="zfnet_small", show_default=True)
-@click.option("--data", "data_spec", default="fashion_mnist", show_default=True,
-              help="Training source: fashion_mnist, idx:PATH, folder:PATH or tfds:NAME.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="TFDS data directory (tfds: sources).")
+@click.option("--arch", type=click.Choice(["zfnet_small", "zfnet", "alexnet"]), default="zfnet_small", show_default=True,
+              help="Architecture: zfnet (paper, 224x224), alexnet, or zfnet_small (ZF-shaped, 28x28).")
+@click.option("--data", "data_spec", default="fashion_mnist", show_default=True, metavar="SOURCE",
+              help=f"Training source: {_common.SOURCE_FORMS}.")
+@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR", help="TFDS data directory holding a prepared copy (tfds: sources).")
 @click.option("--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs).")
 @_common.skip_corrupt_option
 @click.option("--cache", default="auto", show_default=True,
@@ -85,6 +88,8 @@ def command_line(ctx):
                    "memory, none (decode every epoch) or a directory for a memory-mapped file. Never changes the batches.")
 @click.option("--cache-budget", default=2048, show_default=True, type=click.IntRange(0),
               help="MiB of resized images --cache auto may keep in memory.")
+@_common.images_option(help="Use only the first N images of each split read: training, --val-data and, with --export, "
+                             "the test split (default: all).")
 @click.option("--val-data", default=None, help="Validation source (its test split). Default: hold out --val-split.")
 @click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of the training data held out for validation when no --val-data (0 = none).")
@@ -95,37 +100,44 @@ def command_line(ctx):
 @click.option("--epochs", default=70, show_default=True, type=click.IntRange(1), help=PAPER + "stopped after 70.")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Global batch, split across replicas.")
 @click.option("--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate.")
-@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="SGD momentum.")
 @click.option("--patience", default=3, show_default=True, type=click.IntRange(1),
               help="Epochs without validation-loss improvement before lr is multiplied by --anneal-factor.")
-@click.option("--anneal-factor", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--anneal-factor", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Learning-rate factor when validation loss stops improving (paper: 1/10).")
 @click.option("--min-delta", default=1e-4, show_default=True, type=click.FloatRange(0), help="Smallest loss drop that counts.")
-@click.option("--min-lr", default=1e-6, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--min-lr", default=1e-6, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Annealing never takes the learning rate below this.")
 @click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="On fc6 and fc7.")
 @click.option("--kernel-init", type=click.Choice(["normal", "he_normal", "glorot_uniform"]), default="normal", show_default=True,
               help="normal = N(0, --init-std) (paper); biases are 0.")
-@click.option("--init-std", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--init-std", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Standard deviation of --kernel-init normal (paper: 1e-2).")
 @click.option("--filter-radius", default=0.1, show_default=True, type=click.FloatRange(0),
               help="Cap on each conv filter's RMS (0 = off).")
 @click.option("--checkpoint-epochs", default="1,2,5,10,20,30,40,64", show_default=True,
-              help="Epochs whose model is kept in RUN_DIR/checkpoints (clipped to --epochs).")
+              help="Epochs whose model is kept in OUT/checkpoints (clipped to --epochs).")
 @click.option("--strategy", default="auto", show_default=True, help="auto, mirrored, multiworker (TF_CONFIG) or cpu:N.")
-@click.option("--run-dir", required=True, type=click.Path(file_okay=False),
-              help="Output directory; an unfinished run there is resumed.")
+@click.option("--out", "run_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Run directory (required); an unfinished run there is resumed.")
+@click.option("--run-dir", "old_run_dir", type=click.Path(file_okay=False), hidden=True, help="Deprecated name of --out.")
 @click.option("--export", "export_path", type=click.Path(file_okay=False),
               help="Then evaluate on the test split and export here (e.g. saved_models/NAME), kept checkpoints included.")
 @click.option("--log-projections", default=4, show_default=True, type=click.IntRange(0),
               help="Maps per conv layer whose deconvnet projections are logged to TensorBoard each epoch (0: off).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Keras progress bar per epoch.")
 @_common.seed_option
-def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, cache, cache_budget, val_data, val_split, input_size, channels, units, without, epochs,
+def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, cache, cache_budget, images, val_data, val_split, input_size, channels, units, without, epochs,
           batch_size, lr, momentum, patience, anneal_factor, min_delta, min_lr, dropout, kernel_init, init_std,
-          filter_radius, checkpoint_epochs, strategy, run_dir, export_path, log_projections, progress, seed):
+          filter_radius, checkpoint_epochs, strategy, run_dir, old_run_dir, export_path, log_projections, progress, seed):
     """Train ARCH on --data with the paper's recipe; every value is an option.
 
-    Writes RUN_DIR/{config.json, history.json, model.keras, checkpoints/, logs/ (TensorBoard)};
+    Writes OUT/{config.json, history.json, model.keras, checkpoints/, logs/ (TensorBoard)};
     a killed run restarted with the same command resumes from its last epoch.
     """
+    run_dir, option = (run_dir, "--out") if run_dir or not old_run_dir else (old_run_dir, "--run-dir")
+    if not run_dir:
+        raise click.UsageError("Missing option '--out' (the run directory).")
     from zfkeras.train import TrainConfig, make_strategy
 
     # The strategy comes first: cpu:N and multiworker must be set up before TF runs anything.
@@ -138,21 +150,22 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, cache, cache_budg
     from zfkeras import data
     from zfkeras.models import ARCHITECTURES
 
-    _common.check_output(run_dir, "--run-dir")
+    _common.check_output(run_dir, option)
     if export_path:
         _common.check_output(export_path, "--export", results="zfkeras.json")
     command = command_line(click.get_current_context())
     sources = dict(data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
-    train_source = _common.open_source(data_spec, "train", "--data", **sources)
+    train_source = _common.limit_images(_common.open_source(data_spec, "train", "--data", **sources), images)
     if len(train_source.class_names) < 2:
         raise click.BadParameter(
             f"{train_source.name} has {len(train_source.class_names)} class ({', '.join(train_source.class_names)}); "
             "training needs at least 2 (one sub-folder per class for folder: sources)",
             param_hint="--data",
         )
-    val_source = _common.open_source(val_data, "test", "--val-data", **sources) if val_data else None
+    val_source = _common.limit_images(_common.open_source(val_data, "test", "--val-data", **sources), images) if val_data else None
     # Opened now, so a bad test split stops the run before training, not after it.
     test_source = _common.open_source(data_spec, "test", "--data", optional=True, **sources) if export_path else None
+    test_source = test_source and _common.limit_images(test_source, images)
     if export_path and test_source is None:
         click.echo(f"the export will have no test metrics: {data_spec} has no test split", err=True)
     size = input_size or ARCHITECTURES[arch]().input_shape[0]
@@ -226,10 +239,11 @@ def _train(config, train_source, val_source, run_dir, distribution, progress, me
 
     started = time.monotonic()
     try:
-        model, history = train_model(
-            config, train_source, val_source, run_dir, callbacks=callbacks, progress=progress,
-            strategy=distribution, metadata=metadata, **caching,
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # progress (Keras's bar, a line per epoch) goes to stderr
+            model, history = train_model(
+                config, train_source, val_source, run_dir, callbacks=callbacks, progress=progress,
+                strategy=distribution, metadata=metadata, **caching,
+            )
     except (ValueError, FloatingPointError) as error:
         raise click.ClickException(str(error)) from None
     return model, history, time.monotonic() - started

@@ -14,8 +14,9 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
 
 
 @click.command()
-@click.argument("model", metavar="MODEL")
-@_common.data_options(default="mnist_5k")
+@_common.model_argument
+@_common.data_options(default="mnist_5k", images="Use only the first N images of --split, which the folds are drawn from "
+                                                   "(default: all).")
 @_common.fold_options("1,5,10,15,30")
 @click.option("--layer", default="fc7", show_default=True, help="Layers up to this one stay frozen; a new softmax reads it.")
 @click.option("--scratch-epochs", default=30, show_default=True, type=click.IntRange(0),
@@ -28,7 +29,7 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
               help="Softmax head: weight of the data term against the L2 penalty.")
 @_common.out_option
 @_common.seed_option
-def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, test_per_class, layer, scratch_epochs,
+def transfer(model, data_spec, data_dir, skip_corrupt, images, per_class, split, folds, test_per_class, layer, scratch_epochs,
              finetune, batch_size, lr, C, out, seed):
     """Transfer MODEL's features to --data with few images per class (Tables 4-5, Fig. 9).
 
@@ -41,7 +42,7 @@ def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, 
     """
     _common.seed_everything(seed)
     loaded = _common.load_model(model)
-    source = _common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt)
+    source = _common.limit_images(_common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images)
     _common.check_feature_layer(loaded.model, [layer], "--layer")
 
     from zfkeras import data, transfer as methods

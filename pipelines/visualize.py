@@ -1,50 +1,33 @@
 """``zf visualize``: top-k activations per feature map, projected to pixels (paper Fig. 2).
 
 Also the plumbing ``zf evolution`` and ``zf filters`` share: model + receptive fields, data
-batches, ``--layers`` / ``--maps`` parsing, and figure helpers.
+batches, and figure helpers.
 """
 
 import json
 import os
 import re
-import zlib
 
 import click
 import numpy as np
 
-from pipelines._common import (
-    check_output,
-    load_model,
-    load_probe,
-    open_source,
-    progressbar,
-    output_directory,
-    pyplot,
-    save_figure,
-    seed_everything,
-    seed_option,
-    skip_corrupt_option,
-    write_json,
-)
-
-DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
-
+from pipelines import _common
 
 # ---- shared plumbing (zf visualize, zf evolution, zf filters) ---------------------------------
 
 
-def keras_model(path):
-    """The Keras model of MODEL, for geometry and weights (:func:`pipelines._common.load_model`)."""
-    return load_model(path).model
+def keras_of(probe, path):
+    """The Keras model behind ``probe`` (a SavedModel export's model.keras for an export), for
+    geometry and weights."""
+    return getattr(probe, "model", None) or _common.load_model(path).model
 
 
 def open_model(path):
     """``(probe, fields)``: the Probe of MODEL (export or .keras) and ``{layer: Field}``."""
-    from zfkeras.probe import KerasProbe
     from zfkeras.receptive_field import receptive_fields
 
-    probe = load_probe(path)
-    model = probe.model if isinstance(probe, KerasProbe) else keras_model(path)
+    probe = _common.load_probe(path)
+    model = keras_of(probe, path)
     try:
         fields = receptive_fields(model)
     except ValueError as error:
@@ -59,11 +42,11 @@ class Images:
     Images ``start`` .. ``start + count - 1`` of the split; global indices are kept.
     """
 
-    def __init__(self, data, split, input_shape, batch_size, count=None, start=0, skip_corrupt=False):
+    def __init__(self, data, split, input_shape, batch_size, count=None, start=0, skip_corrupt=False, data_dir=None):
         height, width, channels = input_shape
         if height != width:
             raise click.UsageError(f"the data pipeline makes square crops; the model's input is {height}x{width}")
-        self.source = open_source(data, split, "--data", skip_corrupt=skip_corrupt)
+        self.source = _common.open_source(data, split, "--data", data_dir=data_dir, skip_corrupt=skip_corrupt)
         total = self.source.num_examples
         if total is not None and start >= total:
             raise click.BadParameter(
@@ -101,44 +84,6 @@ def map_counts(probe, layers):
     return {layer: int(features[layer].shape[-1]) for layer in layers}
 
 
-def parse_layers(text, probe):
-    """``--layers conv1,conv5`` (default: all conv layers) as a list."""
-    names = list(probe.layer_names)
-    if not text:
-        return names
-    layers = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in layers if name not in names]
-    if unknown or not layers:
-        raise click.BadParameter(
-            f"unknown layer {unknown[0] if unknown else text!r}; this model has {', '.join(names)}", param_hint="--layers"
-        )
-    return layers
-
-
-def parse_maps(text, counts, seed):
-    """``--maps all | 0,3,7 | random:N`` -> ``{layer: sorted channel indices}``.
-
-    ``random:N`` draws N maps per layer (all if fewer) from a generator seeded by ``seed`` and the
-    layer name, so the choice is the same whichever other layers are asked for.
-    """
-    text = text.strip()
-    maps = {}
-    for layer, count in counts.items():
-        if text == "all":
-            maps[layer] = list(range(count))
-        elif re.fullmatch(r"random:\d+", text) and int(text[7:]) > 0:
-            rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
-            maps[layer] = sorted(int(c) for c in rng.choice(count, min(int(text[7:]), count), replace=False))
-        elif re.fullmatch(r"\d+(,\d+)*", text):
-            chosen = sorted({int(c) for c in text.split(",")})
-            if chosen[-1] >= count:
-                raise click.BadParameter(f"map {chosen[-1]} does not exist in {layer}, which has maps 0-{count - 1}", param_hint="--maps")
-            maps[layer] = chosen
-        else:
-            raise click.BadParameter(f"{text!r}: use 'all', a list like '0,3,7', or 'random:N' with N >= 1", param_hint="--maps")
-    return maps
-
-
 def parse_shard(text):
     """``--shard I/N`` -> (I, N), 1 <= I <= N."""
     match = re.fullmatch(r"(\d+)/(\d+)", text or "")
@@ -155,7 +100,7 @@ def upscale(tiles, minimum=64):
 
 def show_grid(image, title, labels=(), dpi=100):
     """A figure showing ``image`` [h, w, 3] pixel for pixel, with ``labels`` = [(x, y, text)]."""
-    plt = pyplot()
+    plt = _common.pyplot()
     height, width = image.shape[:2]
     header = 40
     figure = plt.figure(figsize=(width / dpi, (height + header) / dpi), dpi=dpi)
@@ -214,53 +159,39 @@ def topk_figure(layer, channels, crops, values, images_scanned):
 
 
 @click.command()
-@click.argument("model", type=click.Path())
-@click.option("--data", default=DEFAULT_SOURCE, show_default=True, help="Data source: idx:PATH, folder:PATH, tfds:NAME or fashion_mnist.")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="Split to scan.")
-@click.option("--layers", default=None, help="Comma-separated conv layers (default: all).")
-@click.option("--maps", default="random:16", show_default=True, help="Maps per layer: all, a list like 0,3,7, or random:N.")
+@_common.model_argument
+@_common.data_options(images="Scan only the first N images (default: the whole split).")
+@_common.split_option()
+@_common.layers_option
+@_common.maps_option("random:16")
 @click.option("--k", default=9, show_default=True, type=click.IntRange(1), help="Activations kept per map.")
-@click.option("--images", default=None, type=click.IntRange(1), help="Scan only the first N images (default: the whole split).")
-@click.option(
-    "--batch-size",
-    default=64,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Images per forward pass and projections per deconvnet call.",
-)
+@_common.batch_size_option(help="Images per forward pass and projections per deconvnet call.")
 @click.option("--shard", default=None, help="Scan only part I of N of the images (e.g. 2/4) and write topk.json, no figures.")
-@click.option(
-    "--merge",
-    "merge_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="Skip the scan: merge the topk.json of these shard output dirs, then project and draw (repeatable).",
-)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
-@skip_corrupt_option
-@seed_option
-def visualize(model, data, split, layers, maps, k, images, batch_size, shard, merge_dirs, out, skip_corrupt, seed):
-    """Top-k activations of feature maps across a data set, projected to pixels (Fig. 2).
+@click.option("--merge", "merge_dirs", multiple=True, type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="Skip the scan: merge the topk.json of these shard output dirs, then project and draw (repeatable).")
+@_common.out_option(results="summary.json")
+@_common.seed_option
+def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, k, batch_size, shard, merge_dirs, out, seed):
+    """Top-k activations of feature maps of MODEL across a data set, projected to pixels (Fig. 2).
 
     Writes OUT/<layer>.png per layer (each map: a grid of its top-k deconvnet projections beside
     the matching image patches, both cut to the receptive field), OUT/topk.json
     (layer -> map -> [{image, y, x, value}], strongest first; image = index in the split) and
     OUT/summary.json.
     """
+    from zfkeras.atomic import atomic_output
     from zfkeras.topk import project_topk, scan
 
-    check_output(out, results="summary.json")
-    seed_everything(seed)
+    _common.seed_everything(seed)
     probe, fields = open_model(model)
-    layer_names = parse_layers(layers, probe)
-    counts = map_counts(probe, layer_names)
-    chosen = parse_maps(maps, counts, seed)
+    layer_names = _common.choose_layers(layers, probe.layer_names)
+    chosen = maps(map_counts(probe, layer_names), seed)
     start, count = 0, images
     if shard and merge_dirs:
         raise click.UsageError("--shard and --merge exclude each other: scan shards first, then --merge their outputs")
     if shard:
         index, parts = parse_shard(shard)
-        total = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt).count
+        total = Images(data_spec, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir).count
         if total is None:
             raise click.UsageError("--shard needs a data source whose size is known")
         start, stop = (index - 1) * total // parts, index * total // parts
@@ -275,13 +206,14 @@ def visualize(model, data, split, layers, maps, k, images, batch_size, shard, me
                 f"the shards were scanned with another model: their layers or maps do not exist in {model}", param_hint="--merge"
             )
         start, count = 0, scanned
-    data_images = Images(data, split, probe.input_shape, batch_size, count=count, start=start, skip_corrupt=skip_corrupt)
+    data_images = Images(data_spec, split, probe.input_shape, batch_size, count=count, start=start, skip_corrupt=skip_corrupt,
+                         data_dir=data_dir)
     if not merge_dirs:
-        with progressbar(data_images, length=data_images.batches, label=f"scan {data_images.label}") as bar:
+        with _common.progressbar(data_images, length=data_images.batches, label=f"scan {data_images.label}") as bar:
             top = scan(probe, bar, chosen, k=k, first_image=start)
     summary = {
         "model": model,
-        "data": data,
+        "data": data_spec,
         "split": split,
         "images": top.images_seen,
         "first_image": start,
@@ -295,24 +227,24 @@ def visualize(model, data, split, layers, maps, k, images, batch_size, shard, me
     if data_images.source.skipped:
         summary["skipped_files"] = list(data_images.source.skipped_files)
     if shard:
-        with output_directory(out) as target:
-            write_json(os.path.join(target, "topk.json"), top.to_dict())
-            write_json(os.path.join(target, "summary.json"), summary)
+        with atomic_output(out, directory=True) as target:
+            _common.write_json(os.path.join(target, "topk.json"), top.to_dict())
+            _common.write_json(os.path.join(target, "summary.json"), summary)
         maps_kept = sum(map(len, chosen.values()))
         click.echo(f"shard {shard}: images {start}..{start + top.images_seen - 1}, top-{k} of {maps_kept} maps -> {out}/topk.json")
         return
     total = sum(int((top.entries(layer)["image"] >= 0).sum()) for layer in layer_names)
     summary["figures"] = {}
-    with output_directory(out) as target, progressbar(length=total, label=f"project {total} activations") as bar:
+    with atomic_output(out, directory=True) as target, _common.progressbar(length=total, label=f"project {total} activations") as bar:
         for layer in layer_names:  # one layer at a time: only its crops are in memory
             crops = project_topk(
                 probe, top, data_images, fields, layers=[layer], first_image=start, batch_size=batch_size, progress=bar.update
             )
             path = os.path.join(target, f"{layer}.png")
-            save_figure(topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path)
+            _common.save_figure(topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path)
             summary["figures"][layer] = os.path.basename(path)
-        write_json(os.path.join(target, "topk.json"), top.to_dict())
-        write_json(os.path.join(target, "summary.json"), summary)  # last: marks a complete output
+        _common.write_json(os.path.join(target, "topk.json"), top.to_dict())
+        _common.write_json(os.path.join(target, "summary.json"), summary)  # last: marks a complete output
     for layer in layer_names:
         values = top.entries(layer)["value"][:, 0]
         click.echo(

@@ -110,8 +110,8 @@ def test_zf_evaluate_command(two_models, tmp_path):
     from pipelines.evaluate import evaluate as command
 
     idx = write_small_idx(str(tmp_path / "idx"), n_train=10, n_test=30)
-    out = tmp_path / "results.json"
-    result = CliRunner().invoke(command, [*map(str, two_models), "--data", f"idx:{idx}", "--batch-size", "7", "--out", str(out)])
+    out = tmp_path / "evaluated" / "results.json"
+    result = CliRunner().invoke(command, [*map(str, two_models), "--data", f"idx:{idx}", "--batch-size", "7", "--out", str(out.parent)])
     assert result.exit_code == 0, result.output
     assert "average of 2 models" in result.output and "top-1 (10 crops)" in result.output
     saved = json.loads(out.read_text())

@@ -126,8 +126,8 @@ def test_output_under_a_file_fails_before_any_work(setup, tmp_path, command):
         "evolution": ["evolution", setup["run"], "--data", idx, "--out", out],
         "occlusion": ["occlusion", model, "chelsea", "--out", out],
         "invariance": ["invariance", model, "chelsea", "--out", out],
-        "project": ["project", "chelsea", "--model", model, "--out", blocker / "x.png"],
-        "evaluate": ["evaluate", model, "--data", idx, "--out", blocker / "r.json"],
+        "project": ["project", model, "chelsea", "--out", out],
+        "evaluate": ["evaluate", model, "--data", idx, "--out", out],
         "export": ["export", model, "--out", out],
     }[command]
     result = zf(*args)
@@ -137,11 +137,13 @@ def test_output_under_a_file_fails_before_any_work(setup, tmp_path, command):
     assert sorted(os.listdir(tmp_path)) == ["blocker"]
 
 
-def test_train_run_dir_and_export_under_a_file(setup, tmp_path):
+def test_train_out_and_export_under_a_file(setup, tmp_path):
     blocker = blocked(tmp_path)
-    result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--run-dir", blocker / "run")
+    result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--out", blocker / "run")
+    assert_fails(result, 2, "--out", blocker)
+    result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--run-dir", blocker / "run")  # the old name
     assert_fails(result, 2, "--run-dir", blocker)
-    result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--run-dir", tmp_path / "run", "--export", blocker / "e")
+    result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--out", tmp_path / "run", "--export", blocker / "e")
     assert_fails(result, 2, "--export", blocker)
     assert "training" not in result.output  # nothing trained
     assert sorted(os.listdir(tmp_path)) == ["blocker"]
@@ -211,7 +213,7 @@ def test_train_export_holds_out_the_test_split_and_resumes(tmp_path, monkeypatch
     folder = image_folder(tmp_path / "f", 5)
     run, export = tmp_path / "run", tmp_path / "export"
     args = ["train", *TINY, "--data", f"folder:{folder}", "--epochs", "2", "--checkpoint-epochs", "1",
-            "--run-dir", run, "--export", export]
+            "--out", run, "--export", export]
 
     import pipelines.train
 
@@ -293,13 +295,13 @@ def test_an_older_occlusion_folder_is_replaced(setup, tmp_path):
 
 STALLED_VISUALIZE = """
 import os, sys, time
-import pipelines.visualize as visualize
-real = visualize.save_figure
+import pipelines._common as common
+real = common.save_figure
 def stalled(figure, path, **kwargs):  # the first figure is written, then the run hangs until killed
     real(figure, path, **kwargs)
     open(sys.argv[1], "w").write("stalled")
     time.sleep(600)
-visualize.save_figure = stalled
+common.save_figure = stalled
 from pipelines.cli import main
 main(args=sys.argv[2:], prog_name="zf")
 """
@@ -348,7 +350,7 @@ def test_corrupt_image_is_named_and_skippable(setup, tmp_path, command):
     out = tmp_path / "out"
     spec = f"folder:{setup['split']}"
     args = {
-        "evaluate": ["evaluate", setup["model"], "--data", spec, "--crops", "single", "--out", tmp_path / "r.json"],
+        "evaluate": ["evaluate", setup["model"], "--data", spec, "--crops", "single", "--out", out],
         "visualize": ["visualize", setup["model"], "--data", spec, "--maps", "random:1", "--layers", "conv1", "--out", out],
         "filters": ["filters", setup["model"], "--data", spec, "--maps", "random:2", "--out", out],
         "evolution": ["evolution", setup["run"], "--data", spec, "--split", "test", "--maps", "random:1", "--layers", "conv1",
@@ -360,7 +362,7 @@ def test_corrupt_image_is_named_and_skippable(setup, tmp_path, command):
     result = zf(*args, "--skip-corrupt")
     assert result.exit_code == 0, result.output
     assert f"skipped 1 unreadable image(s) of the test split of {spec}:\n  {setup['corrupt']}\n" in result.output
-    written = tmp_path / "r.json" if command == "evaluate" else out / f"{command if command != 'visualize' else 'summary'}.json"
+    written = out / {"evaluate": "results.json", "visualize": "summary.json"}.get(command, f"{command}.json")
     record = json.load(open(written))
     found = record.get("skipped_files") or next(iter(record.get("models", {}).values()), {}).get("skipped_files")
     assert found == [setup["corrupt"]]
@@ -368,7 +370,7 @@ def test_corrupt_image_is_named_and_skippable(setup, tmp_path, command):
 
 def test_train_export_keeps_test_metrics_with_skip_corrupt(setup, tmp_path):
     args = ["train", *TINY, "--data", f"folder:{setup['split']}", "--epochs", "1", "--checkpoint-epochs", "1",
-            "--run-dir", tmp_path / "run", "--export", tmp_path / "export"]
+            "--out", tmp_path / "run", "--export", tmp_path / "export"]
     result = zf(*args)
     # The corrupt file is in the test split: found when the export's evaluation first reads it.
     assert_fails(result, 2, "--data", setup["corrupt"], "--skip-corrupt")
@@ -418,8 +420,8 @@ def test_tfds_offline_fails_fast_and_leaves_nothing(setup, tmp_path):
 
 
 def test_project_more_maps_than_the_layer_has(setup, tmp_path):
-    result = zf("project", "chelsea", "--model", setup["model"], "--layers", "conv1", "--maps", "40", "--out", tmp_path / "p.png")
-    assert_fails(result, 2, "--maps", "conv1 has only 6 maps; use 1-6")
+    result = zf("project", setup["model"], "chelsea", "--layers", "conv1", "--top", "40", "--out", tmp_path / "p")
+    assert_fails(result, 2, "--top", "conv1 has only 6 maps; use 1-6")
     assert os.listdir(tmp_path) == []
 
 
@@ -445,7 +447,7 @@ def test_correspondence_fill_nan(setup, tmp_path):
 
 
 def test_missing_image_is_no_such_file(tmp_path):
-    result = zf("project", str(tmp_path / "missing.png"), "--arch", "zfnet_small", "--out", tmp_path / "p.png")
+    result = zf("project", "random:zfnet_small", str(tmp_path / "missing.png"), "--out", tmp_path / "p")
     assert_fails(result, 2, f"{tmp_path / 'missing.png'}: no such file")
 
 
@@ -468,7 +470,7 @@ def test_plain_saved_model_names_the_path_once(setup, tmp_path):
 
 def test_one_class_names_data(tmp_path):
     folder = image_folder(tmp_path / "f", 3, classes=("only",))
-    result = zf("train", *TINY, "--data", f"folder:{folder}", "--epochs", "1", "--run-dir", tmp_path / "run")
+    result = zf("train", *TINY, "--data", f"folder:{folder}", "--epochs", "1", "--out", tmp_path / "run")
     assert_fails(result, 2, "--data", "1 class (only); training needs at least 2")
     assert sorted(os.listdir(tmp_path)) == ["f"]
 
@@ -477,7 +479,7 @@ def test_corrupt_jpeg_prints_no_decoder_line(tmp_path, capfd):
     jpeg = tf.io.encode_jpeg(np.full((32, 32, 3), 90, np.uint8)).numpy()
     bad = tmp_path / "half.jpg"
     bad.write_bytes(jpeg[: len(jpeg) // 2])
-    result = zf("project", bad, "--arch", "zfnet_small", "--out", tmp_path / "p.png")
+    result = zf("project", "random:zfnet_small", bad, "--out", tmp_path / "p")
     assert_fails(result, 2, f"{bad}: not a readable image")
     captured = capfd.readouterr()
     assert "JPEG" not in captured.err + captured.out

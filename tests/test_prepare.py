@@ -43,7 +43,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prepared(folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "records"
-    result = zf("prepare", f"folder:{folder}", "--out", out, "--shards", "4", "--size", "12", "--seed", "3")
+    result = zf("prepare", "--data", f"folder:{folder}", "--out", out, "--shards", "4", "--size", "12", "--seed", "3")
     assert result.exit_code == 0, result.output
     return out
 
@@ -86,11 +86,11 @@ def test_shards_are_class_mixed_complete_and_resized(folder, prepared):
 
 def test_same_seed_same_shards_other_seed_other_order(folder, prepared, tmp_path):
     again = tmp_path / "again"
-    assert zf("prepare", f"folder:{folder}", "--out", again, "--shards", "4", "--size", "12", "--seed", "3").exit_code == 0
+    assert zf("prepare", "--data", f"folder:{folder}", "--out", again, "--shards", "4", "--size", "12", "--seed", "3").exit_code == 0
     for name in json.load(open(prepared / "dataset.json"))["splits"]["train"]["files"]:
         assert (again / name).read_bytes() == (prepared / name).read_bytes()
     other = tmp_path / "other"
-    assert zf("prepare", f"folder:{folder}", "--out", other, "--shards", "4", "--size", "12", "--seed", "4").exit_code == 0
+    assert zf("prepare", "--data", f"folder:{folder}", "--out", other, "--shards", "4", "--size", "12", "--seed", "4").exit_code == 0
     assert read_shard(other / "train-00000-of-00004.tfrecord")[2] != read_shard(prepared / "train-00000-of-00004.tfrecord")[2]
 
 
@@ -126,12 +126,12 @@ def test_errors_name_the_bad_thing(folder, tmp_path):
     corrupt = broken / "train" / "bee" / "1a.png"  # sorted among the readable files
     corrupt.write_bytes(b"not a png" * 9)
     out = tmp_path / "out"
-    result = zf("prepare", f"folder:{broken}", "--out", out, "--size", "0")
+    result = zf("prepare", "--data", f"folder:{broken}", "--out", out, "--size", "0")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].endswith(
         f"Invalid value for SOURCE: corrupt or unreadable image file {corrupt}; skip such files with --skip-corrupt")
     assert sorted(os.listdir(tmp_path)) == ["broken"]  # nothing half-written
-    result = zf("prepare", f"folder:{broken}", "--out", out, "--size", "0", "--skip-corrupt")
+    result = zf("prepare", "--data", f"folder:{broken}", "--out", out, "--size", "0", "--skip-corrupt")
     assert result.exit_code == 0, result.output
     assert f"skipped 1 unreadable image(s) of the train split of folder:{broken}:\n  {corrupt}" in result.output
     entry = json.load(open(out / "dataset.json"))["splits"]["train"]

@@ -330,7 +330,7 @@ def test_zf_train_command(idx_dir, tmp_path):
     result = CliRunner().invoke(command, [
         "--data", f"idx:{idx_dir}", "--units", ",".join(f"{k}={v}" for k, v in TINY_UNITS.items()), "--epochs", "2",
         "--batch-size", "64", "--kernel-init", "he_normal", "--lr", "0.02", "--checkpoint-epochs", "2",
-        "--val-split", "0.25", "--seed", "5", "--run-dir", str(run_dir), "--export", str(export_dir), "--no-progress",
+        "--val-split", "0.25", "--seed", "5", "--out", str(run_dir), "--export", str(export_dir), "--no-progress",
     ])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
@@ -348,5 +348,5 @@ def test_zf_train_command(idx_dir, tmp_path):
     tags = {(v.tag, e.step) for path in events for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value}
     assert {("projections/conv1", 1), ("projections/conv5", 2)} <= tags
 
-    bad = CliRunner().invoke(command, ["--data", f"idx:{idx_dir}", "--strategy", "gpu:9", "--run-dir", str(tmp_path / "x")])
+    bad = CliRunner().invoke(command, ["--data", f"idx:{idx_dir}", "--strategy", "gpu:9", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown strategy 'gpu:9'" in bad.output

@@ -219,7 +219,7 @@ def test_zf_transfer_errors_are_one_line(tmp_path):
     from pipelines.transfer import transfer as command
 
     result = CliRunner().invoke(command, [SHIPPED, "--layer", "fc9", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "'fc9' is not a layer of this model with features; valid: conv1" in result.output
+    assert result.exit_code == 2 and "unknown layer 'fc9'; layers with features: conv1" in result.output
     result = CliRunner().invoke(command, [SHIPPED, "--per-class", "5,x", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "'x' in '5,x'" in result.output
     result = CliRunner().invoke(command, [SHIPPED, "--per-class", "500", "--out", str(tmp_path / "x")])

@@ -14,11 +14,12 @@ No TensorFlow here: the ``zf`` command imports this before deciding to load TF.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 
-__all__ = ["atomic_output", "clean_stale", "make_parents"]
+__all__ = ["atomic_output", "clean_stale", "make_parents", "save_model", "write_json"]
 
 
 def _owner_alive(entry, prefix):
@@ -144,3 +145,17 @@ def atomic_output(*paths, directory=False):
     finally:
         if not done:
             _remove_created(created)
+
+
+def write_json(path, obj, text=None):
+    """Write ``obj`` as JSON (indent 2, a final newline) to ``path`` atomically; ``text``: the
+    JSON text to write instead (e.g. a custom layout of ``obj``)."""
+    with atomic_output(path) as temp:
+        with open(temp, "w") as handle:
+            handle.write((json.dumps(obj, indent=2) if text is None else text.rstrip("\n")) + "\n")
+
+
+def save_model(model, path):
+    """``model.save(path)`` (a Keras model, ``.keras`` file) atomically: ``path`` is whole or absent."""
+    with atomic_output(path) as temp:
+        model.save(temp)

@@ -26,6 +26,8 @@ import dataclasses
 
 import numpy as np
 
+from zfkeras.validation import positive_int
+
 RANDOM = "random"
 
 
@@ -164,8 +166,7 @@ def correspondence(probe, images, parts, layers=None, objects=None, draws=10, se
         raise ValueError("parts must name at least one part with one box per image")
     if RANDOM in parts:
         raise ValueError(f"{RANDOM!r} is reserved for the random-mask control; rename that part")
-    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
-        raise ValueError(f"draws must be a positive int, got {draws!r}")
+    positive_int("draws", draws)
     if layers is None:
         names = list(probe.feature_names)
         layers = [probe.layer_names[-1], "fc7" if "fc7" in names else names[-1]]

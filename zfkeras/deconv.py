@@ -31,6 +31,8 @@ import tensorflow as tf
 
 from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool, unpool
 from zfkeras.receptive_field import layer_steps, unit_windows
+from zfkeras.validation import layer_names
+from zfkeras.validation import positions as _as_positions
 
 SUPPORTED_LAYERS = (
     "InputLayer, SubtractMean, ZeroPadding2D, Conv2D (relu or linear), ReLU, Activation('relu'|'linear'), "
@@ -226,8 +228,7 @@ class Deconvnet:
         return self._layers[self._index(layer)]
 
     def _index(self, layer):
-        if layer not in self._selected:
-            raise ValueError(f"unknown layer {layer!r}; projectable layers: {', '.join(self.layer_names) or 'none'}")
+        layer_names(layer, self._selected, "projectable layers")
         index = self._selected[layer]
         for below in self._layers[: index + 1]:
             _check_supported(below)
@@ -467,17 +468,3 @@ def _as_channels(channel, n, maps):
     return channel.astype("int32")
 
 
-def _as_positions(position, n, size):
-    if isinstance(position, str):
-        if position not in ("max", "map"):
-            raise ValueError(f"position must be 'max', 'map', (y, x) or an [N, 2] array, got {position!r}")
-        return np.full((n, 2), -1, dtype="int32")
-    position = np.asarray(position)
-    if position.shape == (2,):
-        position = np.broadcast_to(position, (n, 2))
-    if position.shape != (n, 2) or not np.issubdtype(position.dtype, np.integer):
-        raise ValueError(f"position must be 'max', 'map', (y, x) or an int array [{n}, 2], got shape {position.shape}")
-    points = position[position[:, 0] >= 0]
-    if len(points) and (points.min() < 0 or points[:, 0].max() >= size[0] or points[:, 1].max() >= size[1]):
-        raise ValueError(f"position out of range: the layer's maps are {size[0]}x{size[1]} (y, x from 0)")
-    return position.astype("int32")

@@ -22,6 +22,7 @@ Definitions (all frequencies in cycles per input pixel; the Nyquist limit of the
 import numpy as np
 
 from zfkeras.display import to_display
+from zfkeras.validation import positive_int
 
 BAND_EDGES = (1.0 / 6.0, 1.0 / 3.0)
 BAND_NAMES = ("low", "mid", "high")
@@ -104,8 +105,7 @@ def aliasing_share(projections, stride):
     projections = np.asarray(projections, "float64")
     if projections.ndim != 4:
         raise ValueError(f"projections must be [N, H, W, C], got shape {projections.shape}")
-    if not (isinstance(stride, (int, np.integer)) and stride >= 1):
-        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+    positive_int("stride", stride)
     energy = (np.abs(np.fft.fft2(projections, axes=(1, 2))) ** 2).sum(axis=-1)
     fy = np.abs(np.fft.fftfreq(projections.shape[1]))
     fx = np.abs(np.fft.fftfreq(projections.shape[2]))

@@ -51,15 +51,6 @@ FORMAT_VERSION = 2  # 2: serve takes native images of any size; preprocess endpo
 REQUIRED_METADATA = ("input_shape", "class_names", "layer_names", "feature_names", "feature_shapes", "mean_image")
 
 
-def _atomic_directory(path):
-    """An empty temporary directory beside ``path`` that becomes ``path`` if the block succeeds
-    (:func:`zfkeras.atomic.atomic_output`; leftovers of killed exports are cleaned first)."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"export path {path} exists and is not a directory")
-    return atomic_output(path, directory=True)
-
-
 def _jsonable(value):
     """``value`` with numpy scalars/arrays and tuples turned into plain JSON types."""
     if isinstance(value, dict):
@@ -153,7 +144,9 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
         "training": {"command": command, "config": _jsonable(config)},
         "metrics": _jsonable(metrics),
     }
-    with _atomic_directory(path) as temp:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"export path {path} exists and is not a directory")
+    with atomic_output(path, directory=True) as temp:  # leftovers of killed exports are cleaned first
         archive.write_out(temp, verbose=False)
         model.save(os.path.join(temp, "model.keras"))
         np.save(os.path.join(temp, "mean.npy"), np.asarray(probe.mean_image, np.float32))

@@ -9,6 +9,8 @@ import dataclasses
 
 import numpy as np
 
+from zfkeras.validation import positive_int
+
 
 @dataclasses.dataclass(frozen=True)
 class Fold:
@@ -39,8 +41,7 @@ def class_folds(labels, per_class, folds=5, test_per_class=50, seed=0, class_nam
     """
     labels = np.asarray(labels, np.int64)
     for name, value in (("per_class", per_class), ("folds", folds), ("test_per_class", test_per_class)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(name, value)
     classes = np.unique(labels)
     members = {c: np.flatnonzero(labels == c) for c in classes}
     for c in classes:

@@ -26,6 +26,7 @@ from zfkeras.layers import (
     SwitchMaxPool,
     pooled_shape,
 )
+from zfkeras.validation import is_positive_int as _positive_int
 
 KERNEL_INITS = ("normal", "he_normal", "glorot_uniform")
 
@@ -127,8 +128,6 @@ class ModelSpec:
         return self.replace(convs=tuple(convs))
 
 
-def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def validate_spec(spec):

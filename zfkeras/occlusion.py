@@ -37,6 +37,7 @@ import numpy as np
 from zfkeras.deconv import _inside, _linear_chain, _up, crop_windows
 from zfkeras.probe import KerasProbe
 from zfkeras.receptive_field import changed_start, changed_windows, layer_steps
+from zfkeras.validation import positive_int as _check_positive
 
 
 @dataclasses.dataclass
@@ -393,6 +394,3 @@ def _fused_function(probe, layer):
     return cache[layer]
 
 
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from zfkeras.deconv import Deconvnet
 from zfkeras.layers import SubtractMean
+from zfkeras.validation import layer_names
 
 
 class Probe:
@@ -52,12 +53,7 @@ class Probe:
 
     def check_layers(self, layers, names=None):
         """``layers`` (default all of ``names``) as a list, or a ValueError listing valid names."""
-        names = list(self.feature_names if names is None else names)
-        layers = names if layers is None else [layers] if isinstance(layers, str) else list(layers)
-        unknown = [name for name in layers if name not in names]
-        if unknown:
-            raise ValueError(f"unknown layer {unknown[0]!r}; valid layers: {', '.join(names)}")
-        return layers
+        return layer_names(layers, self.feature_names if names is None else names)
 
 
 def batched(function, images, batch_size):

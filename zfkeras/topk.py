@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from zfkeras.receptive_field import crop
+from zfkeras.validation import positive_int
 
 ENTRY_FIELDS = ("image", "y", "x", "value")
 
@@ -39,8 +40,7 @@ class TopK:
     """
 
     def __init__(self, maps, k=9, distinct_images=True):
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        positive_int("k", k)
         self.k = int(k)
         self.distinct_images = bool(distinct_images)
         self.maps = {}

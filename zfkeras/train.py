@@ -37,7 +37,8 @@ import tensorflow as tf
 
 import zfkeras
 from zfkeras import data
-from zfkeras.atomic import atomic_output
+from zfkeras.atomic import save_model as save_keras_atomic
+from zfkeras.atomic import write_json as _write_json_atomic
 from zfkeras.epochs import READ_ERRORS, TrainingImages
 from zfkeras.models import ARCHITECTURES, KERNEL_INITS, build_model
 
@@ -382,19 +383,6 @@ class EpochCheckpoints(keras.callbacks.Callback):
             self._twin = keras.models.clone_model(self.model)
         self._twin.set_weights(self.model.get_weights())
         save_keras_atomic(self._twin, os.path.join(self.directory, f"epoch-{epoch + 1:03d}.keras"))
-
-
-def save_keras_atomic(model, path):
-    """``model.save(path)`` through a temporary file beside it, so ``path`` is whole or absent."""
-    with atomic_output(path) as temp:
-        model.save(temp)
-
-
-def _write_json_atomic(path, obj):
-    with atomic_output(path) as temp:
-        with open(temp, "w") as handle:
-            json.dump(obj, handle, indent=2)
-            handle.write("\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""The one CLI convention (README, "CLI convention"), checked on every ``zf`` command's options and
+on real runs: MODEL positional, --out a directory, --data/--data-dir/--images wherever data is
+read, --seed exactly where there is randomness, help text everywhere, progress and errors on
+stderr, errors as one line, and no TensorFlow start-up chatter."""
+
+import os
+import subprocess
+import sys
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipelines import _common
+from pipelines.cli import COMMANDS, HELP, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# What each command does, written down here independently of the code, so that a command that
+# loses (or gains) an option of the convention fails this test.
+READS_MODEL = {"project", "export", "evaluate", "visualize", "evolution", "filters", "occlusion", "invariance",
+               "correspondence", "transfer", "layers", "report"}
+READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report",
+              "prepare"}
+RANDOM = {"demo", "train", "project", "visualize", "evolution", "filters", "correspondence", "transfer", "layers", "ablate",
+          "prepare"}
+DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
+
+
+def command(name):
+    return main.get_command(None, name)
+
+
+def options(name):
+    """``{"--name": click.Option}`` of the command's visible options (every alias included)."""
+    found = {}
+    for param in command(name).params:
+        if isinstance(param, click.Option) and not param.hidden:
+            for opt in param.opts + param.secondary_opts:
+                found[opt] = param
+    return found
+
+
+def arguments(name):
+    return [param for param in command(name).params if isinstance(param, click.Argument)]
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_help_follows_the_convention(name):
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert name in HELP and HELP[name]
+    found = options(name)
+    ctx = click.Context(command(name))
+
+    # MODEL is the first positional argument of every command that reads a model, and no command
+    # takes the model as an option or under another name.
+    metavars = [param.make_metavar(ctx) for param in arguments(name)]
+    if name in READS_MODEL:
+        assert metavars and metavars[0].startswith("MODEL"), (name, metavars)
+        assert f"{metavars[0]}" in result.output.splitlines()[0]
+    else:
+        assert not any("MODEL" in m for m in metavars), (name, metavars)
+    assert not {"--model", "--run-dir", "--limit", "--arch-model"} & set(found), sorted(found)
+    for param in arguments(name)[1:]:
+        assert not param.name.startswith("model"), (name, param.name)
+
+    # --out is a directory everywhere.
+    assert "--out" in found, name
+    out = found["--out"]
+    assert isinstance(out.type, click.Path) and not out.type.file_okay and out.type.dir_okay, name
+    assert out.metavar == "DIR", name
+
+    # Data: --data SOURCE, --data-dir and --images N go together, on exactly the commands that read data.
+    if name in READS_DATA:
+        assert {"--data", "--data-dir", "--images"} <= set(found), (name, sorted(found))
+        assert isinstance(found["--images"].type, click.IntRange) and found["--images"].type.min == 1
+        assert found["--data"].metavar == "SOURCE" and found["--images"].metavar == "N"
+    else:
+        assert not {"--data", "--data-dir"} & set(found), (name, sorted(found))
+
+    # --seed exactly where there is randomness.
+    if name in RANDOM | DETERMINISTIC:
+        assert ("--seed" in found) == (name in RANDOM), name
+
+    # --maps is a selection wherever it exists.
+    if "--maps" in found:
+        assert isinstance(found["--maps"].type, _common.MapSelection), name
+
+    # Every option says what it does.
+    for opt, param in found.items():
+        assert param.help and len(param.help.strip()) > 8, (name, opt)
+
+
+def test_no_command_is_missed():
+    assert set(COMMANDS) - {"report"} <= RANDOM | DETERMINISTIC
+    listed = CliRunner().invoke(main, ["--help"]).output
+    for name in COMMANDS:
+        assert f"  {name} " in listed
+
+
+# ---- the shared pieces, on real runs ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny untrained zfnet_small saved three ways: a .keras file, a run directory holding
+    model.keras (with the run's class names), and an IDX data directory."""
+    from _train_helpers import write_small_idx
+    from zfkeras.models import build_model, zfnet_small_spec
+
+    root = tmp_path_factory.mktemp("convention")
+    spec = zfnet_small_spec().with_units(conv1=6, conv2=6, conv3=6, conv4=6, conv5=6, fc6=16, fc7=16)
+    model = build_model(spec, seed=2)
+    model.save(root / "model.keras")
+    os.makedirs(root / "run")
+    model.save(root / "run" / "model.keras")
+    names = [f"class-{i}" for i in range(10)]
+    (root / "run" / "config.json").write_text('{"class_names": %s}' % str(names).replace("'", '"'))
+    write_small_idx(str(root / "idx"), n_train=16, n_test=12)
+    return {"root": root, "file": str(root / "model.keras"), "run": str(root / "run"), "idx": f"idx:{root / 'idx'}",
+            "names": names}
+
+
+def zf(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_a_run_directory_is_a_model(tiny, tmp_path):
+    # The same weights read from the .keras file and from the run directory give the same errors;
+    # the run directory's config.json supplies the class names.
+    probe_file = _common.load_probe(tiny["file"])
+    probe_run = _common.load_probe(tiny["run"])
+    assert probe_run.class_names == tiny["names"]
+    images = np.random.default_rng(0).uniform(0, 255, (4, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(probe_file.predict(images), probe_run.predict(images))
+    by_file = zf("evaluate", tiny["file"], "--data", tiny["idx"], "--crops", "single", "--out", tmp_path / "a")
+    by_run = zf("evaluate", tiny["run"], "--data", tiny["idx"], "--crops", "single", "--out", tmp_path / "b")
+    assert by_file.exit_code == 0 and by_run.exit_code == 0, by_file.output + by_run.output
+    import json
+
+    first, second = (json.load(open(tmp_path / name / "results.json")) for name in ("a", "b"))
+    assert list(first["models"].values()) == [second["models"]["run"]]
+    assert first["num_images"] == 12
+
+
+def test_images_limits_the_images_read(tiny, tmp_path):
+    import json
+
+    result = zf("evaluate", tiny["file"], "--data", tiny["idx"], "--crops", "single", "--images", "5", "--out", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    assert json.load(open(tmp_path / "e" / "results.json"))["num_images"] == 5
+    result = zf("visualize", tiny["file"], "--data", tiny["idx"], "--layers", "conv1", "--maps", "0", "--k", "2",
+                "--images", "7", "--out", tmp_path / "v")
+    assert result.exit_code == 0, result.output
+    assert json.load(open(tmp_path / "v" / "summary.json"))["images"] == 7
+
+
+def test_progress_on_stderr_and_results_on_stdout(tiny, tmp_path):
+    result = zf("occlusion", tiny["file"], "chelsea", "--stride", "7", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "occluding" in result.stderr and "occluding" not in result.stdout
+    assert "chelsea: p(" in result.stdout
+    result = zf("invariance", tiny["file"], "chelsea", "--shifts", "0,2", "--scales", "1", "--angles", "0,90",
+                "--out", tmp_path / "i")
+    assert result.exit_code == 0, result.output
+    assert "transforming" in result.stderr and "transforming" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, option, message",
+    [
+        (["invariance", "{file}", "chelsea", "--shifts", "0,x,2"], "--shifts", "'x' in '0,x,2'"),
+        (["visualize", "{file}", "--data", "{idx}", "--maps", "some"], "--maps", "'some': use 'all'"),
+        (["visualize", "{file}", "--data", "{idx}", "--layers", "conv1,conv9"], "--layers", "unknown layer 'conv9'"),
+        (["visualize", "{file}", "--data", "{idx}", "--maps", "0,99", "--layers", "conv2"], "--maps",
+         "map 99 does not exist in conv2"),
+        (["occlusion", "{file}", "chelsea", "--layer", "fc9"], "--layer", "unknown layer 'fc9'"),
+        (["project", "random:vgg", "chelsea"], "MODEL", "use random:ARCH"),
+        (["evaluate", "{run}/config.json", "--data", "{idx}"], "MODEL", "MODEL must be a SavedModel directory"),
+    ],
+)
+def test_errors_are_one_line_on_stderr_naming_the_option(tiny, tmp_path, args, option, message):
+    args = [a.format(**tiny) for a in args] + ["--out", str(tmp_path / "out")]
+    result = zf(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert option in lines[-1] and message in lines[-1], lines
+    assert "Traceback" not in result.output
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_train_takes_out_and_still_accepts_run_dir(tiny, tmp_path):
+    tiny_train = ["train", "--arch", "zfnet_small", "--units", "conv1=4,conv2=4,conv3=4,conv4=4,conv5=4,fc6=8,fc7=8",
+                  "--batch-size", "8", "--log-projections", "0", "--no-progress", "--val-split", "0", "--epochs", "1",
+                  "--checkpoint-epochs", "1", "--data", tiny["idx"], "--images", "8"]
+    result = zf(*tiny_train, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    import json
+
+    record = json.load(open(tmp_path / "run" / "config.json"))
+    assert record["num_train"] == 8  # --images 8 of the 16 training images
+    assert " --out " in record["command"] and "--run-dir" not in record["command"]
+    result = zf(*tiny_train, "--run-dir", tmp_path / "old")  # the deprecated name still works
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "old" / "model.keras").exists()
+    result = zf(*tiny_train)
+    assert result.exit_code == 2 and "Missing option '--out'" in result.stderr
+
+
+def test_no_tensorflow_start_up_chatter(tiny, tmp_path):
+    # A fresh process, as on the command line: TensorFlow is imported by the command itself.
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "evaluate", tiny["file"], "--data", tiny["idx"],
+                           "--crops", "single"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "top-1" in done.stdout
+    for chatter in ("absl::InitializeLog()", "oneDNN custom operations", "cpu_feature_guard", "I0000", "W0000"):
+        assert chatter not in done.stderr, done.stderr
