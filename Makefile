@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench data browser clean
+.PHONY: setup demo test lint bench figures data browser clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: setup data browser
 
 bench: setup data
 	$(BIN)/python -m benchmarks
+
+# Every figure in docs/figures/ that comes from the shipped model, by the README's commands (~1 h).
+figures: setup data
+	ZF=$(BIN)/zf bash docs/regenerate_figures.sh
 
 clean:
 	rm -rf $(VENV) out runs .pytest_cache

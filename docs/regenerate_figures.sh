@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Rebuild every figure and table in docs/figures/ that comes from the shipped model, with the
+# commands the README shows (make figures). About an hour on 2 CPU cores; zf ablate trains its own
+# models and is left out (its command is in the README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ZF=${ZF:-.venv/bin/zf}
+MODEL=saved_models/zfnet-fashion-mnist
+EX=docs/examples
+set -x
+$ZF visualize $MODEL --data fashion_mnist --out docs/figures/visualize
+$ZF evolution $MODEL --data fashion_mnist --out docs/figures/evolution
+$ZF filters $MODEL --data fashion_mnist --maps all --out docs/figures/filters
+$ZF occlusion $MODEL $EX/ankle-boot-0.png $EX/shirt-4.png $EX/bag-18.png $EX/sneaker-9.png \
+    --label "Ankle boot" --label Shirt --label Bag --label Sneaker --patch 10 --out docs/figures/occlusion
+$ZF invariance $MODEL $EX/ankle-boot-0.png $EX/trouser-2.png $EX/shirt-4.png $EX/sneaker-9.png $EX/bag-18.png \
+    --label "Ankle boot" --label Trouser --label Shirt --label Sneaker --label Bag --out docs/figures/invariance
+$ZF correspondence $MODEL --parts $EX/shirt-parts.json --out docs/figures/correspondence
+$ZF transfer $MODEL --data mnist_5k --per-class 1,5,10,15,30 --folds 5 --scratch-epochs 30 --seed 0 \
+    --out docs/figures/transfer
+$ZF layers $MODEL --data mnist_5k --per-class 5,30 --folds 5 --seed 0 --out docs/figures/layers
