@@ -604,26 +604,8 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, model=
     strategy = strategy if strategy is not None else make_strategy(config.strategy)
     # TF's global seed enters tf.data's shuffles: fix it so a run depends on config.seed alone.
     keras.utils.set_random_seed(config.seed)
-    _check_classes(config, train_source, val_source)
-    if val_source is None and config.val_split:
-        train_source, val_source = split_source(train_source, config.val_split, config.seed)
-    chief, task_id = worker_role(strategy)
-    # Only the chief writes the run; other workers keep just what they need to resume.
-    out_dir = run_dir if chief else os.path.join(run_dir, f"worker-{task_id}")
-    record = {
-        "config": config.to_dict(),
-        "model": "built from config" if model is None else f"given: {model.name}",
-        "data": train_source.name,
-        "val_data": val_source.name if val_source is not None else None,
-        "num_train": train_source.num_examples,
-        "num_val": val_source.num_examples if val_source is not None else 0,
-        "class_names": list(train_source.class_names),
-        "zfkeras_version": zfkeras.__version__,
-        **(metadata or {}),
-    }
-    _check_run_dir(out_dir, record)
-    os.makedirs(out_dir, exist_ok=True)
-    _write_json_atomic(os.path.join(out_dir, "config.json"), record)
+    train_source, val_source = _sources(config, train_source, val_source)
+    chief, out_dir = _open_run(config, strategy, run_dir, train_source, val_source, model, metadata)
 
     compute_mean = model is None if compute_mean is None else compute_mean
     size, channels = config.input_shape[0], config.input_shape[2]
@@ -645,26 +627,10 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, model=
     monitor = "val_loss" if val_dataset is not None else "loss"
     logs = {}
     for epoch in range(first_epoch, config.epochs):
-        started = time.monotonic()
         lr = annealed_lr(config, history[monitor])
-        model.optimizer.learning_rate.assign(lr)
-        _reset_dropout_seeds(model, config.seed, epoch)
-        callback_list.on_epoch_begin(epoch)
-        epoch_data = images.epoch(config.batch_size, _epoch_seed(config.seed, epoch), with_ids=False)
-        try:
-            logs = stepper.train_epoch(epoch_data, callback_list)
-        except READ_ERRORS as error:
-            raise images.corrupt_error(error) from None
-        if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch + 1} (loss {logs['loss']}); try a smaller lr than {lr:g}"
-            )
-        if val_dataset is not None:
-            logs.update(stepper.evaluate(val_dataset))
-        skipped = images.skipped_files()
-        logs.update(lr=lr, seconds=time.monotonic() - started, skipped=len(skipped))
-        if skipped and chief:
-            _write_json_atomic(os.path.join(out_dir, "skipped_files.json"), [str(name) for name in skipped])
+        logs = _run_epoch(config, epoch, lr, model, stepper, images, val_dataset, callback_list)
+        if logs["skipped"] and chief:
+            _write_json_atomic(os.path.join(out_dir, "skipped_files.json"), [str(f) for f in images.skipped_files()])
         history["epoch"].append(epoch + 1)
         for key in HISTORY_KEYS[1:]:
             history[key].append(logs.get(key))
@@ -676,3 +642,56 @@ def train(config, train_source, val_source=None, run_dir="runs/train", *, model=
         save_keras_atomic(model, os.path.join(out_dir, "model.keras"))
     callback_list.on_train_end(logs)
     return model, history
+
+
+def _sources(config, train_source, val_source):
+    """The training and validation sources: ``val_source``, or ``config.val_split`` of the training one."""
+    _check_classes(config, train_source, val_source)
+    if val_source is None and config.val_split:
+        train_source, val_source = split_source(train_source, config.val_split, config.seed)
+    return train_source, val_source
+
+
+def _open_run(config, strategy, run_dir, train_source, val_source, model, metadata):
+    """Check ``run_dir`` (a finished run is never overwritten; an unfinished one resumes only with the
+    same config) and write its ``config.json``. Returns ``(chief, out_dir)``: only the chief writes
+    the run; other workers keep just what they need to resume, in ``run_dir/worker-N``."""
+    chief, task_id = worker_role(strategy)
+    out_dir = run_dir if chief else os.path.join(run_dir, f"worker-{task_id}")
+    record = {
+        "config": config.to_dict(),
+        "model": "built from config" if model is None else f"given: {model.name}",
+        "data": train_source.name,
+        "val_data": val_source.name if val_source is not None else None,
+        "num_train": train_source.num_examples,
+        "num_val": val_source.num_examples if val_source is not None else 0,
+        "class_names": list(train_source.class_names),
+        "zfkeras_version": zfkeras.__version__,
+        **(metadata or {}),
+    }
+    _check_run_dir(out_dir, record)
+    os.makedirs(out_dir, exist_ok=True)
+    _write_json_atomic(os.path.join(out_dir, "config.json"), record)
+    return chief, out_dir
+
+
+def _run_epoch(config, epoch, lr, model, stepper, images, val_dataset, callback_list):
+    """Train epoch ``epoch`` (0-based) at ``lr``, then validate; returns its logs (loss, accuracy,
+    val_loss, val_accuracy, lr, seconds, skipped). A corrupt file raises a CorruptImageError naming it."""
+    started = time.monotonic()
+    model.optimizer.learning_rate.assign(lr)
+    _reset_dropout_seeds(model, config.seed, epoch)
+    callback_list.on_epoch_begin(epoch)
+    epoch_data = images.epoch(config.batch_size, _epoch_seed(config.seed, epoch), with_ids=False)
+    try:
+        logs = stepper.train_epoch(epoch_data, callback_list)
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch + 1} (loss {logs['loss']}); try a smaller lr than {lr:g}"
+            )
+        if val_dataset is not None:
+            logs.update(stepper.evaluate(val_dataset))
+    except READ_ERRORS as error:
+        raise images.corrupt_error(error) from None
+    logs.update(lr=lr, seconds=time.monotonic() - started, skipped=len(images.skipped_files()))
+    return logs
