@@ -190,7 +190,7 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, images, val_data,
 
 
 def resume_notice(run_dir, epochs):
-    """A Keras callback saying ``resuming from epoch N of RUN_DIR`` when the run picks up an unfinished one."""
+    """A Keras callback saying ``resuming from epoch N of OUT`` when the run picks up an unfinished one."""
     import keras
 
     class ResumeNotice(keras.callbacks.Callback):
