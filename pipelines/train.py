@@ -211,7 +211,7 @@ def train(arch, data_spec, data_dir, manual_dir, skip_corrupt, cache, cache_budg
 
 
 def resume_notice(run_dir, epochs):
-    """A Keras callback saying ``resuming from epoch N of RUN_DIR`` when the run picks up an unfinished one."""
+    """A Keras callback saying ``resuming from epoch N of OUT`` when the run picks up an unfinished one."""
     import keras
 
     class ResumeNotice(keras.callbacks.Callback):
