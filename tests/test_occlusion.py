@@ -369,9 +369,36 @@ def test_command_runs_on_full_224_zfnet(tmp_path):
     )
     assert result.exit_code == 0, result.output
     arrays = np.load(tmp_path / "out" / "photo.npz")
-    assert arrays["positions"].shape == (2, 2, 2) and arrays["image"].shape == (224, 224, 3)
-    assert arrays["projection"].shape == (224, 224, 3)
-    assert os.path.getsize(tmp_path / "out" / "photo.png") > 0
+    # centres 0 and 112 on each axis, the square starting 56 px before
+    assert arrays["positions"].tolist() == [[[-56, -56], [-56, 56]], [[56, -56], [56, 56]]]
+    # the 150x200 photo: smaller side to 256 (so 256x341), centre 256 from column 42, then centre 224
+    import tensorflow as tf
+
+    photo = tf.io.decode_png(tf.io.read_file(str(tmp_path / "photo.png"))).numpy()
+    resized = tf.image.resize(photo, (256, 341), method="bilinear", antialias=True).numpy()
+    np.testing.assert_allclose(arrays["image"], resized[16:240, 42 + 16 : 42 + 240], atol=1e-3)
+    # each map value: the model run here on the photo with rows 0-55 or 56-167 (and columns alike)
+    # painted with the mean image (zeros before training), conv5's map summed; the map is conv5's
+    # with the highest peak
+    model = keras.saving.load_model(path, compile=False)
+    conv5 = keras.Model(model.inputs[0], [model.get_layer("conv5").output, model.output])
+    copies = [arrays["image"]]
+    for rows in (slice(0, 56), slice(56, 168)):
+        for cols in (slice(0, 56), slice(56, 168)):
+            copy = arrays["image"].copy()
+            copy[rows, cols] = 0.0
+            copies.append(copy)
+    maps, probs = (v.numpy() for v in conv5(np.stack(copies)))
+    strongest = int(np.argmax(maps[0].reshape(-1, maps.shape[-1]).max(axis=0)))
+    assert int(arrays["feature_map"]) == strongest
+    activity = maps[1:, :, :, strongest].sum(axis=(1, 2)).reshape(2, 2)
+    np.testing.assert_allclose(arrays["feature_activity"], activity, rtol=1e-4)
+    assert np.ptp(activity) > 1e-3 * np.abs(activity).max()  # the quarters differ: not a vacuous check
+    label = int(arrays["label"])
+    np.testing.assert_allclose(arrays["true_class_prob"], probs[1:, label].reshape(2, 2), rtol=1e-4, atol=1e-7)
+    summary = json.load(open(tmp_path / "out" / "occlusion.json"))["images"]["photo"]
+    np.testing.assert_allclose(summary["min_activity"], activity.min(), rtol=1e-4)
+    np.testing.assert_allclose(summary["clean_activity"], maps[0, :, :, strongest].sum(), rtol=1e-4)
 
 
 def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, keras_file):
