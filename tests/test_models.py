@@ -55,10 +55,32 @@ def test_zfnet_init_follows_the_paper(zf):
         assert isinstance(constraint, FilterRMSNorm) and constraint.radius == 0.1
 
 
-def test_zfnet_runs_a_batch(zf):
-    probs = zf(np.random.default_rng(0).uniform(0, 255, size=(2, 224, 224, 3)).astype("float32")).numpy()
-    assert probs.shape == (2, 1000)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+def test_zfnet_parameters_by_hand_and_a_batch(zf):
+    # weights + biases per layer, from Fig. 3's filter sizes and map counts
+    expected = {
+        "conv1": 7 * 7 * 3 * 96 + 96,
+        "conv2": 5 * 5 * 96 * 256 + 256,
+        "conv3": 3 * 3 * 256 * 384 + 384,
+        "conv4": 3 * 3 * 384 * 384 + 384,
+        "conv5": 3 * 3 * 384 * 256 + 256,
+        "fc6": 6 * 6 * 256 * 4096 + 4096,
+        "fc7": 4096 * 4096 + 4096,
+        "predictions": 4096 * 1000 + 1000,
+    }
+    assert {name: zf.get_layer(name).count_params() for name in expected} == expected
+    trainable = sum(int(np.prod(w.shape)) for w in zf.trainable_weights)
+    assert trainable == sum(expected.values()) == 62_357_608
+    assert zf.count_params() == trainable + 224 * 224 * 3  # + the non-trainable mean image
+    # a batch: the output is the softmax of fc7's output through the last layer, worked out in numpy
+    images = np.random.default_rng(0).uniform(0, 255, size=(2, 224, 224, 3)).astype("float32")
+    probs = zf(images).numpy()
+    fc7 = keras.Model(zf.inputs[0], zf.get_layer("fc7").output)(images).numpy().astype("float64")
+    kernel, bias = (w.numpy().astype("float64") for w in zf.get_layer("predictions").weights)
+    logits = fc7 @ kernel + bias
+    reference = np.exp(logits - logits.max(axis=1, keepdims=True))
+    reference /= reference.sum(axis=1, keepdims=True)
+    assert probs.shape == (2, 1000) and np.abs(fc7).max() > 0
+    np.testing.assert_allclose(probs, reference, rtol=1e-4, atol=1e-9)
 
 
 def test_alexnet_dense_layout():
@@ -72,14 +94,28 @@ def test_alexnet_dense_layout():
     assert model.get_layer("conv3").kernel.shape == (3, 3, 256, 384)  # dense: sees all 256 maps
 
 
-@pytest.mark.parametrize("shape, pool5", [((28, 28, 1), 3), ((32, 32, 3), 3), ((64, 64, 3), 7)])
-def test_zfnet_small_sizes(shape, pool5):
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (64, 64, 3), (40, 56, 1)])
+def test_zfnet_small_sizes_and_parameters_by_hand(shape):
+    height, width, channels = shape
     model = zfnet_small(num_classes=7, input_shape=shape)
-    names = [layer.name for layer in model.layers]
-    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "predictions"):
-        assert name in names
-    assert spatial(model, "pool5")[:2] == (pool5, pool5)
-    assert spatial(model, "predictions") == (7,)
+    # "same" convs keep the size, "same" 3x3/2 pools halve it rounding up, the "valid" pool5
+    # gives (n - 3) // 2 + 1: 28 -> 14 -> 7 -> 3, 64 -> 32 -> 16 -> 7, 40x56 -> 20x28 -> 10x14 -> 4x6
+    h1, w1 = -(-height // 2), -(-width // 2)
+    h2, w2 = -(-h1 // 2), -(-w1 // 2)
+    h5, w5 = (h2 - 3) // 2 + 1, (w2 - 3) // 2 + 1
+    sizes = {
+        "conv1": (height, width, 32), "pool1": (h1, w1, 32), "norm1": (h1, w1, 32), "conv2": (h1, w1, 64),
+        "pool2": (h2, w2, 64), "conv3": (h2, w2, 96), "conv4": (h2, w2, 96), "conv5": (h2, w2, 64),
+        "pool5": (h5, w5, 64), "flatten": (h5 * w5 * 64,), "fc6": (256,), "fc7": (256,), "predictions": (7,),
+    }
+    assert {name: spatial(model, name) for name in sizes} == sizes
+    params = {
+        "conv1": 3 * 3 * channels * 32 + 32, "conv2": 3 * 3 * 32 * 64 + 64, "conv3": 3 * 3 * 64 * 96 + 96,
+        "conv4": 3 * 3 * 96 * 96 + 96, "conv5": 3 * 3 * 96 * 64 + 64, "fc6": h5 * w5 * 64 * 256 + 256,
+        "fc7": 256 * 256 + 256, "predictions": 256 * 7 + 7,
+    }
+    assert {name: model.get_layer(name).count_params() for name in params} == params
+    assert model.count_params() == sum(params.values()) + height * width * channels  # + the mean image
 
 
 def test_table3_variants_are_one_line_changes():

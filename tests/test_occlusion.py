@@ -103,17 +103,84 @@ def test_occlusion_equals_naive_reference(probe, image, fill):
 
 
 def test_defaults_pick_strongest_map_top_class_and_its_projection(probe, image):
+    import keras
+    from test_deconv import assert_close, reference_projection
+
     result = occlusion_map(probe, image, patch=4, stride=4)
-    clean = probe.features(image[None], ["conv2"])["conv2"][0]
-    probs = probe.predict(image[None])[0]
+    model = probe.model
+    # references: a plain Keras sub-model and the model itself, a loop for the strongest map, and
+    # the autodiff deconvnet of tests/test_deconv.py for the projection
+    clean = keras.Model(model.inputs, model.get_layer("conv2").output)(image[None]).numpy()[0]
+    probs = model(image[None]).numpy()[0]
+    peaks = [float(clean[..., c].max()) for c in range(clean.shape[-1])]
+    strongest = max(range(len(peaks)), key=lambda c: (peaks[c], -c))
     assert result.layer == "conv2"  # the top conv layer
-    assert result.feature_map == int(np.argmax(clean.reshape(-1, clean.shape[-1]).max(axis=0)))
-    assert result.label == int(np.argmax(probs))
-    np.testing.assert_allclose(result.clean_activity, clean[..., result.feature_map].sum(), rtol=1e-5)
+    assert result.feature_map == strongest and peaks[strongest] > sorted(peaks)[-2]  # no tie to break
+    assert result.label == max(range(len(probs)), key=lambda c: probs[c])
+    np.testing.assert_allclose(result.clean_activity, clean[..., strongest].sum(), rtol=1e-5)
     np.testing.assert_allclose(result.clean_probs, probs, rtol=1e-5, atol=1e-7)
-    expected = probe.project(image[None], "conv2", result.feature_map, "max")[0]
-    np.testing.assert_allclose(result.projection, expected, rtol=1e-5, atol=1e-5)
+    assert_close(result.projection[None], reference_projection(model, image[None], "conv2", [strongest], ["max"]))
     np.testing.assert_array_equal(result.image, image)
+
+
+def identity_pixel_model(input_shape, mean, classes=3, seed=0, gains=(1.0,)):
+    """conv1 map k = ReLU(gains[k] * (image - mean)) exactly (1x1 filters, no bias), then a softmax
+    over the flattened maps: every occlusion map of it can be written down by hand. -> (model, W, b)."""
+    spec = ModelSpec(name="pixels", input_shape=input_shape, num_classes=classes, convs=(ConvSpec(len(gains), 1, 1, "valid"),),
+                     fc=(None, None), filter_radius=None)
+    model = build_model(spec, seed=seed)
+    model.get_layer("conv1").set_weights([np.asarray(gains, "float32").reshape(1, 1, 1, -1), np.zeros(len(gains), "float32")])
+    model.get_layer("subtract_mean").set_mean(mean)
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(scale=2e-3, size=(int(np.prod(input_shape[:2])) * len(gains), classes)).astype("float32")
+    bias = rng.normal(scale=0.1, size=classes).astype("float32")
+    model.get_layer("predictions").set_weights([weights, bias])
+    return model, weights, bias
+
+
+def test_default_feature_map_has_the_highest_peak_not_the_largest_sum():
+    # map 0 = ReLU(image - mean): one pixel 100 above the mean -> peak 100, sum 100;
+    # map 1 = ReLU(mean - image): every other pixel 2 below -> peak 2, sum 2 * 79 = 158
+    mean = np.full((8, 10, 1), 100.0, "float32")
+    model, _, _ = identity_pixel_model((8, 10, 1), mean, gains=(1.0, -1.0))
+    image = np.full((8, 10, 1), 98.0, "float32")
+    image[3, 7] = 200.0
+    result = occlusion_map(KerasProbe(model), image, patch=3, stride=4)
+    assert result.feature_map == 0 and result.clean_activity == 100.0
+
+
+@pytest.mark.parametrize("fill", [None, 200.0])
+def test_non_square_occlusion_maps_by_hand(fill):
+    """A 40x56 input, a 10 px square every 8 px: corners, activity and probabilities by hand."""
+    rng = np.random.default_rng(3)
+    mean = rng.uniform(60, 120, (40, 56, 1)).astype("float32")
+    model, weights, bias = identity_pixel_model((40, 56, 1), mean)
+    image = rng.uniform(0, 255, (40, 56, 1)).astype("float32")
+    result = occlusion_map(KerasProbe(model), image, patch=10, stride=8, fill=fill, label=2, batch_size=8)
+    # centres at rows 0, 8, ..., 32 and columns 0, 8, ..., 48; the square starts 5 px before
+    assert result.positions.shape == (5, 7, 2)
+    for i in range(5):
+        for j in range(7):
+            assert result.positions[i, j].tolist() == [8 * i - 5, 8 * j - 5]
+    painted = mean if fill is None else np.full_like(image, fill)
+    activity, prob, top = np.zeros((5, 7)), np.zeros((5, 7)), np.zeros((5, 7), int)
+    for i in range(5):
+        for j in range(7):
+            occluded = image.copy()
+            rows = slice(max(8 * i - 5, 0), min(8 * i + 5, 40))
+            cols = slice(max(8 * j - 5, 0), min(8 * j + 5, 56))
+            occluded[rows, cols] = painted[rows, cols]
+            units = np.maximum(occluded - mean, 0)[..., 0]  # conv1, the only (and top) conv layer
+            activity[i, j] = units.sum()
+            logits = units.reshape(-1).astype("float64") @ weights + bias
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            prob[i, j], top[i, j] = p[2], int(np.argmax(p))
+    assert result.layer == "conv1" and result.feature_map == 0
+    np.testing.assert_allclose(result.feature_activity, activity, rtol=1e-5)
+    np.testing.assert_allclose(result.true_class_prob, prob, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(result.top_label, top)
+    assert np.ptp(activity) > 1000 and np.ptp(prob) > 0.01  # the square matters: the check is not vacuous
 
 
 def test_colour_image_with_per_channel_fill_matches_reference():
@@ -302,9 +369,36 @@ def test_command_runs_on_full_224_zfnet(tmp_path):
     )
     assert result.exit_code == 0, result.output
     arrays = np.load(tmp_path / "out" / "photo.npz")
-    assert arrays["positions"].shape == (2, 2, 2) and arrays["image"].shape == (224, 224, 3)
-    assert arrays["projection"].shape == (224, 224, 3)
-    assert os.path.getsize(tmp_path / "out" / "photo.png") > 0
+    # centres 0 and 112 on each axis, the square starting 56 px before
+    assert arrays["positions"].tolist() == [[[-56, -56], [-56, 56]], [[56, -56], [56, 56]]]
+    # the 150x200 photo: smaller side to 256 (so 256x341), centre 256 from column 42, then centre 224
+    import tensorflow as tf
+
+    photo = tf.io.decode_png(tf.io.read_file(str(tmp_path / "photo.png"))).numpy()
+    resized = tf.image.resize(photo, (256, 341), method="bilinear", antialias=True).numpy()
+    np.testing.assert_allclose(arrays["image"], resized[16:240, 42 + 16 : 42 + 240], atol=1e-3)
+    # each map value: the model run here on the photo with rows 0-55 or 56-167 (and columns alike)
+    # painted with the mean image (zeros before training), conv5's map summed; the map is conv5's
+    # with the highest peak
+    model = keras.saving.load_model(path, compile=False)
+    conv5 = keras.Model(model.inputs[0], [model.get_layer("conv5").output, model.output])
+    copies = [arrays["image"]]
+    for rows in (slice(0, 56), slice(56, 168)):
+        for cols in (slice(0, 56), slice(56, 168)):
+            copy = arrays["image"].copy()
+            copy[rows, cols] = 0.0
+            copies.append(copy)
+    maps, probs = (v.numpy() for v in conv5(np.stack(copies)))
+    strongest = int(np.argmax(maps[0].reshape(-1, maps.shape[-1]).max(axis=0)))
+    assert int(arrays["feature_map"]) == strongest
+    activity = maps[1:, :, :, strongest].sum(axis=(1, 2)).reshape(2, 2)
+    np.testing.assert_allclose(arrays["feature_activity"], activity, rtol=1e-4)
+    assert np.ptp(activity) > 1e-3 * np.abs(activity).max()  # the quarters differ: not a vacuous check
+    label = int(arrays["label"])
+    np.testing.assert_allclose(arrays["true_class_prob"], probs[1:, label].reshape(2, 2), rtol=1e-4, atol=1e-7)
+    summary = json.load(open(tmp_path / "out" / "occlusion.json"))["images"]["photo"]
+    np.testing.assert_allclose(summary["min_activity"], activity.min(), rtol=1e-4)
+    np.testing.assert_allclose(summary["clean_activity"], maps[0, :, :, strongest].sum(), rtol=1e-4)
 
 
 def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, keras_file):
