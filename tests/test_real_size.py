@@ -83,7 +83,9 @@ def test_occlusion_grid_and_clean_probabilities(run):
     zf("occlusion", run["export"], photo, "--patch", "56", "--stride", "56", "--out", out)
     result = np.load(out / "01.npz")
     assert result["true_class_prob"].shape == result["feature_activity"].shape == (4, 4)  # centres 0, 56, 112, 168
-    assert sorted(set(result["positions"][..., 0].ravel().tolist())) == [0, 56, 112, 168]
+    corners = [c - 28 for c in (0, 56, 112, 168)]  # top-left corners of 56 px squares centred there
+    assert sorted(set(result["positions"][..., 0].ravel().tolist())) == corners
+    assert sorted(set(result["positions"][..., 1].ravel().tolist())) == corners
     assert result["image"].shape == (224, 224, 3)
     assert ((0 <= result["true_class_prob"]) & (result["true_class_prob"] <= 1)).all()
     x = fit_image(read_photo(photo), (224, 224, 3))[None]
