@@ -619,7 +619,7 @@ def _find_run(path, command):
     """``(run directory holding history.json or None, [places looked])``: MODEL itself, the folder
     of MODEL's .keras file and its parent, then the recorded command's --run-dir."""
     here = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    places = [here, os.path.dirname(os.path.abspath(here))]
+    places = [here, os.path.relpath(os.path.dirname(os.path.abspath(here)))]
     recorded = _option(command, "--run-dir")
     if recorded:
         places.append(recorded)

@@ -262,6 +262,30 @@ def test_browser_check_catches_broken_pages(browser, tmp_path):
     assert pixels(browser.screenshot())[..., :3].std() == 0
 
 
+def test_shipped_export_accuracy_and_training_record(tiny_run, tmp_path):
+    """The shipped SavedModel export (read through its serve endpoint, as zf evaluate reads it):
+    the same errors as zf evaluate, its recorded command, and no history.json to draw."""
+    _, data = tiny_run
+    out = tmp_path / "report"
+    skip = "visualize,evolution,filters,occlusion,invariance,correspondence,transfer,layers"
+    result = zf("report", SHIPPED, "--data", f"idx:{data}", "--images", 50, "--skip", skip, "--out", out)
+    assert result.exit_code == 0, result.output
+    sections = json.loads((out / "results.json").read_text())["sections"]
+    assert set(sections) == {"architecture", "training", "accuracy"}
+    expected = next(iter(evaluate_json(SHIPPED, data, 50, tmp_path)["models"].values()))
+    assert sections["accuracy"]["errors"] == pytest.approx(expected, abs=1e-12)
+    assert sections["training"]["command"].startswith("zf train --arch zfnet_small")
+    assert sections["training"]["history"] is False
+    import keras
+
+    import zfkeras  # noqa: F401  (registers the custom layers)
+
+    model = keras.saving.load_model(os.path.join(SHIPPED, "model.keras"), compile=False)
+    assert sections["architecture"]["params"] == model.count_params() == 776602
+    page = (out / "index.html").read_text()
+    assert "No history.json found" in page and "runs/zfnet-fashion-mnist-c3/logs" in page
+
+
 def test_bad_skip_names_the_valid_sections(tmp_path):
     result = zf("report", SHIPPED, "--skip", "occlusion,figure2", "--out", tmp_path / "r")
     assert result.exit_code == 2
