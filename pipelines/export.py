@@ -64,7 +64,7 @@ def export(model, out, class_names):
     metrics = _metrics_at(history, model_path)
     try:
         export_model(probe.model, out, class_names=names, config=record, metrics=metrics,
-                     command=record.get("command") if record else None)
+                     command=record.get("command") if record else None, history=history)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     click.echo(f"exported {model_path} -> {out}")

@@ -282,5 +282,5 @@ def _export(model, train_source, test_source, history, seconds, export_path, run
     # only the finished checkpoints, not a killed writer's .epoch-NNN.keras.partial-* folder
     checkpoints = sorted(os.path.join(checkpoint_dir, name) for name in names if name.endswith(".keras") and not name.startswith("."))
     export_model(model, export_path, class_names=train_source.class_names, config=record, metrics=metrics, command=command,
-                 checkpoints=checkpoints)
+                 checkpoints=checkpoints, history=history)
     click.echo(f"exported {export_path}")

@@ -7,6 +7,7 @@
     saved_models/NAME/mean.npy                     float32 [H, W, C] mean image the model subtracts
     saved_models/NAME/zfkeras.json                 input shape, names, training command/config, metrics
     saved_models/NAME/checkpoints/epoch-NNN.keras  (optional) models kept during training
+    saved_models/NAME/history.json                 (optional) the run's per-epoch loss, accuracy, lr
 
 Endpoints (images: float32 raw pixels 0-255; the mean is subtracted inside):
 
@@ -78,7 +79,7 @@ def _projection_endpoints(deconvnet, layer):
     return project, project_map
 
 
-def export_model(model, path, *, class_names, config=None, metrics=None, command=None, checkpoints=()):
+def export_model(model, path, *, class_names, config=None, metrics=None, command=None, checkpoints=(), history=None):
     """Export ``model`` with its deconvnet to the directory ``path`` (see the module docstring).
 
     Args:
@@ -90,6 +91,8 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
         command: the command line that trained the model, or None.
         checkpoints: ``.keras`` files saved during training (``epoch-NNN.keras``), copied into
             ``path/checkpoints/`` and listed in ``zfkeras.json`` (for the feature-evolution figure).
+        history: the run's per-epoch history (``history.json`` of :func:`zfkeras.train.train`), written
+            as ``path/history.json`` so the export carries its training curves (``zf report``), or None.
 
     Returns:
         The metadata written to ``zfkeras.json`` (a dict).
@@ -140,6 +143,7 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
         + [f"project_map_{layer}" for layer in probe.layer_names],
         "mean_image": "mean.npy",
         "checkpoints": [f"checkpoints/{os.path.basename(p)}" for p in checkpoints],
+        "history": "history.json" if history is not None else None,
         "keras_model": "model.keras",
         "training": {"command": command, "config": _jsonable(config)},
         "metrics": _jsonable(metrics),
@@ -150,6 +154,9 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
         archive.write_out(temp, verbose=False)
         model.save(os.path.join(temp, "model.keras"))
         np.save(os.path.join(temp, "mean.npy"), np.asarray(probe.mean_image, np.float32))
+        if history is not None:
+            with open(os.path.join(temp, "history.json"), "w") as handle:
+                json.dump(_jsonable(history), handle)
         if checkpoints:
             os.makedirs(os.path.join(temp, "checkpoints"))
             for checkpoint in checkpoints:
