@@ -19,3 +19,11 @@ $ZF correspondence $MODEL --parts $EX/shirt-parts.json --out docs/figures/corres
 $ZF transfer $MODEL --data mnist_5k --per-class 1,5,10,15,30 --folds 5 --scratch-epochs 30 --seed 0 \
     --out docs/figures/transfer
 $ZF layers $MODEL --data mnist_5k --per-class 5,30 --folds 5 --seed 0 --out docs/figures/layers
+$ZF report $MODEL --data fashion_mnist --parts $EX/shirt-parts.json \
+    --results docs/figures/transfer --results docs/figures/layers --out docs/figures/report/page
+# The README's screenshot of the page, by Debian's headless Chromium.
+profile=$(mktemp -d)
+chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
+    --disable-sync --no-first-run --user-data-dir="$profile" --hide-scrollbars --window-size=1385,2400 \
+    --screenshot="$PWD/docs/figures/report/screenshot.png" "file://$PWD/docs/figures/report/page/index.html"
+rm -rf "$profile"
