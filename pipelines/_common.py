@@ -181,7 +181,8 @@ def _quiet_libjpeg():
 
 def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None, skip_corrupt=False, optional=False):
     """:func:`zfkeras.data.load_source` for a command: errors as one line naming ``option``;
-    skipped corrupt files (count and names) and a held-out test split reported on stderr.
+    a held-out test split reported on stderr, and the corrupt files skipped while the command read
+    the source (count and names) when the command ends.
 
     ``optional=True``: a source without this split gives None (the reason said on stderr); a
     corrupt file is still an error."""

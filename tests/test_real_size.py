@@ -73,8 +73,14 @@ def test_visualize_fields_match_zfnet_geometry(run):
         assert summary["fields"][layer]["size"] == [size, size] and summary["fields"][layer]["jump"] == [jump, jump]
         assert Image.open(out / f"{layer}.png").size[0] > 0
     top = json.load(open(out / "topk.json"))
-    assert top  # the top activations were kept
-    assert all(0 <= i < 6 for i in np.ravel(top["layers"]["conv5"]["image"]) if i >= 0) if "layers" in top else True
+    shapes = json.load(open(run["export"] / "zfkeras.json"))["feature_shapes"]
+    assert shapes["conv1"][:2] == [110, 110] and shapes["conv5"][:2] == [13, 13]  # ZFNet's maps at 224
+    for layer in ("conv1", "conv5"):
+        for entries in (top[layer]["0"], top[layer]["1"]):
+            assert len(entries) == 2 and len({e["image"] for e in entries}) == 2  # k distinct images
+            assert all(0 <= e["image"] < 6 and 0 <= e["y"] < shapes[layer][0] and 0 <= e["x"] < shapes[layer][1]
+                       for e in entries)
+            assert entries[0]["value"] >= entries[1]["value"]  # strongest first
 
 
 def test_occlusion_grid_and_clean_probabilities(run):

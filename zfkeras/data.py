@@ -112,7 +112,8 @@ class Source:
         dataset: ``tf.data.Dataset`` of ``(image uint8 [H, W, channels], label int64 scalar)``;
             images of a folder source may differ in size.
         class_names: label ``i`` is ``class_names[i]``.
-        num_examples: number of examples in this split, or None if unknown.
+        num_examples: number of examples in this split, or None if unknown (folders: the files
+            listed, corrupt ones included, since they are found only when read).
         channels: 1 (grey) or 3 (RGB); every image of ``dataset`` has this many channels.
         name: the concrete spec the source was opened from (after :func:`resolve_source`).
         split: the split asked for (``"train"`` or ``"test"``).
