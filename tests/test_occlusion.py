@@ -409,7 +409,7 @@ def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, keras_f
     from zfkeras.export import export_model
 
     export_model(keras.saving.load_model(keras_file, compile=False), tmp_path / "export", class_names=["top", "trouser", "bag", "boot"])
-    _save_png(tmp_path / "a.png", np.random.default_rng(4).integers(0, 255, (28, 28, 1)).pixels)
+    _save_png(tmp_path / "a.png", np.random.default_rng(4).integers(0, 255, (28, 28, 1)))
     for model, out in ((keras_file, "from_keras"), (str(tmp_path / "export"), "from_export")):
         args = ["occlusion", model, str(tmp_path / "a.png"), "--patch", "9", "--stride", "5", "--out", str(tmp_path / out)]
         result = CliRunner().invoke(main, args)

@@ -132,7 +132,7 @@ def layer_stability(epochs, tops, layer):
     maps = []
     for m, channel in enumerate(channels):
         top1 = [
-            {"epoch": epoch, "image": int(e["image"][m, 0]), "y": int(e["y"][m, 0]), "x": int(e["x"][m, 0]), "value": float(e["value"][m, 0])}
+            {"epoch": epoch, **{f: int(e[f][m, 0]) for f in ("image", "y", "x")}, "value": float(e["value"][m, 0])}
             for epoch, e in zip(epochs, entries)
         ]
         images = [t["image"] if t["value"] > 0 else -1 for t in top1]
