@@ -30,8 +30,42 @@ def seed_option(function):
     return click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same numbers on CPU).")(function)
 
 
+def weights_option(function):
+    """``--weights FILE|none`` for MODEL ``keras:NAME``; kept on the click context, where
+    :func:`load_probe` and :func:`load_model` read it (commands need no extra parameter)."""
+
+    def remember(ctx, param, value):
+        ctx.meta["zfkeras.weights"] = value
+        return value
+
+    return click.option(
+        "--weights", metavar="FILE|none", expose_value=False, callback=remember,
+        help="Weights for MODEL keras:NAME: a .h5/.weights.h5 file, or none for random ones "
+             "(default: ImageNet weights from Keras' cache).",
+    )(function)
+
+
+def keras_application(path):
+    """``(model, class_names)`` for MODEL ``keras:NAME[@HxW]`` (:mod:`zfkeras.applications`),
+    with the command's ``--weights``; one-line errors."""
+    from zfkeras.applications import load
+
+    context = click.get_current_context(silent=True)
+    weights = (context.meta.get("zfkeras.weights") if context else None) or "imagenet"
+    try:
+        return load(path, weights)
+    except ValueError as error:
+        raise click.BadParameter(str(error).strip().splitlines()[0], param_hint="MODEL") from None
+
+
 def load_probe(path):
-    """A :class:`zfkeras.probe.Probe` for MODEL: a SavedModel directory or a ``.keras`` file."""
+    """A :class:`zfkeras.probe.Probe` for MODEL: a SavedModel directory, a ``.keras`` file or
+    ``keras:NAME`` (a Keras application, :func:`keras_application`)."""
+    if path.startswith("keras:"):
+        from zfkeras.probe import KerasProbe
+
+        model, class_names = keras_application(path)
+        return KerasProbe(model, class_names=class_names)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         from zfkeras.export import load_exported
 
@@ -344,12 +378,15 @@ def model_file(path):
 
 
 def load_model(path):
-    """:class:`LoadedModel` for MODEL (a SavedModel export directory, a run directory or a ``.keras``
-    file), with one-line errors naming the path."""
+    """:class:`LoadedModel` for MODEL (a SavedModel export directory, a run directory, a ``.keras``
+    file or ``keras:NAME``), with one-line errors naming the path."""
     import keras
 
     import zfkeras  # noqa: F401  (registers custom layers)
 
+    if path.startswith("keras:"):
+        model, class_names = keras_application(path)
+        return LoadedModel(model=model, path=path, class_names=class_names)
     file = model_file(path)
     try:
         model = keras.saving.load_model(file, compile=False)

@@ -7,7 +7,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import PixelValue, check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines._common import PixelValue, check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json, weights_option
 from pipelines.occlusion import load_images, show_image
 
 PARTS_FORMAT = (
@@ -133,6 +133,7 @@ def masks_figure(named, parts, result, fill, random_shown=2):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
 @seed_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
+@weights_option
 def correspondence(model, parts_file, layer_list, draws, fill, batch_size, seed, out):
     """Part correspondence of MODEL (Table 1): mask the same part in every image of --parts and
     measure how consistently the features change, against random masks of the same size.

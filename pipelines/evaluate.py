@@ -61,6 +61,7 @@ def format_table(result):
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @_common.skip_corrupt_option
 @_common.seed_option
+@_common.weights_option
 def evaluate(models, data_spec, split, data_dir, crops, limit, batch_size, out, skip_corrupt, seed):
     """Top-1 and top-5 error of each MODEL (SavedModel directory or .keras file) and of their average.
 

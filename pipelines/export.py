@@ -38,12 +38,13 @@ def _metrics_at(history, model_path):
 
 
 @click.command()
-@click.argument("model_path", metavar="MODEL.keras", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Export directory, e.g. saved_models/NAME.")
 @click.option("--class-names", help="Comma-separated class names (default: from the run's config.json, else 0..C-1).")
 @_common.seed_option
+@_common.weights_option
 def export(model_path, out, class_names, seed):
-    """Export MODEL.keras to a SavedModel directory usable without zfkeras.
+    """Export MODEL (a .keras file, or keras:NAME with --weights) to a SavedModel directory usable without zfkeras.
 
     Endpoints: serve(images) -> probabilities, features(images) -> every conv layer and fc6/fc7,
     project_<conv>(images, channel, position) and project_map_<conv>(images, channel) -> deconvnet
@@ -55,7 +56,7 @@ def export(model_path, out, class_names, seed):
     from zfkeras.export import export_model
 
     probe = _common.load_probe(model_path)
-    record, history = _run_record(model_path)
+    record, history = (None, None) if model_path.startswith("keras:") else _run_record(model_path)
     if class_names:
         names = [name.strip() for name in class_names.split(",")]
     elif record and record.get("class_names"):

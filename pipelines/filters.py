@@ -5,7 +5,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import check_output, output_directory, pyplot, save_figure, seed_everything, seed_option, skip_corrupt_option, write_json
+from pipelines._common import check_output, output_directory, pyplot, save_figure, seed_everything, seed_option, skip_corrupt_option, write_json, weights_option
 from pipelines.visualize import DEFAULT_SOURCE, Images, keras_model, map_counts, open_model, parse_maps, progressbar, upscale
 
 
@@ -86,6 +86,7 @@ def filters_figure(labels, reports, pictures):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
 @skip_corrupt_option
 @seed_option
+@weights_option
 def filters(models, data, split, images, maps, threshold, batch_size, out, skip_corrupt, seed):
     """First-layer filters and second-layer projections of one or two models, with diagnostics (Fig. 6).
 

@@ -8,7 +8,7 @@ import os
 import click
 import numpy as np
 
-from pipelines._common import check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json
+from pipelines._common import check_output, load_probe, output_directory, pyplot, save_figure, seed_everything, seed_option, write_json, weights_option
 from pipelines.occlusion import load_images, parse_labels, show_image
 
 
@@ -143,6 +143,7 @@ def examples_figure(named, fill, amounts, shown=7):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
 @seed_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
+@weights_option
 def invariance(model, images, label, shifts, scales, angles, layer_list, fill, batch_size, seed, out):
     """Feature invariance of MODEL on each IMAGE (Fig. 5).
 

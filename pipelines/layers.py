@@ -24,6 +24,7 @@ CLASSIFIERS = ("softmax", "svm")
               help="Weight of the data term against the L2 penalty, for both classifiers.")
 @_common.out_option
 @_common.seed_option
+@_common.weights_option
 def layers(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, test_per_class, layer_list, classifiers, max_features, C, out, seed):
     """A linear classifier on each layer's frozen features of MODEL, per fold (Table 7).
 

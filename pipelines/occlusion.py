@@ -18,6 +18,7 @@ from pipelines._common import (
     seed_everything,
     seed_option,
     write_json,
+    weights_option,
 )
 
 
@@ -162,6 +163,7 @@ def summary_json(result, class_names, path):
               help="Occluded copies per forward pass (bounds memory).")
 @seed_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
+@weights_option
 def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, seed, out):
     """Occlusion sensitivity of MODEL on each IMAGE (any image file, or a built-in photo name).
 

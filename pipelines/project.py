@@ -66,6 +66,7 @@ def plot_projections(images, names, results, title):
               help="Project each map's strongest activation alone (paper) or the whole map.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output PNG (an .npz of the arrays goes beside it).")
 @_common.seed_option
+@_common.weights_option
 def project(images, model_path, arch, layers, count, position, out, seed):
     """Project the strongest feature maps of IMAGES to pixels with the deconvnet.
 

@@ -28,6 +28,7 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
               help="Softmax head: weight of the data term against the L2 penalty.")
 @_common.out_option
 @_common.seed_option
+@_common.weights_option
 def transfer(model, data_spec, data_dir, skip_corrupt, per_class, split, folds, test_per_class, layer, scratch_epochs,
              finetune, batch_size, lr, C, out, seed):
     """Transfer MODEL's features to --data with few images per class (Tables 4-5, Fig. 9).

@@ -25,6 +25,7 @@ from pipelines._common import (
     seed_option,
     skip_corrupt_option,
     write_json,
+    weights_option,
 )
 
 DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
@@ -239,6 +240,7 @@ def topk_figure(layer, channels, crops, values, images_scanned):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (replaced whole at the end).")
 @skip_corrupt_option
 @seed_option
+@weights_option
 def visualize(model, data, split, layers, maps, k, images, batch_size, shard, merge_dirs, out, skip_corrupt, seed):
     """Top-k activations of feature maps across a data set, projected to pixels (Fig. 2).
 
