@@ -111,8 +111,9 @@ def test_probe_of_an_application(probe, weights):
     features = probe.features(x, ["conv2_block1_2_conv", "conv4_block1_out"])
     reference = keras.Model(model.inputs[0], [model.get_layer("conv2_block1_2_relu").output,
                                               model.get_layer("conv4_block1_out").output])(x)
-    np.testing.assert_allclose(features["conv2_block1_2_conv"], reference[0].numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(features["conv4_block1_out"], reference[1].numpy(), rtol=1e-5, atol=1e-5)
+    for got, want in zip((features["conv2_block1_2_conv"], features["conv4_block1_out"]), reference):
+        want = want.numpy()  # another batch size sums in another order: float rounding of deep maps
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     np.testing.assert_allclose(probe.predict(x), model(x).numpy(), rtol=1e-5, atol=1e-7)
     again = build("resnet50", weights=str(weights), input_shape=(SIZE, SIZE, 3))  # the file holds the weights
     np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-7)
