@@ -81,7 +81,7 @@ def head_to_map():
 
 def check(model, deconv, images, layer, windowed):
     """Strongest-unit, given-position (corners) and whole-map projections against the reference."""
-    assert (deconv._windows(deconv._selected[layer]) is not None) == windowed
+    assert deconv.windowed(layer) == windowed
     output_layer = deconv.selection_layer(layer).name
     acts = deconv.activations(images, [layer])[layer]
     n, height, width, _ = acts.shape
@@ -146,7 +146,6 @@ def test_keras_applications_match_reference(application):
     assert model.layers[1].name == "preprocess"
     for layer in layers:
         assert layer in deconv.layer_names
-        check(model, deconv, images, layer, windowed=deconv._windows(deconv._selected[layer]) is not None)
+        check(model, deconv, images, layer, windowed=deconv.windowed(layer))
     # the deepest layers of these small images fall back to whole images, shallow ones use windows
-    assert deconv._windows(deconv._selected[layers[0]]) is not None
-    assert deconv._windows(deconv._selected[layers[-1]]) is None
+    assert deconv.windowed(layers[0]) and not deconv.windowed(layers[-1])

@@ -67,7 +67,7 @@ def full_projection(deconv, images, layer, channels, positions):
 def check_layer(deconv, images, layer, rng):
     """Project border, corner and centre units of ``layer``, each from its map with the strongest
     activation there, for images picked at random; compare with the full projection."""
-    assert deconv._windows(deconv._selected[layer]) is not None, f"{layer} does not run on windows"
+    assert deconv.windowed(layer), f"{layer} does not run on windows"
     acts = deconv.activations(images, [layer])[layer]
     positions = border_positions(*acts.shape[1:3])
     image_index = rng.integers(0, len(images), len(positions))
@@ -90,7 +90,7 @@ def test_small_zfnet_every_layer(input_shape, rng):
     deconv = Deconvnet(small_zfnet(input_shape))
     images = rng.uniform(0, 255, (3, *input_shape)).astype("float32")
     # deep layers of small images see more than the image: whole maps are cheaper than their windows
-    windowed = [layer for layer in deconv.layer_names if deconv._windows(deconv._selected[layer]) is not None]
+    windowed = [layer for layer in deconv.layer_names if deconv.windowed(layer)]
     assert windowed[:3] == ["conv1", "conv2", "conv3"]
     for layer in windowed:
         check_layer(deconv, images, layer, rng)
@@ -104,7 +104,7 @@ def test_user_convnet_with_same_and_valid_padding(rng):
     images = rng.uniform(0, 255, (3, 30, 30, 3)).astype("float32")
     for layer in ("c1", "c2", "c3"):  # c4's windows would hold more than the whole maps: not windowed
         check_layer(deconv, images, layer, rng)
-    assert deconv._windows(deconv._selected["c4"]) is None
+    assert not deconv.windowed("c4")
 
 
 @pytest.mark.parametrize("layer", ["conv1", "conv3", "conv5"])

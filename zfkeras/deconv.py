@@ -354,6 +354,11 @@ class Deconvnet:
         """The Keras layer whose output is ``layer``'s rectified feature map."""
         return self._node(layer).layer
 
+    def windowed(self, layer):
+        """Whether single activations of ``layer`` are projected on their receptive-field windows
+        (else on whole images: the field is no window, or the windows cost more; module docs)."""
+        return self._windows(self._node(layer)) is not None
+
     def _node(self, layer):
         """The node whose output is map ``layer``, after checking every layer below it."""
         if layer not in self._selected:
