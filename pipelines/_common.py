@@ -32,6 +32,34 @@ def seed_option(function):
     return click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same numbers on CPU).")(function)
 
 
+def weights_option(function):
+    """``--weights FILE|none`` for MODEL ``keras:NAME``; kept on the click context, where
+    :func:`load_probe` and :func:`load_model` read it (commands need no extra parameter)."""
+
+    def remember(ctx, param, value):
+        ctx.meta["zfkeras.weights"] = value
+        return value
+
+    return click.option(
+        "--weights", metavar="FILE|none", expose_value=False, callback=remember,
+        help="Weights for MODEL keras:NAME: a .h5/.weights.h5 file, or none for random ones "
+             "(default: ImageNet weights from Keras' cache).",
+    )(function)
+
+
+def keras_application(path):
+    """``(model, class_names)`` for MODEL ``keras:NAME[@HxW]`` (:mod:`zfkeras.applications`),
+    with the command's ``--weights``; one-line errors."""
+    from zfkeras.applications import load
+
+    context = click.get_current_context(silent=True)
+    weights = (context.meta.get("zfkeras.weights") if context else None) or "imagenet"
+    try:
+        return load(path, weights)
+    except ValueError as error:
+        raise click.BadParameter(str(error).strip().splitlines()[0], param_hint="MODEL") from None
+
+
 def load_probe(path):
     """A :class:`zfkeras.probe.Probe` for MODEL (:data:`MODEL_FORMS`): an export's SavedModel, else
     a :class:`~zfkeras.probe.KerasProbe` of :func:`load_model`'s Keras model."""
@@ -269,7 +297,8 @@ def pyplot():
 
 DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
 SOURCE_FORMS = "fashion_mnist, mnist_5k, idx:PATH, csv:PATH, folder:PATH, tfrecord:DIR or tfds:NAME"
-MODEL_FORMS = "a SavedModel directory (a zfkeras export), a .keras file, or a run directory holding model.keras"
+MODEL_FORMS = ("a SavedModel directory (a zfkeras export), a .keras file, a run directory holding model.keras, "
+               "or keras:NAME (a Keras application, with --weights)")
 
 
 class CommaList(click.ParamType):
@@ -300,9 +329,11 @@ class CommaList(click.ParamType):
 
 
 def model_argument(function=None, *, many=False, metavar=None):
-    """The positional ``MODEL`` (:data:`MODEL_FORMS`); ``many=True``: one or more (``MODEL...``)."""
+    """The positional ``MODEL`` (:data:`MODEL_FORMS`) and ``--weights`` for ``keras:NAME``; ``many=True``:
+    one or more (``MODEL...``)."""
 
     def decorate(function):
+        function = weights_option(function)  # for MODEL keras:NAME
         return click.argument("models" if many else "model", nargs=-1 if many else 1, required=True, type=click.Path(),
                               metavar=metavar or ("MODEL..." if many else "MODEL"))(function)
 
@@ -497,7 +528,10 @@ class LoadedModel:
 
 
 def model_file(path):
-    """The ``.keras`` file of MODEL: the file itself, or the ``model.keras`` of an export or run directory."""
+    """The ``.keras`` file of MODEL: the file itself, or the ``model.keras`` of an export or run directory
+    (``keras:NAME`` is returned as it is: the model is built, not read)."""
+    if path.startswith("keras:"):
+        return path
     if os.path.isdir(path):
         meta = os.path.join(path, "zfkeras.json")
         name = "model.keras"
@@ -518,6 +552,9 @@ def load_model(path):
 
     import zfkeras  # noqa: F401  (registers custom layers)
 
+    if path.startswith("keras:"):
+        model, class_names = keras_application(path)
+        return LoadedModel(model=model, path=path, class_names=class_names)
     file = model_file(path)
     if not zipfile.is_zipfile(file):
         raise click.BadParameter(f"{file}: not a Keras model file (a .keras file is a zip archive)", param_hint="MODEL")

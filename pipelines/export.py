@@ -42,8 +42,8 @@ def _metrics_at(history, model_path):
 @_common.out_option(results="zfkeras.json", help="Export directory, e.g. saved_models/NAME.")
 @click.option("--class-names", metavar="LIST", help="Comma-separated class names (default: from the run's config.json, else 0..C-1).")
 def export(model, out, class_names):
-    """Export MODEL (a .keras file, or a run directory holding model.keras) to a SavedModel
-    directory usable without zfkeras.
+    """Export MODEL (a .keras file, a run directory holding model.keras, or keras:NAME with
+    --weights) to a SavedModel directory usable without zfkeras.
 
     Endpoints: serve(images) -> probabilities, features(images) -> every conv layer and fc6/fc7,
     project_<conv>(images, channel, position) and project_map_<conv>(images, channel) -> deconvnet
@@ -54,7 +54,7 @@ def export(model, out, class_names):
 
     model_path = _common.model_file(model)
     probe = _common.load_probe(model_path)
-    record, history = _run_record(model_path)
+    record, history = (None, None) if model_path.startswith("keras:") else _run_record(model_path)
     if class_names:
         names = [name.strip() for name in class_names.split(",")]
     elif record and record.get("class_names"):

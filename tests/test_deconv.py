@@ -219,24 +219,35 @@ def test_unknown_layer_lists_the_valid_ones(small, images):
 def test_unsupported_layer_type_is_named_with_the_supported_ones():
     model = keras.Sequential(
         [keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="a"),
-         keras.layers.BatchNormalization(name="bn"), keras.layers.Conv2D(4, 3, activation="relu", name="b")]
+         keras.layers.UpSampling2D(name="up"), keras.layers.Conv2D(4, 3, activation="relu", name="b")]
     )
     x = np.ones((1, 12, 12, 1), "float32")
     deconv = Deconvnet(model)
-    assert deconv.project(x, "a", 0).shape == x.shape  # fine: the BN layer is above conv "a"
-    with pytest.raises(ValueError, match=r"cannot project through layer 'bn' \(BatchNormalization\); supported: InputLayer"):
+    assert deconv.project(x, "a", 0).shape == x.shape  # fine: the unsupported layer is above conv "a"
+    with pytest.raises(ValueError, match=r"cannot project through layer 'up' \(UpSampling2D\); supported: InputLayer.*Add, Concatenate"):
         deconv.project(x, "b", 0)
     tanh = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, activation="tanh", name="t")])
-    with pytest.raises(ValueError, match=r"layer 't' \(Conv2D\)"):
+    with pytest.raises(ValueError, match=r"layer 't' \(Conv2D with activation 'tanh'\); supported"):
         Deconvnet(tanh).project(np.ones((1, 8, 8, 1)), "t", 0)
+    for activation, shown in (("swish", "silu"), ("gelu", "gelu"), ("relu6", "relu6"), ("sigmoid", "sigmoid")):
+        inputs = keras.Input((8, 8, 1))
+        hidden = keras.layers.Activation(activation, name="gate")(keras.layers.Conv2D(2, 3, name="c")(inputs))
+        top = keras.layers.Conv2D(2, 3, activation="relu", name="top")(hidden)
+        with pytest.raises(ValueError, match=rf"layer 'gate' \(Activation with activation '{shown}'\); supported"):
+            Deconvnet(keras.Model(inputs, top)).project(np.ones((1, 8, 8, 1)), "top", 0)
 
 
-def test_branching_models_are_refused():
-    inputs = keras.Input((8, 8, 2))
-    a = keras.layers.Conv2D(2, 3, padding="same", name="a")(inputs)
-    b = keras.layers.Add(name="add")([a, inputs])
-    with pytest.raises(ValueError, match="chain of layers; layer 'add'"):
-        Deconvnet(keras.Model(inputs, b))
+def test_non_square_input_matches_reference():
+    """40x56 images (issue 13): no axis is mixed up on the way down."""
+    spec = no_lrn(zfnet_small_spec(input_shape=(40, 56, 1))).with_units(conv1=6, conv2=8, conv3=8, conv4=8, conv5=6)
+    model = build_model(spec.replace(kernel_init="he_normal"), seed=4)
+    randomize_biases(model, 4)
+    x = np.random.default_rng(4).uniform(0, 255, size=(2, 40, 56, 1)).astype("float32")
+    deconv = Deconvnet(model)
+    for layer in ("conv2", "conv5"):
+        assert deconv.activations(x, [layer])[layer].shape[1:3] == model.get_layer(layer).output.shape[1:3]
+        for position in ("max", (1, 5)):
+            assert_close(deconv.project(x, layer, [0, 3], position), reference_projection(model, x, layer, [0, 3], [position] * 2))
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,10 @@ def box_mask(field, y, x, shape):
     return mask
 
 
-@pytest.mark.parametrize("spec", [zfnet_spec(), alexnet_spec(), zfnet_small_spec()], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "spec", [zfnet_spec(), alexnet_spec(), zfnet_small_spec(), zfnet_small_spec(input_shape=(40, 56, 1))],
+    ids=["zfnet", "alexnet", "zfnet_small", "zfnet_small_40x56"],
+)
 def test_field_equals_gradient_support(spec):
     model = build_model(spec.with_units(conv1=2, conv2=2, conv3=2, conv4=2, conv5=2, fc6=2, fc7=2), seed=0)
     shape = model.inputs[0].shape[1:]
@@ -131,7 +134,77 @@ def test_crop_pads_outside_image():
 def test_unsupported_layer_named():
     inputs = keras.Input((16, 16, 1))
     x = keras.layers.Conv2D(2, 3, name="conv1")(inputs)
-    x = keras.layers.DepthwiseConv2D(3, name="odd")(x)
+    x = keras.layers.UpSampling2D(name="odd")(x)
     model = keras.Model(inputs, keras.layers.Flatten()(x))
-    with pytest.raises(ValueError, match="'odd'.*DepthwiseConv2D"):
+    with pytest.raises(ValueError, match="'odd'.*UpSampling2D.*; supported: Conv2D"):
         receptive_fields(model)
+
+
+def positive_dag(input_shape=(40, 56, 2)):
+    """A DAG of every geometry the fields cover, with weights that make every path count.
+
+    Two branches of different kernels and paddings from one shared tensor meet in an Add, a
+    strided conv and a "same" average pool meet in a Concatenate, a depthwise conv, explicit zero
+    padding and BatchNormalization sit in between. All kernels are ones, biases zero and the
+    batch norm the identity, so with an all-ones input every unit is positive, every ReLU passes
+    the gradient and no weights cancel: the input gradient of one unit is > 0 exactly on the
+    union of its paths' fields (clipped to the image). No max pool: it would route the gradient
+    to one input of each window.
+    """
+    inputs = keras.Input(input_shape)
+    shared = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="shared")(inputs)
+    wide = keras.layers.Conv2D(2, 5, padding="same", name="wide")(shared)
+    narrow = keras.layers.Conv2D(2, 3, padding="same", name="narrow")(keras.layers.ZeroPadding2D(0, name="nopad")(shared))
+    merged = keras.layers.ReLU(name="merged")(keras.layers.Add(name="add")([wide, narrow, shared]))
+    strided = keras.layers.Conv2D(2, 3, strides=2, padding="same", name="strided")(merged)
+    pooled = keras.layers.AveragePooling2D(3, strides=2, padding="same", name="pooled")(merged)
+    joined = keras.layers.Concatenate(name="joined")([strided, pooled])
+    normed = keras.layers.BatchNormalization(epsilon=0.0, name="normed")(joined)
+    padded = keras.layers.ZeroPadding2D(((2, 0), (1, 3)), name="padded")(normed)
+    depthwise = keras.layers.DepthwiseConv2D(3, dilation_rate=2, name="depthwise", activation="relu")(padded)
+    top = keras.layers.Conv2D(2, 3, strides=2, padding="valid", name="top")(depthwise)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(top))
+    for layer in model.layers:
+        for weight in layer.weights:
+            weight.assign(np.zeros(weight.shape) if "bias" in weight.path or "beta" in weight.path
+                          or "moving_mean" in weight.path else np.ones(weight.shape))
+    return model
+
+
+def test_dag_fields_are_the_union_over_paths():
+    model = positive_dag()
+    shape = model.inputs[0].shape[1:]
+    fields = receptive_fields(model)
+    assert set(fields) == {"shared", "wide", "nopad", "narrow", "add", "merged", "strided", "pooled",
+                           "joined", "normed", "padded", "depthwise", "top"}
+    order = list(fields)
+    assert order.index("shared") < order.index("add") < order.index("joined") < order.index("top")
+    images = tf.Variable(tf.ones((1, *shape)))
+    checked = 0
+    for name in ("merged", "joined", "depthwise", "top"):
+        field = fields[name]
+        maps = keras.Model(model.inputs, model.get_layer(name).output)
+        assert field.output_size == tuple(maps.output.shape[1:3])
+        height, width = field.output_size
+        for y, x in {(0, 0), (height - 1, width - 1), (height // 2, width // 2), (0, width - 1)}:
+            with tf.GradientTape() as tape:
+                unit = maps(images)[0, y, x, 0]
+            support = np.abs(tape.gradient(unit, images).numpy()[0]).sum(axis=-1) > 0
+            np.testing.assert_array_equal(support, box_mask(field, y, x, shape), err_msg=f"{name} ({y}, {x})")
+            checked += 1
+    assert checked >= 12
+    # by hand: shared 3 (offset -1); the Add's widest path is wide's 5x5 over it: 7, offset -3
+    assert (fields["add"].size, fields["add"].jump, fields["add"].offset) == ((7, 7), (1, 1), (-3, -3))
+
+
+def test_paths_of_different_strides_have_no_window():
+    # Both branches give 8x8 maps, one by a stride of 2 (jump 2), one by a 9x9 valid conv (jump 1):
+    # a unit of their sum sees two boxes of different spacing, which no (size, jump, offset) holds.
+    inputs = keras.Input((16, 16, 1))
+    a = keras.layers.Conv2D(1, 3, strides=2, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(1, 9, padding="valid", name="b")(inputs)
+    joined = keras.layers.Add(name="joined")([a, b])
+    top = keras.layers.Conv2D(1, 3, name="top")(joined)
+    fields = receptive_fields(keras.Model(inputs, top))
+    assert list(fields) == ["a", "b"]
+    assert fields["a"].jump == (2, 2) and fields["b"].jump == (1, 1)

@@ -1,10 +1,9 @@
 """Receptive-field-cropped single-activation projections against the full-size projection (issue 10).
 
-Reference: the deconvnet run on whole images (``Deconvnet.backproject`` with a seed that keeps one
-activation: forward over the whole image, switches from max_pool_with_argmax, unpool by scatter,
-padded conv transposes). The windowed path shares only the layers' weights with it: it crops the
-image to the unit's field, fills padding per layer, pools without switches and unpools by the
-pooling gradient. Every (image, map, position) triple goes in one batch; positions cover the four
+Reference: autodiff over the whole image with every ReLU's gradient overridden
+(tests/_deconv_reference.py: Keras runs the model's own layers, GradientTape goes down). The
+windowed path shares only the layers' weights with it: it crops the image to the unit's field,
+fills padding per layer, pools without switches and unpools by the pooling gradient. Every (image, map, position) triple goes in one batch; positions cover the four
 corners, the middle of each border and the centre of the layer's maps.
 """
 
@@ -12,6 +11,8 @@ import keras
 import numpy as np
 import pytest
 
+from _deconv_reference import assert_close as assert_same
+from _deconv_reference import reference_projection
 from zfkeras import Deconvnet
 from zfkeras.models import build_model, zfnet_small_spec, zfnet_spec
 
@@ -59,25 +60,14 @@ def border_positions(height, width):
 
 
 def full_projection(deconv, images, layer, channels, positions):
-    """The whole-image deconvnet from one activation per image (the reference)."""
-    acts = deconv.activations(images, [layer])[layer]
-    seed = np.zeros_like(acts)
-    for n, (channel, (y, x)) in enumerate(zip(channels, positions)):
-        seed[n, y, x, channel] = acts[n, y, x, channel]
-    return deconv.backproject(images, layer, seed)
-
-
-def assert_same(got, want):
-    """Relative error <= 1e-5 per projection; a chosen activation of 0 must give exactly 0."""
-    for one, reference in zip(got, want):
-        scale = np.abs(reference).max()
-        assert (np.abs(one - reference).max() / scale <= 1e-5) if scale else not np.any(one)
-    assert np.count_nonzero(np.abs(want).max(axis=(1, 2, 3))) >= len(want) // 2, "most references must be non-zero"
+    """The whole-image reference from one activation per image."""
+    return reference_projection(deconv.model, images, deconv.selection_layer(layer).name, channels, [tuple(p) for p in positions])
 
 
 def check_layer(deconv, images, layer, rng):
     """Project border, corner and centre units of ``layer``, each from its map with the strongest
     activation there, for images picked at random; compare with the full projection."""
+    assert deconv.windowed(layer), f"{layer} does not run on windows"
     acts = deconv.activations(images, [layer])[layer]
     positions = border_positions(*acts.shape[1:3])
     image_index = rng.integers(0, len(images), len(positions))
@@ -99,7 +89,10 @@ def check_layer(deconv, images, layer, rng):
 def test_small_zfnet_every_layer(input_shape, rng):
     deconv = Deconvnet(small_zfnet(input_shape))
     images = rng.uniform(0, 255, (3, *input_shape)).astype("float32")
-    for layer in deconv.layer_names:
+    # deep layers of small images see more than the image: whole maps are cheaper than their windows
+    windowed = [layer for layer in deconv.layer_names if deconv.windowed(layer)]
+    assert windowed[:3] == ["conv1", "conv2", "conv3"]
+    for layer in windowed:
         check_layer(deconv, images, layer, rng)
 
 
@@ -109,8 +102,9 @@ def test_user_convnet_with_same_and_valid_padding(rng):
     deconv = Deconvnet(model)
     assert deconv.layer_names == ["c1", "c2", "c3", "c4"]
     images = rng.uniform(0, 255, (3, 30, 30, 3)).astype("float32")
-    for layer in deconv.layer_names:
+    for layer in ("c1", "c2", "c3"):  # c4's windows would hold more than the whole maps: not windowed
         check_layer(deconv, images, layer, rng)
+    assert not deconv.windowed("c4")
 
 
 @pytest.mark.parametrize("layer", ["conv1", "conv3", "conv5"])
@@ -124,12 +118,10 @@ def test_full_zfnet_224(layer, rng):
 
 def test_fields_of_the_windows_are_the_receptive_fields():
     """The image-level window of a unit is its receptive field (receptive_field.receptive_fields)."""
-    from zfkeras.receptive_field import layer_steps, receptive_fields, unit_windows
+    from zfkeras.receptive_field import Graph, receptive_fields, unit_windows
 
     model = build_model(zfnet_spec(num_classes=10), seed=0)
-    fields = receptive_fields(model)
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    fields, graph = receptive_fields(model), Graph(model)
     for name in ("conv1", "conv2", "pool2", "conv5"):
-        top = [layer.name for layer in layers].index(name)
-        size, jump, offset = unit_windows(layer_steps(layers[: top + 1], (224, 224)))[0]
+        size, jump, offset = unit_windows(graph, graph.key(model.get_layer(name))).tensors[graph.input]
         assert (size, jump, offset) == (fields[name].size, fields[name].jump, fields[name].offset)

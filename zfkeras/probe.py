@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zfkeras.applications import ImageNetPreprocessing
 from zfkeras.deconv import Deconvnet
 from zfkeras.layers import SubtractMean
 from zfkeras.validation import layer_names
@@ -20,10 +21,12 @@ class Probe:
 
     Attributes:
         input_shape: ``(H, W, C)`` of the model input.
-        layer_names: conv layers that can be projected, input to output.
+        layer_names: maps that can be projected (conv layers, and ReLU layers of a DAG such as
+            ResNet's block outputs), input to output.
         feature_names: every key :meth:`features` can return (conv layers, then fc6/fc7).
         class_names: one name per output class.
-        mean_image: ``(H, W, C)`` float32 raw-pixel mean the model subtracts first.
+        mean_image: ``(H, W, C)`` float32 raw-pixel mean the model subtracts first (for a Keras
+            application, the pixel its preprocessing maps to 0).
     """
 
     input_shape = ()
@@ -70,7 +73,10 @@ class KerasProbe(Probe):
     """:class:`Probe` over an in-memory Keras convnet (weights shared, nothing copied).
 
     Args:
-        model: a Keras classifier made of the layer types :class:`Deconvnet` supports.
+        model: a Keras classifier made of the layer types :class:`Deconvnet` supports: a chain
+            (zfkeras models) or a DAG (e.g. :func:`zfkeras.applications.build`). Its
+            ``layer_names`` are the deconvnet's projectable maps, ``feature_names`` those and the
+            hidden ReLU Dense layers (fc6, fc7; VGG16's fc1, fc2).
         class_names: names of the outputs; default ``"0"``, ``"1"``, ...
     """
 
@@ -90,7 +96,13 @@ class KerasProbe(Probe):
         self.feature_names = list(outputs)
         self._feature_tensors = outputs
         means = [layer for layer in model.layers if isinstance(layer, SubtractMean)]
-        self.mean_image = np.asarray(means[0].mean) if means else np.zeros(self.input_shape, "float32")
+        pixels = [layer for layer in model.layers if isinstance(layer, ImageNetPreprocessing)]
+        if means:
+            self.mean_image = np.asarray(means[0].mean)
+        elif pixels:  # a Keras application: the raw pixel its preprocessing maps to 0
+            self.mean_image = np.broadcast_to(pixels[0].mean_pixel, self.input_shape).astype("float32")
+        else:
+            self.mean_image = np.zeros(self.input_shape, "float32")
         self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         self._features = {}
 

@@ -1,8 +1,11 @@
-"""Receptive fields: which input pixels can influence one unit of a layer.
+"""Receptive fields: which input pixels can influence one unit of a layer, and the model graph.
 
-For a chain of convolutions, poolings and paddings, a unit at ``(y, x)`` of a layer sees the input
-rows ``offset[0] + y * jump[0]`` to ``offset[0] + y * jump[0] + size[0] - 1`` (columns alike), where,
-going up one layer with kernel ``k``, stride ``s`` and ``p`` padded rows before the first row::
+A model is read as a graph of layer calls (:class:`Graph`) from its one image input: a chain
+(ZFNet) or any DAG with merges (ResNet's Add, DenseNet's and Inception's Concatenate) and tensors
+used by several layers. Along one path of convolutions, poolings and paddings, a unit at ``(y, x)``
+of a layer sees the input rows ``offset[0] + y * jump[0]`` to ``offset[0] + y * jump[0] + size[0] - 1``
+(columns alike), where, going up one layer with kernel ``k``, stride ``s`` and ``p`` padded rows
+before the first row::
 
     size'   = size + (k - 1) * jump         (dilation d: k -> (k - 1) * d + 1)
     jump'   = jump * s
@@ -11,7 +14,13 @@ going up one layer with kernel ``k``, stride ``s`` and ``p`` padded rows before 
 starting from ``size = jump = 1, offset = 0`` at the input. ``offset`` is negative where the field of
 the first unit reaches into zero padding. ``"same"`` padding follows TensorFlow: ``p = total // 2``
 with ``total = max((ceil(n / s) - 1) * s + k - n, 0)`` for an ``n``-long input, so it depends on the
-layer's input size, which is propagated from the model's input shape.
+layer's input size, read from the model's (fixed) tensor shapes.
+
+On a DAG a unit's field is the union over the paths into it. Where the paths have the same jump
+(every ResNet, DenseNet, Inception and VGG), the union of their windows is again a window
+``(size, jump, offset)``: the smallest one holding them all. Where not (paths of different strides
+meeting, a map broadcast from a global pooling), the layer has no window and gets no
+:class:`Field`; the deconvnet then runs on whole images.
 """
 
 import dataclasses
@@ -31,12 +40,130 @@ PASS_THROUGH = (
     keras.layers.Rescaling,
 )
 POOLS = (SwitchMaxPool, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
-END = (keras.layers.Flatten, keras.layers.Dense, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling2D)
-SUPPORTED_LAYERS = (
-    "Conv2D, ZeroPadding2D, MaxPooling2D, AveragePooling2D, SwitchMaxPool, and spatially pass-through "
-    "SubtractMean, LocalResponseNormalization, ReLU, Activation, Dropout, BatchNormalization, Rescaling "
-    "(Flatten, Dense and global pooling end the spatial part)"
+CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+MERGES = (keras.layers.Add, keras.layers.Concatenate)
+END = (
+    keras.layers.Flatten, keras.layers.Dense, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling2D,
+    keras.layers.Reshape,
 )
+SUPPORTED_LAYERS = (
+    "Conv2D, DepthwiseConv2D, ZeroPadding2D, MaxPooling2D, AveragePooling2D, SwitchMaxPool, Add, Concatenate, "
+    "and spatially pass-through SubtractMean, LocalResponseNormalization, ReLU, Activation, Dropout, "
+    "BatchNormalization, Rescaling, layers with pixelwise_adjoint (Flatten, Dense, Reshape and global pooling "
+    "end the spatial part)"
+)
+
+
+def is_pixelwise(layer):
+    """Whether ``layer`` acts on each pixel alone (its output at (y, x) reads only its input at (y, x))."""
+    return isinstance(layer, PASS_THROUGH) or callable(getattr(layer, "pixelwise_adjoint", None))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Node:
+    """One call of a layer in a model's graph.
+
+    Attributes:
+        layer: the Keras layer (or operation) called.
+        inputs: keys (:attr:`Graph.shapes`) of its input tensors, in call order (a merge's list).
+        outputs: keys of its output tensors (SwitchMaxPool: pooled, switches).
+        call: the Keras node, whose arguments rebuild the call (:meth:`Graph.apply`).
+    """
+
+    layer: object
+    inputs: tuple
+    outputs: tuple
+    call: object
+
+
+def _producer(tensor):
+    operation, index, _ = tensor._keras_history
+    return operation._inbound_nodes[index]
+
+
+class Graph:
+    """The layer calls of a Keras model (Sequential or Functional), from its one image input.
+
+    Attributes:
+        model: the model.
+        input: key of the image input tensor.
+        nodes: every :class:`Node` but the input, in topological order (each after its inputs;
+            for a chain, the model's layer order).
+        shapes: ``{key: shape without the batch axis}`` of every tensor.
+        producer: ``{key: Node}`` of every tensor but the input.
+    """
+
+    def __init__(self, model):
+        if len(model.inputs) != 1:
+            raise ValueError(f"the model needs one image input; {model.name!r} has {len(model.inputs)}")
+        self.model = model
+        self.input = id(model.inputs[0])
+        self._tensors = {self.input: model.inputs[0]}  # keeps the keys (ids) alive and unique
+        outputs = keras.tree.flatten(model.outputs)
+        order, done, stack = [], set(), [_producer(t) for t in outputs]
+        while stack:  # iterative depth-first post-order (DenseNet's chains are deeper than Python's recursion)
+            call = stack[-1]
+            if id(call) in done:
+                stack.pop()
+                continue
+            waiting = [_producer(t) for t in call.input_tensors if id(_producer(t)) not in done]
+            if waiting:
+                stack.extend(reversed(waiting))  # first input first: layers in call order
+                continue
+            stack.pop()
+            done.add(id(call))
+            order.append(call)
+        self.nodes, self.producer = [], {}
+        for call in order:
+            for tensor in list(call.input_tensors) + list(call.output_tensors):
+                self._tensors[id(tensor)] = tensor
+            if isinstance(call.operation, keras.layers.InputLayer):
+                if id(call.output_tensors[0]) != self.input:
+                    raise ValueError(f"the model needs one image input; {model.name!r} has another input {call.operation.name!r}")
+                continue
+            node = Node(call.operation, tuple(map(id, call.input_tensors)), tuple(map(id, call.output_tensors)), call)
+            self.nodes.append(node)
+            self.producer.update({key: node for key in node.outputs})
+        self.shapes = {key: tuple(tensor.shape[1:]) for key, tensor in self._tensors.items()}
+
+    def key(self, layer):
+        """Key of ``layer``'s (first) output tensor."""
+        output = layer.output
+        return id(output[0] if isinstance(output, (list, tuple)) else output)
+
+    def below(self, keys):
+        """The nodes needed to compute the tensors ``keys``, in topological order."""
+        needed, nodes = set(keys), []
+        for node in reversed(self.nodes):
+            if needed.intersection(node.outputs):
+                nodes.append(node)
+                needed.update(node.inputs)
+        return nodes[::-1]
+
+    def consumers(self, nodes=None):
+        """``{key: [Node]}``: which of ``nodes`` (default all) read each tensor."""
+        readers = {}
+        for node in self.nodes if nodes is None else nodes:
+            for key in node.inputs:
+                readers.setdefault(key, []).append(node)
+        return readers
+
+    def apply(self, node, values):
+        """Call ``node``'s layer at inference on tensors ``values`` ``{key: tensor}``."""
+        args, kwargs = node.call.arguments.fill_in(values)
+        return node.layer(*args, **kwargs)
+
+    def chain(self, what="this"):
+        """The layers in order if the model is a single chain, else a ValueError naming the first
+        layer that does not take the output of the layer before it."""
+        previous = self.input
+        for node in self.nodes:
+            if node.inputs != (previous,):
+                raise ValueError(
+                    f"{what} needs a chain of layers; layer {node.layer.name!r} does not take the output of the layer before it"
+                )
+            previous = node.outputs[0]
+        return [node.layer for node in self.nodes]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,20 +215,6 @@ def _output_length(padding, length, kernel, stride):
     return (length - kernel) // stride + 1
 
 
-def _chain(model):
-    """The model's layers (without InputLayer) in order, checked to form a single chain."""
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if isinstance(model, keras.Sequential):
-        return layers
-    previous = model.inputs[0]
-    for layer in layers:
-        if layer.input is not previous:
-            raise ValueError(f"receptive fields need a chain of layers; {layer.name!r} does not take the output of the layer before it")
-        output = layer.output
-        previous = output[0] if isinstance(output, (list, tuple)) else output
-    return layers
-
-
 @dataclasses.dataclass(frozen=True)
 class Step:
     """Spatial geometry of one layer, per axis as (rows, columns), in that layer's own map units.
@@ -119,6 +232,35 @@ class Step:
     output_size: tuple
 
 
+def layer_step(layer, input_size):
+    """:class:`Step` of ``layer`` on an input of ``(height, width)`` ``input_size``; None for the
+    layers that end the spatial part (:data:`END`); ValueError naming other unsupported layers."""
+    length = [int(d) for d in input_size]
+    if isinstance(layer, END):
+        return None
+    kernel, stride, before, output = [1, 1], [1, 1], [0, 0], list(length)
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        for axis in range(2):
+            before[axis] = layer.padding[axis][0]
+            output[axis] = length[axis] + sum(layer.padding[axis])
+    elif isinstance(layer, CONVS + POOLS) and not isinstance(layer, keras.layers.Conv2DTranspose):
+        if isinstance(layer, CONVS):
+            dilation = _pair(layer.dilation_rate)
+            kernel = [(k - 1) * d + 1 for k, d in zip(_pair(layer.kernel_size), dilation)]
+        else:
+            kernel = list(_pair(layer.pool_size))
+        stride = list(_pair(layer.strides))
+        padding = layer.padding.lower()
+        for axis in range(2):
+            before[axis] = _padding_before(padding, length[axis], kernel[axis], stride[axis])
+            output[axis] = _output_length(padding, length[axis], kernel[axis], stride[axis])
+    elif not (is_pixelwise(layer) or isinstance(layer, MERGES)):
+        raise ValueError(
+            f"receptive fields: layer {layer.name!r} ({type(layer).__name__}) is not supported; supported: {SUPPORTED_LAYERS}"
+        )
+    return Step(tuple(kernel), tuple(stride), tuple(before), tuple(length), tuple(output))
+
+
 def layer_steps(layers, input_size):
     """:class:`Step` of each layer of a chain, from the first up to (not including) the first
     Flatten/Dense/global pooling. ``input_size``: (height, width) of the first layer's input.
@@ -126,45 +268,46 @@ def layer_steps(layers, input_size):
     Returns ``[(layer, Step)]``. Raises ValueError naming the first layer not covered
     (see :data:`SUPPORTED_LAYERS`).
     """
-    length = [int(d) for d in input_size]
-    steps = []
+    steps, size = [], input_size
     for layer in layers:
-        if isinstance(layer, END):
+        step = layer_step(layer, size)
+        if step is None:
             break
-        kernel, stride, before, output = [1, 1], [1, 1], [0, 0], list(length)
-        if isinstance(layer, keras.layers.ZeroPadding2D):
-            for axis in range(2):
-                before[axis] = layer.padding[axis][0]
-                output[axis] = length[axis] + sum(layer.padding[axis])
-        elif isinstance(layer, (keras.layers.Conv2D,) + POOLS) and not isinstance(layer, keras.layers.Conv2DTranspose):
-            if isinstance(layer, keras.layers.Conv2D):
-                dilation = _pair(layer.dilation_rate)
-                kernel = [(k - 1) * d + 1 for k, d in zip(_pair(layer.kernel_size), dilation)]
-            else:
-                kernel = list(_pair(layer.pool_size))
-            stride = list(_pair(layer.strides))
-            padding = layer.padding.lower()
-            for axis in range(2):
-                before[axis] = _padding_before(padding, length[axis], kernel[axis], stride[axis])
-                output[axis] = _output_length(padding, length[axis], kernel[axis], stride[axis])
-        elif not isinstance(layer, PASS_THROUGH):
-            raise ValueError(
-                f"receptive fields: layer {layer.name!r} ({type(layer).__name__}) is not supported; supported: {SUPPORTED_LAYERS}"
-            )
-        steps.append((layer, Step(tuple(kernel), tuple(stride), tuple(before), tuple(length), tuple(output))))
-        length = output
+        steps.append((layer, step))
+        size = step.output_size
     return steps
+
+
+def node_step(graph, node):
+    """:class:`Step` of ``node`` of ``graph`` from its tensors' shapes (None past the spatial part:
+    an input or output that is not a ``[h, w, c]`` map, or an :data:`END` layer)."""
+    shapes = [graph.shapes[key] for key in node.inputs + node.outputs[:1]]
+    if any(len(shape) != 3 or None in shape[:2] for shape in shapes):
+        return None
+    if isinstance(node.layer, MERGES) and any(shape[:2] != shapes[-1][:2] for shape in shapes):
+        return None  # a broadcast map: every unit reads all of it
+    return layer_step(node.layer, shapes[0][:2])
+
+
+def _hull(windows):
+    """The smallest ``(size, jump, offset)`` holding every window of ``windows`` (same jump), or None."""
+    if not windows or len({jump for _, jump, _ in windows}) != 1:
+        return None
+    offset = tuple(min(w[2][a] for w in windows) for a in range(2))
+    end = tuple(max(w[2][a] + w[0][a] for w in windows) for a in range(2))
+    return (tuple(e - o for e, o in zip(end, offset)), windows[0][1], offset)
 
 
 def receptive_fields(model):
     """Receptive field of every spatial layer of ``model``, from its layers' own settings.
 
     Args:
-        model: a Keras model whose layers form a chain from one image input (all zfkeras models).
+        model: a Keras model with one ``[N, H, W, C]`` image input: a chain (all zfkeras models)
+            or a DAG (see the module docs for the union over paths).
 
     Returns:
-        ``{layer name: Field}`` in input-to-output order, for every layer up to (not including) the
-        first Flatten/Dense/global pooling.
+        ``{layer name: Field}`` in topological (for a chain: input-to-output) order, for every layer
+        whose output is a map below the first Flatten/Dense/global pooling and whose field is a window.
 
     Raises:
         ValueError: naming the first layer that changes geometry in a way not covered
@@ -174,35 +317,74 @@ def receptive_fields(model):
         raise ValueError(
             f"receptive fields need a model with one [N, H, W, C] image input; {model.name!r} has {[tuple(i.shape) for i in model.inputs]}"
         )
-    size, jump, offset = [1, 1], [1, 1], [0, 0]
+    graph = Graph(model)
+    known = {graph.input: ((1, 1), (1, 1), (0, 0))}  # key -> (size, jump, offset)
     fields = {}
-    for layer, step in layer_steps(_chain(model), model.inputs[0].shape[1:3]):
-        for axis in range(2):
-            offset[axis] -= step.before[axis] * jump[axis]
-            size[axis] += (step.kernel[axis] - 1) * jump[axis]
-            jump[axis] *= step.stride[axis]
-        fields[layer.name] = Field(tuple(size), tuple(jump), tuple(offset), step.output_size)
+    for node in graph.nodes:
+        if not all(key in known for key in node.inputs):
+            continue
+        step = node_step(graph, node)
+        window = None if step is None else _hull([known[key] for key in node.inputs])
+        if window is None:
+            continue
+        size, jump, offset = window
+        size = tuple(s + (k - 1) * j for s, k, j in zip(size, step.kernel, jump))
+        offset = tuple(o - b * j for o, b, j in zip(offset, step.before, jump))
+        jump = tuple(j * s for j, s in zip(jump, step.stride))
+        known[node.outputs[0]] = (size, jump, offset)
+        fields[node.layer.name] = Field(size, jump, offset, step.output_size)
     return fields
 
 
-def unit_windows(steps):
-    """Input windows of every layer in ``steps`` (a :func:`layer_steps` list) that one unit of the
-    last layer's output depends on.
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """The windows of every tensor below one unit of a top tensor (:func:`unit_windows`).
 
-    Returns ``[(size, jump, offset)]``, one per step, each per axis: unit ``(y, x)`` of the last
-    layer reads rows ``offset[0] + y * jump[0]`` to ``... + size[0] - 1`` of that step's input map
-    (columns alike); the window may run past the map into the layer's padding. For the first step
-    this is the unit's :class:`Field` in the model input.
+    Each window is ``(size, jump, offset)`` per axis, in that tensor's own map units: unit
+    ``(y, x)`` of the top reads rows ``offset[0] + y * jump[0]`` .. ``+ size[0] - 1`` (columns
+    alike); windows may run past the map into padding.
+
+    Attributes:
+        nodes: the nodes from the input up to the top, topological order.
+        steps: ``{node: Step}``.
+        tensors: ``{key: window}`` of every tensor (the union of what its readers need).
+        reads: ``{(node, i): window}`` of input ``i`` that ``node`` needs for its output's window.
     """
-    size, jump, offset = [1, 1], [1, 1], [0, 0]
-    windows = []
-    for _, step in reversed(steps):
-        for axis in range(2):
-            size[axis] = (size[axis] - 1) * step.stride[axis] + step.kernel[axis]
-            offset[axis] = offset[axis] * step.stride[axis] - step.before[axis]
-            jump[axis] *= step.stride[axis]
-        windows.append((tuple(size), tuple(jump), tuple(offset)))
-    return windows[::-1]
+
+    nodes: list
+    steps: dict
+    tensors: dict
+    reads: dict
+
+
+def unit_windows(graph, top):
+    """:class:`Windows` of everything one unit of tensor ``top`` (a key of ``graph``) depends on, or
+    None where that is not a window (a layer without a :class:`Step` below the top, paths of
+    different jumps meeting). For the input tensor the window is the unit's :class:`Field`."""
+    nodes = graph.below([top])
+    steps = {node: node_step(graph, node) for node in nodes}
+    if any(step is None for step in steps.values()):
+        return None
+    tensors, reads, wanted = {}, {}, {top: [((1, 1), (1, 1), (0, 0))]}
+    for node in reversed(nodes):
+        window = _hull(wanted.pop(node.outputs[0], []))
+        if window is None:
+            return None
+        tensors[node.outputs[0]] = window
+        (size, jump, offset), step = window, steps[node]
+        below = (
+            tuple((n - 1) * s + k for n, s, k in zip(size, step.stride, step.kernel)),
+            tuple(j * s for j, s in zip(jump, step.stride)),
+            tuple(o * s - b for o, s, b in zip(offset, step.stride, step.before)),
+        )
+        for index, key in enumerate(node.inputs):
+            reads[(node, index)] = below
+            wanted.setdefault(key, []).append(below)
+    window = _hull(wanted.pop(graph.input, [((1, 1), (1, 1), (0, 0))]))
+    if window is None or wanted:
+        return None
+    tensors[graph.input] = window
+    return Windows(nodes, steps, tensors, reads)
 
 
 def changed_windows(steps, size, keep=1.0):
