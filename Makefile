@@ -33,7 +33,11 @@ browser:
 demo: setup data
 	$(BIN)/zf demo --out out/demo
 
-test: setup data browser
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup data browser lint
 	$(BIN)/python -m pytest -q
 
 bench: setup data

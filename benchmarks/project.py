@@ -19,7 +19,16 @@ relative difference from the baseline, and each path's peak resident memory.
 
 import numpy as np
 
-from benchmarks._speed import interleaved, isolated_peaks, options, peak_target, photo, relative_error, report_peak, zfnet_224
+from benchmarks._speed import (
+    interleaved,
+    isolated_peaks,
+    options,
+    peak_target,
+    photo,
+    relative_error,
+    report_peak,
+    zfnet_224,
+)
 
 
 def gradient_override_deconvnet(model, layer):

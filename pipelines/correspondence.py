@@ -141,9 +141,8 @@ def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed
     and OUT/masks.png (the masked images, like Fig. 8).
     """
     from zfkeras import correspondence as analysis
-    from zfkeras.occlusion import fill_values
-
     from zfkeras.atomic import atomic_output
+    from zfkeras.occlusion import fill_values
 
     _common.seed_everything(seed)
     files, given_files, parts, objects = read_parts(parts_file)

@@ -86,12 +86,11 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     each epoch and the epoch from which the top-1 image no longer changes (per layer: the latest
     over its maps).
     """
+    from zfkeras.atomic import atomic_output
     from zfkeras.evolution import layer_stability, strongest
     from zfkeras.probe import KerasProbe
     from zfkeras.receptive_field import receptive_fields
     from zfkeras.topk import project_topk
-
-    from zfkeras.atomic import atomic_output
 
     _common.seed_everything(seed)
     checkpoints = find_checkpoints(model)

@@ -135,9 +135,8 @@ def invariance(model, images, label, shifts, scales, angles, layers, fill, batch
     probability of its true class. Writes OUT/invariance.json, OUT/invariance.csv,
     OUT/invariance.png (the 3x3 curves) and OUT/transforms.png (the transforms of the first image).
     """
-    from zfkeras.invariance import IDENTITY, UNITS, default_amounts, default_layers, invariance_curves, resolve_fill
-
     from zfkeras.atomic import atomic_output
+    from zfkeras.invariance import IDENTITY, UNITS, default_amounts, default_layers, invariance_curves, resolve_fill
 
     probe = _common.load_probe(model)
     class_names = list(probe.class_names)

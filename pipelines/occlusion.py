@@ -113,11 +113,9 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     and the most probable class. Writes OUT/<image name>.npz and OUT/<image name>.png (Fig. 7),
     then OUT/occlusion.json (a summary per image).
     """
-    from zfkeras.occlusion import OcclusionEvaluator, default_stride, num_positions, occlusion_map
-
-    from zfkeras.atomic import atomic_output
-
     from pipelines.visualize import map_counts
+    from zfkeras.atomic import atomic_output
+    from zfkeras.occlusion import OcclusionEvaluator, default_stride, num_positions, occlusion_map
 
     probe = _common.load_probe(model)
     class_names = list(probe.class_names)
@@ -138,7 +136,7 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
         if feature_map >= depth:
             raise click.BadParameter(f"{feature_map}: {chosen_layer} has maps 0-{depth - 1}", param_hint="--map")
     evaluators = []
-    for name, image in named:
+    for _name, image in named:
         try:
             evaluators.append(OcclusionEvaluator(probe, image, layer=layer, patch=patch, fill=fill, feature_map=feature_map))
         except ValueError as error:

@@ -89,9 +89,8 @@ def project(model, images, layers, count, position, out, seed):
     astronaut, coffee, rocket (scikit-image). Writes OUT/projection.png and OUT/projection.npz
     (images, and per layer the maps shown and their projections).
     """
-    from zfkeras.atomic import atomic_output
-
     from pipelines.visualize import map_counts
+    from zfkeras.atomic import atomic_output
 
     _common.seed_everything(seed)
     probe, title = open_model(model, seed)

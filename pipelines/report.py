@@ -375,7 +375,7 @@ class Context:
         probe = self.probe if getattr(self.probe, "model", None) is self.keras else KerasProbe(self.keras, self.class_names)
         final = self.keras.get_weights()
         try:
-            for number, (epoch, file) in enumerate(checkpoints):
+            for number, (_epoch, file) in enumerate(checkpoints):
                 checkpoint = load_checkpoint(file)
                 try:
                     if receptive_fields(checkpoint) != fields:

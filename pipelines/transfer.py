@@ -45,7 +45,8 @@ def transfer(model, data_spec, data_dir, skip_corrupt, images, per_class, split,
     source = _common.limit_images(_common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images)
     _common.check_feature_layer(loaded.model, [layer], "--layer")
 
-    from zfkeras import data, transfer as methods
+    from zfkeras import data
+    from zfkeras import transfer as methods
     from zfkeras.folds import summarize
 
     started = time.monotonic()
@@ -55,7 +56,7 @@ def transfer(model, data_spec, data_dir, skip_corrupt, images, per_class, split,
     _common.compute_features(features, folds_by_n)
     num_classes = len(source.class_names)
     runs = []
-    for n, draws in folds_by_n.items():
+    for draws in folds_by_n.values():
         for fold in draws:
             run, _ = methods.pretrained_run(features, layer, labels, fold, num_classes, C=C)
             runs.append(run)

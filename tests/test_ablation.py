@@ -12,9 +12,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from _train_helpers import TINY_UNITS, tiny_config, write_small_idx
 from click.testing import CliRunner
 
-from _train_helpers import TINY_UNITS, tiny_config, write_small_idx
 from pipelines.ablate import ablate
 from zfkeras import data
 from zfkeras.ablation import Variant, default_variants, parse_variant, run_ablation, sample_source, trainable_params

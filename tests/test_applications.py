@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from pipelines.cli import main
 from pipelines._common import fit_image, read_photo
+from pipelines.cli import main
 from zfkeras.applications import ImageNetPreprocessing, build, imagenet_class_names, parse_name
 from zfkeras.probe import KerasProbe
 

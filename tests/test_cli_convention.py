@@ -108,6 +108,7 @@ def tiny(tmp_path_factory):
     """A tiny untrained zfnet_small saved three ways: a .keras file, a run directory holding
     model.keras (with the run's class names), and an IDX data directory."""
     from _train_helpers import write_small_idx
+
     from zfkeras.models import build_model, zfnet_small_spec
 
     root = tmp_path_factory.mktemp("convention")

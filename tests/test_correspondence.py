@@ -182,8 +182,8 @@ def _parts_file(tmp_path, images, extra=None):
 
 
 def test_command_writes_table_json_and_masks(tmp_path, images):
-    from pipelines.cli import main
     from pipelines._common import load_probe, read_photo
+    from pipelines.cli import main
     from zfkeras.model_input import fit_image
 
     tiny_model().save(tmp_path / "m.keras")

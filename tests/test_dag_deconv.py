@@ -12,8 +12,8 @@ VGG16, ResNet50 and DenseNet121 from keras.applications (with their preprocessin
 import keras
 import numpy as np
 import pytest
-
 from _deconv_reference import assert_close, reference_projection
+
 from zfkeras import Deconvnet
 from zfkeras.applications import build
 

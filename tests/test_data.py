@@ -430,8 +430,8 @@ def test_pipelines_yield_raw_pixels_and_mean_image():
     for x, y in data.train_dataset(source, 28, 1, 5, seed=3).as_numpy_iterator():
         assert x.dtype == np.float32 and x.shape == (5, 28, 28, 1)
         for image, label in zip(x, y):
-            found = [(t, l) for t in range(5) for l in range(5)
-                     for w in (padded[label, t:t + 28, l:l + 28], padded[label, t:t + 28, l:l + 28][:, ::-1])
+            found = [(t, c) for t in range(5) for c in range(5)
+                     for w in (padded[label, t:t + 28, c:c + 28], padded[label, t:t + 28, c:c + 28][:, ::-1])
                      if np.array_equal(image, w)]
             assert found
             shifts.update(found)
@@ -441,8 +441,8 @@ def test_pipelines_yield_raw_pixels_and_mean_image():
     big = RNG.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
     for x, y in data.train_dataset(memory_source(big), 224, 3, 2, seed=1).as_numpy_iterator():
         for image, label in zip(x, y):
-            assert any(np.array_equal(image, w) for t in range(33) for l in range(33)
-                       for w in (big[label, t:t + 224, l:l + 224], big[label, t:t + 224, l:l + 224][:, ::-1]))
+            assert any(np.array_equal(image, w) for t in range(33) for c in range(33)
+                       for w in (big[label, t:t + 224, c:c + 224], big[label, t:t + 224, c:c + 224][:, ::-1]))
 
     mean = data.compute_mean_image(source, 28, 1)
     assert mean.dtype == np.float32 and mean.shape == (28, 28, 1)

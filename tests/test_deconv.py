@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from zfkeras import Deconvnet
 from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
-from zfkeras.models import ConvSpec, PoolSpec, ZFNET, build_model, zfnet_small_spec
+from zfkeras.models import ZFNET, ConvSpec, build_model, zfnet_small_spec
 
 
 @tf.custom_gradient

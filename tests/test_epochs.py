@@ -59,6 +59,7 @@ def test_same_seed_same_batches_other_seed_other_order(folder):
     other = epoch_arrays(images, 50, seed=5)
     for (xa, ya, ia), (xb, yb, ib) in zip(first, again):
         np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
         np.testing.assert_array_equal(ia, ib)
     ids = np.concatenate([i for _, _, i in first])
     assert sorted(ids.tolist()) == list(range(CLASSES * PER_CLASS))  # each image once per epoch

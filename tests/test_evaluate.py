@@ -5,10 +5,9 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from _train_helpers import write_small_idx
 from click.testing import CliRunner
 
-from _train_helpers import write_small_idx
 from zfkeras import data
 from zfkeras.evaluate import evaluate, top_k_correct
 from zfkeras.models import build_model, zfnet_small_spec

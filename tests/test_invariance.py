@@ -187,8 +187,8 @@ def _save_png(path, array):
 
 
 def test_command_writes_curves_and_figures(tmp_path, images):
-    from pipelines.cli import main
     from pipelines._common import load_probe, read_photo
+    from pipelines.cli import main
     from zfkeras.model_input import fit_image
 
     path = tmp_path / "m.keras"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from zfkeras.layers import FilterRMSNorm, LocalResponseNormalization, SwitchMaxPool
-from zfkeras.models import ConvSpec, PoolSpec, ZFNET, alexnet, build_model, zfnet, zfnet_small, zfnet_small_spec
+from zfkeras.models import ZFNET, ConvSpec, PoolSpec, alexnet, build_model, zfnet, zfnet_small, zfnet_small_spec
 
 
 def spatial(model, name):

@@ -302,8 +302,8 @@ def keras_file(tmp_path_factory):
 
 
 def test_command_writes_npz_and_png_per_image(tmp_path, keras_file):
-    from pipelines.cli import main
     from pipelines._common import load_probe, read_photo
+    from pipelines.cli import main
     from zfkeras.model_input import fit_image
 
     rng = np.random.default_rng(0)

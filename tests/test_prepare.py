@@ -141,7 +141,7 @@ def test_errors_name_the_bad_thing(folder, tmp_path):
     assert entry["skipped_files"] == [str(corrupt)] and entry["examples"] == 6
     train = data.load_source(f"folder:{broken}", "train")
     for name in entry["files"]:  # the recorded index of each image is its file's, though one file was skipped
-        for image, label, number in zip(*read_shard(out / name)):
+        for image, _label, number in zip(*read_shard(out / name)):
             assert train.files[number] != str(corrupt)
             assert image[0, 0, 0] == 30 * int(os.path.basename(train.files[number])[0])
 

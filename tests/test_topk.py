@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from zfkeras.models import ConvSpec, ModelSpec, build_model, zfnet_small_spec
-from zfkeras.receptive_field import receptive_fields
 from zfkeras.probe import KerasProbe
+from zfkeras.receptive_field import receptive_fields
 from zfkeras.topk import TopK, project_topk, scan, strongest_maps
 
 

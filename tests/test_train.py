@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _train_helpers import TINY_UNITS, batch_loss_recorder, tiny_config, write_small_idx
 from click.testing import CliRunner
 
-from _train_helpers import TINY_UNITS, batch_loss_recorder, tiny_config, write_small_idx
 from zfkeras import data
 from zfkeras.train import TrainConfig, annealed_lr, filter_grid, make_strategy, split_source, train
 

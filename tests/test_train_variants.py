@@ -6,8 +6,8 @@ import json
 import keras
 import numpy as np
 import pytest
-
 from _train_helpers import TINY_UNITS, tiny_config, write_small_idx
+
 from zfkeras import data
 from zfkeras.export import load_exported
 from zfkeras.models import build_model

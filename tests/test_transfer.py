@@ -12,12 +12,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _train_helpers import tiny_config
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from _train_helpers import TINY_UNITS, tiny_config
 from zfkeras import data, transfer
 from zfkeras.folds import class_folds, mean_class_accuracy, summarize
 from zfkeras.linear import fit_linear

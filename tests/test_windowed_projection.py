@@ -10,9 +10,9 @@ corners, the middle of each border and the centre of the layer's maps.
 import keras
 import numpy as np
 import pytest
-
 from _deconv_reference import assert_close as assert_same
 from _deconv_reference import reference_projection
+
 from zfkeras import Deconvnet
 from zfkeras.models import build_model, zfnet_small_spec, zfnet_spec
 
