@@ -122,8 +122,11 @@ def _run(args, workdir):
     started = time.monotonic()
     small = make_folder(os.path.join(workdir, "small"), args["images"], args["classes"])
     big = link_folder(small, os.path.join(workdir, "big"), args["big"])
-    print(f"generated {args['images']} JPEGs (500x375 / 375x500) in {args['classes']} sorted classes in "
-          f"{time.monotonic() - started:.0f} s; the {args['big']}-image folder repeats them as hard links", flush=True)
+    print(
+        f"generated {args['images']} JPEGs (500x375 / 375x500) in {args['classes']} sorted classes in "
+        f"{time.monotonic() - started:.0f} s; the {args['big']}-image folder repeats them as hard links",
+        flush=True,
+    )
 
     import keras
     import tensorflow as tf
@@ -138,7 +141,7 @@ def _run(args, workdir):
     batches = data.train_dataset(source, 224, 3, batch, 0).take(FIRST_BATCHES)
     shares = largest_shares([labels for _, labels in batches.as_numpy_iterator()], args["classes"])
     order = np.random.default_rng(0).permutation(source.labels)
-    reference = largest_shares([order[i:i + batch] for i in range(0, len(shares) * batch, batch)], args["classes"])
+    reference = largest_shares([order[i : i + batch] for i in range(0, len(shares) * batch, batch)], args["classes"])
 
     # Input rate vs the ZFNet-224 training step, alternated so both see the same background load.
     model = zfkeras.zfnet(num_classes=args["classes"], seed=0)
@@ -160,8 +163,10 @@ def _run(args, workdir):
         for _ in range(args["steps"]):
             model.train_on_batch(x, y)
         times["train"].append((args["steps"] * batch, time.perf_counter() - wall, time.process_time() - cpu))
-    rate = {name: (sum(t[0] for t in runs) / sum(t[1] for t in runs), sum(t[0] for t in runs) / sum(t[2] for t in runs))
-            for name, runs in times.items()}
+    rate = {
+        name: (sum(t[0] for t in runs) / sum(t[1] for t in runs), sum(t[0] for t in runs) / sum(t[2] for t in runs))
+        for name, runs in times.items()
+    }
 
     # Peak memory of one epoch at two sizes, each in a fresh process.
     peaks = {n: epoch_peak(root, batch) for n, root in ((args["images"], small), (args["big"], big))}
@@ -175,14 +180,21 @@ def _run(args, workdir):
     for n, (peak, seen) in peaks.items():
         print(f"peak RSS of one epoch of {n} images ({seen} read): {peak / 2**20:.0f} MiB")
     print(f"memory growth {args['images']} -> {args['big']} images: {100 * growth:+.1f}% (flat: <= 10%)")
-    print(f"largest class share in each of the first {FIRST_BATCHES} batches of {batch} ({args['classes']} classes, "
-          f"uniform {1 / args['classes']:.2f}):")
+    print(
+        f"largest class share in each of the first {FIRST_BATCHES} batches of {batch} ({args['classes']} classes, "
+        f"uniform {1 / args['classes']:.2f}):"
+    )
     print("  train_dataset: " + " ".join(f"{s:.2f}" for s in shares) + f"  (max {max(shares):.2f})")
     print("  random order:  " + " ".join(f"{s:.2f}" for s in reference) + f"  (max {max(reference):.2f})")
     return {
-        "input_images_per_s": rate["input"][0], "input_images_per_cpu_s": rate["input"][1],
-        "train_images_per_s": rate["train"][0], "train_images_per_cpu_s": rate["train"][1],
-        "input_vs_train_cpu": ratio_cpu, "input_vs_train_wall": ratio_wall,
-        "peak_rss_bytes": {n: p for n, (p, _) in peaks.items()}, "memory_growth": growth,
-        "largest_class_share": shares, "largest_class_share_random_order": reference,
+        "input_images_per_s": rate["input"][0],
+        "input_images_per_cpu_s": rate["input"][1],
+        "train_images_per_s": rate["train"][0],
+        "train_images_per_cpu_s": rate["train"][1],
+        "input_vs_train_cpu": ratio_cpu,
+        "input_vs_train_wall": ratio_wall,
+        "peak_rss_bytes": {n: p for n, (p, _) in peaks.items()},
+        "memory_growth": growth,
+        "largest_class_share": shares,
+        "largest_class_share_random_order": reference,
     }

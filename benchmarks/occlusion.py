@@ -29,7 +29,9 @@ def full_forward_baseline(model, selected, image, fill, corners, patch, channel,
     import tensorflow as tf
 
     fused = keras.Model(model.inputs, [selected.output, model.outputs[0]])
-    run = tf.function(lambda x: fused(x, training=False), input_signature=[tf.TensorSpec((None, *image.shape), tf.float32)])
+    run = tf.function(
+        lambda x: fused(x, training=False), input_signature=[tf.TensorSpec((None, *image.shape), tf.float32)]
+    )
 
     def evaluate():
         activity, probs = [], []
@@ -57,10 +59,14 @@ def main(argv=()):
     batch = chosen["batch-size"]
     report = {}
     if not peak_target():
-        print(f"ZFNet 224x224x3, random he_normal weights, skimage chelsea, mean-image fill; batch {batch}; "
-              f"median of {chosen['repeats']} interleaved repeats")
-        print(f"{'square':<12}{'path':<10}{'pos/s wall':>11}{'pos/s CPU':>11}{'x base wall':>12}{'x base CPU':>12}"
-              f"{'prob diff':>11}{'act. diff':>11}{'corr act':>9}{'corr prob':>10}{'peak MB':>9}")
+        print(
+            f"ZFNet 224x224x3, random he_normal weights, skimage chelsea, mean-image fill; batch {batch}; "
+            f"median of {chosen['repeats']} interleaved repeats"
+        )
+        print(
+            f"{'square':<12}{'path':<10}{'pos/s wall':>11}{'pos/s CPU':>11}{'x base wall':>12}{'x base CPU':>12}"
+            f"{'prob diff':>11}{'act. diff':>11}{'corr act':>9}{'corr prob':>10}{'peak MB':>9}"
+        )
     for patch, stride in ((32, 8), (16, 4)):
         label = f"{patch}px/{stride}px"
         if peak_target() and peak_target()[0] != label:
@@ -70,8 +76,16 @@ def main(argv=()):
         exact = OcclusionEvaluator(probe, image, patch=patch)
         full = OcclusionEvaluator(probe, image, patch=patch, incremental=False, feature_map=exact.feature_map)
         assert exact.incremental is not None
-        baseline = full_forward_baseline(model, probe.deconvnet.selection_layer(exact.layer), image, exact.fill,
-                                         corners, patch, exact.feature_map, batch)
+        baseline = full_forward_baseline(
+            model,
+            probe.deconvnet.selection_layer(exact.layer),
+            image,
+            exact.fill,
+            corners,
+            patch,
+            exact.feature_map,
+            batch,
+        )
 
         def by(evaluator):
             def evaluate():
@@ -80,8 +94,9 @@ def main(argv=()):
 
             return evaluate
 
-        approx = OcclusionEvaluator(probe, image, patch=patch, feature_map=exact.feature_map,
-                                    approximate=min(chosen["keep"], 100) / 100)
+        approx = OcclusionEvaluator(
+            probe, image, patch=patch, feature_map=exact.feature_map, approximate=min(chosen["keep"], 100) / 100
+        )
         methods = {"baseline": baseline, "exact": by(exact), "full": by(full), "approx": by(approx)}
         if peak_target():
             return report_peak(methods, label)
@@ -100,13 +115,22 @@ def main(argv=()):
             label_ = int(np.argmax(want_probs.mean(axis=0)))  # the photo's top class, on average
             corr_act = float(np.corrcoef(activity, want_activity)[0, 1])
             corr_prob = float(np.corrcoef(probs[:, label_], want_probs[:, label_])[0, 1])
-            report[label][name] = {"per_s_wall": count / wall, "per_s_cpu": count / cpu, "speedup_wall": base_wall / wall,
-                                   "speedup_cpu": base_cpu / cpu, "probability_difference": prob_diff,
-                                   "activity_difference": act_diff, "activity_correlation": corr_act,
-                                   "probability_correlation": corr_prob, "peak_bytes": peak}
-            print(f"{label:<12}{name:<10}{count / wall:>11.1f}{count / cpu:>11.1f}{base_wall / wall:>12.2f}"
-                  f"{base_cpu / cpu:>12.2f}{prob_diff:>11.1e}{act_diff:>11.1e}{corr_act:>9.3f}{corr_prob:>10.3f}"
-                  f"{'' if peak is None else format(peak / 2**20, '.0f'):>9}")
+            report[label][name] = {
+                "per_s_wall": count / wall,
+                "per_s_cpu": count / cpu,
+                "speedup_wall": base_wall / wall,
+                "speedup_cpu": base_cpu / cpu,
+                "probability_difference": prob_diff,
+                "activity_difference": act_diff,
+                "activity_correlation": corr_act,
+                "probability_correlation": corr_prob,
+                "peak_bytes": peak,
+            }
+            print(
+                f"{label:<12}{name:<10}{count / wall:>11.1f}{count / cpu:>11.1f}{base_wall / wall:>12.2f}"
+                f"{base_cpu / cpu:>12.2f}{prob_diff:>11.1e}{act_diff:>11.1e}{corr_act:>9.3f}{corr_prob:>10.3f}"
+                f"{'' if peak is None else format(peak / 2**20, '.0f'):>9}"
+            )
     return report
 
 

@@ -67,8 +67,13 @@ def gradient_override_deconvnet(model, layer):
                 return x
         raise ValueError(f"no layer {layer!r}")
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32),
-                                  tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, 2), tf.int32)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32),
+            tf.TensorSpec((None,), tf.int32),
+            tf.TensorSpec((None, 2), tf.int32),
+        ]
+    )
     def project(images, channel, position):
         with tf.GradientTape() as tape:
             tape.watch(images)
@@ -94,10 +99,14 @@ def main(argv=()):
     images = np.repeat(photo()[None], count, axis=0)
     report = {}
     if not peak_target():
-        print(f"ZFNet 224x224x3, random he_normal weights, skimage chelsea; {count} single-activation projections "
-              f"per call (maps 0..{count - 1} at their strongest positions); median of {chosen['repeats']} interleaved repeats")
-        print(f"{'layer':<7}{'path':<10}{'proj/s wall':>12}{'proj/s CPU':>12}{'x base wall':>12}{'x base CPU':>12}"
-              f"{'rel. diff':>11}{'peak MB':>9}")
+        print(
+            f"ZFNet 224x224x3, random he_normal weights, skimage chelsea; {count} single-activation projections "
+            f"per call (maps 0..{count - 1} at their strongest positions); median of {chosen['repeats']} interleaved repeats"
+        )
+        print(
+            f"{'layer':<7}{'path':<10}{'proj/s wall':>12}{'proj/s CPU':>12}{'x base wall':>12}{'x base CPU':>12}"
+            f"{'rel. diff':>11}{'peak MB':>9}"
+        )
     for layer in ("conv5", "conv3"):
         if peak_target() and peak_target()[0] != layer:
             continue
@@ -125,10 +134,18 @@ def main(argv=()):
         for name, (wall, cpu) in times.items():
             error = relative_error(results[name], results["baseline"])
             peak = memory[name]
-            report[layer][name] = {"per_s_wall": count / wall, "per_s_cpu": count / cpu, "speedup_wall": base_wall / wall,
-                                   "speedup_cpu": base_cpu / cpu, "relative_difference": error, "peak_bytes": peak}
-            print(f"{layer:<7}{name:<10}{count / wall:>12.1f}{count / cpu:>12.1f}{base_wall / wall:>12.2f}"
-                  f"{base_cpu / cpu:>12.2f}{error:>11.1e}{'' if peak is None else format(peak / 2**20, '.0f'):>9}")
+            report[layer][name] = {
+                "per_s_wall": count / wall,
+                "per_s_cpu": count / cpu,
+                "speedup_wall": base_wall / wall,
+                "speedup_cpu": base_cpu / cpu,
+                "relative_difference": error,
+                "peak_bytes": peak,
+            }
+            print(
+                f"{layer:<7}{name:<10}{count / wall:>12.1f}{count / cpu:>12.1f}{base_wall / wall:>12.2f}"
+                f"{base_cpu / cpu:>12.2f}{error:>11.1e}{'' if peak is None else format(peak / 2**20, '.0f'):>9}"
+            )
     return report
 
 

@@ -68,8 +68,11 @@ def main(argv):
     source = dataclasses.replace(source, dataset=source.dataset.take(args.images), num_examples=args.images)
     config = TrainConfig(epochs=args.epochs, val_split=0.0, checkpoint_epochs=(), kernel_init="glorot_uniform")
     size, channels = config.input_shape[0], config.input_shape[2]
-    print(f"zfnet_small {config.input_shape}, batch {config.batch_size}, {args.images} Fashion-MNIST images, "
-          f"{args.rounds} x (model.fit, zf train) runs of {args.epochs} epochs (first epoch of each not timed)", flush=True)
+    print(
+        f"zfnet_small {config.input_shape}, batch {config.batch_size}, {args.images} Fashion-MNIST images, "
+        f"{args.rounds} x (model.fit, zf train) runs of {args.epochs} epochs (first epoch of each not timed)",
+        flush=True,
+    )
 
     # tf.data alone: the cached, resized images -> shuffle -> random crop + flip -> batches.
     base = data.resized_dataset(source, size, channels, cache=True)
@@ -90,8 +93,11 @@ def main(argv):
     for round_index in range(args.rounds):
         model = build_model(config.model_spec(), seed=round_index)
         model.get_layer("subtract_mean").set_mean(x.mean(axis=0))
-        model.compile(keras.optimizers.SGD(config.lr, momentum=config.momentum), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(
+            keras.optimizers.SGD(config.lr, momentum=config.momentum),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         timer = epoch_timer()
         model.fit(x, y, batch_size=config.batch_size, epochs=args.epochs, verbose=0, callbacks=[timer])
         fit_times += timer.times[1:]
@@ -111,11 +117,18 @@ def main(argv):
     for name, (wall, cpu) in rows:
         print(f"{name:28}{wall:18.0f}{cpu:18.0f}")
     result = {
-        "pipeline_images_per_s": pipeline[0], "fit_images_per_s": fit[0], "zf_train_images_per_s": ours[0],
-        "pipeline_images_per_cpu_s": pipeline[1], "fit_images_per_cpu_s": fit[1], "zf_train_images_per_cpu_s": ours[1],
-        "zf_train_vs_fit_wall": ours[0] / fit[0], "zf_train_vs_fit_cpu": ours[1] / fit[1],
+        "pipeline_images_per_s": pipeline[0],
+        "fit_images_per_s": fit[0],
+        "zf_train_images_per_s": ours[0],
+        "pipeline_images_per_cpu_s": pipeline[1],
+        "fit_images_per_cpu_s": fit[1],
+        "zf_train_images_per_cpu_s": ours[1],
+        "zf_train_vs_fit_wall": ours[0] / fit[0],
+        "zf_train_vs_fit_cpu": ours[1] / fit[1],
         "pipeline_vs_zf_train_wall": pipeline[0] / ours[0],
     }
-    print(f"zf train / model.fit: {result['zf_train_vs_fit_wall']:.2f}x (wall), {result['zf_train_vs_fit_cpu']:.2f}x (CPU time); "
-          f"the input pipeline alone runs {result['pipeline_vs_zf_train_wall']:.1f}x faster than training consumes it")
+    print(
+        f"zf train / model.fit: {result['zf_train_vs_fit_wall']:.2f}x (wall), {result['zf_train_vs_fit_cpu']:.2f}x (CPU time); "
+        f"the input pipeline alone runs {result['pipeline_vs_zf_train_wall']:.1f}x faster than training consumes it"
+    )
     return result

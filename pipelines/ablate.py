@@ -9,8 +9,12 @@ import click
 
 from pipelines import _common
 
-METRICS = (("train_top1_error", "train top-1"), ("val_top1_error", "val top-1"), ("val_top5_error", "val top-5"),
-           ("test_top1_error", "test top-1"))
+METRICS = (
+    ("train_top1_error", "train top-1"),
+    ("val_top1_error", "val top-1"),
+    ("val_top5_error", "val top-5"),
+    ("test_top1_error", "test top-1"),
+)
 
 
 class VariantType(click.ParamType):
@@ -38,32 +42,62 @@ def format_table(rows, title):
     width = max(len("variant"), *(len(row["variant"]["name"]) for row in rows))
     lines = [title, f"{'variant':<{width}}  {'params':>11}  " + "  ".join(f"{name:>11}" for _, name in METRICS)]
     for row in rows:
-        lines.append(f"{row['variant']['name']:<{width}}  {row['params']:>11,}  "
-                     + "  ".join(f"{_percent(row[key]):>11}" for key, _ in METRICS))
+        lines.append(
+            f"{row['variant']['name']:<{width}}  {row['params']:>11,}  "
+            + "  ".join(f"{_percent(row[key]):>11}" for key, _ in METRICS)
+        )
     compared = [row for row in rows if row["first_layer"]]
     if compared:
-        lines += ["", "Sec. 4.1 / Fig. 6: first layer (dead filters over the test images scanned; aliasing of "
-                      "top-1 layer-2 projections, energy above the conv1 stride's Nyquist limit)",
-                  f"{'variant':<{width}}  {'conv1':>7}  {'dead filters':>16}  {'aliasing':>8}  {'test top-1':>10}"]
+        lines += [
+            "",
+            "Sec. 4.1 / Fig. 6: first layer (dead filters over the test images scanned; aliasing of "
+            "top-1 layer-2 projections, energy above the conv1 stride's Nyquist limit)",
+            f"{'variant':<{width}}  {'conv1':>7}  {'dead filters':>16}  {'aliasing':>8}  {'test top-1':>10}",
+        ]
         for row in compared:
             first, second = row["first_layer"]["first_layer"], row["first_layer"]["second_layer"]
             dead = f"{len(first['dead_filters'])}/{first['filters']} ({first['dead_fraction']:.1%})"
             aliasing = "-" if second["aliasing_share"] is None else f"{second['aliasing_share']:.3f}"
             conv1 = f"{first['kernel'][0]}x{first['kernel'][1]}/{first['stride']}"
-            lines.append(f"{row['variant']['name']:<{width}}  {conv1:>7}  {dead:>16}  {aliasing:>8}  {_percent(row['test_top1_error']):>10}")
+            lines.append(
+                f"{row['variant']['name']:<{width}}  {conv1:>7}  {dead:>16}  {aliasing:>8}  {_percent(row['test_top1_error']):>10}"
+            )
     return "\n".join(lines)
 
 
 def csv_rows(rows):
-    header = ["variant", "changes", "params", *(key for key, _ in METRICS), "epochs", "train_seconds", "reused",
-              "conv1", "dead_fraction", "aliasing_share"]
+    header = [
+        "variant",
+        "changes",
+        "params",
+        *(key for key, _ in METRICS),
+        "epochs",
+        "train_seconds",
+        "reused",
+        "conv1",
+        "dead_fraction",
+        "aliasing_share",
+    ]
     table = [header]
     for row in rows:
         first = row["first_layer"]
-        conv1 = "" if not first else "{0}x{1}/{2}".format(*first["first_layer"]["kernel"], first["first_layer"]["stride"])
-        table.append([row["variant"]["name"], row["variant"]["text"], row["params"], *(row[key] for key, _ in METRICS),
-                      row["epochs"], round(row["train_seconds"], 1), row["reused"], conv1,
-                      first["first_layer"]["dead_fraction"] if first else "", first["second_layer"]["aliasing_share"] if first else ""])
+        conv1 = (
+            "" if not first else "{0}x{1}/{2}".format(*first["first_layer"]["kernel"], first["first_layer"]["stride"])
+        )
+        table.append(
+            [
+                row["variant"]["name"],
+                row["variant"]["text"],
+                row["params"],
+                *(row[key] for key, _ in METRICS),
+                row["epochs"],
+                round(row["train_seconds"], 1),
+                row["reused"],
+                conv1,
+                first["first_layer"]["dead_fraction"] if first else "",
+                first["second_layer"]["aliasing_share"] if first else "",
+            ]
+        )
     return table
 
 
@@ -120,33 +154,100 @@ def epoch_progress(variant, epochs):
 
 
 @click.command()
-@click.option("--arch", type=click.Choice(["zfnet_small", "zfnet", "alexnet"]), default="zfnet_small", show_default=True,
-              help="Base architecture.")
-@_common.data_options(images="Training images used: a random subset seeded by --seed (default: the whole training split).")
-@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1), help="Epochs per variant (the same budget for all).")
-@click.option("--variant", "variants", multiple=True, type=VariantType(),
-              help="A variant to train (repeatable; default: the paper's Table 3 rows and a larger-stride conv1). "
-                   "Syntax: 'base', or clauses joined by ';': without=3,4 (or conv3,conv4,fc6,fc7), "
-                   "units=conv3=192,fc6=128, conv1=kernel:7,stride:2 (fields kernel, stride, filters, padding), "
-                   "name=LABEL. The base is always trained first.")
+@click.option(
+    "--arch",
+    type=click.Choice(["zfnet_small", "zfnet", "alexnet"]),
+    default="zfnet_small",
+    show_default=True,
+    help="Base architecture.",
+)
+@_common.data_options(
+    images="Training images used: a random subset seeded by --seed (default: the whole training split)."
+)
+@click.option(
+    "--epochs",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Epochs per variant (the same budget for all).",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=VariantType(),
+    help="A variant to train (repeatable; default: the paper's Table 3 rows and a larger-stride conv1). "
+    "Syntax: 'base', or clauses joined by ';': without=3,4 (or conv3,conv4,fc6,fc7), "
+    "units=conv3=192,fc6=128, conv1=kernel:7,stride:2 (fields kernel, stride, filters, padding), "
+    "name=LABEL. The base is always trained first.",
+)
 @click.option("--units", help="Base widths, e.g. conv1=8,fc6=64 (the variants start from them).")
-@click.option("--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224).")
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="SGD batch of every variant.")
-@click.option("--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate.")
-@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Dropout on fc6 and fc7.")
-@click.option("--kernel-init", type=click.Choice(["normal", "he_normal", "glorot_uniform"]), default="normal", show_default=True,
-              help="normal = N(0, 1e-2) (paper).")
-@click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Fraction of the training images held out for validation (0 = none).")
-@click.option("--diagnose-images", default=1000, show_default=True, type=click.IntRange(1),
-              help="Test images scanned for the first-layer diagnostics.")
-@click.option("--runs", "runs_dir", type=click.Path(file_okay=False),
-              help="Directory of the per-variant runs, kept between runs so a rerun skips finished variants "
-                   "(default: OUT-runs beside --out, which is replaced whole).")
+@click.option(
+    "--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224)."
+)
+@click.option(
+    "--batch-size", default=128, show_default=True, type=click.IntRange(1), help="SGD batch of every variant."
+)
+@click.option(
+    "--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate."
+)
+@click.option(
+    "--dropout",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Dropout on fc6 and fc7.",
+)
+@click.option(
+    "--kernel-init",
+    type=click.Choice(["normal", "he_normal", "glorot_uniform"]),
+    default="normal",
+    show_default=True,
+    help="normal = N(0, 1e-2) (paper).",
+)
+@click.option(
+    "--val-split",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction of the training images held out for validation (0 = none).",
+)
+@click.option(
+    "--diagnose-images",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Test images scanned for the first-layer diagnostics.",
+)
+@click.option(
+    "--runs",
+    "runs_dir",
+    type=click.Path(file_okay=False),
+    help="Directory of the per-variant runs, kept between runs so a rerun skips finished variants "
+    "(default: OUT-runs beside --out, which is replaced whole).",
+)
 @_common.out_option
 @_common.seed_option
-def ablate(arch, data_spec, data_dir, skip_corrupt, images, epochs, variants, units, input_size, batch_size, lr, dropout, kernel_init,
-           val_split, diagnose_images, runs_dir, out, seed):
+def ablate(
+    arch,
+    data_spec,
+    data_dir,
+    skip_corrupt,
+    images,
+    epochs,
+    variants,
+    units,
+    input_size,
+    batch_size,
+    lr,
+    dropout,
+    kernel_init,
+    val_split,
+    diagnose_images,
+    runs_dir,
+    out,
+    seed,
+):
     """Train variants of ARCH on one data set, seed and budget and compare them (paper Table 3, Sec. 4.1).
 
     Per variant: train top-1 error (final model, centre crop of its training images), validation
@@ -166,10 +267,21 @@ def ablate(arch, data_spec, data_dir, skip_corrupt, images, epochs, variants, un
     test_source = _common.open_source(data_spec, "test", data_dir=data_dir, skip_corrupt=skip_corrupt)
     size = input_size or ARCHITECTURES[arch]().input_shape[0]
     try:
-        base = TrainConfig(arch=arch, input_shape=(size, size, train_source.channels), num_classes=len(train_source.class_names),
-                           units=_units(units), epochs=epochs, batch_size=batch_size, lr=lr, dropout=dropout,
-                           kernel_init=kernel_init, val_split=val_split, seed=seed, data=data_spec,
-                           checkpoint_epochs=(epochs,))
+        base = TrainConfig(
+            arch=arch,
+            input_shape=(size, size, train_source.channels),
+            num_classes=len(train_source.class_names),
+            units=_units(units),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            dropout=dropout,
+            kernel_init=kernel_init,
+            val_split=val_split,
+            seed=seed,
+            data=data_spec,
+            checkpoint_epochs=(epochs,),
+        )
         chosen = list(variants) if variants else ablation.default_variants(base.model_spec())
         if not any(v.is_base for v in chosen):
             chosen.insert(0, ablation.Variant("base"))
@@ -180,30 +292,54 @@ def ablate(arch, data_spec, data_dir, skip_corrupt, images, epochs, variants, un
         raise click.UsageError(str(error).splitlines()[0]) from None
     runs_dir = runs_dir or os.path.normpath(out) + "-runs"
     # The command as typed after "ablate" (zf or python -m pipelines.cli), for the record.
-    command = shlex.join(["zf", "ablate", *sys.argv[sys.argv.index("ablate") + 1:]]) if "ablate" in sys.argv else "zf ablate"
-    click.echo(f"ablation of {arch} {base.input_shape}: {len(chosen)} variants, {epochs} epochs each, "
-               f"{train_source.num_examples} training images of {train_source.name}; runs in {runs_dir}", err=True)
+    command = (
+        shlex.join(["zf", "ablate", *sys.argv[sys.argv.index("ablate") + 1 :]]) if "ablate" in sys.argv else "zf ablate"
+    )
+    click.echo(
+        f"ablation of {arch} {base.input_shape}: {len(chosen)} variants, {epochs} epochs each, "
+        f"{train_source.num_examples} training images of {train_source.name}; runs in {runs_dir}",
+        err=True,
+    )
 
     def on_variant(index, variant, stage):
         click.echo(f"[{index + 1}/{len(chosen)}] {variant.name}: {stage}", err=True)
 
     results = ablation.run_ablation(
-        base, chosen, train_source, test_source, runs_dir, diagnose_images=diagnose_images,
-        callbacks=lambda variant: [epoch_progress(variant, epochs)], on_variant=on_variant,
+        base,
+        chosen,
+        train_source,
+        test_source,
+        runs_dir,
+        diagnose_images=diagnose_images,
+        callbacks=lambda variant: [epoch_progress(variant, epochs)],
+        on_variant=on_variant,
         metadata={"command": command},
     )
     rows = [result.to_dict() for result in results]
-    title = (f"Table 3 (adapted): {arch} {size}x{size}, {train_source.num_examples} training images, "
-             f"{epochs} epochs, seed {seed}")
+    title = (
+        f"Table 3 (adapted): {arch} {size}x{size}, {train_source.num_examples} training images, "
+        f"{epochs} epochs, seed {seed}"
+    )
     table = format_table(rows, title)
     seconds = time.monotonic() - started
-    record = {"command": command, "arch": arch, "data": train_source.name, "test_data": test_source.name,
-              "train_images": train_source.num_examples, "epochs": epochs, "seed": seed, "runs": runs_dir,
-              "seconds": seconds, "variants": rows}
+    record = {
+        "command": command,
+        "arch": arch,
+        "data": train_source.name,
+        "test_data": test_source.name,
+        "train_images": train_source.num_examples,
+        "epochs": epochs,
+        "seed": seed,
+        "runs": runs_dir,
+        "seconds": seconds,
+        "variants": rows,
+    }
     extra = {}
     figure = first_layer_figure(results)
     if figure is not None:
         extra["first_layer.png"] = _common.figure_bytes(figure)
     _common.write_results(out, record, table, csv_rows(rows), errors_figure(rows, title), files=extra)
     click.echo(table)
-    click.echo(f"wrote {out}/ (results.json, results.csv, table.txt, figure.png, first_layer.png) in {seconds:.0f} s", err=True)
+    click.echo(
+        f"wrote {out}/ (results.json, results.csv, table.txt, figure.png, first_layer.png) in {seconds:.0f} s", err=True
+    )

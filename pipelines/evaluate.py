@@ -47,8 +47,13 @@ def format_table(result):
 @_common.model_argument(many=True)
 @_common.data_options(images="Evaluate only the first N images of the split (default: all).")
 @click.option("--split", default="test", show_default=True, help="Split of the source to evaluate on.")
-@click.option("--crops", type=click.Choice(["ten", "single"]), default="ten", show_default=True,
-              help="ten: single centre crop AND 10-crop numbers; single: centre crop only (10x faster).")
+@click.option(
+    "--crops",
+    type=click.Choice(["ten", "single"]),
+    default="ten",
+    show_default=True,
+    help="ten: single centre crop AND 10-crop numbers; single: centre crop only (10x faster).",
+)
 @_common.batch_size_option(100)
 @_common.out_option(required=False, help="Output directory: results.json (default: only print the table).")
 def evaluate(models, data_spec, data_dir, skip_corrupt, images, split, crops, batch_size, out):

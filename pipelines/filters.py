@@ -21,7 +21,9 @@ def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_
     second = probe.layer_names[1]
     model = keras_of(probe, path)
     chosen = maps(map_counts(probe, [second]), seed)
-    data_images = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir)
+    data_images = Images(
+        data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir
+    )
     with _common.progressbar(
         length=data_images.batches or 0, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}"
     ) as bar:
@@ -74,8 +76,13 @@ def filters_figure(labels, reports, pictures):
 @_common.data_options(images="Use only the first N images (default: the whole split).")
 @_common.split_option()
 @_common.maps_option("random:36", help="Second-layer maps to project")
-@click.option("--threshold", default=0.01, show_default=True, type=click.FloatRange(0, 1),
-              help="Dead filter: mean activation <= this fraction of the median filter's.")
+@click.option(
+    "--threshold",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Dead filter: mean activation <= this fraction of the median filter's.",
+)
 @_common.batch_size_option()
 @_common.out_option(results="filters.json")
 @_common.seed_option
@@ -96,7 +103,9 @@ def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, thre
     labels = model_labels(models)
     reports, pictures = [], []
     for path in models:
-        report, picture = diagnose(path, data_spec, split, images, maps, batch_size, threshold, seed, skip_corrupt, data_dir)
+        report, picture = diagnose(
+            path, data_spec, split, images, maps, batch_size, threshold, seed, skip_corrupt, data_dir
+        )
         reports.append(report)
         pictures.append(picture)
     with atomic_output(out, directory=True) as target:
@@ -108,7 +117,10 @@ def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, thre
             plt.axis("off")
             plt.title(f"{label}\n{caption(report)[0]}", fontsize=9, loc="left")
             _common.save_figure(figure, os.path.join(target, f"{label}-{report['first_layer']['name']}.png"))
-        _common.write_json(os.path.join(target, "filters.json"), {"data": data_spec, "split": split, "seed": seed, "models": dict(zip(labels, reports))})
+        _common.write_json(
+            os.path.join(target, "filters.json"),
+            {"data": data_spec, "split": split, "seed": seed, "models": dict(zip(labels, reports))},
+        )
     for label, report in zip(labels, reports):
         click.echo(f"{label}: " + "; ".join(line.replace("\n", ", ") for line in caption(report)))
     click.echo(f"wrote {out}/filters.png, {out}/filters.json")

@@ -46,7 +46,8 @@ def curves_json(curves, names, class_names, layers, fill):
         "fill": fill,
         "transforms": {
             kind: {
-                "unit": UNITS[kind], "amounts": c.amounts.tolist(),
+                "unit": UNITS[kind],
+                "amounts": c.amounts.tolist(),
                 "distance": {layer: clean(c.distances[layer]) for layer in layers},
                 "true_class_prob": clean(c.true_class_prob),
             }
@@ -59,7 +60,9 @@ def curves_csv(curves, names, class_names, layers):
     """One row per image, transform and amount."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["image", "label", "transform", "amount"] + [f"distance_{layer}" for layer in layers] + ["true_class_prob"])
+    writer.writerow(
+        ["image", "label", "transform", "amount"] + [f"distance_{layer}" for layer in layers] + ["true_class_prob"]
+    )
     for kind, c in curves.items():
         for i, name in enumerate(names):
             for t, amount in enumerate(c.amounts):
@@ -74,7 +77,9 @@ def curves_figure(curves, names, layers):
     from zfkeras.invariance import UNITS
 
     plt = _common.pyplot()
-    figure, axes = plt.subplots(len(curves), len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.2 * len(curves)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(curves), len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.2 * len(curves)), squeeze=False
+    )
     for row, (kind, c) in enumerate(curves.items()):
         columns = [(c.distances[layer], f"{layer}: relative distance") for layer in layers]
         columns.append((c.true_class_prob, "p(true class)"))
@@ -117,14 +122,27 @@ def examples_figure(named, fill, amounts, shown=7):
 @_common.model_argument
 @_common.images_argument
 @_common.label_option
-@click.option("--shifts", type=NUMBERS, metavar="LIST",
-              help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps).")
-@click.option("--scales", type=NUMBERS, metavar="LIST", help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6.")
-@click.option("--angles", type=NUMBERS, metavar="LIST", help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360.")
+@click.option(
+    "--shifts",
+    type=NUMBERS,
+    metavar="LIST",
+    help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps).",
+)
+@click.option(
+    "--scales", type=NUMBERS, metavar="LIST", help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6."
+)
+@click.option(
+    "--angles", type=NUMBERS, metavar="LIST", help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360."
+)
 @_common.layers_option(help="Two or more comma-separated feature layers. Default: the first conv layer and fc7.")
-@click.option("--fill", default="background", show_default=True, type=Fill(),
-              help="What a transform uncovers: 'background' (median of the image's border pixels), 'edge' (nearest border pixel), "
-                   "'mean' (training mean image, 0 after mean subtraction) or a raw value 0-255.")
+@click.option(
+    "--fill",
+    default="background",
+    show_default=True,
+    type=Fill(),
+    help="What a transform uncovers: 'background' (median of the image's border pixels), 'edge' (nearest border pixel), "
+    "'mean' (training mean image, 0 after mean subtraction) or a raw value 0-255.",
+)
 @_common.batch_size_option()
 @_common.out_option(results="invariance.json")
 def invariance(model, images, label, shifts, scales, angles, layers, fill, batch_size, out):
@@ -155,15 +173,28 @@ def invariance(model, images, label, shifts, scales, angles, layers, fill, batch
     with _common.progressbar(list(amounts), label="transforming") as bar:
         curves = {}
         for kind in bar:
-            curves.update(invariance_curves(probe, stack, labels=labels, amounts={kind: amounts[kind]}, layers=layers,
-                                            fill=fill, batch_size=batch_size))
+            curves.update(
+                invariance_curves(
+                    probe,
+                    stack,
+                    labels=labels,
+                    amounts={kind: amounts[kind]},
+                    layers=layers,
+                    fill=fill,
+                    batch_size=batch_size,
+                )
+            )
     names = [name for name, _ in named]
     with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "invariance.csv"), "w") as handle:
             handle.write(curves_csv(curves, names, class_names, layers))
         _common.save_figure(curves_figure(curves, names, layers), os.path.join(target, "invariance.png"))
-        _common.save_figure(examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png"))
-        _common.write_json(os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill))
+        _common.save_figure(
+            examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png")
+        )
+        _common.write_json(
+            os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill)
+        )
     for kind, c in curves.items():
         moved = ~np.isclose(c.amounts, IDENTITY[kind]) & ~((kind == "rotation") & np.isclose(c.amounts % 360, 0))
         if not moved.any():

@@ -11,21 +11,52 @@ CLASSIFIERS = ("softmax", "svm")
 
 @click.command()
 @_common.model_argument
-@_common.data_options(default="mnist_5k", images="Use only the first N images of --split, which the folds are drawn from "
-                                                   "(default: all).")
+@_common.data_options(
+    default="mnist_5k", images="Use only the first N images of --split, which the folds are drawn from (default: all)."
+)
 @_common.fold_options("5,30")
 @_common.layers_option(help="Layers to test (default: every conv layer, fc6 and fc7).")
-@click.option("--classifiers", type=_common.CommaList(str, f"classifiers from {', '.join(CLASSIFIERS)}"),
-              default=",".join(CLASSIFIERS), show_default=True,
-              help="softmax (multinomial logistic regression) and/or svm (linear, squared hinge, one-vs-rest).")
-@click.option("--max-features", default=16384, show_default=True, type=click.IntRange(1),
-              help="A conv block output with more values is max-pooled over equal spatial cells until it fits.")
-@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Weight of the data term against the L2 penalty, for both classifiers.")
+@click.option(
+    "--classifiers",
+    type=_common.CommaList(str, f"classifiers from {', '.join(CLASSIFIERS)}"),
+    default=",".join(CLASSIFIERS),
+    show_default=True,
+    help="softmax (multinomial logistic regression) and/or svm (linear, squared hinge, one-vs-rest).",
+)
+@click.option(
+    "--max-features",
+    default=16384,
+    show_default=True,
+    type=click.IntRange(1),
+    help="A conv block output with more values is max-pooled over equal spatial cells until it fits.",
+)
+@click.option(
+    "--C",
+    "C",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Weight of the data term against the L2 penalty, for both classifiers.",
+)
 @_common.out_option
 @_common.seed_option
-def layers(model, data_spec, data_dir, skip_corrupt, images, per_class, split, folds, test_per_class, layers, classifiers, max_features, C,
-           out, seed):
+def layers(
+    model,
+    data_spec,
+    data_dir,
+    skip_corrupt,
+    images,
+    per_class,
+    split,
+    folds,
+    test_per_class,
+    layers,
+    classifiers,
+    max_features,
+    C,
+    out,
+    seed,
+):
     """A linear classifier on each layer's frozen features of MODEL, per fold (Table 7).
 
     Conv layers give their block's output as the model pools it (after max pooling and LRN),
@@ -42,8 +73,12 @@ def layers(model, data_spec, data_dir, skip_corrupt, images, per_class, split, f
     names = _common.check_feature_layer(loaded.model, layers or transfer.feature_layers(loaded.model), "--layers")
     unknown = [name for name in classifiers if name not in CLASSIFIERS]
     if unknown:
-        raise click.BadParameter(f"{unknown[0]!r} is not a classifier; use {', '.join(CLASSIFIERS)}", param_hint="--classifiers")
-    source = _common.limit_images(_common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images)
+        raise click.BadParameter(
+            f"{unknown[0]!r} is not a classifier; use {', '.join(CLASSIFIERS)}", param_hint="--classifiers"
+        )
+    source = _common.limit_images(
+        _common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images
+    )
     started = time.monotonic()
     labels = data.source_labels(source)
     folds_by_n = _common.draw_folds(labels, per_class, folds, test_per_class, seed, source.class_names)
@@ -56,29 +91,58 @@ def layers(model, data_spec, data_dir, skip_corrupt, images, per_class, split, f
             for kind in classifiers:
                 for n, draws in folds_by_n.items():
                     for fold in draws:
-                        classifier = fit_linear(features.get(name, fold.train), labels[fold.train], len(source.class_names),
-                                                kind=kind, C=C)
-                        accuracy = mean_class_accuracy(labels[fold.test], classifier.predict(features.get(name, fold.test)))
-                        records.append({"layer": name, "classifier": kind, "n_per_class": n, "fold": fold.index,
-                                        "mean_class_accuracy": accuracy, "converged": classifier.converged})
+                        classifier = fit_linear(
+                            features.get(name, fold.train), labels[fold.train], len(source.class_names), kind=kind, C=C
+                        )
+                        accuracy = mean_class_accuracy(
+                            labels[fold.test], classifier.predict(features.get(name, fold.test))
+                        )
+                        records.append(
+                            {
+                                "layer": name,
+                                "classifier": kind,
+                                "n_per_class": n,
+                                "fold": fold.index,
+                                "mean_class_accuracy": accuracy,
+                                "converged": classifier.converged,
+                            }
+                        )
                         bar.update(1)
     summary = summarize(records, ("layer", "classifier", "n_per_class"))
     layouts = {name: transfer.feature_layout(loaded.model, name, max_features) for name in names}
     results = {
-        "model": model, "data": data_spec, "source": source.name, "split": split, "per_class": per_class, "folds": folds,
-        "test_per_class": test_per_class, "classifiers": classifiers, "C": C, "max_features": max_features, "seed": seed,
-        "features": {name: {"block_output": list(shape), "extra_max_pool": list(pool) if pool else None, "values": count}
-                     for name, (shape, pool, count) in layouts.items()},
-        "metric": "mean per-class accuracy", "seconds": round(time.monotonic() - started, 1),
-        "summary": summary, "runs": records,
+        "model": model,
+        "data": data_spec,
+        "source": source.name,
+        "split": split,
+        "per_class": per_class,
+        "folds": folds,
+        "test_per_class": test_per_class,
+        "classifiers": classifiers,
+        "C": C,
+        "max_features": max_features,
+        "seed": seed,
+        "features": {
+            name: {"block_output": list(shape), "extra_max_pool": list(pool) if pool else None, "values": count}
+            for name, (shape, pool, count) in layouts.items()
+        },
+        "metric": "mean per-class accuracy",
+        "seconds": round(time.monotonic() - started, 1),
+        "summary": summary,
+        "runs": records,
         # Every layer and classifier of a run uses the same fold: its image indices, once.
-        "fold_indices": [{"n_per_class": n, "fold": fold.index, "train": fold.train.tolist(), "test": fold.test.tolist()}
-                         for n, draws in folds_by_n.items() for fold in draws],
+        "fold_indices": [
+            {"n_per_class": n, "fold": fold.index, "train": fold.train.tolist(), "test": fold.test.tolist()}
+            for n, draws in folds_by_n.items()
+            for fold in draws
+        ],
     }
     columns = [(kind, n) for kind in classifiers for n in per_class]
     table = _table(summary, names, columns, layouts)
     csv_rows = [["layer", "classifier", "n_per_class", "fold", "mean_class_accuracy"]]
-    csv_rows += [[r["layer"], r["classifier"], r["n_per_class"], r["fold"], f"{r['mean_class_accuracy']:.6f}"] for r in records]
+    csv_rows += [
+        [r["layer"], r["classifier"], r["n_per_class"], r["fold"], f"{r['mean_class_accuracy']:.6f}"] for r in records
+    ]
     _common.write_results(out, results, table, csv_rows, figure=_figure(summary, names, columns))
     click.echo(table)
     click.echo(f"wrote {out} in {results['seconds']:.0f} s", err=True)
@@ -101,9 +165,15 @@ def _figure(summary, names, columns):
     figure, axis = plt.subplots(figsize=(6.5, 4))
     cell = {(r["layer"], r["classifier"], r["n_per_class"]): r for r in summary}
     for kind, n in columns:
-        axis.errorbar(range(len(names)), [100 * cell[name, kind, n]["mean"] for name in names],
-                      yerr=[100 * cell[name, kind, n]["std"] for name in names], marker="o", capsize=3,
-                      linestyle="-" if kind == "softmax" else "--", label=f"{kind}, {n}/class")
+        axis.errorbar(
+            range(len(names)),
+            [100 * cell[name, kind, n]["mean"] for name in names],
+            yerr=[100 * cell[name, kind, n]["std"] for name in names],
+            marker="o",
+            capsize=3,
+            linestyle="-" if kind == "softmax" else "--",
+            label=f"{kind}, {n}/class",
+        )
     axis.set_xticks(range(len(names)), names)
     axis.set_xlabel("features of layer")
     axis.set_ylabel("mean per-class accuracy (%)")

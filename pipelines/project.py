@@ -59,10 +59,11 @@ def open_model(model, seed):
     ``random:ARCH`` for a new ARCH with the paper's random initial weights, seeded by ``seed``."""
     if not model.startswith("random:"):
         return _common.load_probe(model), os.path.basename(os.path.normpath(model))
-    arch = model[len("random:"):]
+    arch = model[len("random:") :]
     if arch not in RANDOM_ARCHITECTURES:
-        raise click.BadParameter(f"{model}: use random:ARCH with ARCH one of {', '.join(RANDOM_ARCHITECTURES)}",
-                                 param_hint="MODEL")
+        raise click.BadParameter(
+            f"{model}: use random:ARCH with ARCH one of {', '.join(RANDOM_ARCHITECTURES)}", param_hint="MODEL"
+        )
     import zfkeras.models
     from zfkeras.probe import KerasProbe
 
@@ -74,10 +75,22 @@ def open_model(model, seed):
 @_common.model_argument
 @_common.images_argument
 @_common.layers_option
-@click.option("--top", "count", default=6, show_default=True, type=click.IntRange(1, 64), metavar="N",
-              help="How many maps per layer: the N strongest in each image.")
-@click.option("--position", type=click.Choice(["max", "map"]), default="max", show_default=True,
-              help="Project each map's strongest activation alone (paper) or the whole map.")
+@click.option(
+    "--top",
+    "count",
+    default=6,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="How many maps per layer: the N strongest in each image.",
+)
+@click.option(
+    "--position",
+    type=click.Choice(["max", "map"]),
+    default="max",
+    show_default=True,
+    help="Project each map's strongest activation alone (paper) or the whole map.",
+)
 @_common.out_option(results="projection.npz", help="Output directory: projection.png and projection.npz (the arrays).")
 @_common.seed_option
 def project(model, images, layers, count, position, out, seed):
@@ -97,7 +110,9 @@ def project(model, images, layers, count, position, out, seed):
     layers = _common.choose_layers(layers, probe.layer_names)
     fewest = min(map_counts(probe, layers).items(), key=lambda item: item[1])
     if count > fewest[1]:
-        raise click.BadParameter(f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--top")
+        raise click.BadParameter(
+            f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--top"
+        )
     from zfkeras.model_input import fit_image
 
     pixels = np.stack([fit_image(_common.read_photo(name), probe.input_shape).pixels for name in images])

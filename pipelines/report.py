@@ -19,8 +19,19 @@ import numpy as np
 from pipelines import _common
 from pipelines import report_html as page
 
-SECTIONS = ("architecture", "training", "accuracy", "visualize", "evolution", "filters", "occlusion", "invariance",
-            "correspondence", "transfer", "layers")
+SECTIONS = (
+    "architecture",
+    "training",
+    "accuracy",
+    "visualize",
+    "evolution",
+    "filters",
+    "occlusion",
+    "invariance",
+    "correspondence",
+    "transfer",
+    "layers",
+)
 
 
 def section_name(text):
@@ -57,8 +68,9 @@ class Steps:
 
     def __init__(self, names):
         self.names, self.position = list(names), 0
-        self.bar = _common.progressbar(length=self.UNITS * len(self.names), label="report",
-                                       item_show_func=lambda name: name or "")
+        self.bar = _common.progressbar(
+            length=self.UNITS * len(self.names), label="report", item_show_func=lambda name: name or ""
+        )
 
     def run(self, index, function):
         start = index * self.UNITS
@@ -78,23 +90,65 @@ class Steps:
 @click.command()
 @click.argument("model", metavar="MODEL", type=click.Path())
 @_common.data_options
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
-              help="Split every section reads (accuracy, scans, example images).")
-@click.option("--maps", default="random:8", show_default=True, type=_common.MapSelection(),
-              help="Maps per conv layer for Fig. 2: all, a list like 0,3,7, or random:N (Fig. 4 follows the first 4).")
-@click.option("--examples", default=4, show_default=True, type=click.IntRange(1, 20),
-              help="Images of the split (distinct classes where possible) for occlusion and invariance.")
-@click.option("--parts", "parts_file", type=click.Path(dir_okay=False),
-              help="Part boxes for Table 1, in zf correspondence's --parts format (e.g. docs/examples/shirt-parts.json).")
-@click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False),
-              help="Output directory of zf transfer or zf layers (holding results.json) to show (repeatable).")
-@click.option("--skip", type=_common.CommaList(section_name, "section names: " + ", ".join(SECTIONS)), default=None,
-              help="Comma list of sections to leave out: " + ", ".join(SECTIONS) + ".")
+@click.option(
+    "--split",
+    type=click.Choice(["test", "train"]),
+    default="test",
+    show_default=True,
+    help="Split every section reads (accuracy, scans, example images).",
+)
+@click.option(
+    "--maps",
+    default="random:8",
+    show_default=True,
+    type=_common.MapSelection(),
+    help="Maps per conv layer for Fig. 2: all, a list like 0,3,7, or random:N (Fig. 4 follows the first 4).",
+)
+@click.option(
+    "--examples",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Images of the split (distinct classes where possible) for occlusion and invariance.",
+)
+@click.option(
+    "--parts",
+    "parts_file",
+    type=click.Path(dir_okay=False),
+    help="Part boxes for Table 1, in zf correspondence's --parts format (e.g. docs/examples/shirt-parts.json).",
+)
+@click.option(
+    "--results",
+    "results_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Output directory of zf transfer or zf layers (holding results.json) to show (repeatable).",
+)
+@click.option(
+    "--skip",
+    type=_common.CommaList(section_name, "section names: " + ", ".join(SECTIONS)),
+    default=None,
+    help="Comma list of sections to leave out: " + ", ".join(SECTIONS) + ".",
+)
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
 @_common.seed_option
 @_common.out_option
-def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, examples, parts_file, results_dirs, skip,
-           batch_size, seed, out):
+def report(
+    model,
+    data_spec,
+    data_dir,
+    skip_corrupt,
+    split,
+    images,
+    maps,
+    examples,
+    parts_file,
+    results_dirs,
+    skip,
+    batch_size,
+    seed,
+    out,
+):
     """One self-contained HTML page about MODEL (a SavedModel directory, a run directory or a .keras
     file): what it is, how it was trained, how accurate it is, and the paper's figures on it.
 
@@ -128,8 +182,15 @@ def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, exampl
             sections = [progress.run(index, function) for index, (_, function) in enumerate(steps)]
         import zfkeras
 
-        header = {"model": model, "data": source.name, "split": split, "images": context.batches.count,
-                  "command": command, "skipped": sorted(skip), "zfkeras_version": zfkeras.__version__}
+        header = {
+            "model": model,
+            "data": source.name,
+            "split": split,
+            "images": context.batches.count,
+            "command": command,
+            "skipped": sorted(skip),
+            "zfkeras_version": zfkeras.__version__,
+        }
         with open(os.path.join(target, "index.html"), "w") as handle:
             handle.write(page.document(header, context.identity(), sections))
         results = {**header, "model_info": context.identity(), "sections": {s.key: s.numbers for s in sections}}
@@ -182,9 +243,14 @@ class Context:
 
     def identity(self):
         meta = self.meta or {}
-        return {"path": self.path, "keras_file": os.path.relpath(_common.model_file(self.path)),
-                "input_shape": list(self.probe.input_shape), "classes": self.class_names,
-                "model_name": meta.get("model_name", self.keras.name), "zfkeras_version": meta.get("zfkeras_version")}
+        return {
+            "path": self.path,
+            "keras_file": os.path.relpath(_common.model_file(self.path)),
+            "input_shape": list(self.probe.input_shape),
+            "classes": self.class_names,
+            "model_name": meta.get("model_name", self.keras.name),
+            "zfkeras_version": meta.get("zfkeras_version"),
+        }
 
     def save(self, figure, name):
         _common.save_figure(figure, os.path.join(self.target, name))
@@ -195,7 +261,9 @@ class Context:
         classes where possible, drawn with ``--seed`` from its first 500 (or --images) images."""
         if self._examples is None:
             images, labels = [], []
-            pool = CentreCrops(self.source, self.probe.input_shape, self.batch_size, min(self.batches.count or 500, 500))
+            pool = CentreCrops(
+                self.source, self.probe.input_shape, self.batch_size, min(self.batches.count or 500, 500)
+            )
             for batch, batch_labels in pool.dataset().as_numpy_iterator():
                 images.append(batch), labels.append(batch_labels)
             images, labels = np.concatenate(images), np.concatenate(labels)
@@ -220,27 +288,68 @@ class Context:
             fields = receptive_fields(self.keras)
         except ValueError:
             fields = {}
-        table = [[r.name, r.kind, r.settings, "x".join(map(str, r.output_shape)), f"{r.params:,}",
-                  f"{fields[r.name].size[0]}x{fields[r.name].size[1]} / {fields[r.name].jump[0]}" if r.name in fields else ""]
-                 for r in rows]
+        table = [
+            [
+                r.name,
+                r.kind,
+                r.settings,
+                "x".join(map(str, r.output_shape)),
+                f"{r.params:,}",
+                f"{fields[r.name].size[0]}x{fields[r.name].size[1]} / {fields[r.name].jump[0]}"
+                if r.name in fields
+                else "",
+            ]
+            for r in rows
+        ]
         total, trainable = sum(r.params for r in rows), sum(r.trainable_params for r in rows)
-        numbers = {"params": total, "trainable_params": trainable, "input_shape": list(self.probe.input_shape),
-                   "layers": [{"name": r.name, "kind": r.kind, "settings": r.settings, "output_shape": list(r.output_shape),
-                               "params": r.params} for r in rows]}
+        numbers = {
+            "params": total,
+            "trainable_params": trainable,
+            "input_shape": list(self.probe.input_shape),
+            "layers": [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "settings": r.settings,
+                    "output_shape": list(r.output_shape),
+                    "params": r.params,
+                }
+                for r in rows
+            ],
+        }
         height, width, channels = self.probe.input_shape
         meta = self.meta or {}
         body = [
-            page.facts([("input", f"{height}x{width}x{channels}, float32 raw pixels 0-255; the training mean image is "
-                                  "subtracted inside the model (layer subtract_mean)"),
-                        ("preprocessing", meta.get("preprocessing", "resize the smaller side, centre crop (zfkeras.data.eval_dataset)")),
-                        ("classes", f"{len(self.class_names)}: " + ", ".join(self.class_names)),
-                        ("parameters", f"{total:,} ({trainable:,} trainable)")]),
-            page.table(["layer", "type", "settings", "output", "parameters", "receptive field / stride (px)"], table,
-                       "Layers from input to output. The receptive field is the input window one unit of the layer "
-                       "sees; the stride is how far it moves per unit step."),
+            page.facts(
+                [
+                    (
+                        "input",
+                        f"{height}x{width}x{channels}, float32 raw pixels 0-255; the training mean image is "
+                        "subtracted inside the model (layer subtract_mean)",
+                    ),
+                    (
+                        "preprocessing",
+                        meta.get("preprocessing", "resize the smaller side, centre crop (zfkeras.data.eval_dataset)"),
+                    ),
+                    ("classes", f"{len(self.class_names)}: " + ", ".join(self.class_names)),
+                    ("parameters", f"{total:,} ({trainable:,} trainable)"),
+                ]
+            ),
+            page.table(
+                ["layer", "type", "settings", "output", "parameters", "receptive field / stride (px)"],
+                table,
+                "Layers from input to output. The receptive field is the input window one unit of the layer "
+                "sees; the stride is how far it moves per unit step.",
+            ),
         ]
-        return page.Section("architecture", "What it is", "Table of layers (paper Fig. 3)", body, numbers,
-                            f"{len(rows)} layers, {total:,} parameters")
+        return page.Section(
+            "architecture",
+            "What it is",
+            "Table of layers (paper Fig. 3)",
+            body,
+            numbers,
+            f"{len(rows)} layers, {total:,} parameters",
+        )
 
     def training(self, advance):
         command = ((self.meta or {}).get("training") or {}).get("command") or (self.record or {}).get("command")
@@ -249,26 +358,44 @@ class Context:
         if run_dir and os.path.exists(os.path.join(run_dir, "history.json")):
             with open(os.path.join(run_dir, "history.json")) as handle:
                 history = json.load(handle)
-        body = [page.code(command) if command else page.note("No training command recorded (no zfkeras.json or config.json).")]
+        body = [
+            page.code(command)
+            if command
+            else page.note("No training command recorded (no zfkeras.json or config.json).")
+        ]
         numbers = {"command": command, "run_dir": run_dir, "history": history is not None}
         metrics = (self.meta or {}).get("metrics")
         if metrics:
-            shown = [(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-                     for key, value in metrics.items() if not isinstance(value, (dict, list))]
+            shown = [
+                (key, f"{value:.4g}" if isinstance(value, float) else str(value))
+                for key, value in metrics.items()
+                if not isinstance(value, (dict, list))
+            ]
             body.append(page.facts(shown, "Final metrics recorded at export (test_* on the whole test split)."))
             numbers["metrics"] = metrics
         if history and history.get("epoch"):
             name = self.save(_curves_figure(history), "training-curves.png")
             best = int(np.nanargmin([np.nan if v is None else v for v in history.get("val_loss") or [np.nan]]))
-            body.append(page.figure(name, "Training curves", (
-                "Loss and accuracy per epoch on the training batches (random crops and flips) and on the validation "
-                "images, and the learning rate (log scale). Look for validation loss following training loss down; "
-                "a widening gap is over-fitting. The learning rate drops 10x when validation loss stops improving "
-                f"(the paper's annealing). Lowest validation loss at epoch {history['epoch'][best]}.")))
+            body.append(
+                page.figure(
+                    name,
+                    "Training curves",
+                    (
+                        "Loss and accuracy per epoch on the training batches (random crops and flips) and on the validation "
+                        "images, and the learning rate (log scale). Look for validation loss following training loss down; "
+                        "a widening gap is over-fitting. The learning rate drops 10x when validation loss stops improving "
+                        f"(the paper's annealing). Lowest validation loss at epoch {history['epoch'][best]}."
+                    ),
+                )
+            )
             numbers["epochs"] = len(history["epoch"])
         else:
-            body.append(page.note("No history.json found, so no training curves (looked in: " + ", ".join(looked) + "). "
-                                  "A run directory written by zf train holds it."))
+            body.append(
+                page.note(
+                    "No history.json found, so no training curves (looked in: " + ", ".join(looked) + "). "
+                    "A run directory written by zf train holds it."
+                )
+            )
         logs = os.path.join(run_dir, "logs") if run_dir else None
         if logs and os.path.isdir(logs):
             body.append(page.note(f"TensorBoard logs (the live view during training): tensorboard --logdir {logs}"))
@@ -277,8 +404,14 @@ class Context:
             where = f" They were written to {recorded}/logs, which is not on this machine." if recorded else ""
             body.append(page.note("No TensorBoard logs found." + where))
         numbers["tensorboard_logs"] = logs if logs and os.path.isdir(logs) else None
-        return page.Section("training", "How it was trained", "Sec. 3 recipe", body, numbers,
-                            f"history {'found in ' + run_dir if history else 'not found'}")
+        return page.Section(
+            "training",
+            "How it was trained",
+            "Sec. 3 recipe",
+            body,
+            numbers,
+            f"history {'found in ' + run_dir if history else 'not found'}",
+        )
 
     def accuracy(self, advance):
         from zfkeras.summary import Predictions
@@ -297,16 +430,31 @@ class Context:
         name = self.save(_confusion_figure(confusion, self.class_names), "confusion.png")
         off = confusion - np.diag(np.diag(confusion))
         worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:3], off.shape))[0]
-        mixed = "; ".join(f"{self.class_names[t]} taken for {self.class_names[p]} {off[t, p]} times" for t, p in worst if off[t, p])
+        mixed = "; ".join(
+            f"{self.class_names[t]} taken for {self.class_names[p]} {off[t, p]} times" for t, p in worst if off[t, p]
+        )
         numbers = {"num_images": predictions.counter.count, "errors": errors, "confusion_ten_crop": confusion.tolist()}
-        body = [page.accuracy_table(errors, predictions.counter.count),
-                page.figure(name, "Confusion matrix (10 crops)", (
+        body = [
+            page.accuracy_table(errors, predictions.counter.count),
+            page.figure(
+                name,
+                "Confusion matrix (10 crops)",
+                (
                     "Rows: true class; columns: the class predicted from the average of the 10 crops; each cell counts "
                     f"images, the diagonal the correct ones. Look for bright off-diagonal cells, the classes the model "
-                    f"mixes up{': ' + mixed if mixed else ''}."))]
-        return page.Section("accuracy", "How accurate it is", "Table 2: single crop and 10 crops", body, numbers,
-                            f"top-1 error {100 * errors['top1_error']:.2f}% (10 crops "
-                            f"{100 * errors.get('ten_crop_top1_error', float('nan')):.2f}%) on {predictions.counter.count} images")
+                    f"mixes up{': ' + mixed if mixed else ''}."
+                ),
+            ),
+        ]
+        return page.Section(
+            "accuracy",
+            "How accurate it is",
+            "Table 2: single crop and 10 crops",
+            body,
+            numbers,
+            f"top-1 error {100 * errors['top1_error']:.2f}% (10 crops "
+            f"{100 * errors.get('ten_crop_top1_error', float('nan')):.2f}%) on {predictions.counter.count} images",
+        )
 
     def _fields(self):
         from zfkeras.receptive_field import receptive_fields
@@ -334,19 +482,39 @@ class Context:
         for number, layer in enumerate(layers):
             crops = project_topk(self.probe, top, self.batches, fields, layers=[layer], batch_size=64)
             values = top.entries(layer)["value"]
-            name = self.save(topk_figure(layer, self.chosen[layer], crops[layer], values, top.images_seen), f"fig2-{layer}.png")
+            name = self.save(
+                topk_figure(layer, self.chosen[layer], crops[layer], values, top.images_seen), f"fig2-{layer}.png"
+            )
             size = fields[layer].size
             silent = int((values[:, 0] <= 0).sum())
-            body.append(page.figure(name, f"Fig. 2, {layer}", (
-                f"For {len(self.chosen[layer])} maps of {layer}, the 9 strongest activations over {top.images_seen} images "
-                f"(at most one per image): left, each projected to pixels by the deconvnet; right, the image patch under "
-                f"the activation's {size[0]}x{size[1]} px receptive field (light blue: outside the image). Look for one "
-                "pattern repeated across the 9 different images of a map; lower layers pick edges and blobs, higher layers "
-                "larger, class-specific parts, with more variation in the patches than in the projections."
-                + (f" {silent} map(s) never fired on these images (silent)." if silent else ""))))
-            numbers["layers"][layer] = {"field": list(size), "top1_median": float(np.median(values[:, 0])), "silent_maps": silent}
+            body.append(
+                page.figure(
+                    name,
+                    f"Fig. 2, {layer}",
+                    (
+                        f"For {len(self.chosen[layer])} maps of {layer}, the 9 strongest activations over {top.images_seen} images "
+                        f"(at most one per image): left, each projected to pixels by the deconvnet; right, the image patch under "
+                        f"the activation's {size[0]}x{size[1]} px receptive field (light blue: outside the image). Look for one "
+                        "pattern repeated across the 9 different images of a map; lower layers pick edges and blobs, higher layers "
+                        "larger, class-specific parts, with more variation in the patches than in the projections."
+                        + (f" {silent} map(s) never fired on these images (silent)." if silent else "")
+                    ),
+                )
+            )
+            numbers["layers"][layer] = {
+                "field": list(size),
+                "top1_median": float(np.median(values[:, 0])),
+                "silent_maps": silent,
+            }
             advance(total + (number + 1) * total // len(layers), 2 * total)
-        return page.Section("visualize", "Top-9 activations", "Fig. 2", body, numbers, f"{len(layers)} layers over {top.images_seen} images")
+        return page.Section(
+            "visualize",
+            "Top-9 activations",
+            "Fig. 2",
+            body,
+            numbers,
+            f"{len(layers)} layers over {top.images_seen} images",
+        )
 
     def evolution(self, advance):
         from pipelines.evolution import combined_figure, find_checkpoints, load_checkpoint
@@ -359,9 +527,14 @@ class Context:
         try:
             checkpoints = find_checkpoints(where)
         except click.BadParameter:
-            return page.Section("evolution", "Feature evolution during training", "Fig. 4",
-                                [page.note(f"No epoch-XXX.keras checkpoints in {where} or its checkpoints/ folder.")],
-                                {"checkpoints": []}, "no checkpoints")
+            return page.Section(
+                "evolution",
+                "Feature evolution during training",
+                "Fig. 4",
+                [page.note(f"No epoch-XXX.keras checkpoints in {where} or its checkpoints/ folder.")],
+                {"checkpoints": []},
+                "no checkpoints",
+            )
         if not hasattr(self, "chosen"):
             from pipelines.visualize import map_counts
 
@@ -372,7 +545,9 @@ class Context:
         tiles, images = {layer: [] for layer in maps}, {layer: [] for layer in maps}
         # Each checkpoint's weights go into MODEL's own Keras model in turn, so its traced forward and
         # deconvnet functions serve every epoch (a new model per checkpoint would trace them all again).
-        probe = self.probe if getattr(self.probe, "model", None) is self.keras else KerasProbe(self.keras, self.class_names)
+        probe = (
+            self.probe if getattr(self.probe, "model", None) is self.keras else KerasProbe(self.keras, self.class_names)
+        )
         final = self.keras.get_weights()
         try:
             for number, (_epoch, file) in enumerate(checkpoints):
@@ -397,19 +572,37 @@ class Context:
             history = np.stack(images[layer], axis=1)  # [maps, epochs]; -1: silent at that epoch
             per_map = [stable_epoch(epochs, row.tolist()) for row in history]
             active = [s for s, row in zip(per_map, history) if row[-1] >= 0]
-            numbers["layers"][layer] = {"stable_epoch": max(active or per_map), "per_map": dict(zip(map(str, maps[layer]), per_map)),
-                                        "top1_images": dict(zip(map(str, maps[layer]), history.tolist()))}
+            numbers["layers"][layer] = {
+                "stable_epoch": max(active or per_map),
+                "per_map": dict(zip(map(str, maps[layer]), per_map)),
+                "top1_images": dict(zip(map(str, maps[layer]), history.tolist())),
+            }
         blocks = [(layer, np.stack(tiles[layer], axis=1)) for layer in maps]
-        name = self.save(combined_figure(blocks, maps, epochs, 99.0, {"images": top.images_seen, "layers": numbers["layers"]}),
-                         "fig4-evolution.png")
+        name = self.save(
+            combined_figure(blocks, maps, epochs, 99.0, {"images": top.images_seen, "layers": numbers["layers"]}),
+            "fig4-evolution.png",
+        )
         stable = ", ".join(f"{layer} {v['stable_epoch']}" for layer, v in numbers["layers"].items())
-        body = [page.figure(name, "Fig. 4, feature evolution", (
-            f"For {sum(map(len, maps.values()))} maps, the strongest activation over {top.images_seen} images at each kept "
-            f"epoch (columns: epochs {', '.join(map(str, epochs))}), projected to pixels and contrast-enhanced. Look for "
-            "the lower layers settling within a few epochs and the upper ones changing longer (the paper: the upper "
-            f"layers develop only after 40-50 epochs). The top-1 image stops changing from epoch: {stable}."))]
-        return page.Section("evolution", "Feature evolution during training", "Fig. 4", body, numbers,
-                            f"{len(epochs)} checkpoints; stable from epoch {stable}")
+        body = [
+            page.figure(
+                name,
+                "Fig. 4, feature evolution",
+                (
+                    f"For {sum(map(len, maps.values()))} maps, the strongest activation over {top.images_seen} images at each kept "
+                    f"epoch (columns: epochs {', '.join(map(str, epochs))}), projected to pixels and contrast-enhanced. Look for "
+                    "the lower layers settling within a few epochs and the upper ones changing longer (the paper: the upper "
+                    f"layers develop only after 40-50 epochs). The top-1 image stops changing from epoch: {stable}."
+                ),
+            )
+        ]
+        return page.Section(
+            "evolution",
+            "Feature evolution during training",
+            "Fig. 4",
+            body,
+            numbers,
+            f"{len(epochs)} checkpoints; stable from epoch {stable}",
+        )
 
     def filters(self, advance):
         from pipelines.filters import caption, filters_figure
@@ -418,9 +611,13 @@ class Context:
         from zfkeras.first_layer import first_layer_report
 
         if len(self.probe.layer_names) < 2:
-            return page.Section("filters", "First-layer filters", "Fig. 6", [page.note("Needs two conv layers.")], {}, "")
+            return page.Section(
+                "filters", "First-layer filters", "Fig. 6", [page.note("Needs two conv layers.")], {}, ""
+            )
         second = self.probe.layer_names[1]
-        chosen = _common.MapSelection().convert("random:36", None, None)(map_counts(self.probe, [second]), self.seed)[second]
+        chosen = _common.MapSelection().convert("random:36", None, None)(map_counts(self.probe, [second]), self.seed)[
+            second
+        ]
         done, total = 0, self.batches.count or 0
 
         def on_batch(size):
@@ -439,19 +636,38 @@ class Context:
         first, second_numbers = numbers["first_layer"], numbers["second_layer"]
         bands = first["band_shares"]
         aliasing = second_numbers["aliasing_share"]
-        facts = [("filters", f"{first['filters']}, {first['kernel'][0]}x{first['kernel'][1]} stride {first['stride']}"),
-                 ("dead filters", f"{len(first['dead_filters'])} ({first['dead_fraction']:.1%}); mean activation at most "
-                                  f"{first['dead_threshold']:.0%} of the median filter's"),
-                 ("energy low / mid / high", f"{bands['low']:.2f} / {bands['mid']:.2f} / {bands['high']:.2f}"),
-                 (f"aliasing of {second} projections", "n/a (no map fired)" if aliasing is None else f"{aliasing:.3f}")]
-        body = [page.facts(facts, "Sec. 4.1 numbers (definitions: zfkeras/diagnostics.py)."),
-                page.figure(name, "Fig. 6, first-layer filters", (
-                    " ".join(caption(numbers)).replace("\n", "; ") + ". Top: each first-layer filter, scaled to its own "
+        facts = [
+            ("filters", f"{first['filters']}, {first['kernel'][0]}x{first['kernel'][1]} stride {first['stride']}"),
+            (
+                "dead filters",
+                f"{len(first['dead_filters'])} ({first['dead_fraction']:.1%}); mean activation at most "
+                f"{first['dead_threshold']:.0%} of the median filter's",
+            ),
+            ("energy low / mid / high", f"{bands['low']:.2f} / {bands['mid']:.2f} / {bands['high']:.2f}"),
+            (f"aliasing of {second} projections", "n/a (no map fired)" if aliasing is None else f"{aliasing:.3f}"),
+        ]
+        body = [
+            page.facts(facts, "Sec. 4.1 numbers (definitions: zfkeras/diagnostics.py)."),
+            page.figure(
+                name,
+                "Fig. 6, first-layer filters",
+                (
+                    " ".join(caption(numbers)).replace("\n", "; ")
+                    + ". Top: each first-layer filter, scaled to its own "
                     f"range; bottom: the top-1 deconvnet projections of {len(chosen)} {second} maps. Look for dead (flat) "
                     "filters and filters that are only high-frequency noise, and for a grid pattern in the projections "
-                    "(aliasing from a large first-layer stride): the paper's Fig. 6 problems that smaller 7x7/2 filters fix."))]
-        return page.Section("filters", "First-layer filters", "Fig. 6, Sec. 4.1", body, numbers,
-                            f"{len(first['dead_filters'])} dead of {first['filters']}")
+                    "(aliasing from a large first-layer stride): the paper's Fig. 6 problems that smaller 7x7/2 filters fix."
+                ),
+            ),
+        ]
+        return page.Section(
+            "filters",
+            "First-layer filters",
+            "Fig. 6, Sec. 4.1",
+            body,
+            numbers,
+            f"{len(first['dead_filters'])} dead of {first['filters']}",
+        )
 
     def occlusion(self, advance):
         from pipelines.occlusion import occlusion_figure, summary_json
@@ -461,6 +677,7 @@ class Context:
         per_image = num_positions(self.probe.input_shape, default_stride(self.probe.input_shape))
         body, numbers, done = [], {}, 0
         for number, (name, image, label) in enumerate(examples):
+
             def progress(count, number=number):
                 nonlocal done
                 done += count
@@ -470,13 +687,20 @@ class Context:
             figure = self.save(occlusion_figure(result, self.class_names, name), f"fig7-{name}.png")
             summary = summary_json(result, self.class_names, name)
             numbers[name] = summary
-            body.append(page.figure(figure, f"Fig. 7, {name}", (
-                f"A grey {result.patch}x{result.patch} px square slides over the image (true class "
-                f"{self.class_names[label]}). (b) total activity of {result.layer} map {result.feature_map}, the "
-                f"strongest in the unoccluded image, and (c) its projection; (d) the probability of the true class, "
-                f"{summary['clean_prob']:.3f} unoccluded, lowest {summary['min_prob']:.3f}; (e) the most probable class. "
-                "Look for (d) dropping where the square hides the part that identifies the object, not the background, "
-                "and (b) dropping where it hides the pattern (c) shows.")))
+            body.append(
+                page.figure(
+                    figure,
+                    f"Fig. 7, {name}",
+                    (
+                        f"A grey {result.patch}x{result.patch} px square slides over the image (true class "
+                        f"{self.class_names[label]}). (b) total activity of {result.layer} map {result.feature_map}, the "
+                        f"strongest in the unoccluded image, and (c) its projection; (d) the probability of the true class, "
+                        f"{summary['clean_prob']:.3f} unoccluded, lowest {summary['min_prob']:.3f}; (e) the most probable class. "
+                        "Look for (d) dropping where the square hides the part that identifies the object, not the background, "
+                        "and (b) dropping where it hides the pattern (c) shows."
+                    ),
+                )
+            )
         return page.Section("occlusion", "Occlusion sensitivity", "Fig. 7", body, numbers, f"{len(examples)} images")
 
     def invariance(self, advance):
@@ -491,30 +715,65 @@ class Context:
         amounts = default_amounts(self.probe.input_shape)
         curves = {}
         for number, kind in enumerate(amounts):
-            curves.update(invariance_curves(self.probe, stack, labels=labels, amounts={kind: amounts[kind]}, layers=layers,
-                                            fill="background", batch_size=64))
+            curves.update(
+                invariance_curves(
+                    self.probe,
+                    stack,
+                    labels=labels,
+                    amounts={kind: amounts[kind]},
+                    layers=layers,
+                    fill="background",
+                    batch_size=64,
+                )
+            )
             advance(number + 1, len(amounts))
         names = [name for name, _ in named]
         curves_name = self.save(curves_figure(curves, names, layers), "fig5-curves.png")
-        shown = self.save(examples_figure(named, resolve_fill(self.probe, "background"), amounts), "fig5-transforms.png")
+        shown = self.save(
+            examples_figure(named, resolve_fill(self.probe, "background"), amounts), "fig5-transforms.png"
+        )
         numbers = curves_json(curves, names, self.class_names, layers, "background")
         rows = []
         for kind, c in curves.items():
             moved = ~np.isclose(c.amounts, IDENTITY[kind]) & ~((kind == "rotation") & np.isclose(c.amounts % 360, 0))
-            rows.append([kind] + [f"{np.nanmean(c.distances[layer][:, moved]):.3f}" for layer in layers]
-                        + [f"{c.true_class_prob[:, moved].mean():.3f}"])
-        body = [page.figure(shown, "Fig. 5, the transforms", f"Each transform applied to {names[0]}; uncovered pixels "
-                            "take the image's background value (median of its border)."),
-                page.table(["transform"] + [f"mean distance {layer}" for layer in layers] + ["mean p(true class)"], rows,
-                           "Means over the transformed (not identity) amounts and the images."),
-                page.figure(curves_name, "Fig. 5, invariance curves", (
+            rows.append(
+                [kind]
+                + [f"{np.nanmean(c.distances[layer][:, moved]):.3f}" for layer in layers]
+                + [f"{c.true_class_prob[:, moved].mean():.3f}"]
+            )
+        body = [
+            page.figure(
+                shown,
+                "Fig. 5, the transforms",
+                f"Each transform applied to {names[0]}; uncovered pixels "
+                "take the image's background value (median of its border).",
+            ),
+            page.table(
+                ["transform"] + [f"mean distance {layer}" for layer in layers] + ["mean p(true class)"],
+                rows,
+                "Means over the transformed (not identity) amounts and the images.",
+            ),
+            page.figure(
+                curves_name,
+                "Fig. 5, invariance curves",
+                (
                     f"Rows: vertical translation, scale, rotation of {len(names)} images. Columns: the distance of the "
                     f"{' and '.join(layers)} feature vectors from the untransformed image's (relative to its norm), and the "
                     f"probability of the true class. Look for the first layer's distance rising steeply with any change "
                     f"and {layers[-1]}'s rising less and more linearly (the paper: higher layers are more invariant to "
                     "translation and scale), and p(true class) staying high except under rotation, which the model "
-                    "has not learned to ignore."))]
-        return page.Section("invariance", "Feature invariance", "Fig. 5", body, numbers, f"{len(names)} images, layers {', '.join(layers)}")
+                    "has not learned to ignore."
+                ),
+            ),
+        ]
+        return page.Section(
+            "invariance",
+            "Feature invariance",
+            "Fig. 5",
+            body,
+            numbers,
+            f"{len(names)} images, layers {', '.join(layers)}",
+        )
 
     def correspondence(self, advance):
         from pipelines.correspondence import masks_figure, result_json
@@ -522,62 +781,114 @@ class Context:
         from zfkeras.occlusion import fill_values
 
         if self.parts is None:
-            return page.Section("correspondence", "Part correspondence", "Table 1",
-                                [page.note("Not computed: give --parts FILE (e.g. docs/examples/shirt-parts.json) with the "
-                                           "same parts boxed in several images.")], {}, "")
+            return page.Section(
+                "correspondence",
+                "Part correspondence",
+                "Table 1",
+                [
+                    page.note(
+                        "Not computed: give --parts FILE (e.g. docs/examples/shirt-parts.json) with the "
+                        "same parts boxed in several images."
+                    )
+                ],
+                {},
+                "",
+            )
         files, given_files, parts, objects = self.parts
         named = _common.load_images(files, self.probe.input_shape)
         images = np.stack([image for _, image in named])
         try:
-            result = analysis.correspondence(self.probe, images, parts, objects=objects, draws=10, seed=self.seed,
-                                             batch_size=64)
+            result = analysis.correspondence(
+                self.probe, images, parts, objects=objects, draws=10, seed=self.seed, batch_size=64
+            )
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--parts") from None
         name = self.save(masks_figure(named, parts, result, fill_values(self.probe, None)), "fig8-masks.png")
         numbers = result_json(result, [n for n, _ in named], given_files, parts, objects, 10, self.seed)
-        rows = [[part] + [f"{s[layer].mean:.3f} ± {s[layer].std:.3f}" for layer in result.layers]
-                for part, s in result.scores.items()]
+        rows = [
+            [part] + [f"{s[layer].mean:.3f} ± {s[layer].std:.3f}" for layer in result.layers]
+            for part, s in result.scores.items()
+        ]
         pairs = len(images) * (len(images) - 1) // 2
-        body = [page.table(["part"] + [f"{layer}: sign change" for layer in result.layers], rows, (
+        body = [
+            page.table(
+                ["part"] + [f"{layer}: sign change" for layer in result.layers],
+                rows,
+                (
                     f"Table 1: the fraction of features whose change under masking differs in sign between two images, "
                     f"mean ± std over the {pairs} image pairs (lower = the part is encoded more consistently); random: "
                     "masks of the same size at random places, 10 draws. Look for parts below the random row, more so at "
-                    "the conv layer than at fc7, as in the paper.")),
-                page.figure(name, "Fig. 8, the masks", "Each image, each part masked (red outline), then random masks.")]
-        return page.Section("correspondence", "Part correspondence", "Table 1, Fig. 8", body, numbers, f"{len(parts)} parts")
+                    "the conv layer than at fc7, as in the paper."
+                ),
+            ),
+            page.figure(name, "Fig. 8, the masks", "Each image, each part masked (red outline), then random masks."),
+        ]
+        return page.Section(
+            "correspondence", "Part correspondence", "Table 1, Fig. 8", body, numbers, f"{len(parts)} parts"
+        )
 
     def _results(self, kind):
         return [(directory, results) for directory, found, results in self.results if found == kind]
 
     def transfer(self, advance):
-        return self._result_section("transfer", "Transfer to new data", "Tables 4-5, Fig. 9", page.transfer_table, (
-            "Mean per-class accuracy (± std over folds) of a softmax on the frozen pretrained features against the same "
-            "network trained from scratch, by training images per class. Look for the pretrained features winning by "
-            "far with few images, the paper's Caltech result."))
+        return self._result_section(
+            "transfer",
+            "Transfer to new data",
+            "Tables 4-5, Fig. 9",
+            page.transfer_table,
+            (
+                "Mean per-class accuracy (± std over folds) of a softmax on the frozen pretrained features against the same "
+                "network trained from scratch, by training images per class. Look for the pretrained features winning by "
+                "far with few images, the paper's Caltech result."
+            ),
+        )
 
     def layers(self, advance):
-        return self._result_section("layers", "Which layer's features", "Table 7", page.layers_table, (
-            "Mean per-class accuracy (± std over folds) of a linear classifier on each layer's frozen features. Look for "
-            "where accuracy peaks: the paper found it rising layer by layer up to the top."))
+        return self._result_section(
+            "layers",
+            "Which layer's features",
+            "Table 7",
+            page.layers_table,
+            (
+                "Mean per-class accuracy (± std over folds) of a linear classifier on each layer's frozen features. Look for "
+                "where accuracy peaks: the paper found it rising layer by layer up to the top."
+            ),
+        )
 
     def _result_section(self, kind, title, paper, table, caption):
         found = self._results(kind)
         if not found:
-            return page.Section(kind, title, paper, [page.note(
-                f"No results given: run zf {kind} and pass its output directory with --results DIR.")], {}, "")
+            return page.Section(
+                kind,
+                title,
+                paper,
+                [page.note(f"No results given: run zf {kind} and pass its output directory with --results DIR.")],
+                {},
+                "",
+            )
         body, numbers = [], {}
         for directory, results in found:
             given = results.get("model")
             if given and os.path.realpath(given) != os.path.realpath(self.path):
                 body.append(page.note(f"{directory} was computed for {given}, not {self.path}."))
-            body.append(table(results, f"{caption} From {directory}/results.json (data {results.get('data_spec', results.get('data'))})."))
+            body.append(
+                table(
+                    results,
+                    f"{caption} From {directory}/results.json (data {results.get('data_spec', results.get('data'))}).",
+                )
+            )
             if os.path.isfile(os.path.join(directory, "figure.png")):
                 import shutil
 
                 name = f"{kind}-{len(numbers) + 1}.png"
                 shutil.copyfile(os.path.join(directory, "figure.png"), os.path.join(self.target, name))
-                body.append(page.figure(name, f"{paper}, {directory}", "The same numbers as the table above, drawn by zf "
-                                        f"{kind} (figure.png of its output)."))
+                body.append(
+                    page.figure(
+                        name,
+                        f"{paper}, {directory}",
+                        f"The same numbers as the table above, drawn by zf {kind} (figure.png of its output).",
+                    )
+                )
             numbers[directory] = results.get("summary")
         return page.Section(kind, title, paper, body, numbers, f"{len(found)} result(s)")
 
@@ -595,7 +906,9 @@ def read_results(directory):
         reason = error.strerror if isinstance(error, OSError) else "not the results.json of zf transfer or zf layers"
         raise click.BadParameter(f"{path}: {reason}", param_hint="--results") from None
     if kind is None:
-        raise click.BadParameter(f"{path}: its summary rows are neither zf transfer's nor zf layers'", param_hint="--results")
+        raise click.BadParameter(
+            f"{path}: its summary rows are neither zf transfer's nor zf layers'", param_hint="--results"
+        )
     return directory, kind, results
 
 
@@ -643,8 +956,13 @@ def _curves_figure(history):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + key)
             if values and any(v is not None for v in values):
-                axis.plot(epochs, [np.nan if v is None else v for v in values], style, marker=".",
-                          label="validation" if prefix else "training")
+                axis.plot(
+                    epochs,
+                    [np.nan if v is None else v for v in values],
+                    style,
+                    marker=".",
+                    label="validation" if prefix else "training",
+                )
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
@@ -673,7 +991,14 @@ def _confusion_figure(confusion, class_names):
         limit = confusion.max() / 2
         for t in range(len(class_names)):
             for p in range(len(class_names)):
-                axis.text(p, t, str(confusion[t, p]), ha="center", va="center", fontsize=7,
-                          color="white" if confusion[t, p] > limit else "black")
+                axis.text(
+                    p,
+                    t,
+                    str(confusion[t, p]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if confusion[t, p] > limit else "black",
+                )
     figure.tight_layout()
     return figure

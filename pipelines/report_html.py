@@ -46,8 +46,10 @@ def escape(value):
 
 def figure(src, title, caption):
     """An image file next to the page with a caption saying what it shows and what to look for."""
-    return (f'<figure><img src="{escape(src)}" alt="{escape(title)}">'
-            f"<figcaption><b>{escape(title)}.</b> {escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{escape(src)}" alt="{escape(title)}">'
+        f"<figcaption><b>{escape(title)}.</b> {escape(caption)}</figcaption></figure>"
+    )
 
 
 def table(header, rows, caption=None):
@@ -83,13 +85,21 @@ def accuracy_table(errors, images):
     for key, title in COLUMNS:
         if key in errors:
             value = errors[key]
-            rows.append(f'<tr><td>{escape(title)}</td><td class="number" data-metric="{key}" data-value="{value!r}">'
-                        f"{100 * value:.2f}%</td><td class=\"number\">{100 * (1 - value):.2f}%</td></tr>")
-    return ("<table><thead><tr><th>error</th><th>value</th><th>accuracy</th></tr></thead><tbody>" + "".join(rows)
-            + '</tbody></table><p class="caption">' + escape(
-                f"On {images} images. Single crop: the centre crop; 10 crops: the 4 corners and the centre of the image "
-                "and of its mirror image, probabilities averaged (the paper's test protocol). zf evaluate gives the same "
-                "numbers.") + "</p>")
+            rows.append(
+                f'<tr><td>{escape(title)}</td><td class="number" data-metric="{key}" data-value="{value!r}">'
+                f'{100 * value:.2f}%</td><td class="number">{100 * (1 - value):.2f}%</td></tr>'
+            )
+    return (
+        "<table><thead><tr><th>error</th><th>value</th><th>accuracy</th></tr></thead><tbody>"
+        + "".join(rows)
+        + '</tbody></table><p class="caption">'
+        + escape(
+            f"On {images} images. Single crop: the centre crop; 10 crops: the 4 corners and the centre of the image "
+            "and of its mirror image, probabilities averaged (the paper's test protocol). zf evaluate gives the same "
+            "numbers."
+        )
+        + "</p>"
+    )
 
 
 def _percent(row):
@@ -102,8 +112,11 @@ def transfer_table(results, caption):
     sizes = sorted({row["n_per_class"] for row in rows})
     methods = list(dict.fromkeys(row["method"] for row in rows))
     cell = {(row["method"], row["n_per_class"]): _percent(row) for row in rows}
-    return table(["method"] + [f"acc % {n}/class" for n in sizes],
-                 [[method] + [cell.get((method, n), "") for n in sizes] for method in methods], caption)
+    return table(
+        ["method"] + [f"acc % {n}/class" for n in sizes],
+        [[method] + [cell.get((method, n), "") for n in sizes] for method in methods],
+        caption,
+    )
 
 
 def layers_table(results, caption):
@@ -112,10 +125,15 @@ def layers_table(results, caption):
     columns = list(dict.fromkeys((row["classifier"], row["n_per_class"]) for row in rows))
     layers = list(dict.fromkeys(row["layer"] for row in rows))
     cell = {(row["layer"], row["classifier"], row["n_per_class"]): _percent(row) for row in rows}
-    values = (results.get("features") or {})
-    return table(["layer", "features"] + [f"{c} {n}/class" for c, n in columns],
-                 [[layer, f"{values.get(layer, {}).get('values', '')}"] + [cell.get((layer, c, n), "") for c, n in columns]
-                  for layer in layers], caption)
+    values = results.get("features") or {}
+    return table(
+        ["layer", "features"] + [f"{c} {n}/class" for c, n in columns],
+        [
+            [layer, f"{values.get(layer, {}).get('values', '')}"] + [cell.get((layer, c, n), "") for c, n in columns]
+            for layer in layers
+        ],
+        caption,
+    )
 
 
 def document(header, identity, sections):
@@ -124,12 +142,15 @@ def document(header, identity, sections):
     nav = "".join(f'<a href="#{escape(s.key)}">{escape(s.title)}</a>' for s in sections)
     parts = []
     for s in sections:
-        parts.append(f'<section id="{escape(s.key)}"><h2>{escape(s.title)} <small>{escape(s.paper)}</small></h2>'
-                     + "".join(s.body) + "</section>")
+        parts.append(
+            f'<section id="{escape(s.key)}"><h2>{escape(s.title)} <small>{escape(s.paper)}</small></h2>'
+            + "".join(s.body)
+            + "</section>"
+        )
     images = "all" if header["images"] is None else header["images"]
     skipped = f" Left out: {', '.join(header['skipped'])}." if header["skipped"] else ""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<header><h1>{escape(identity['model_name'])} <small>{escape(header['model'])}</small></h1>"
         f"<p>Data: {escape(header['data'])}, {escape(header['split'])} split, {escape(images)} images. "

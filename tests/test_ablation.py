@@ -29,6 +29,7 @@ def idx_dir(tmp_path_factory):
 
 # ---- variant syntax ---------------------------------------------------------------------------
 
+
 def test_parse_variant_forms():
     assert parse_variant("base") == Variant("base")
     assert parse_variant("without=3,4") == Variant("without=3,4", without=(3, 4))
@@ -42,17 +43,20 @@ def test_parse_variant_forms():
     assert parse_variant(both.text) == both  # text round-trips
 
 
-@pytest.mark.parametrize("text, named", [
-    ("without=9", "'9' is not a layer"),
-    ("without=fc5", "'fc5' is not a layer"),
-    ("units=conv3", "LAYER=UNITS"),
-    ("units=conv3=0", "positive int"),
-    ("conv1=kernal:7", "unknown conv field 'kernal'"),
-    ("conv1=stride:two", "needs an int"),
-    ("wider", "has no '='"),
-    ("depth=3", "unknown clause 'depth'"),
-    ("name=only a label", "no change given"),
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("without=9", "'9' is not a layer"),
+        ("without=fc5", "'fc5' is not a layer"),
+        ("units=conv3", "LAYER=UNITS"),
+        ("units=conv3=0", "positive int"),
+        ("conv1=kernal:7", "unknown conv field 'kernal'"),
+        ("conv1=stride:two", "needs an int"),
+        ("wider", "has no '='"),
+        ("depth=3", "unknown clause 'depth'"),
+        ("name=only a label", "no change given"),
+    ],
+)
 def test_parse_variant_errors_name_the_text(text, named):
     with pytest.raises(ValueError) as error:
         parse_variant(text)
@@ -72,6 +76,7 @@ def test_apply_drops_widths_of_removed_layers_and_names_bad_variants():
 
 
 # ---- parameter counts against hand counts ----------------------------------------------------
+
 
 def conv(k, c_in, c_out):
     return k * k * c_in * c_out + c_out
@@ -102,8 +107,12 @@ def small_expected(u):
         "without fc6,fc7": hand_count([(3, c1), (3, c2), (3, c3), (3, c4), (3, c5)], [], 3, 1, 10),
         "without conv3,conv4": hand_count([(3, c1), (3, c2), (3, c5)], [f6, f7], 3, 1, 10),
         "without conv3,conv4,fc6,fc7": hand_count([(3, c1), (3, c2), (3, c5)], [], 3, 1, 10),
-        f"wider conv3-5 ({2 * c3},{2 * c4},{2 * c5})": hand_count([(3, c1), (3, c2), (3, 2 * c3), (3, 2 * c4), (3, 2 * c5)], [f6, f7], 3, 1, 10),
-        f"narrower fc6,fc7 ({f6 // 2},{f7 // 2})": hand_count([(3, c1), (3, c2), (3, c3), (3, c4), (3, c5)], [f6 // 2, f7 // 2], 3, 1, 10),
+        f"wider conv3-5 ({2 * c3},{2 * c4},{2 * c5})": hand_count(
+            [(3, c1), (3, c2), (3, 2 * c3), (3, 2 * c4), (3, 2 * c5)], [f6, f7], 3, 1, 10
+        ),
+        f"narrower fc6,fc7 ({f6 // 2},{f7 // 2})": hand_count(
+            [(3, c1), (3, c2), (3, c3), (3, c4), (3, c5)], [f6 // 2, f7 // 2], 3, 1, 10
+        ),
         "conv1 7x7/2": hand_count([(7, c1), (3, c2), (3, c3), (3, c4), (3, c5)], [f6, f7], 1, 1, 10),
     }
 
@@ -119,7 +128,9 @@ def zfnet_expected(u, classes):
         "without fc6,fc7": hand_count(layers, [], 6, 3, classes),
         "without conv3,conv4": hand_count([(7, c1), (5, c2), (3, c5)], [f6, f7], 6, 3, classes),
         "without conv3,conv4,fc6,fc7": hand_count([(7, c1), (5, c2), (3, c5)], [], 6, 3, classes),
-        f"wider conv3-5 ({2 * c3},{2 * c4},{2 * c5})": hand_count([(7, c1), (5, c2), (3, 2 * c3), (3, 2 * c4), (3, 2 * c5)], [f6, f7], 6, 3, classes),
+        f"wider conv3-5 ({2 * c3},{2 * c4},{2 * c5})": hand_count(
+            [(7, c1), (5, c2), (3, 2 * c3), (3, 2 * c4), (3, 2 * c5)], [f6, f7], 6, 3, classes
+        ),
         f"narrower fc6,fc7 ({f6 // 2},{f7 // 2})": hand_count(layers, [f6 // 2, f7 // 2], 6, 3, classes),
         "conv1 11x11/4": hand_count([(11, c1)] + layers[1:], [f6, f7], 2, 3, classes),
     }
@@ -136,7 +147,8 @@ def test_default_variants_of_zfnet_small_match_hand_counts():
     keras.backend.clear_session()
     full = TrainConfig(arch="zfnet_small")
     assert variant_counts(full) == small_expected(
-        {"conv1": 32, "conv2": 64, "conv3": 96, "conv4": 96, "conv5": 64, "fc6": 256, "fc7": 256})
+        {"conv1": 32, "conv2": 64, "conv3": 96, "conv4": 96, "conv5": 64, "fc6": 256, "fc7": 256}
+    )
 
 
 def test_default_variants_of_zfnet_224_match_hand_counts():
@@ -156,6 +168,7 @@ def test_default_variants_of_zfnet_224_match_hand_counts():
 
 
 # ---- data subset and the runner ----------------------------------------------------------------
+
 
 def test_sample_source_is_a_seeded_random_subset(idx_dir):
     source = data.load_source(f"idx:{idx_dir}", "train")
@@ -197,8 +210,16 @@ def test_runner_trains_reports_and_skips_finished_variants(idx_dir, tmp_path):
     runs = str(tmp_path / "runs")
 
     def run():
-        return run_ablation(base, variants, train_source, test_source, runs, diagnose_images=20,
-                            callbacks=lambda v: [Counter(counts, v.name)], on_variant=lambda i, v, s: stages.append((v.name, s)))
+        return run_ablation(
+            base,
+            variants,
+            train_source,
+            test_source,
+            runs,
+            diagnose_images=20,
+            callbacks=lambda v: [Counter(counts, v.name)],
+            on_variant=lambda i, v, s: stages.append((v.name, s)),
+        )
 
     results = run()
     assert counts == {"base": 2, "without=3,4": 2, "coarse": 2} and not any(r.reused for r in results)
@@ -225,7 +246,10 @@ def test_runner_trains_reports_and_skips_finished_variants(idx_dir, tmp_path):
     assert mtimes == [os.path.getmtime(os.path.join(r.run_dir, "model.keras")) for r in again]
     for first, second in zip(results, again):
         assert (first.test_top1_error, first.val_top1_error, first.train_top1_error) == (
-            second.test_top1_error, second.val_top1_error, second.train_top1_error)
+            second.test_top1_error,
+            second.val_top1_error,
+            second.train_top1_error,
+        )
 
     with pytest.raises(ValueError, match="holds a finished run with epochs=2, not 3"):
         run_ablation(base.replace(epochs=3), variants[:1], train_source, test_source, runs)
@@ -240,9 +264,26 @@ TINY = ",".join(f"{k}={v}" for k, v in TINY_UNITS.items())
 
 def test_cli_writes_outputs(idx_dir, tmp_path):
     out = tmp_path / "out"
-    args = ["--data", f"idx:{idx_dir}", "--epochs", "1", "--images", "100", "--units", TINY, "--kernel-init", "he_normal",
-            "--variant", "without=6,7", "--variant", "name=coarse;conv1=kernel:5,stride:2", "--diagnose-images", "16",
-            "--out", str(out)]
+    args = [
+        "--data",
+        f"idx:{idx_dir}",
+        "--epochs",
+        "1",
+        "--images",
+        "100",
+        "--units",
+        TINY,
+        "--kernel-init",
+        "he_normal",
+        "--variant",
+        "without=6,7",
+        "--variant",
+        "name=coarse;conv1=kernel:5,stride:2",
+        "--diagnose-images",
+        "16",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(ablate, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())

@@ -19,12 +19,46 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # What each command does, written down here independently of the code, so that a command that
 # loses (or gains) an option of the convention fails this test.
-READS_MODEL = {"project", "export", "evaluate", "visualize", "evolution", "filters", "occlusion", "invariance",
-               "correspondence", "transfer", "layers", "report"}
-READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report",
-              "prepare"}
-RANDOM = {"demo", "train", "project", "visualize", "evolution", "filters", "correspondence", "transfer", "layers", "ablate",
-          "prepare"}
+READS_MODEL = {
+    "project",
+    "export",
+    "evaluate",
+    "visualize",
+    "evolution",
+    "filters",
+    "occlusion",
+    "invariance",
+    "correspondence",
+    "transfer",
+    "layers",
+    "report",
+}
+READS_DATA = {
+    "demo",
+    "train",
+    "evaluate",
+    "visualize",
+    "evolution",
+    "filters",
+    "transfer",
+    "layers",
+    "ablate",
+    "report",
+    "prepare",
+}
+RANDOM = {
+    "demo",
+    "train",
+    "project",
+    "visualize",
+    "evolution",
+    "filters",
+    "correspondence",
+    "transfer",
+    "layers",
+    "ablate",
+    "prepare",
+}
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
 
 
@@ -120,8 +154,13 @@ def tiny(tmp_path_factory):
     names = [f"class-{i}" for i in range(10)]
     (root / "run" / "config.json").write_text('{"class_names": %s}' % str(names).replace("'", '"'))
     write_small_idx(str(root / "idx"), n_train=16, n_test=12)
-    return {"root": root, "file": str(root / "model.keras"), "run": str(root / "run"), "idx": f"idx:{root / 'idx'}",
-            "names": names}
+    return {
+        "root": root,
+        "file": str(root / "model.keras"),
+        "run": str(root / "run"),
+        "idx": f"idx:{root / 'idx'}",
+        "names": names,
+    }
 
 
 def zf(*args):
@@ -149,11 +188,27 @@ def test_a_run_directory_is_a_model(tiny, tmp_path):
 def test_images_limits_the_images_read(tiny, tmp_path):
     import json
 
-    result = zf("evaluate", tiny["file"], "--data", tiny["idx"], "--crops", "single", "--images", "5", "--out", tmp_path / "e")
+    result = zf(
+        "evaluate", tiny["file"], "--data", tiny["idx"], "--crops", "single", "--images", "5", "--out", tmp_path / "e"
+    )
     assert result.exit_code == 0, result.output
     assert json.load(open(tmp_path / "e" / "results.json"))["num_images"] == 5
-    result = zf("visualize", tiny["file"], "--data", tiny["idx"], "--layers", "conv1", "--maps", "0", "--k", "2",
-                "--images", "7", "--out", tmp_path / "v")
+    result = zf(
+        "visualize",
+        tiny["file"],
+        "--data",
+        tiny["idx"],
+        "--layers",
+        "conv1",
+        "--maps",
+        "0",
+        "--k",
+        "2",
+        "--images",
+        "7",
+        "--out",
+        tmp_path / "v",
+    )
     assert result.exit_code == 0, result.output
     assert json.load(open(tmp_path / "v" / "summary.json"))["images"] == 7
 
@@ -163,8 +218,19 @@ def test_progress_on_stderr_and_results_on_stdout(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert "occluding" in result.stderr and "occluding" not in result.stdout
     assert "chelsea: p(" in result.stdout
-    result = zf("invariance", tiny["file"], "chelsea", "--shifts", "0,2", "--scales", "1", "--angles", "0,90",
-                "--out", tmp_path / "i")
+    result = zf(
+        "invariance",
+        tiny["file"],
+        "chelsea",
+        "--shifts",
+        "0,2",
+        "--scales",
+        "1",
+        "--angles",
+        "0,90",
+        "--out",
+        tmp_path / "i",
+    )
     assert result.exit_code == 0, result.output
     assert "transforming" in result.stderr and "transforming" not in result.stdout
 
@@ -175,8 +241,11 @@ def test_progress_on_stderr_and_results_on_stdout(tiny, tmp_path):
         (["invariance", "{file}", "chelsea", "--shifts", "0,x,2"], "--shifts", "'x' in '0,x,2'"),
         (["visualize", "{file}", "--data", "{idx}", "--maps", "some"], "--maps", "'some': use 'all'"),
         (["visualize", "{file}", "--data", "{idx}", "--layers", "conv1,conv9"], "--layers", "unknown layer 'conv9'"),
-        (["visualize", "{file}", "--data", "{idx}", "--maps", "0,99", "--layers", "conv2"], "--maps",
-         "map 99 does not exist in conv2"),
+        (
+            ["visualize", "{file}", "--data", "{idx}", "--maps", "0,99", "--layers", "conv2"],
+            "--maps",
+            "map 99 does not exist in conv2",
+        ),
         (["occlusion", "{file}", "chelsea", "--layer", "fc9"], "--layer", "unknown layer 'fc9'"),
         (["project", "random:vgg", "chelsea"], "MODEL", "use random:ARCH"),
         (["evaluate", "{run}/config.json", "--data", "{idx}"], "MODEL", "MODEL must be a SavedModel directory"),
@@ -194,9 +263,28 @@ def test_errors_are_one_line_on_stderr_naming_the_option(tiny, tmp_path, args, o
 
 
 def test_train_takes_out_and_still_accepts_run_dir(tiny, tmp_path):
-    tiny_train = ["train", "--arch", "zfnet_small", "--units", "conv1=4,conv2=4,conv3=4,conv4=4,conv5=4,fc6=8,fc7=8",
-                  "--batch-size", "8", "--log-projections", "0", "--no-progress", "--val-split", "0", "--epochs", "1",
-                  "--checkpoint-epochs", "1", "--data", tiny["idx"], "--images", "8"]
+    tiny_train = [
+        "train",
+        "--arch",
+        "zfnet_small",
+        "--units",
+        "conv1=4,conv2=4,conv3=4,conv4=4,conv5=4,fc6=8,fc7=8",
+        "--batch-size",
+        "8",
+        "--log-projections",
+        "0",
+        "--no-progress",
+        "--val-split",
+        "0",
+        "--epochs",
+        "1",
+        "--checkpoint-epochs",
+        "1",
+        "--data",
+        tiny["idx"],
+        "--images",
+        "8",
+    ]
     result = zf(*tiny_train, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     import json
@@ -214,8 +302,14 @@ def test_train_takes_out_and_still_accepts_run_dir(tiny, tmp_path):
 def test_no_tensorflow_start_up_chatter(tiny, tmp_path):
     # A fresh process, as on the command line: TensorFlow is imported by the command itself.
     env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "evaluate", tiny["file"], "--data", tiny["idx"],
-                           "--crops", "single"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "evaluate", tiny["file"], "--data", tiny["idx"], "--crops", "single"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr
     assert "top-1" in done.stdout
     for chatter in ("absl::InitializeLog()", "oneDNN custom operations", "cpu_feature_guard", "I0000", "W0000"):

@@ -43,9 +43,13 @@ def collect(dataset):
 def memory_source(images, labels=None, channels=None):
     images = np.asarray(images, np.uint8)
     labels = np.arange(len(images), dtype=np.int64) if labels is None else np.asarray(labels, np.int64)
-    return data.Source(dataset=tf.data.Dataset.from_tensor_slices((images, labels)),
-                       class_names=[str(i) for i in range(len(images))], num_examples=len(images),
-                       channels=channels or images.shape[-1], name="memory")
+    return data.Source(
+        dataset=tf.data.Dataset.from_tensor_slices((images, labels)),
+        class_names=[str(i) for i in range(len(images))],
+        num_examples=len(images),
+        channels=channels or images.shape[-1],
+        name="memory",
+    )
 
 
 RNG = np.random.default_rng(0)
@@ -196,8 +200,11 @@ def test_folder_corrupt_file_is_found_when_read_and_named_or_skipped(tmp_path):
     truncated.write_bytes(jpeg[: len(jpeg) // 2])
 
     source = data.load_source(f"folder:{tmp_path}", "all")  # opening decodes nothing, so it succeeds
-    assert source.num_examples == 4 and source.files[1:] == (str(corrupt), str(tmp_path / "b" / "good2.png"),
-                                                            str(truncated))
+    assert source.num_examples == 4 and source.files[1:] == (
+        str(corrupt),
+        str(tmp_path / "b" / "good2.png"),
+        str(truncated),
+    )
     with pytest.raises(tf.errors.InvalidArgumentError) as err:
         collect(source.dataset)
     assert data.corrupt_file_in(err.value) == str(corrupt)
@@ -275,15 +282,17 @@ def tiny_tfds_dir(tmp_path_factory):
         def _info(self):
             return tfds.core.DatasetInfo(
                 builder=self,
-                features=tfds.features.FeaturesDict({
-                    "image": tfds.features.Image(shape=(8, 8, 3)),
-                    "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
-                }),
-                supervised_keys=("image", "label"))
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(shape=(8, 8, 3)),
+                        "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
+                    }
+                ),
+                supervised_keys=("image", "label"),
+            )
 
         def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(0, 6),
-                    "validation": self._generate_examples(100, 3)}
+            return {"train": self._generate_examples(0, 6), "validation": self._generate_examples(100, 3)}
 
         def _generate_examples(self, start, n):
             for i in range(start, start + n):
@@ -357,8 +366,7 @@ def test_ten_crop_matches_hand_slices():
 
 
 def test_center_crop_offsets():
-    np.testing.assert_array_equal(data.center_crop(pattern(32, 32), 28).numpy(),
-                                  pattern(32, 32)[2:30, 2:30])
+    np.testing.assert_array_equal(data.center_crop(pattern(32, 32), 28).numpy(), pattern(32, 32)[2:30, 2:30])
     image = pattern(256, 256, 1)
     np.testing.assert_array_equal(data.center_crop(image, 224).numpy(), image[16:240, 16:240])
     np.testing.assert_array_equal(data.ten_crop(image, 224).numpy()[4], image[16:240, 16:240])
@@ -430,9 +438,13 @@ def test_pipelines_yield_raw_pixels_and_mean_image():
     for x, y in data.train_dataset(source, 28, 1, 5, seed=3).as_numpy_iterator():
         assert x.dtype == np.float32 and x.shape == (5, 28, 28, 1)
         for image, label in zip(x, y):
-            found = [(t, c) for t in range(5) for c in range(5)
-                     for w in (padded[label, t:t + 28, c:c + 28], padded[label, t:t + 28, c:c + 28][:, ::-1])
-                     if np.array_equal(image, w)]
+            found = [
+                (t, c)
+                for t in range(5)
+                for c in range(5)
+                for w in (padded[label, t : t + 28, c : c + 28], padded[label, t : t + 28, c : c + 28][:, ::-1])
+                if np.array_equal(image, w)
+            ]
             assert found
             shifts.update(found)
     assert len(shifts) > 1
@@ -441,8 +453,12 @@ def test_pipelines_yield_raw_pixels_and_mean_image():
     big = RNG.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
     for x, y in data.train_dataset(memory_source(big), 224, 3, 2, seed=1).as_numpy_iterator():
         for image, label in zip(x, y):
-            assert any(np.array_equal(image, w) for t in range(33) for c in range(33)
-                       for w in (big[label, t:t + 224, c:c + 224], big[label, t:t + 224, c:c + 224][:, ::-1]))
+            assert any(
+                np.array_equal(image, w)
+                for t in range(33)
+                for c in range(33)
+                for w in (big[label, t : t + 224, c : c + 224], big[label, t : t + 224, c : c + 224][:, ::-1])
+            )
 
     mean = data.compute_mean_image(source, 28, 1)
     assert mean.dtype == np.float32 and mean.shape == (28, 28, 1)
@@ -455,7 +471,8 @@ def test_mean_image_of_variable_size_images():
     images = [np.full((h, w, 3), v, np.uint8) for h, w, v in ((40, 64, 10), (16, 20, 50), (37, 37, 90))]
     ds = tf.data.Dataset.from_generator(
         lambda: ((x, 0) for x in images),
-        output_signature=(tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int64)))
+        output_signature=(tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int64)),
+    )
     mean = data.compute_mean_image(ds, 32, 3)
     assert mean.shape == (32, 32, 3)
     np.testing.assert_allclose(mean, 50.0, atol=1e-4)
@@ -503,8 +520,9 @@ def test_default_source_falls_back_to_tfds(monkeypatch, tmp_path):
     assert data.resolve_source("idx:/x") == "idx:/x"
 
 
-@pytest.mark.skipif(not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR),
-                    reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR), reason="Debian package dataset-fashion-mnist not installed"
+)
 def test_default_source_is_debian_fashion_mnist():
     assert data.DEFAULT_SOURCE == "fashion_mnist"
     assert data.resolve_source("fashion_mnist") == f"idx:{data.DEBIAN_FASHION_MNIST_DIR}"

@@ -115,7 +115,7 @@ def test_in_memory_source_is_permuted_by_id():
     images = np.arange(12, dtype=np.uint8)[:, None, None, None] * np.ones((1, 28, 28, 1), np.uint8)
     source = data._in_memory_source(images, np.arange(12) % 3, ["a", "b", "c"], "m", "train")
     got = epoch_arrays(TrainingImages(source, 28, 1, cache="none"), 12, seed=7)
-    (x, y, ids), = got
+    ((x, y, ids),) = got
     np.testing.assert_array_equal(ids, np.random.default_rng(7).permutation(12))
     np.testing.assert_array_equal(y, ids % 3)
     # the pixels of each crop are its image's value, or zero padding
@@ -129,10 +129,17 @@ def corrupt_source(tmp_path, skip):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
     files = tuple(str(p) for p in sorted(root.glob("*/*.png")))
     labels = np.asarray([int(os.path.basename(os.path.dirname(f))[-2:]) for f in files], np.int64)
-    dataset = tf.data.Dataset.from_tensor_slices((list(files), labels)).map(
-        lambda f, y: (data._decode_file(f, 3), y))
-    return data.Source(dataset=dataset, class_names=["class00", "class01"], num_examples=len(files), channels=3,
-                       name="corrupt", labels=labels, files=files, skip_corrupt=skip), str(bad)
+    dataset = tf.data.Dataset.from_tensor_slices((list(files), labels)).map(lambda f, y: (data._decode_file(f, 3), y))
+    return data.Source(
+        dataset=dataset,
+        class_names=["class00", "class01"],
+        num_examples=len(files),
+        channels=3,
+        name="corrupt",
+        labels=labels,
+        files=files,
+        skip_corrupt=skip,
+    ), str(bad)
 
 
 def test_corrupt_file_mid_epoch_is_skipped_and_named(tmp_path):
@@ -161,8 +168,16 @@ def test_train_names_a_corrupt_file(tmp_path):
     from zfkeras.train import TrainConfig, train
 
     source, bad = corrupt_source(tmp_path, skip=False)
-    config = TrainConfig(arch="zfnet_small", input_shape=(28, 28, 3), num_classes=2, epochs=1, batch_size=4,
-                         val_split=0.0, checkpoint_epochs=(), kernel_init="glorot_uniform")
+    config = TrainConfig(
+        arch="zfnet_small",
+        input_shape=(28, 28, 3),
+        num_classes=2,
+        epochs=1,
+        batch_size=4,
+        val_split=0.0,
+        checkpoint_epochs=(),
+        kernel_init="glorot_uniform",
+    )
     with pytest.raises(data.CorruptImageError, match="002.png"):
         train(config, source, run_dir=str(tmp_path / "run"), cache="none", histograms=False)
     skipping, _ = corrupt_source(tmp_path / "again", skip=True)

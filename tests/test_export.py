@@ -55,8 +55,14 @@ def model():
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory):
     path = tmp_path_factory.mktemp("exports") / "tiny"
-    export_model(model, path, class_names=CLASSES, config={"config": {"lr": 0.01}}, metrics={"test_top1_error": np.float32(0.25)},
-                 command="zf train --epochs 1")
+    export_model(
+        model,
+        path,
+        class_names=CLASSES,
+        config={"config": {"lr": 0.01}},
+        metrics={"test_top1_error": np.float32(0.25)},
+        command="zf train --epochs 1",
+    )
     return path
 
 
@@ -76,8 +82,13 @@ def test_plain_tensorflow_process_matches_keras(model, exported, images, tmp_pat
     np.savez(tmp_path / "in.npz", **given)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, "-c", PLAIN_LOADER, str(exported), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-                          env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOADER, str(exported), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     out = np.load(tmp_path / "out.npz")
 
@@ -90,7 +101,9 @@ def test_plain_tensorflow_process_matches_keras(model, exported, images, tmp_pat
         for key, position in (("max", "max"), ("at", given[f"at_{layer}"]), ("map", "map")):
             reference = deconvnet.project(images, layer, channel, position)
             assert np.abs(reference).max() > 0 or key == "at", f"{layer} {key}: a zero projection tests nothing"
-            np.testing.assert_allclose(out[f"{key}/{layer}"], reference, rtol=1e-5, atol=1e-5 * max(np.abs(reference).max(), 1e-3))
+            np.testing.assert_allclose(
+                out[f"{key}/{layer}"], reference, rtol=1e-5, atol=1e-5 * max(np.abs(reference).max(), 1e-3)
+            )
 
 
 NATIVE_LOADER = r"""
@@ -112,13 +125,28 @@ def test_serve_takes_native_images_of_any_size(model, exported, images, tmp_path
     """Plain TF: ``serve`` on native images applies the evaluation view itself; a native 28x28 image
     of a small model goes in unchanged, and other sizes are resized (smaller side) and centre-cropped."""
     rng = np.random.default_rng(5)
-    given = {"native": images, "wide": rng.uniform(0, 255, (2, 40, 56, 1)).astype("float32"),
-             "tall": rng.uniform(0, 255, (2, 61, 28, 1)).astype("float32")}
+    given = {
+        "native": images,
+        "wide": rng.uniform(0, 255, (2, 40, 56, 1)).astype("float32"),
+        "tall": rng.uniform(0, 255, (2, 61, 28, 1)).astype("float32"),
+    }
     np.savez(tmp_path / "native.npz", **given)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, "-c", NATIVE_LOADER, str(exported), str(tmp_path / "native.npz"),
-                           str(tmp_path / "served.npz")], env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NATIVE_LOADER,
+            str(exported),
+            str(tmp_path / "native.npz"),
+            str(tmp_path / "served.npz"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     out = np.load(tmp_path / "served.npz")
     np.testing.assert_array_equal(out["pre/native"], images)
@@ -146,17 +174,25 @@ def test_older_export_without_feature_shapes_is_one_clear_error(exported, tmp_pa
 
 
 def test_metadata_and_files(model, exported):
-    assert sorted(os.listdir(exported)) == sorted(["assets", "fingerprint.pb", "mean.npy", "model.keras", "saved_model.pb", "variables", "zfkeras.json"])
+    assert sorted(os.listdir(exported)) == sorted(
+        ["assets", "fingerprint.pb", "mean.npy", "model.keras", "saved_model.pb", "variables", "zfkeras.json"]
+    )
     meta = read_metadata(exported)
     assert meta["input_shape"] == [28, 28, 1] and meta["class_names"] == CLASSES and meta["layer_names"] == LAYERS
     assert meta["feature_names"] == LAYERS + ["fc6", "fc7"]
     assert meta["feature_shapes"]["conv2"] == [14, 14, 8] and meta["feature_shapes"]["fc7"] == [16]
-    assert meta["input"]["serve"] == {"dtype": "float32", "shape": [None, None, None, 1], "range": [0, 255],
-                                      "what": meta["input"]["serve"]["what"]}
+    assert meta["input"]["serve"] == {
+        "dtype": "float32",
+        "shape": [None, None, None, 1],
+        "range": [0, 255],
+        "what": meta["input"]["serve"]["what"],
+    }
     assert meta["input"]["model"]["shape"] == [None, 28, 28, 1]
     assert meta["preprocessing"].startswith("none for native 28x28 images")
     assert meta["training"] == {"command": "zf train --epochs 1", "config": {"config": {"lr": 0.01}}}
-    assert meta["metrics"] == {"test_top1_error": pytest.approx(0.25)} and meta["zfkeras_version"] == zfkeras.__version__
+    assert (
+        meta["metrics"] == {"test_top1_error": pytest.approx(0.25)} and meta["zfkeras_version"] == zfkeras.__version__
+    )
     np.testing.assert_array_equal(np.load(exported / "mean.npy"), model.get_layer("subtract_mean").mean.numpy())
     reloaded = keras.saving.load_model(exported / "model.keras")
     for a, b in zip(reloaded.get_weights(), model.get_weights()):
@@ -171,8 +207,12 @@ def test_exported_probe_equals_keras_probe(model, exported, images):
     assert sorted(got) == ["conv3", "fc6"]
     np.testing.assert_allclose(got["conv3"], reference.features(images, ["conv3"])["conv3"], rtol=1e-5, atol=1e-4)
     for position in ("max", "map", (3, 4)):
-        np.testing.assert_allclose(probe.project(images, "conv2", 1, position, batch_size=2),
-                                   reference.project(images, "conv2", 1, position), rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(
+            probe.project(images, "conv2", 1, position, batch_size=2),
+            reference.project(images, "conv2", 1, position),
+            rtol=1e-5,
+            atol=1e-3,
+        )
     np.testing.assert_array_equal(probe.mean_image, reference.mean_image)
     with pytest.raises(ValueError, match="channel must be in"):
         probe.project(images, "conv2", 8)
@@ -217,9 +257,13 @@ def test_zf_export_command(model, tmp_path):
     run_dir = tmp_path / "run"
     os.makedirs(run_dir / "checkpoints")
     model.save(run_dir / "checkpoints" / "epoch-002.keras")
-    (run_dir / "config.json").write_text(json.dumps({"command": "zf train --epochs 3", "class_names": CLASSES, "config": {}}))
+    (run_dir / "config.json").write_text(
+        json.dumps({"command": "zf train --epochs 3", "class_names": CLASSES, "config": {}})
+    )
     (run_dir / "history.json").write_text(json.dumps({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.0]}))
-    result = CliRunner().invoke(command, [str(run_dir / "checkpoints" / "epoch-002.keras"), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        command, [str(run_dir / "checkpoints" / "epoch-002.keras"), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     meta = read_metadata(tmp_path / "out")
     assert meta["training"]["command"] == "zf train --epochs 3" and meta["class_names"] == CLASSES

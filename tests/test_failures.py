@@ -28,8 +28,21 @@ from zfkeras.models import build_model, zfnet_small_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240  # seconds a subprocess may take before the test fails (and kills it)
-TINY = ["--arch", "zfnet_small", "--units", "conv1=4,conv2=4,conv3=4,conv4=4,conv5=4,fc6=16,fc7=16",
-        "--kernel-init", "he_normal", "--batch-size", "8", "--log-projections", "0", "--no-progress", "--val-split", "0"]
+TINY = [
+    "--arch",
+    "zfnet_small",
+    "--units",
+    "conv1=4,conv2=4,conv3=4,conv4=4,conv5=4,fc6=16,fc7=16",
+    "--kernel-init",
+    "he_normal",
+    "--batch-size",
+    "8",
+    "--log-projections",
+    "0",
+    "--no-progress",
+    "--val-split",
+    "0",
+]
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -101,8 +114,14 @@ def setup(tmp_path_factory):
     image_folder(root / "split" / "test", 2, seed=1)
     corrupt = root / "split" / "test" / "a" / "zz-broken.png"
     corrupt.write_bytes(b"not a png at all" * 4)
-    return {"root": root, "model": str(root / "model.keras"), "idx": f"idx:{root / 'idx'}", "split": str(root / "split"),
-            "corrupt": str(corrupt), "run": str(root / "run")}
+    return {
+        "root": root,
+        "model": str(root / "model.keras"),
+        "idx": f"idx:{root / 'idx'}",
+        "split": str(root / "split"),
+        "corrupt": str(corrupt),
+        "run": str(root / "run"),
+    }
 
 
 # ---- 1. output that cannot be written ----------------------------------------------------------
@@ -115,7 +134,9 @@ def blocked(tmp_path):
     return blocker
 
 
-@pytest.mark.parametrize("command", ["visualize", "filters", "evolution", "occlusion", "invariance", "project", "evaluate", "export"])
+@pytest.mark.parametrize(
+    "command", ["visualize", "filters", "evolution", "occlusion", "invariance", "project", "evaluate", "export"]
+)
 def test_output_under_a_file_fails_before_any_work(setup, tmp_path, command):
     blocker = blocked(tmp_path)
     out = blocker / "out"
@@ -143,7 +164,9 @@ def test_train_out_and_export_under_a_file(setup, tmp_path):
     assert_fails(result, 2, "--out", blocker)
     result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--run-dir", blocker / "run")  # the old name
     assert_fails(result, 2, "--run-dir", blocker)
-    result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--out", tmp_path / "run", "--export", blocker / "e")
+    result = zf(
+        "train", *TINY, "--data", setup["idx"], "--epochs", "1", "--out", tmp_path / "run", "--export", blocker / "e"
+    )
     assert_fails(result, 2, "--export", blocker)
     assert "training" not in result.output  # nothing trained
     assert sorted(os.listdir(tmp_path)) == ["blocker"]
@@ -212,8 +235,20 @@ def test_train_export_holds_out_the_test_split_and_resumes(tmp_path, monkeypatch
     tested on the rest, which the run records; an interrupted run says it resumes."""
     folder = image_folder(tmp_path / "f", 5)
     run, export = tmp_path / "run", tmp_path / "export"
-    args = ["train", *TINY, "--data", f"folder:{folder}", "--epochs", "2", "--checkpoint-epochs", "1",
-            "--out", run, "--export", export]
+    args = [
+        "train",
+        *TINY,
+        "--data",
+        f"folder:{folder}",
+        "--epochs",
+        "2",
+        "--checkpoint-epochs",
+        "1",
+        "--out",
+        run,
+        "--export",
+        export,
+    ]
 
     import pipelines.train
 
@@ -255,8 +290,24 @@ def test_no_test_split_is_said_plainly(setup, tmp_path):
 
 
 def visualize_args(setup, out, seed, layers="conv1,conv2"):
-    return ["visualize", setup["model"], "--data", setup["idx"], "--layers", layers, "--maps", "random:2", "--k", "2",
-            "--images", "8", "--seed", seed, "--out", out]
+    return [
+        "visualize",
+        setup["model"],
+        "--data",
+        setup["idx"],
+        "--layers",
+        layers,
+        "--maps",
+        "random:2",
+        "--k",
+        "2",
+        "--images",
+        "8",
+        "--seed",
+        seed,
+        "--out",
+        out,
+    ]
 
 
 def test_rerun_replaces_the_whole_folder_and_cleans_leftovers(setup, tmp_path):
@@ -351,10 +402,33 @@ def test_corrupt_image_is_named_and_skippable(setup, tmp_path, command):
     spec = f"folder:{setup['split']}"
     args = {
         "evaluate": ["evaluate", setup["model"], "--data", spec, "--crops", "single", "--out", out],
-        "visualize": ["visualize", setup["model"], "--data", spec, "--maps", "random:1", "--layers", "conv1", "--out", out],
+        "visualize": [
+            "visualize",
+            setup["model"],
+            "--data",
+            spec,
+            "--maps",
+            "random:1",
+            "--layers",
+            "conv1",
+            "--out",
+            out,
+        ],
         "filters": ["filters", setup["model"], "--data", spec, "--maps", "random:2", "--out", out],
-        "evolution": ["evolution", setup["run"], "--data", spec, "--split", "test", "--maps", "random:1", "--layers", "conv1",
-                      "--out", out],
+        "evolution": [
+            "evolution",
+            setup["run"],
+            "--data",
+            spec,
+            "--split",
+            "test",
+            "--maps",
+            "random:1",
+            "--layers",
+            "conv1",
+            "--out",
+            out,
+        ],
     }[command]
     result = zf(*args)
     assert_fails(result, 2, "--data", setup["corrupt"], "--skip-corrupt")
@@ -369,8 +443,20 @@ def test_corrupt_image_is_named_and_skippable(setup, tmp_path, command):
 
 
 def test_train_export_keeps_test_metrics_with_skip_corrupt(setup, tmp_path):
-    args = ["train", *TINY, "--data", f"folder:{setup['split']}", "--epochs", "1", "--checkpoint-epochs", "1",
-            "--out", tmp_path / "run", "--export", tmp_path / "export"]
+    args = [
+        "train",
+        *TINY,
+        "--data",
+        f"folder:{setup['split']}",
+        "--epochs",
+        "1",
+        "--checkpoint-epochs",
+        "1",
+        "--out",
+        tmp_path / "run",
+        "--export",
+        tmp_path / "export",
+    ]
     result = zf(*args)
     # The corrupt file is in the test split: found when the export's evaluation first reads it.
     assert_fails(result, 2, "--data", setup["corrupt"], "--skip-corrupt")
@@ -403,7 +489,17 @@ def test_tfds_offline_fails_fast_and_leaves_nothing(setup, tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", HOME=str(home))
     for name in ("TFDS_DATA_DIR", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(name, None)
-    args = [sys.executable, "-c", OFFLINE, "evaluate", setup["model"], "--data", "tfds:mnist", "--data-dir", str(data_dir)]
+    args = [
+        sys.executable,
+        "-c",
+        OFFLINE,
+        "evaluate",
+        setup["model"],
+        "--data",
+        "tfds:mnist",
+        "--data-dir",
+        str(data_dir),
+    ]
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
@@ -427,10 +523,12 @@ def test_project_more_maps_than_the_layer_has(setup, tmp_path):
 
 @pytest.mark.parametrize(
     "option, value, message",
-    [("--stride", "1000", "one square position on the model input 28x28; use 1-27"),
-     ("--fill", "nan", "'nan' is not a pixel value"),
-     ("--map", "99", "conv5 has maps 0-5"),
-     ("--patch", "99", "larger than the model input 28x28; use 1-28")],
+    [
+        ("--stride", "1000", "one square position on the model input 28x28; use 1-27"),
+        ("--fill", "nan", "'nan' is not a pixel value"),
+        ("--map", "99", "conv5 has maps 0-5"),
+        ("--patch", "99", "larger than the model input 28x28; use 1-28"),
+    ],
 )
 def test_occlusion_values_name_their_option(setup, tmp_path, option, value, message):
     result = zf("occlusion", setup["model"], "chelsea", option, value, "--out", tmp_path / "out")
@@ -439,7 +537,9 @@ def test_occlusion_values_name_their_option(setup, tmp_path, option, value, mess
 
 
 def test_correspondence_fill_nan(setup, tmp_path):
-    result = zf("correspondence", setup["model"], "--parts", tmp_path / "parts.json", "--fill", "nan", "--out", tmp_path / "out")
+    result = zf(
+        "correspondence", setup["model"], "--parts", tmp_path / "parts.json", "--fill", "nan", "--out", tmp_path / "out"
+    )
     assert_fails(result, 2, "--fill", "'nan' is not a pixel value")
 
 
@@ -509,7 +609,9 @@ def test_tfds_failed_download_removes_what_it_made(tmp_path, monkeypatch):
 def test_atomic_writer_cleans_only_dead_writers_and_restores_a_half_swapped_result(tmp_path):
     from zfkeras.atomic import atomic_output, clean_stale
 
-    dead, oldstyle, live = (tmp_path / name for name in (".out.partial-999999999-a", ".out.partial-k2j4", f".out.partial-{os.getpid()}-b"))
+    dead, oldstyle, live = (
+        tmp_path / name for name in (".out.partial-999999999-a", ".out.partial-k2j4", f".out.partial-{os.getpid()}-b")
+    )
     for directory in (dead, oldstyle, live):
         directory.mkdir()
     # killed between the two renames of a directory swap: the previous result waits in .old-

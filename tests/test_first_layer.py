@@ -13,11 +13,23 @@ from zfkeras.first_layer import FirstLayerReport
 
 
 def hand_report(silent):
-    bands = np.array([[0.5, 0.3, 0.2], [np.nan, np.nan, np.nan], [0.1, 0.1, 0.8], [0.3, 0.5, 0.2]])  # filter 1 is all zero
+    bands = np.array(
+        [[0.5, 0.3, 0.2], [np.nan, np.nan, np.nan], [0.1, 0.1, 0.8], [0.3, 0.5, 0.2]]
+    )  # filter 1 is all zero
     return FirstLayerReport(
-        first="conv1", second="conv2", kernel=np.zeros((7, 5, 3, 4), "float32"), stride=2, images=12,
-        mean_activation=np.array([4.0, 0.0, 0.01, 6.0]), dead=np.array([False, True, True, False]), threshold=0.01,
-        band_shares=bands, maps=[3, 8, 9], aliasing=np.array([0.2, 0.9, 0.4]), silent=np.asarray(silent), crops=np.zeros((3, 1, 1, 3)),
+        first="conv1",
+        second="conv2",
+        kernel=np.zeros((7, 5, 3, 4), "float32"),
+        stride=2,
+        images=12,
+        mean_activation=np.array([4.0, 0.0, 0.01, 6.0]),
+        dead=np.array([False, True, True, False]),
+        threshold=0.01,
+        band_shares=bands,
+        maps=[3, 8, 9],
+        aliasing=np.array([0.2, 0.9, 0.4]),
+        silent=np.asarray(silent),
+        crops=np.zeros((3, 1, 1, 3)),
     )
 
 

@@ -30,28 +30,35 @@ def lively(model, seed, mean=100.0):
 
 
 def small_zfnet(input_shape):
-    spec = zfnet_small_spec(input_shape=input_shape).with_units(conv1=8, conv2=12, conv3=12, conv4=12, conv5=10, fc6=32, fc7=32)
+    spec = zfnet_small_spec(input_shape=input_shape).with_units(
+        conv1=8, conv2=12, conv3=12, conv4=12, conv5=10, fc6=32, fc7=32
+    )
     return lively(build_model(spec.replace(kernel_init="he_normal", filter_radius=None), seed=0), 0)
 
 
 def user_convnet():
     """SAME and VALID convs and pools, a strided conv, explicit zero padding, a ReLU layer, LRN-free."""
     keras.utils.set_random_seed(3)
-    return lively(keras.Sequential([
-        keras.Input((30, 30, 3)),
-        keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1"),
-        keras.layers.MaxPooling2D(2, padding="same", name="p1"),
-        keras.layers.ZeroPadding2D(1, name="z2"),
-        keras.layers.Conv2D(8, 3, strides=2, padding="valid", name="c2"),
-        keras.layers.ReLU(name="r2"),
-        keras.layers.MaxPooling2D(3, 2, padding="valid", name="p2"),
-        keras.layers.Conv2D(10, 3, padding="same", name="c3"),
-        keras.layers.MaxPooling2D(3, strides=1, padding="same", name="p3"),
-        keras.layers.Conv2D(7, 2, padding="valid", activation="relu", name="c4"),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(5, activation="softmax"),
-    ]), 3)
+    return lively(
+        keras.Sequential(
+            [
+                keras.Input((30, 30, 3)),
+                keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1"),
+                keras.layers.MaxPooling2D(2, padding="same", name="p1"),
+                keras.layers.ZeroPadding2D(1, name="z2"),
+                keras.layers.Conv2D(8, 3, strides=2, padding="valid", name="c2"),
+                keras.layers.ReLU(name="r2"),
+                keras.layers.MaxPooling2D(3, 2, padding="valid", name="p2"),
+                keras.layers.Conv2D(10, 3, padding="same", name="c3"),
+                keras.layers.MaxPooling2D(3, strides=1, padding="same", name="p3"),
+                keras.layers.Conv2D(7, 2, padding="valid", activation="relu", name="c4"),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.5),
+                keras.layers.Dense(5, activation="softmax"),
+            ]
+        ),
+        3,
+    )
 
 
 def assert_equal_to_full_forward(probe, image, patch, corners, layer=None, relative=1e-4):
@@ -84,7 +91,9 @@ def test_small_zfnet_every_grid_position(small_probes, shape, patch, stride):
 
 def test_small_zfnet_lower_layer_activity(small_probes):
     image = np.random.default_rng(5).uniform(0, 255, (28, 28, 1)).astype("float32")
-    assert_equal_to_full_forward(small_probes[28, 28, 1], image, 7, occluder_grid((28, 28), 7, 3).reshape(-1, 2), layer="conv2")
+    assert_equal_to_full_forward(
+        small_probes[28, 28, 1], image, 7, occluder_grid((28, 28), 7, 3).reshape(-1, 2), layer="conv2"
+    )
 
 
 @pytest.mark.parametrize("patch, stride", [(1, 3), (7, 1), (32, 8)])
@@ -110,19 +119,23 @@ def test_full_zfnet_224_borders_corners_and_centre():
 
 def test_unhandled_model_falls_back_to_the_full_pass():
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((12, 12, 1)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1"),
-        keras.layers.AveragePooling2D(2, name="avg"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1"),
+            keras.layers.AveragePooling2D(2, name="avg"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     probe = KerasProbe(model)
     image = np.random.default_rng(0).uniform(0, 255, (12, 12, 1)).astype("float32")
     evaluator = OcclusionEvaluator(probe, image, patch=3)
     assert evaluator.incremental is None
     result = occlusion_map(probe, image, patch=3, stride=2)
-    full = occlusion_map(probe, image, patch=3, stride=2, evaluator=OcclusionEvaluator(probe, image, patch=3, incremental=False))
+    full = occlusion_map(
+        probe, image, patch=3, stride=2, evaluator=OcclusionEvaluator(probe, image, patch=3, incremental=False)
+    )
     np.testing.assert_array_equal(result.feature_activity, full.feature_activity)
     np.testing.assert_array_equal(result.true_class_prob, full.true_class_prob)
 

@@ -16,9 +16,13 @@ from zfkeras.probe import KerasProbe
 
 def tiny_model(input_shape=(16, 16, 1), classes=3, seed=0):
     spec = ModelSpec(
-        name="tiny", input_shape=input_shape, num_classes=classes,
+        name="tiny",
+        input_shape=input_shape,
+        num_classes=classes,
         convs=(ConvSpec(6, 3, 1, "same", pool=PoolSpec(3, 2, "same")), ConvSpec(8, 3, 1, "same")),
-        fc=(12, 10), kernel_init="he_normal", filter_radius=None,
+        fc=(12, 10),
+        kernel_init="he_normal",
+        filter_radius=None,
     )
     model = build_model(spec, seed=seed)
     model.get_layer("subtract_mean").set_mean(np.random.default_rng(seed).uniform(30, 90, input_shape))
@@ -196,10 +200,27 @@ def test_command_writes_curves_and_figures(tmp_path, images):
     _save_png(tmp_path / "one.png", images[0])
     _save_png(tmp_path / "two.png", np.repeat(images[1], 3, axis=-1))  # colour file into a grey model
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, [
-        "invariance", str(path), str(tmp_path / "one.png"), str(tmp_path / "two.png"), "--label", "1", "--label", "2",
-        "--shifts", "-2,0,2", "--scales", "0.8,1", "--angles", "0,90,180", "--out", str(out),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "invariance",
+            str(path),
+            str(tmp_path / "one.png"),
+            str(tmp_path / "two.png"),
+            "--label",
+            "1",
+            "--label",
+            "2",
+            "--shifts",
+            "-2,0,2",
+            "--scales",
+            "0.8,1",
+            "--angles",
+            "0,90,180",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(out)) == ["invariance.csv", "invariance.json", "invariance.png", "transforms.png"]
     saved = json.loads((out / "invariance.json").read_text())
@@ -232,7 +253,9 @@ def test_command_rejects_bad_options(tmp_path, args, message):
     path = tmp_path / "m.keras"
     tiny_model().save(path)
     _save_png(tmp_path / "a.png", np.zeros((16, 16, 1)))
-    result = CliRunner().invoke(main, ["invariance", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")] + args)
+    result = CliRunner().invoke(
+        main, ["invariance", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")] + args
+    )
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
 
@@ -245,10 +268,24 @@ def test_command_runs_on_full_224_zfnet(tmp_path):
     keras.utils.set_random_seed(0)
     zfnet(num_classes=4).save(tmp_path / "zfnet.keras")
     _save_png(tmp_path / "photo.png", np.random.default_rng(0).integers(0, 255, (240, 300, 3)))
-    result = CliRunner().invoke(main, [
-        "invariance", str(tmp_path / "zfnet.keras"), str(tmp_path / "photo.png"), "--shifts", "0,16", "--scales", "1,1.2",
-        "--angles", "0,30", "--batch-size", "2", "--out", str(tmp_path / "out"),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "invariance",
+            str(tmp_path / "zfnet.keras"),
+            str(tmp_path / "photo.png"),
+            "--shifts",
+            "0,16",
+            "--scales",
+            "1,1.2",
+            "--angles",
+            "0,30",
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "out" / "invariance.json").read_text())
     assert saved["layers"] == ["conv1", "fc7"]
@@ -266,11 +303,29 @@ def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, images)
     export_model(model, tmp_path / "export", class_names=["a", "b", "c"])
     _save_png(tmp_path / "one.png", images[0])
     for source, out in ((str(tmp_path / "m.keras"), "k"), (str(tmp_path / "export"), "e")):
-        result = CliRunner().invoke(main, ["invariance", source, str(tmp_path / "one.png"), "--shifts", "-3,0,3", "--scales", "1,1.4",
-                                           "--angles", "0,45", "--out", str(tmp_path / out)])
+        result = CliRunner().invoke(
+            main,
+            [
+                "invariance",
+                source,
+                str(tmp_path / "one.png"),
+                "--shifts",
+                "-3,0,3",
+                "--scales",
+                "1,1.4",
+                "--angles",
+                "0,45",
+                "--out",
+                str(tmp_path / out),
+            ],
+        )
         assert result.exit_code == 0, result.output
     k, e = (json.loads((tmp_path / out / "invariance.json").read_text()) for out in ("k", "e"))
     assert e["labels"] == k["labels"]
     for kind in ("translation", "scale", "rotation"):
-        np.testing.assert_allclose(e["transforms"][kind]["distance"]["fc7"], k["transforms"][kind]["distance"]["fc7"], rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(e["transforms"][kind]["true_class_prob"], k["transforms"][kind]["true_class_prob"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            e["transforms"][kind]["distance"]["fc7"], k["transforms"][kind]["distance"]["fc7"], rtol=1e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            e["transforms"][kind]["true_class_prob"], k["transforms"][kind]["true_class_prob"], rtol=1e-5, atol=1e-6
+        )

@@ -104,15 +104,30 @@ def test_zfnet_small_sizes_and_parameters_by_hand(shape):
     h2, w2 = -(-h1 // 2), -(-w1 // 2)
     h5, w5 = (h2 - 3) // 2 + 1, (w2 - 3) // 2 + 1
     sizes = {
-        "conv1": (height, width, 32), "pool1": (h1, w1, 32), "norm1": (h1, w1, 32), "conv2": (h1, w1, 64),
-        "pool2": (h2, w2, 64), "conv3": (h2, w2, 96), "conv4": (h2, w2, 96), "conv5": (h2, w2, 64),
-        "pool5": (h5, w5, 64), "flatten": (h5 * w5 * 64,), "fc6": (256,), "fc7": (256,), "predictions": (7,),
+        "conv1": (height, width, 32),
+        "pool1": (h1, w1, 32),
+        "norm1": (h1, w1, 32),
+        "conv2": (h1, w1, 64),
+        "pool2": (h2, w2, 64),
+        "conv3": (h2, w2, 96),
+        "conv4": (h2, w2, 96),
+        "conv5": (h2, w2, 64),
+        "pool5": (h5, w5, 64),
+        "flatten": (h5 * w5 * 64,),
+        "fc6": (256,),
+        "fc7": (256,),
+        "predictions": (7,),
     }
     assert {name: spatial(model, name) for name in sizes} == sizes
     params = {
-        "conv1": 3 * 3 * channels * 32 + 32, "conv2": 3 * 3 * 32 * 64 + 64, "conv3": 3 * 3 * 64 * 96 + 96,
-        "conv4": 3 * 3 * 96 * 96 + 96, "conv5": 3 * 3 * 96 * 64 + 64, "fc6": h5 * w5 * 64 * 256 + 256,
-        "fc7": 256 * 256 + 256, "predictions": 256 * 7 + 7,
+        "conv1": 3 * 3 * channels * 32 + 32,
+        "conv2": 3 * 3 * 32 * 64 + 64,
+        "conv3": 3 * 3 * 64 * 96 + 96,
+        "conv4": 3 * 3 * 96 * 96 + 96,
+        "conv5": 3 * 3 * 96 * 64 + 64,
+        "fc6": h5 * w5 * 64 * 256 + 256,
+        "fc7": 256 * 256 + 256,
+        "predictions": 256 * 7 + 7,
     }
     assert {name: model.get_layer(name).count_params() for name in params} == params
     assert model.count_params() == sum(params.values()) + height * width * channels  # + the mean image
@@ -156,7 +171,9 @@ def test_seeded_builds_are_identical():
     a, b = zfnet_small(seed=3), zfnet_small(seed=3)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
-    assert not np.array_equal(a.get_layer("conv2").kernel.numpy(), zfnet_small(seed=4).get_layer("conv2").kernel.numpy())
+    assert not np.array_equal(
+        a.get_layer("conv2").kernel.numpy(), zfnet_small(seed=4).get_layer("conv2").kernel.numpy()
+    )
 
 
 @pytest.mark.parametrize("which", ["zfnet_small", "zfnet"])

@@ -87,12 +87,25 @@ def test_shards_are_class_mixed_complete_and_resized(folder, prepared):
 
 def test_same_seed_same_shards_other_seed_other_order(folder, prepared, tmp_path):
     again = tmp_path / "again"
-    assert zf("prepare", "--data", f"folder:{folder}", "--out", again, "--shards", "4", "--size", "12", "--seed", "3").exit_code == 0
+    assert (
+        zf(
+            "prepare", "--data", f"folder:{folder}", "--out", again, "--shards", "4", "--size", "12", "--seed", "3"
+        ).exit_code
+        == 0
+    )
     for name in json.load(open(prepared / "dataset.json"))["splits"]["train"]["files"]:
         assert (again / name).read_bytes() == (prepared / name).read_bytes()
     other = tmp_path / "other"
-    assert zf("prepare", "--data", f"folder:{folder}", "--out", other, "--shards", "4", "--size", "12", "--seed", "4").exit_code == 0
-    assert read_shard(other / "train-00000-of-00004.tfrecord")[2] != read_shard(prepared / "train-00000-of-00004.tfrecord")[2]
+    assert (
+        zf(
+            "prepare", "--data", f"folder:{folder}", "--out", other, "--shards", "4", "--size", "12", "--seed", "4"
+        ).exit_code
+        == 0
+    )
+    assert (
+        read_shard(other / "train-00000-of-00004.tfrecord")[2]
+        != read_shard(prepared / "train-00000-of-00004.tfrecord")[2]
+    )
 
 
 def test_tfrecord_source_streams_every_example(prepared):
@@ -117,7 +130,8 @@ def test_tfrecord_source_streams_every_example(prepared):
 def test_errors_name_the_bad_thing(folder, tmp_path):
     result = zf("prepare", f"tfrecord:{folder}", "--out", tmp_path / "again")
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1].endswith(
-        f"Invalid value for SOURCE: {folder} is not a zf prepare output: it has no dataset.json")
+        f"Invalid value for SOURCE: {folder} is not a zf prepare output: it has no dataset.json"
+    )
     with pytest.raises(ValueError, match="not a zf prepare output: it has no dataset.json"):
         data.load_source(f"tfrecord:{folder}")
     broken = tmp_path / "broken"
@@ -131,8 +145,13 @@ def test_errors_name_the_bad_thing(folder, tmp_path):
     out = tmp_path / "out"
     result = zf("prepare", "--data", f"folder:{broken}", "--out", out, "--size", "0")
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1].endswith(
-        f"Invalid value for SOURCE: corrupt or unreadable image file {corrupt}; skip such files with --skip-corrupt")
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"Invalid value for SOURCE: corrupt or unreadable image file {corrupt}; skip such files with --skip-corrupt"
+        )
+    )
     assert sorted(os.listdir(tmp_path)) == ["broken"]  # nothing half-written
     result = zf("prepare", "--data", f"folder:{broken}", "--out", out, "--size", "0", "--skip-corrupt")
     assert result.exit_code == 0, result.output
@@ -185,8 +204,14 @@ def test_two_workers_read_disjoint_files_and_together_all(prepared, tmp_path):
         for rank in range(2):
             config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}})
             env = dict(os.environ, TF_CONFIG=config, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-            processes.append(subprocess.Popen([sys.executable, str(script), str(prepared), str(tmp_path / f"{rank}.json")],
-                                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, str(script), str(prepared), str(tmp_path / f"{rank}.json")],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         for process in processes:
             output, _ = process.communicate(timeout=TIMEOUT)
             assert process.returncode == 0, output.decode()[-3000:]

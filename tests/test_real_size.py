@@ -43,9 +43,30 @@ def run(tmp_path_factory):
         image[..., label] += 150  # the class is the dominant colour
         os.makedirs(photos / f"class{label}", exist_ok=True)
         Image.fromarray(image).save(photos / f"class{label}" / f"{i:02d}.jpg", quality=90)
-    zf("train", "--arch", "zfnet", "--units", NARROW, "--kernel-init", "he_normal", "--data", f"folder:{photos}",
-       "--epochs", "1", "--batch-size", "8", "--val-split", "0", "--log-projections", "0", "--no-progress",
-       "--run-dir", root / "run", "--export", root / "export")
+    zf(
+        "train",
+        "--arch",
+        "zfnet",
+        "--units",
+        NARROW,
+        "--kernel-init",
+        "he_normal",
+        "--data",
+        f"folder:{photos}",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--val-split",
+        "0",
+        "--log-projections",
+        "0",
+        "--no-progress",
+        "--run-dir",
+        root / "run",
+        "--export",
+        root / "export",
+    )
     return {"root": root, "photos": photos, "export": root / "export"}
 
 
@@ -64,8 +85,22 @@ def test_export_takes_224_colour_and_serve_equals_keras(run):
 
 def test_visualize_fields_match_zfnet_geometry(run):
     out = run["root"] / "visualize"
-    zf("visualize", run["export"], "--data", f"folder:{run['photos']}", "--layers", "conv1,conv5", "--maps", "0,1",
-       "--k", "2", "--images", "6", "--out", out)
+    zf(
+        "visualize",
+        run["export"],
+        "--data",
+        f"folder:{run['photos']}",
+        "--layers",
+        "conv1,conv5",
+        "--maps",
+        "0,1",
+        "--k",
+        "2",
+        "--images",
+        "6",
+        "--out",
+        out,
+    )
     summary = json.load(open(out / "summary.json"))
     assert summary["images"] == 6
     for layer in ("conv1", "conv5"):
@@ -78,8 +113,10 @@ def test_visualize_fields_match_zfnet_geometry(run):
     for layer in ("conv1", "conv5"):
         for entries in (top[layer]["0"], top[layer]["1"]):
             assert len(entries) == 2 and len({e["image"] for e in entries}) == 2  # k distinct images
-            assert all(0 <= e["image"] < 6 and 0 <= e["y"] < shapes[layer][0] and 0 <= e["x"] < shapes[layer][1]
-                       for e in entries)
+            assert all(
+                0 <= e["image"] < 6 and 0 <= e["y"] < shapes[layer][0] and 0 <= e["x"] < shapes[layer][1]
+                for e in entries
+            )
             assert entries[0]["value"] >= entries[1]["value"]  # strongest first
 
 

@@ -60,7 +60,8 @@ def box_mask(field, y, x, shape):
 
 
 @pytest.mark.parametrize(
-    "spec", [zfnet_spec(), alexnet_spec(), zfnet_small_spec(), zfnet_small_spec(input_shape=(40, 56, 1))],
+    "spec",
+    [zfnet_spec(), alexnet_spec(), zfnet_small_spec(), zfnet_small_spec(input_shape=(40, 56, 1))],
     ids=["zfnet", "alexnet", "zfnet_small", "zfnet_small_40x56"],
 )
 def test_field_equals_gradient_support(spec):
@@ -72,12 +73,16 @@ def test_field_equals_gradient_support(spec):
         field = fields[name]
         height, width = field.output_size
         assert (height, width) == tuple(
-            model.get_layer(name).output[0].shape[1:3] if name.startswith("pool") else model.get_layer(name).output.shape[1:3]
+            model.get_layer(name).output[0].shape[1:3]
+            if name.startswith("pool")
+            else model.get_layer(name).output.shape[1:3]
         )
         # corners (field clipped by the image border), the centre, and an off-centre unit
         for y, x in {(0, 0), (height - 1, width - 1), (height // 2, width // 2), (height // 3, width - 1)}:
             np.testing.assert_array_equal(
-                gradient_support(model, name, y, x), box_mask(field, y, x, shape), err_msg=f"{spec.name} {name} ({y}, {x})"
+                gradient_support(model, name, y, x),
+                box_mask(field, y, x, shape),
+                err_msg=f"{spec.name} {name} ({y}, {x})",
             )
             checked += 1
     assert checked >= 20
@@ -87,7 +92,9 @@ def test_zfnet_fields_by_hand():
     # Fig. 3 geometry worked out on paper: conv1 7x7/2 after a 1-pixel border, pool1 3x3/2 "same"
     # (no padding before, 110 -> 55), conv2 5x5/2 valid, pool2 3x3/2 "same" (26 -> 13, no padding
     # before), conv3-5 3x3/1 "same" (1 before), pool5 3x3/2 valid.
-    fields = receptive_fields(build_model(zfnet_spec().with_units(conv1=2, conv2=2, conv3=2, conv4=2, conv5=2, fc6=2, fc7=2)))
+    fields = receptive_fields(
+        build_model(zfnet_spec().with_units(conv1=2, conv2=2, conv3=2, conv4=2, conv5=2, fc6=2, fc7=2))
+    )
     expected = {
         "conv1": (7, 2, -1),
         "pool1": (11, 4, -1),
@@ -99,7 +106,11 @@ def test_zfnet_fields_by_hand():
         "pool5": (171, 32, -49),
     }
     for name, (size, jump, offset) in expected.items():
-        assert (fields[name].size, fields[name].jump, fields[name].offset) == ((size,) * 2, (jump,) * 2, (offset,) * 2), name
+        assert (fields[name].size, fields[name].jump, fields[name].offset) == (
+            (size,) * 2,
+            (jump,) * 2,
+            (offset,) * 2,
+        ), name
 
 
 def test_real_relu_model_gradient_inside_field(rng):
@@ -154,7 +165,9 @@ def positive_dag(input_shape=(40, 56, 2)):
     inputs = keras.Input(input_shape)
     shared = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="shared")(inputs)
     wide = keras.layers.Conv2D(2, 5, padding="same", name="wide")(shared)
-    narrow = keras.layers.Conv2D(2, 3, padding="same", name="narrow")(keras.layers.ZeroPadding2D(0, name="nopad")(shared))
+    narrow = keras.layers.Conv2D(2, 3, padding="same", name="narrow")(
+        keras.layers.ZeroPadding2D(0, name="nopad")(shared)
+    )
     merged = keras.layers.ReLU(name="merged")(keras.layers.Add(name="add")([wide, narrow, shared]))
     strided = keras.layers.Conv2D(2, 3, strides=2, padding="same", name="strided")(merged)
     pooled = keras.layers.AveragePooling2D(3, strides=2, padding="same", name="pooled")(merged)
@@ -166,8 +179,11 @@ def positive_dag(input_shape=(40, 56, 2)):
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(top))
     for layer in model.layers:
         for weight in layer.weights:
-            weight.assign(np.zeros(weight.shape) if "bias" in weight.path or "beta" in weight.path
-                          or "moving_mean" in weight.path else np.ones(weight.shape))
+            weight.assign(
+                np.zeros(weight.shape)
+                if "bias" in weight.path or "beta" in weight.path or "moving_mean" in weight.path
+                else np.ones(weight.shape)
+            )
     return model
 
 
@@ -175,8 +191,21 @@ def test_dag_fields_are_the_union_over_paths():
     model = positive_dag()
     shape = model.inputs[0].shape[1:]
     fields = receptive_fields(model)
-    assert set(fields) == {"shared", "wide", "nopad", "narrow", "add", "merged", "strided", "pooled",
-                           "joined", "normed", "padded", "depthwise", "top"}
+    assert set(fields) == {
+        "shared",
+        "wide",
+        "nopad",
+        "narrow",
+        "add",
+        "merged",
+        "strided",
+        "pooled",
+        "joined",
+        "normed",
+        "padded",
+        "depthwise",
+        "top",
+    }
     order = list(fields)
     assert order.index("shared") < order.index("add") < order.index("joined") < order.index("top")
     images = tf.Variable(tf.ones((1, *shape)))

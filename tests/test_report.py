@@ -33,8 +33,18 @@ needs_chromium = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
     reason="Debian's chromium is not installed (make test installs it with apt-get where apt is available)",
 )
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-default-apps", "--mute-audio", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--remote-debugging-pipe",
+]
 
 
 class Browser:
@@ -54,8 +64,13 @@ class Browser:
             os.dup2(child_out, 4)
 
         self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"], preexec_fn=wire, pass_fds=(3, 4),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            preexec_fn=wire,
+            pass_fds=(3, 4),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(child_in), os.close(child_out)
         self.timeout, self.buffer, self.next_id, self.events = timeout, b"", 0, []
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
@@ -95,14 +110,22 @@ class Browser:
             self.events.append(self._message())
 
     def open(self, path, width=1400, height=1000):
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height, deviceScaleFactor=1,
-                  mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         self.events.clear()
         self.call("Page.navigate", session=True, url="file://" + os.path.abspath(path))
         self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression):
-        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True)
+        result = self.call(
+            "Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -124,14 +147,17 @@ class Browser:
         """``[{src, width}]`` of every <img>, after each has finished loading or failing."""
         return self.evaluate(
             "Promise.all([...document.images].map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })))"
-            ".then(() => [...document.images].map(i => ({src: i.getAttribute('src'), width: i.naturalWidth})))")
+            ".then(() => [...document.images].map(i => ({src: i.getAttribute('src'), width: i.naturalWidth})))"
+        )
 
     def screenshot(self, height=None):
         """PNG bytes of the viewport, or of the page's top ``height`` pixels."""
         params = {"format": "png"}
         if height:
             width = self.evaluate("document.documentElement.scrollWidth")
-            params.update(clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1}, captureBeyondViewport=True)
+            params.update(
+                clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1}, captureBeyondViewport=True
+            )
         return base64.b64decode(self.call("Page.captureScreenshot", session=True, **params)["data"])
 
     def close(self):
@@ -175,9 +201,34 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     data = write_small_idx(str(root / "data"), n_train=300, n_test=120)
     units = ",".join(f"{k}={v}" for k, v in TINY_UNITS.items())
-    result = zf("train", "--arch", "zfnet_small", "--data", f"idx:{data}", "--units", units, "--epochs", 2, "--batch-size", 32,
-                "--kernel-init", "he_normal", "--dropout", 0, "--val-split", 0.2, "--checkpoint-epochs", "1,2",
-                "--log-projections", 0, "--no-progress", "--seed", 0, "--run-dir", root / "run")
+    result = zf(
+        "train",
+        "--arch",
+        "zfnet_small",
+        "--data",
+        f"idx:{data}",
+        "--units",
+        units,
+        "--epochs",
+        2,
+        "--batch-size",
+        32,
+        "--kernel-init",
+        "he_normal",
+        "--dropout",
+        0,
+        "--val-split",
+        0.2,
+        "--checkpoint-epochs",
+        "1,2",
+        "--log-projections",
+        0,
+        "--no-progress",
+        "--seed",
+        0,
+        "--run-dir",
+        root / "run",
+    )
     assert result.exit_code == 0, result.output
     return root, data
 
@@ -206,13 +257,42 @@ def test_report_page_in_chromium(tiny_run, browser, tmp_path):
     out = tmp_path / "report"
     parts = os.path.join(ROOT, "docs", "examples", "shirt-parts.json")
     transfer = os.path.join(ROOT, "docs", "figures", "transfer")
-    result = zf("report", run, "--data", f"idx:{data}", "--images", 100, "--maps", "random:3", "--examples", 2,
-                "--parts", parts, "--results", transfer, "--seed", 1, "--out", out)
+    result = zf(
+        "report",
+        run,
+        "--data",
+        f"idx:{data}",
+        "--images",
+        100,
+        "--maps",
+        "random:3",
+        "--examples",
+        2,
+        "--parts",
+        parts,
+        "--results",
+        transfer,
+        "--seed",
+        1,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     numbers = json.loads((out / "results.json").read_text())
     sections = numbers["sections"]
-    assert set(sections) == {"architecture", "training", "accuracy", "visualize", "evolution", "filters", "occlusion",
-                             "invariance", "correspondence", "transfer", "layers"}
+    assert set(sections) == {
+        "architecture",
+        "training",
+        "accuracy",
+        "visualize",
+        "evolution",
+        "filters",
+        "occlusion",
+        "invariance",
+        "correspondence",
+        "transfer",
+        "layers",
+    }
     assert sections["training"]["history"] and sections["training"]["epochs"] == 2
     assert sections["training"]["tensorboard_logs"] == os.path.join(str(run), "logs")
     assert sections["evolution"]["checkpoints"] == [1, 2]
@@ -226,14 +306,18 @@ def test_report_page_in_chromium(tiny_run, browser, tmp_path):
     shot = pixels(browser.screenshot())
     assert shot.shape[:2] == (1000, 1400)
     assert shot[..., :3].std() > 0.05  # not a blank page: header, tables and figures
-    captions = browser.evaluate("[...document.querySelectorAll('figure')].map(f => f.querySelector('figcaption').textContent)")
+    captions = browser.evaluate(
+        "[...document.querySelectorAll('figure')].map(f => f.querySelector('figcaption').textContent)"
+    )
     assert len(captions) == len(images) and min(map(len, captions)) > 40, captions
     # what to look for: training curves, confusion matrix, 5 x Fig. 2, Fig. 4, Fig. 5 curves, Fig. 6, 2 x Fig. 7
     assert sum("Look for" in caption for caption in captions) == 12, captions
 
     # The accuracy on the page is zf evaluate's, digit for digit, for the same 100 images.
-    shown = browser.evaluate("Object.fromEntries([...document.querySelectorAll('[data-metric]')]"
-                             ".map(e => [e.dataset.metric, [Number(e.dataset.value), e.textContent]]))")
+    shown = browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('[data-metric]')]"
+        ".map(e => [e.dataset.metric, [Number(e.dataset.value), e.textContent]]))"
+    )
     reference = evaluate_json(run / "model.keras", data, 100, tmp_path)
     assert reference["num_images"] == 100
     expected = next(iter(reference["models"].values()))
@@ -250,8 +334,9 @@ def test_report_page_in_chromium(tiny_run, browser, tmp_path):
 def test_browser_check_catches_broken_pages(browser, tmp_path):
     """The checks above can fail: a missing image has naturalWidth 0 and is logged as a failed
     load, a console.error is reported, and an empty page's screenshot has no variance."""
-    (tmp_path / "broken.html").write_text('<!DOCTYPE html><html><body><img src="missing.png">'
-                                          "<script>console.error('boom')</script></body></html>")
+    (tmp_path / "broken.html").write_text(
+        "<!DOCTYPE html><html><body><img src=\"missing.png\"><script>console.error('boom')</script></body></html>"
+    )
     browser.open(tmp_path / "broken.html")
     assert browser.images() == [{"src": "missing.png", "width": 0}]
     errors = browser.errors()
@@ -300,7 +385,9 @@ def test_failure_mid_report_leaves_no_output(tiny_run, tmp_path):
     (tmp_path / "a.png").write_bytes(b"not a png")
     shutil.copy(os.path.join(ROOT, "docs", "examples", "shirt-4.png"), tmp_path / "b.png")
     box = {"collar": [0, 10, 5, 18]}
-    (tmp_path / "parts.json").write_text(json.dumps({"images": [{"file": "a.png", "parts": box}, {"file": "b.png", "parts": box}]}))
+    (tmp_path / "parts.json").write_text(
+        json.dumps({"images": [{"file": "a.png", "parts": box}, {"file": "b.png", "parts": box}]})
+    )
     out = tmp_path / "report"
     skip = "visualize,evolution,filters,occlusion,invariance"
     args = ("report", root / "run", "--data", f"idx:{data}", "--images", 20, "--skip", skip)
@@ -319,7 +406,6 @@ def test_bad_results_directory_fails_before_any_work(tmp_path):
     result = zf("report", SHIPPED, "--results", bad, "--out", tmp_path / "r")
     assert result.exit_code == 2 and "not the results.json of zf transfer or zf layers" in result.output, result.output
     assert not (tmp_path / "r").exists()
-
 
 
 # ---- zfkeras.summary: the report's own computations ------------------------------------------
@@ -371,6 +457,7 @@ def test_architecture_rows_of_zfnet_small():
     assert rows["subtract_mean"].params == 28 * 28 and rows["subtract_mean"].trainable_params == 0
     assert rows["predictions"].params == 256 * 10 + 10 and rows["predictions"].settings == "10 units, softmax"
     assert "images" not in rows
+
 
 if __name__ == "__main__":  # python tests/test_report.py PAGE.html SHOT.png [HEIGHT]: a screenshot for the README
     chrome = Browser()

@@ -31,7 +31,9 @@ def idx_dir(tmp_path_factory):
 def helper(args, **kwargs):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     env.update(kwargs.pop("env", {}))
-    return subprocess.Popen([sys.executable, HELPER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, HELPER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs
+    )
 
 
 def finish(process):
@@ -50,23 +52,28 @@ def weights_of(model):
 
 def run_in_process(idx_dir, run_dir, **changes):
     recorder = batch_loss_recorder()
-    model, history = train(tiny_config(**changes), data.load_source(f"idx:{idx_dir}", "train"), None, str(run_dir),
-                           callbacks=[recorder])
+    model, history = train(
+        tiny_config(**changes), data.load_source(f"idx:{idx_dir}", "train"), None, str(run_dir), callbacks=[recorder]
+    )
     return model, history, np.asarray([loss for epoch in recorder.losses for loss in epoch])
 
 
 # ---- config, strategies, schedule -----------------------------------------------------------
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(arch="vgg"), "arch must be one of"),
-    (dict(input_shape=(28, 32, 1)), "input_shape"),
-    (dict(epochs=0), "epochs must be a positive int"),
-    (dict(momentum=1.0), "momentum"),
-    (dict(kernel_init="zeros"), "kernel_init"),
-    (dict(units={"conv9": 3}), "conv9"),
-    (dict(checkpoint_epochs=(0, 5)), "checkpoint_epochs"),
-    (dict(val_split=1.0), "val_split"),
-])
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(arch="vgg"), "arch must be one of"),
+        (dict(input_shape=(28, 32, 1)), "input_shape"),
+        (dict(epochs=0), "epochs must be a positive int"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(kernel_init="zeros"), "kernel_init"),
+        (dict(units={"conv9": 3}), "conv9"),
+        (dict(checkpoint_epochs=(0, 5)), "checkpoint_epochs"),
+        (dict(val_split=1.0), "val_split"),
+    ],
+)
 def test_config_errors_name_the_field(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes)
@@ -77,14 +84,19 @@ def test_config_round_trips_and_clips_checkpoints():
     assert config.kept_epochs == (1, 2, 5, 10)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     spec = config.model_spec()
-    assert spec.fc == (64, 256) and spec.kernel_init == "he_normal" and spec.filter_radius == 0.1 and spec.dropout == 0.5
+    assert (
+        spec.fc == (64, 256) and spec.kernel_init == "he_normal" and spec.filter_radius == 0.1 and spec.dropout == 0.5
+    )
 
 
-@pytest.mark.parametrize("name, message", [
-    ("tpu", "unknown strategy 'tpu'"),
-    ("cpu:0", "positive int"),
-    ("cpu:two", "positive int"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("tpu", "unknown strategy 'tpu'"),
+        ("cpu:0", "positive int"),
+        ("cpu:two", "positive int"),
+    ],
+)
 def test_strategy_name_errors(name, message):
     with pytest.raises(ValueError, match=message):
         make_strategy(name)
@@ -110,10 +122,10 @@ def test_logical_cpus_too_late_is_a_clear_error():
 def test_annealed_lr_by_hand():
     config = TrainConfig(lr=1.0, patience=2, anneal_factor=0.1, min_delta=0.01, min_lr=1e-3)
     assert annealed_lr(config, []) == 1.0
-    assert annealed_lr(config, [5, 4, 3]) == 1.0                # improving
-    assert annealed_lr(config, [5, 4, 3.995]) == 1.0            # one flat epoch (< min_delta)
+    assert annealed_lr(config, [5, 4, 3]) == 1.0  # improving
+    assert annealed_lr(config, [5, 4, 3.995]) == 1.0  # one flat epoch (< min_delta)
     assert annealed_lr(config, [5, 4, 3.995, 4.5]) == pytest.approx(0.1)  # two: anneal, wait resets
-    assert annealed_lr(config, [5, 4, 4, 4, 4]) == pytest.approx(0.1)     # third flat epoch: wait 1 of 2
+    assert annealed_lr(config, [5, 4, 4, 4, 4]) == pytest.approx(0.1)  # third flat epoch: wait 1 of 2
     assert annealed_lr(config, [5, 4, 4, 4, 4, 4]) == pytest.approx(0.01)
     assert annealed_lr(config, [5] * 20) == pytest.approx(1e-3)  # floor
 
@@ -140,9 +152,9 @@ def test_split_source_is_a_seeded_partition(idx_dir):
 
 def test_filter_grid_layout():
     kernel = np.zeros((2, 3, 1, 5), np.float32)
-    kernel[0, 0, 0, 1] = 2.0       # filter 1: one positive weight
-    kernel[1, 2, 0, 4] = -4.0      # filter 4: one negative weight
-    grid = filter_grid(kernel)     # 3 columns x 2 rows of 2x3 tiles, 1-pixel borders
+    kernel[0, 0, 0, 1] = 2.0  # filter 1: one positive weight
+    kernel[1, 2, 0, 4] = -4.0  # filter 4: one negative weight
+    grid = filter_grid(kernel)  # 3 columns x 2 rows of 2x3 tiles, 1-pixel borders
     assert grid.shape == (2 * 3 + 1, 3 * 4 + 1, 1)
     tile = lambda i: grid[1 + (i // 3) * 3 : 1 + (i // 3) * 3 + 2, 1 + (i % 3) * 4 : 1 + (i % 3) * 4 + 3, 0]  # noqa: E731
     np.testing.assert_array_equal(tile(0), np.full((2, 3), 0.5))
@@ -157,12 +169,14 @@ def test_filter_grid_layout():
 
 # ---- one run: the run directory -------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def single_run(idx_dir, tmp_path_factory):
     """The single-device reference: dropout off (so replicas can match it), forced annealing."""
     run_dir = tmp_path_factory.mktemp("runs") / "single"
-    model, history, losses = run_in_process(idx_dir, run_dir, dropout=0.0, epochs=3, patience=1, min_delta=10.0,
-                                            checkpoint_epochs=(1, 2, 5))
+    model, history, losses = run_in_process(
+        idx_dir, run_dir, dropout=0.0, epochs=3, patience=1, min_delta=10.0, checkpoint_epochs=(1, 2, 5)
+    )
     return run_dir, model, history, losses
 
 
@@ -228,11 +242,30 @@ def test_finished_or_different_runs_are_not_overwritten(single_run, idx_dir):
 
 # ---- distributed runs against one device ----------------------------------------------------
 
+
 def test_cpu2_mirrored_matches_one_device(single_run, idx_dir, tmp_path):
     _, model, history, losses = single_run
     out = tmp_path / "mirrored.npz"
-    process = helper(["--data", idx_dir, "--run-dir", str(tmp_path / "run"), "--out", str(out), "--strategy", "cpu:2",
-                      "--dropout", "0", "--epochs", "3", "--patience", "1", "--min-delta", "10"])
+    process = helper(
+        [
+            "--data",
+            idx_dir,
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--out",
+            str(out),
+            "--strategy",
+            "cpu:2",
+            "--dropout",
+            "0",
+            "--epochs",
+            "3",
+            "--patience",
+            "1",
+            "--min-delta",
+            "10",
+        ]
+    )
     finish(process)
     result = np.load(out)
     assert int(result["replicas"]) == 2
@@ -256,11 +289,29 @@ def test_two_worker_multiworker_matches_one_device(single_run, idx_dir, tmp_path
     try:
         for index in range(2):
             tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-            processes.append(helper(
-                ["--data", idx_dir, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / f"worker{index}.npz"),
-                 "--strategy", "multiworker", "--dropout", "0", "--epochs", "3", "--patience", "1", "--min-delta", "10"],
-                env={"TF_CONFIG": tf_config},
-            ))
+            processes.append(
+                helper(
+                    [
+                        "--data",
+                        idx_dir,
+                        "--run-dir",
+                        str(tmp_path / "run"),
+                        "--out",
+                        str(tmp_path / f"worker{index}.npz"),
+                        "--strategy",
+                        "multiworker",
+                        "--dropout",
+                        "0",
+                        "--epochs",
+                        "3",
+                        "--patience",
+                        "1",
+                        "--min-delta",
+                        "10",
+                    ],
+                    env={"TF_CONFIG": tf_config},
+                )
+            )
         for process in processes:
             finish(process)
     finally:
@@ -281,11 +332,25 @@ def test_two_worker_multiworker_matches_one_device(single_run, idx_dir, tmp_path
 
 # ---- kill and resume ------------------------------------------------------------------------
 
+
 def test_killed_run_resumes_to_the_same_weights(idx_dir, tmp_path):
     run_dir, marker = tmp_path / "killed", tmp_path / "stalled"
     args = ["--epochs", "3", "--patience", "1", "--min-delta", "10"]  # dropout 0.5 and annealing both in play
-    process = helper(["--data", idx_dir, "--run-dir", str(run_dir), "--out", str(tmp_path / "never.npz"),
-                      "--stall-epoch", "1", "--marker", str(marker), *args])
+    process = helper(
+        [
+            "--data",
+            idx_dir,
+            "--run-dir",
+            str(run_dir),
+            "--out",
+            str(tmp_path / "never.npz"),
+            "--stall-epoch",
+            "1",
+            "--marker",
+            str(marker),
+            *args,
+        ]
+    )
     try:
         output = b""
         for _ in range(TIMEOUT * 10):
@@ -323,15 +388,39 @@ def test_killed_run_resumes_to_the_same_weights(idx_dir, tmp_path):
 
 # ---- the command ----------------------------------------------------------------------------
 
+
 def test_zf_train_command(idx_dir, tmp_path):
     from pipelines.train import train as command
 
     run_dir, export_dir = tmp_path / "cli", tmp_path / "export"
-    result = CliRunner().invoke(command, [
-        "--data", f"idx:{idx_dir}", "--units", ",".join(f"{k}={v}" for k, v in TINY_UNITS.items()), "--epochs", "2",
-        "--batch-size", "64", "--kernel-init", "he_normal", "--lr", "0.02", "--checkpoint-epochs", "2",
-        "--val-split", "0.25", "--seed", "5", "--out", str(run_dir), "--export", str(export_dir), "--no-progress",
-    ])
+    result = CliRunner().invoke(
+        command,
+        [
+            "--data",
+            f"idx:{idx_dir}",
+            "--units",
+            ",".join(f"{k}={v}" for k, v in TINY_UNITS.items()),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--kernel-init",
+            "he_normal",
+            "--lr",
+            "0.02",
+            "--checkpoint-epochs",
+            "2",
+            "--val-split",
+            "0.25",
+            "--seed",
+            "5",
+            "--out",
+            str(run_dir),
+            "--export",
+            str(export_dir),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
     assert len(lines) == 2 and "val_acc" in lines[0] and "lr 2e-02" in lines[0]
@@ -341,11 +430,16 @@ def test_zf_train_command(idx_dir, tmp_path):
     meta = json.loads((export_dir / "zfkeras.json").read_text())
     assert meta["metrics"]["test_images"] == 40 and 0 <= meta["metrics"]["test_top1_error"] <= 1
     assert meta["training"]["config"]["config"]["units"] == TINY_UNITS
-    assert meta["checkpoints"] == ["checkpoints/epoch-002.keras"] and (export_dir / "checkpoints" / "epoch-002.keras").exists()
+    assert (
+        meta["checkpoints"] == ["checkpoints/epoch-002.keras"]
+        and (export_dir / "checkpoints" / "epoch-002.keras").exists()
+    )
     assert meta["training"]["command"] == record["command"]
     # Live feature evolution: one projection image per conv layer per epoch in TensorBoard.
     events = [os.path.join(d, f) for d, _, fs in os.walk(run_dir / "logs" / "projections") for f in fs]
-    tags = {(v.tag, e.step) for path in events for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value}
+    tags = {
+        (v.tag, e.step) for path in events for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value
+    }
     assert {("projections/conv1", 1), ("projections/conv5", 2)} <= tags
 
     bad = CliRunner().invoke(command, ["--data", f"idx:{idx_dir}", "--strategy", "gpu:9", "--out", str(tmp_path / "x")])

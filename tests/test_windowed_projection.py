@@ -36,21 +36,23 @@ def user_convnet():
     """SAME and VALID convs and pools, a strided conv, explicit zero padding, linear conv + ReLU
     layer, a linear conv straight into a pool."""
     bias = keras.initializers.Constant(0.05)
-    return keras.Sequential([
-        keras.Input((30, 30, 3)),
-        keras.layers.Conv2D(6, 3, padding="same", activation="relu", bias_initializer=bias, name="c1"),
-        keras.layers.MaxPooling2D(2, padding="same", name="p1"),
-        keras.layers.ZeroPadding2D(1, name="z2"),
-        keras.layers.Conv2D(8, 3, strides=2, padding="valid", bias_initializer=bias, name="c2"),
-        keras.layers.ReLU(name="r2"),
-        keras.layers.MaxPooling2D(3, 2, padding="valid", name="p2"),
-        keras.layers.Conv2D(10, 3, padding="same", bias_initializer=bias, name="c3"),
-        # A SAME pool over a linear conv's (partly negative) maps: its padding must never win.
-        keras.layers.MaxPooling2D(3, strides=1, padding="same", name="p3"),
-        keras.layers.Conv2D(7, 2, padding="valid", activation="relu", bias_initializer=bias, name="c4"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(5, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((30, 30, 3)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu", bias_initializer=bias, name="c1"),
+            keras.layers.MaxPooling2D(2, padding="same", name="p1"),
+            keras.layers.ZeroPadding2D(1, name="z2"),
+            keras.layers.Conv2D(8, 3, strides=2, padding="valid", bias_initializer=bias, name="c2"),
+            keras.layers.ReLU(name="r2"),
+            keras.layers.MaxPooling2D(3, 2, padding="valid", name="p2"),
+            keras.layers.Conv2D(10, 3, padding="same", bias_initializer=bias, name="c3"),
+            # A SAME pool over a linear conv's (partly negative) maps: its padding must never win.
+            keras.layers.MaxPooling2D(3, strides=1, padding="same", name="p3"),
+            keras.layers.Conv2D(7, 2, padding="valid", activation="relu", bias_initializer=bias, name="c4"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5, activation="softmax"),
+        ]
+    )
 
 
 def border_positions(height, width):
@@ -61,7 +63,9 @@ def border_positions(height, width):
 
 def full_projection(deconv, images, layer, channels, positions):
     """The whole-image reference from one activation per image."""
-    return reference_projection(deconv.model, images, deconv.selection_layer(layer).name, channels, [tuple(p) for p in positions])
+    return reference_projection(
+        deconv.model, images, deconv.selection_layer(layer).name, channels, [tuple(p) for p in positions]
+    )
 
 
 def check_layer(deconv, images, layer, rng):
@@ -77,8 +81,12 @@ def check_layer(deconv, images, layer, rng):
     assert got.shape == batch.shape
     assert_same(got, full_projection(deconv, batch, layer, channels, positions))
     # position="max" (strongest unit of the map), and a mix of given and strongest in one batch.
-    strongest = np.stack([np.unravel_index(np.argmax(acts[i, :, :, c]), acts.shape[1:3]) for i, c in zip(image_index, channels)])
-    assert_same(deconv.project(batch, layer, channels, "max"), full_projection(deconv, batch, layer, channels, strongest))
+    strongest = np.stack(
+        [np.unravel_index(np.argmax(acts[i, :, :, c]), acts.shape[1:3]) for i, c in zip(image_index, channels)]
+    )
+    assert_same(
+        deconv.project(batch, layer, channels, "max"), full_projection(deconv, batch, layer, channels, strongest)
+    )
     mixed = positions.copy()
     mixed[::2] = -1
     want = np.where(mixed < 0, strongest, positions)

@@ -94,14 +94,19 @@ class Variant:
             raise ValueError(f"variant {self.name!r}: {str(error).splitlines()[0]}") from None
 
     def to_dict(self):
-        return {"name": self.name, "text": self.text, "without": list(self.without), "units": dict(self.units),
-                "convs": {k: dict(v) for k, v in self.convs.items()}}
+        return {
+            "name": self.name,
+            "text": self.text,
+            "without": list(self.without),
+            "units": dict(self.units),
+            "convs": {k: dict(v) for k, v in self.convs.items()},
+        }
 
 
 def _layer_number(token):
     token = token.strip()
     for prefix in ("conv", "fc", ""):
-        rest = token[len(prefix):] if token.startswith(prefix) else None
+        rest = token[len(prefix) :] if token.startswith(prefix) else None
         if rest is not None and rest.isdigit() and (prefix != "fc" or rest in ("6", "7")):
             number = int(rest)
             if 1 <= number <= 7 and (prefix != "conv" or number <= 5):
@@ -204,7 +209,9 @@ def default_variants(spec):
         variants.append(Variant(f"narrower fc6,fc7 ({','.join(map(str, narrow.values()))})", units=narrow))
     if present(1):
         kernel, stride = coarse_first_layer(spec)
-        variants.append(Variant(f"conv1 {kernel}x{kernel}/{stride}", convs={"conv1": {"kernel": kernel, "stride": stride}}))
+        variants.append(
+            Variant(f"conv1 {kernel}x{kernel}/{stride}", convs={"conv1": {"kernel": kernel, "stride": stride}})
+        )
     return variants
 
 
@@ -270,8 +277,21 @@ class VariantResult:
 
     def to_dict(self):
         row = {"variant": self.variant.to_dict(), "params": self.params}
-        row.update({key: getattr(self, key) for key in (
-            "train_top1_error", "val_top1_error", "val_top5_error", "test_top1_error", "epochs", "train_seconds", "reused", "run_dir")})
+        row.update(
+            {
+                key: getattr(self, key)
+                for key in (
+                    "train_top1_error",
+                    "val_top1_error",
+                    "val_top5_error",
+                    "test_top1_error",
+                    "epochs",
+                    "train_seconds",
+                    "reused",
+                    "run_dir",
+                )
+            }
+        )
         row["config"] = self.config.to_dict()
         row["first_layer"] = self.first_layer.to_dict() if self.first_layer is not None else None
         return row
@@ -309,8 +329,22 @@ def _errors(probe, source, input_shape, batch_size):
     return evaluate({"model": probe}, batches, batch_size=batch_size)["models"]["model"]
 
 
-def run_ablation(base, variants, train_source, test_source, runs_dir, *, val_source=None, diagnose_images=1000,
-                 max_maps=64, callbacks=None, on_variant=None, strategy=None, metadata=None, batch_size=256):
+def run_ablation(
+    base,
+    variants,
+    train_source,
+    test_source,
+    runs_dir,
+    *,
+    val_source=None,
+    diagnose_images=1000,
+    max_maps=64,
+    callbacks=None,
+    on_variant=None,
+    strategy=None,
+    metadata=None,
+    batch_size=256,
+):
     """Train and evaluate each variant of ``base``; reuse runs already finished in ``runs_dir``.
 
     Args:
@@ -356,8 +390,15 @@ def run_ablation(base, variants, train_source, test_source, runs_dir, *, val_sou
         else:
             report(index, variant, "train")
             extra = callbacks(variant) if callbacks else ()
-            model, _ = train(config, fit_source, val_source, run_dir, callbacks=extra, strategy=strategy,
-                             metadata={"ablation_variant": variant.to_dict(), **(metadata or {})})
+            model, _ = train(
+                config,
+                fit_source,
+                val_source,
+                run_dir,
+                callbacks=extra,
+                strategy=strategy,
+                metadata={"ablation_variant": variant.to_dict(), **(metadata or {})},
+            )
         with open(os.path.join(run_dir, "history.json")) as handle:
             history = json.load(handle)
         report(index, variant, "evaluate")
@@ -372,11 +413,20 @@ def run_ablation(base, variants, train_source, test_source, runs_dir, *, val_sou
             images = Batches(test_source, shape, batch_size, diagnose_images)
             count = model.get_layer(probe.layer_names[1]).filters
             first_layer = first_layer_report(probe, model, images, range(min(count, max_maps)), batch_size=batch_size)
-        results.append(VariantResult(
-            variant=variant, config=config, run_dir=run_dir, params=trainable_params(model),
-            train_top1_error=train_errors["top1_error"], val_top1_error=val_errors.get("top1_error"),
-            val_top5_error=val_errors.get("top5_error"), test_top1_error=test_errors["top1_error"],
-            epochs=len(history["epoch"]), train_seconds=float(sum(history["seconds"])), reused=reused,
-            first_layer=first_layer,
-        ))
+        results.append(
+            VariantResult(
+                variant=variant,
+                config=config,
+                run_dir=run_dir,
+                params=trainable_params(model),
+                train_top1_error=train_errors["top1_error"],
+                val_top1_error=val_errors.get("top1_error"),
+                val_top5_error=val_errors.get("top5_error"),
+                test_top1_error=test_errors["top1_error"],
+                epochs=len(history["epoch"]),
+                train_seconds=float(sum(history["seconds"])),
+                reused=reused,
+                first_layer=first_layer,
+            )
+        )
     return results

@@ -91,7 +91,7 @@ class ImageNetPreprocessing(keras.layers.Layer):
 def parse_name(text):
     """``"keras:resnet50"`` (or ``"keras:resnet50@96x128"`` for another input size) ->
     ``(name, input_shape or None)``; ValueError listing the known names."""
-    spec = text[len("keras:"):] if text.startswith("keras:") else text
+    spec = text[len("keras:") :] if text.startswith("keras:") else text
     name, _, size = spec.partition("@")
     name = name.strip().lower()
     if name not in APPLICATIONS:

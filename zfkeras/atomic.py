@@ -25,7 +25,7 @@ __all__ = ["atomic_output", "clean_stale", "make_parents", "save_model", "write_
 def _owner_alive(entry, prefix):
     """Whether the process that made ``entry`` (``prefix`` + ``PID-XXXX``) still runs (older
     names without a PID count as abandoned)."""
-    pid = os.path.basename(entry)[len(prefix):].split("-", 1)[0]
+    pid = os.path.basename(entry)[len(prefix) :].split("-", 1)[0]
     if not pid.isdigit():
         return False
     try:

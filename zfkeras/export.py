@@ -127,11 +127,19 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
         "model_name": model.name,
         "input_shape": [height, width, channels],
         "input": {
-            "serve": {"dtype": "float32", "shape": [None, None, None, channels], "range": [0, 255],
-                      "what": "native images of any size, raw pixel values; serve resizes and crops them itself"},
-            "model": {"dtype": "float32", "shape": [None, height, width, channels], "range": [0, 255],
-                      "what": "features, project_* and model.keras take images at input_shape (preprocess's output); "
-                              "the mean is subtracted inside"},
+            "serve": {
+                "dtype": "float32",
+                "shape": [None, None, None, channels],
+                "range": [0, 255],
+                "what": "native images of any size, raw pixel values; serve resizes and crops them itself",
+            },
+            "model": {
+                "dtype": "float32",
+                "shape": [None, height, width, channels],
+                "range": [0, 255],
+                "what": "features, project_* and model.keras take images at input_shape (preprocess's output); "
+                "the mean is subtracted inside",
+            },
         },
         "preprocessing": _preprocessing(height),
         "class_names": list(class_names),
@@ -170,13 +178,17 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
 def _preprocessing(size):
     side, pad = load_size(size), train_padding(size)
     if side == size:
-        return (f"none for native {size}x{size} images: the model is evaluated on the image as it is (other sizes: the "
-                f"smaller side resized to {size}, bilinear with antialiasing, then the centre {size}x{size}); training "
-                f"used random {size}x{size} crops of the image zero-padded by {pad} on each side, flipped at random; "
-                f"10-crop evaluation takes the corner and centre crops of that padded image and their mirror images")
-    return (f"the smaller side resized to {side} (bilinear, antialiased), the centre {side}x{side} kept, then its centre "
-            f"{size}x{size} (serve does this itself); training used random {size}x{size} crops of the {side}x{side} image "
-            f"with random flips; 10-crop evaluation takes its corner and centre crops and their mirror images")
+        return (
+            f"none for native {size}x{size} images: the model is evaluated on the image as it is (other sizes: the "
+            f"smaller side resized to {size}, bilinear with antialiasing, then the centre {size}x{size}); training "
+            f"used random {size}x{size} crops of the image zero-padded by {pad} on each side, flipped at random; "
+            f"10-crop evaluation takes the corner and centre crops of that padded image and their mirror images"
+        )
+    return (
+        f"the smaller side resized to {side} (bilinear, antialiased), the centre {side}x{side} kept, then its centre "
+        f"{size}x{size} (serve does this itself); training used random {size}x{size} crops of the {side}x{side} image "
+        f"with random flips; 10-crop evaluation takes its corner and centre crops and their mirror images"
+    )
 
 
 def read_metadata(path):
@@ -196,11 +208,13 @@ def read_metadata(path):
     except (OSError, ValueError) as error:
         raise ValueError(f"{meta_path}: unreadable ({error})") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: not zfkeras export metadata (no \"format\": \"{FORMAT}\")")
+        raise ValueError(f'{meta_path}: not zfkeras export metadata (no "format": "{FORMAT}")')
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
-        raise ValueError(f"{meta_path}: missing {', '.join(missing)} (an export from an older zfkeras, or not "
-                         f"zfkeras's); re-export its model.keras with `zf export`")
+        raise ValueError(
+            f"{meta_path}: missing {', '.join(missing)} (an export from an older zfkeras, or not "
+            f"zfkeras's); re-export its model.keras with `zf export`"
+        )
     return metadata
 
 
@@ -236,28 +250,40 @@ class ExportedProbe(Probe):
     def features(self, images, layers=None, batch_size=256):
         images = self.check_images(images)
         layers = self.check_layers(layers)
-        return batched(lambda x: {name: value.numpy() for name, value in self.saved_model.features(tf.constant(x)).items() if name in layers},
-                       images, batch_size)
+        return batched(
+            lambda x: {
+                name: value.numpy()
+                for name, value in self.saved_model.features(tf.constant(x)).items()
+                if name in layers
+            },
+            images,
+            batch_size,
+        )
 
     def project(self, images, layer, channel, position="max", batch_size=64):
         images = self.check_images(images)
         self.check_layers(layer, self.layer_names)
         shape = self.feature_shapes.get(layer)
         if shape is None:
-            raise ValueError(f"{self.path}: {METADATA_FILE} has no feature_shapes entry for {layer!r}; "
-                             "re-export its model.keras with `zf export`")
+            raise ValueError(
+                f"{self.path}: {METADATA_FILE} has no feature_shapes entry for {layer!r}; "
+                "re-export its model.keras with `zf export`"
+            )
         n = len(images)
         channel = _as_channels(channel, n, shape[-1])
         whole_map = isinstance(position, str) and position == "map"
         position = _as_positions(position, n, shape[:2])
         if whole_map:
             function = getattr(self.saved_model, f"project_map_{layer}")
-            run = lambda i: function(tf.constant(images[i : i + batch_size]), tf.constant(channel[i : i + batch_size]))  # noqa: E731
         else:
             function = getattr(self.saved_model, f"project_{layer}")
-            run = lambda i: function(  # noqa: E731
-                tf.constant(images[i : i + batch_size]), tf.constant(channel[i : i + batch_size]), tf.constant(position[i : i + batch_size])
-            )
+
+        def run(i):
+            part = slice(i, i + batch_size)
+            if whole_map:
+                return function(tf.constant(images[part]), tf.constant(channel[part]))
+            return function(tf.constant(images[part]), tf.constant(channel[part]), tf.constant(position[part]))
+
         parts = [run(i).numpy() for i in range(0, n, batch_size)]
         return np.concatenate(parts) if parts else np.zeros_like(images)
 

@@ -74,7 +74,9 @@ def mean_class_accuracy(labels, predictions):
     """
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     if labels.shape != predictions.shape or labels.ndim != 1 or not len(labels):
-        raise ValueError(f"labels and predictions must be equal non-empty [N] arrays, got {labels.shape} and {predictions.shape}")
+        raise ValueError(
+            f"labels and predictions must be equal non-empty [N] arrays, got {labels.shape} and {predictions.shape}"
+        )
     return float(np.mean([np.mean(predictions[labels == c] == c) for c in np.unique(labels)]))
 
 

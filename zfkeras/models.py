@@ -109,7 +109,6 @@ class ModelSpec:
                 raise ValueError(f"{key}: unknown layer; use conv1..conv{len(convs)}, fc6, fc7")
         return self.replace(convs=tuple(convs), fc=tuple(fc))
 
-
     def with_conv(self, layer, **fields):
         """A copy with fields of one conv layer changed, e.g. ``with_conv("conv1", kernel=7, stride=2)``
         (an AlexNet-like or ZFNet-like first layer for the Sec. 4.1 comparison)."""
@@ -126,8 +125,6 @@ class ModelSpec:
         convs = list(self.convs)
         convs[int(number) - 1] = dataclasses.replace(conv, **fields)
         return self.replace(convs=tuple(convs))
-
-
 
 
 def validate_spec(spec):
@@ -172,9 +169,13 @@ def validate_spec(spec):
         if conv.pool is not None:
             pool = conv.pool
             if not (_positive_int(pool.size) and _positive_int(pool.stride) and pool.padding in ("valid", "same")):
-                raise ValueError(f"{field}.pool must have positive size/stride and padding 'valid'/'same', got {pool!r}")
+                raise ValueError(
+                    f"{field}.pool must have positive size/stride and padding 'valid'/'same', got {pool!r}"
+                )
             if min(height, width) >= 1:
-                _, height, width, _ = pooled_shape((None, height, width, None), (pool.size,) * 2, (pool.stride,) * 2, pool.padding)
+                _, height, width, _ = pooled_shape(
+                    (None, height, width, None), (pool.size,) * 2, (pool.stride,) * 2, pool.padding
+                )
         if min(height, width) < 1:
             raise ValueError(f"{field}: feature maps shrink to nothing for input_shape {spec.input_shape}")
 
@@ -212,8 +213,14 @@ def build_model(spec, seed=None):
             x = keras.layers.ZeroPadding2D(padding, name=f"pad{number}")(x)
             padding = "valid"
         x = keras.layers.Conv2D(
-            conv.filters, conv.kernel, strides=conv.stride, padding=padding, activation="relu",
-            kernel_initializer=init(), bias_initializer="zeros", kernel_constraint=constraint,
+            conv.filters,
+            conv.kernel,
+            strides=conv.stride,
+            padding=padding,
+            activation="relu",
+            kernel_initializer=init(),
+            bias_initializer="zeros",
+            kernel_constraint=constraint,
             name=f"conv{number}",
         )(x)
         if conv.pool is not None:
@@ -224,7 +231,9 @@ def build_model(spec, seed=None):
     for number, units in zip((6, 7), spec.fc):
         if units is None:
             continue
-        x = keras.layers.Dense(units, activation="relu", kernel_initializer=init(), bias_initializer="zeros", name=f"fc{number}")(x)
+        x = keras.layers.Dense(
+            units, activation="relu", kernel_initializer=init(), bias_initializer="zeros", name=f"fc{number}"
+        )(x)
         x = keras.layers.Dropout(spec.dropout, name=f"drop{number}")(x)
     outputs = keras.layers.Dense(
         spec.num_classes, activation="softmax", kernel_initializer=init(), bias_initializer="zeros", name="predictions"
@@ -240,7 +249,9 @@ def zfnet_spec(num_classes=1000, input_shape=(224, 224, 3)):
     conv3-5 3x3/1 "same" (13), pool5 3x3/2 "valid" (13 -> 6); 6 * 6 * 256 = 9216 inputs to fc6.
     """
     return ModelSpec(
-        name="zfnet", input_shape=tuple(input_shape), num_classes=num_classes,
+        name="zfnet",
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
         convs=(
             ConvSpec(96, 7, 2, padding=1, pool=PoolSpec(3, 2, "same"), lrn=True),
             ConvSpec(256, 5, 2, padding="valid", pool=PoolSpec(3, 2, "same"), lrn=True),
@@ -257,7 +268,9 @@ def alexnet_spec(num_classes=1000, input_shape=(224, 224, 3)):
     2-pixel border (224 -> 55), pools 3x3/2 "valid" (55 -> 27, 27 -> 13, 13 -> 6), LRN after
     pools 1 and 2, conv2 256@5x5, conv3-4 384@3x3, conv5 256@3x3 ("same"), fc 4096, 4096."""
     return ModelSpec(
-        name="alexnet", input_shape=tuple(input_shape), num_classes=num_classes,
+        name="alexnet",
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
         convs=(
             ConvSpec(96, 11, 4, padding=2, pool=PoolSpec(3, 2, "valid"), lrn=True),
             ConvSpec(256, 5, 1, padding="same", pool=PoolSpec(3, 2, "valid"), lrn=True),
@@ -276,7 +289,9 @@ def zfnet_small_spec(num_classes=10, input_shape=(28, 28, 1)):
     conv5 64@3x3, pool 3x3/2 "valid"; fc6, fc7 256. For 28x28: 28 -> 14 -> 7 -> 3 (576 inputs to fc6).
     """
     return ModelSpec(
-        name="zfnet_small", input_shape=tuple(input_shape), num_classes=num_classes,
+        name="zfnet_small",
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
         convs=(
             ConvSpec(32, 3, 1, padding="same", pool=PoolSpec(3, 2, "same"), lrn=True),
             ConvSpec(64, 3, 1, padding="same", pool=PoolSpec(3, 2, "same"), lrn=True),

@@ -151,8 +151,9 @@ class OcclusionEvaluator:
             the incremental path handles.
     """
 
-    def __init__(self, probe, image, layer=None, patch=None, fill=None, feature_map=None, incremental=True,
-                 approximate=None):
+    def __init__(
+        self, probe, image, layer=None, patch=None, fill=None, feature_map=None, incremental=True, approximate=None
+    ):
         self.probe = probe
         self.image = probe.check_images(np.asarray(image)[None])[0]
         self.layer = probe.check_layers(layer if layer is not None else probe.layer_names[-1], probe.layer_names)[0]
@@ -166,8 +167,14 @@ class OcclusionEvaluator:
         depth = self.clean_maps.shape[-1]
         if feature_map is None:
             feature_map = int(np.argmax(self.clean_maps.reshape(-1, depth).max(axis=0)))
-        if isinstance(feature_map, bool) or not isinstance(feature_map, (int, np.integer)) or not 0 <= feature_map < depth:
-            raise ValueError(f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}")
+        if (
+            isinstance(feature_map, bool)
+            or not isinstance(feature_map, (int, np.integer))
+            or not 0 <= feature_map < depth
+        ):
+            raise ValueError(
+                f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}"
+            )
         self.feature_map = int(feature_map)
         self.clean_activity = float(self.clean_maps[..., self.feature_map].sum())
         keep = 1.0 if approximate is None else approximate
@@ -176,7 +183,9 @@ class OcclusionEvaluator:
         use = incremental and self._fused is not None
         self.incremental = _incremental_forward(probe, self.layer, self.patch, keep) if use else None
         if approximate is not None and self.incremental is None:
-            raise ValueError("approximate needs the incremental path: a Keras chain of conv/pool/LRN layers and incremental=True")
+            raise ValueError(
+                "approximate needs the incremental path: a Keras chain of conv/pool/LRN layers and incremental=True"
+            )
         if self.incremental is not None:
             self._clean_pass = self.incremental.clean_pass(self.image)
 
@@ -226,14 +235,26 @@ class IncrementalForward:
         from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
 
         layers = _linear_chain(probe.model)
-        spatial = (SubtractMean, keras.layers.ZeroPadding2D, SwitchMaxPool, keras.layers.MaxPooling2D,
-                   LocalResponseNormalization, keras.layers.ReLU, keras.layers.Activation, keras.layers.Dropout)
+        spatial = (
+            SubtractMean,
+            keras.layers.ZeroPadding2D,
+            SwitchMaxPool,
+            keras.layers.MaxPooling2D,
+            LocalResponseNormalization,
+            keras.layers.ReLU,
+            keras.layers.Activation,
+            keras.layers.Dropout,
+        )
         self.steps = layer_steps(layers, probe.input_shape[:2])
         for layer_, _ in self.steps:
-            plain_conv = type(layer_) is keras.layers.Conv2D and layer_.groups == 1 and layer_.data_format == "channels_last"
+            plain_conv = (
+                type(layer_) is keras.layers.Conv2D and layer_.groups == 1 and layer_.data_format == "channels_last"
+            )
             if not (plain_conv or isinstance(layer_, spatial)):
-                raise ValueError(f"incremental occlusion does not handle layer {layer_.name!r} ({type(layer_).__name__})")
-        self.tail = layers[len(self.steps):]
+                raise ValueError(
+                    f"incremental occlusion does not handle layer {layer_.name!r} ({type(layer_).__name__})"
+                )
+        self.tail = layers[len(self.steps) :]
         if not all(isinstance(t, (keras.layers.Flatten, keras.layers.Dense, keras.layers.Dropout)) for t in self.tail):
             raise ValueError("incremental occlusion needs Flatten/Dense/Dropout after the spatial layers")
         selected = probe.deconvnet.selection_layer(layer)
@@ -244,8 +265,12 @@ class IncrementalForward:
         self._pools = (SwitchMaxPool, keras.layers.MaxPooling2D)
         maps = [tf.TensorSpec((1, *step.input_size, None), tf.float32) for _, step in self.steps]
         maps.append(tf.TensorSpec((1, *self.steps[-1][1].output_size, None), tf.float32))
-        spec = [maps, tf.TensorSpec(probe.input_shape, tf.float32), tf.TensorSpec((None, 2), tf.int32),
-                [tf.TensorSpec((None, 2), tf.int32)] * len(self.steps)]
+        spec = [
+            maps,
+            tf.TensorSpec(probe.input_shape, tf.float32),
+            tf.TensorSpec((None, 2), tf.int32),
+            [tf.TensorSpec((None, 2), tf.int32)] * len(self.steps),
+        ]
         self._run = tf.function(self._run_batch, input_signature=spec)
 
     def clean_pass(self, image):
@@ -316,8 +341,19 @@ def _incremental_forward(probe, layer, patch, keep=1.0):
     return cache[key]
 
 
-def occlusion_map(probe, image, label=None, patch=None, stride=None, fill=None, layer=None, feature_map=None,
-                  batch_size=64, progress=None, evaluator=None):
+def occlusion_map(
+    probe,
+    image,
+    label=None,
+    patch=None,
+    stride=None,
+    fill=None,
+    layer=None,
+    feature_map=None,
+    batch_size=64,
+    progress=None,
+    evaluator=None,
+):
     """Occlusion sensitivity of ``probe`` on one image (Fig. 7 panels b-e).
 
     Args:
@@ -364,10 +400,19 @@ def occlusion_map(probe, image, label=None, patch=None, stride=None, fill=None, 
     projection = probe.project(evaluator.image[None], evaluator.layer, evaluator.feature_map, "max")[0]
     grid = positions.shape[:2]
     return OcclusionResult(
-        image=evaluator.image, positions=positions, feature_activity=activity.reshape(grid),
-        true_class_prob=probs.reshape(grid), top_label=top.reshape(grid), projection=projection,
-        layer=evaluator.layer, feature_map=evaluator.feature_map, label=label, patch=evaluator.patch,
-        stride=stride, clean_activity=evaluator.clean_activity, clean_probs=evaluator.clean_probs,
+        image=evaluator.image,
+        positions=positions,
+        feature_activity=activity.reshape(grid),
+        true_class_prob=probs.reshape(grid),
+        top_label=top.reshape(grid),
+        projection=projection,
+        layer=evaluator.layer,
+        feature_map=evaluator.feature_map,
+        label=label,
+        patch=evaluator.patch,
+        stride=stride,
+        clean_activity=evaluator.clean_activity,
+        clean_probs=evaluator.clean_probs,
     )
 
 
@@ -392,5 +437,3 @@ def _fused_function(probe, layer):
     spec = tf.TensorSpec((None, *probe.input_shape), tf.float32)
     cache[layer] = tf.function(lambda x: fused(x, training=False), input_signature=[spec])
     return cache[layer]
-
-

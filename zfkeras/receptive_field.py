@@ -43,7 +43,10 @@ POOLS = (SwitchMaxPool, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D
 CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 MERGES = (keras.layers.Add, keras.layers.Concatenate)
 END = (
-    keras.layers.Flatten, keras.layers.Dense, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling2D,
+    keras.layers.Flatten,
+    keras.layers.Dense,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalAveragePooling2D,
     keras.layers.Reshape,
 )
 SUPPORTED_LAYERS = (
@@ -119,7 +122,9 @@ class Graph:
                 self._tensors[id(tensor)] = tensor
             if isinstance(call.operation, keras.layers.InputLayer):
                 if id(call.output_tensors[0]) != self.input:
-                    raise ValueError(f"the model needs one image input; {model.name!r} has another input {call.operation.name!r}")
+                    raise ValueError(
+                        f"the model needs one image input; {model.name!r} has another input {call.operation.name!r}"
+                    )
                 continue
             node = Node(call.operation, tuple(map(id, call.input_tensors)), tuple(map(id, call.output_tensors)), call)
             self.nodes.append(node)

@@ -78,11 +78,16 @@ def architecture(model):
             continue
         output = layer.output[0] if isinstance(layer.output, (list, tuple)) else layer.output
         trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
-        rows.append(LayerRow(
-            name=layer.name, kind=type(layer).__name__, settings=_settings(layer),
-            output_shape=tuple(int(d) for d in output.shape[1:]), params=int(layer.count_params()),
-            trainable_params=trainable,
-        ))
+        rows.append(
+            LayerRow(
+                name=layer.name,
+                kind=type(layer).__name__,
+                settings=_settings(layer),
+                output_shape=tuple(int(d) for d in output.shape[1:]),
+                params=int(layer.count_params()),
+                trainable_params=trainable,
+            )
+        )
     return rows
 
 

@@ -52,7 +52,9 @@ class TopK:
                 or len(np.unique(channels)) != len(channels)
                 or (channels < 0).any()
             ):
-                raise ValueError(f"maps[{layer!r}] must be distinct non-negative channel indices, got {channels.tolist()}")
+                raise ValueError(
+                    f"maps[{layer!r}] must be distinct non-negative channel indices, got {channels.tolist()}"
+                )
             self.maps[layer] = channels.astype("int64")
         self.images_seen = 0
         self._state = {layer: _empty(len(channels), self.k) for layer, channels in self.maps.items()}
@@ -222,10 +224,15 @@ def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_
         if layer not in fields:
             raise ValueError(f"no receptive field for layer {layer!r}")
         shape = (len(top.maps[layer]), top.k, *fields[layer].size, channels)
-        results[layer] = {"projections": np.full(shape, np.nan, "float32"), "patches": np.full(shape, np.nan, "float32")}
+        results[layer] = {
+            "projections": np.full(shape, np.nan, "float32"),
+            "patches": np.full(shape, np.nan, "float32"),
+        }
         entries = top.entries(layer)
         for m, j in zip(*np.nonzero(entries["image"] >= 0)):
-            wanted.setdefault(int(entries["image"][m, j]), []).append((layer, m, j, int(entries["y"][m, j]), int(entries["x"][m, j])))
+            wanted.setdefault(int(entries["image"][m, j]), []).append(
+                (layer, m, j, int(entries["y"][m, j]), int(entries["x"][m, j]))
+            )
     pending = {layer: [] for layer in layers}
 
     def flush(layer):
@@ -258,7 +265,9 @@ def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_
     for layer in pending:
         flush(layer)
     if wanted:
-        raise ValueError(f"images {sorted(wanted)[:5]} not found in the data (it holds images {first_image}..{index - 1})")
+        raise ValueError(
+            f"images {sorted(wanted)[:5]} not found in the data (it holds images {first_image}..{index - 1})"
+        )
     return results
 
 
@@ -354,4 +363,6 @@ def _check_disjoint(state, layer):
         used = state["image"][m] >= 0
         keys = set(zip(state["image"][m][used].tolist(), state["y"][m][used].tolist(), state["x"][m][used].tolist()))
         if len(keys) != int(used.sum()):
-            raise ValueError(f"merged top-k results share entries ({layer}, map row {m}): shards must cover disjoint images")
+            raise ValueError(
+                f"merged top-k results share entries ({layer}, map row {m}): shards must cover disjoint images"
+            )

@@ -112,7 +112,11 @@ class TrainConfig:
         """Raise ValueError naming the first bad field."""
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
-        if len(self.input_shape) != 3 or self.input_shape[0] != self.input_shape[1] or self.input_shape[2] not in (1, 3):
+        if (
+            len(self.input_shape) != 3
+            or self.input_shape[0] != self.input_shape[1]
+            or self.input_shape[2] not in (1, 3)
+        ):
             raise ValueError(f"input_shape must be (S, S, 1) or (S, S, 3), got {self.input_shape}")
         for name in ("num_classes", "epochs", "batch_size", "patience"):
             value = getattr(self, name)
@@ -174,6 +178,7 @@ class TrainConfig:
 # Strategies
 # --------------------------------------------------------------------------------------------
 
+
 def make_strategy(name="auto"):
     """A ``tf.distribute.Strategy`` from a name.
 
@@ -223,8 +228,8 @@ def _check_tf_config():
         task["type"], int(task["index"])
     except (ValueError, KeyError, TypeError):
         raise ValueError(
-            "TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
-            f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}, got {raw!r}"
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}, got {raw!r}'
         ) from None
     if not workers:
         raise ValueError("TF_CONFIG lists no workers")
@@ -256,6 +261,7 @@ def worker_role(strategy):
 # Data
 # --------------------------------------------------------------------------------------------
 
+
 def split_source(source, fraction, seed=0):
     """Hold out a random ``fraction`` of ``source`` for validation: ``(train, val)`` Sources.
 
@@ -282,8 +288,13 @@ def split_source(source, fraction, seed=0):
         dataset = source.dataset.enumerate().filter(lambda i, example: tf.equal(tf.gather(flags, i), keep_val))
         return dataset.map(lambda i, example: example)
 
-    common = dict(class_names=source.class_names, channels=source.channels, name=source.name, split=source.split,
-                  skip_corrupt=source.skip_corrupt)
+    common = dict(
+        class_names=source.class_names,
+        channels=source.channels,
+        name=source.name,
+        split=source.split,
+        skip_corrupt=source.skip_corrupt,
+    )
     return (
         data.Source(dataset=part(False), num_examples=total - held_out, **common),
         data.Source(dataset=part(True), num_examples=held_out, **common),
@@ -308,6 +319,7 @@ def _sharded(dataset):
 # --------------------------------------------------------------------------------------------
 # Learning-rate schedule and callbacks
 # --------------------------------------------------------------------------------------------
+
 
 def annealed_lr(config, monitored):
     """Learning rate for the next epoch, given the watched loss of each epoch so far.
@@ -389,6 +401,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
 # The loop
 # --------------------------------------------------------------------------------------------
 
+
 class _Stepper:
     """Distributed SGD and evaluation steps of one model: sums of (loss, correct, count) per call."""
 
@@ -453,7 +466,9 @@ def _reset_dropout_seeds(model, seed, epoch):
     base = _epoch_seed(seed, epoch)
     for index, layer in enumerate(model.layers):
         for generator in getattr(layer, "_seed_generators", ()):
-            generator.state.assign(np.asarray([(base + 104_729 * (index + 1)) % (2**31 - 1), 0]).astype(generator.state.dtype))
+            generator.state.assign(
+                np.asarray([(base + 104_729 * (index + 1)) % (2**31 - 1), 0]).astype(generator.state.dtype)
+            )
 
 
 def _load_history(path, epochs_done):
@@ -524,7 +539,8 @@ def _prepare_model(config, strategy, images, model, compute_mean):
             trained.get_layer(name).trainable = False
         trained.compile(
             optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
-            loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
         )
         trained.optimizer.build(trained.trainable_variables)
     return trained
@@ -544,7 +560,9 @@ def _check_model(model, config):
     if missing:
         raise ValueError(f"frozen layer {missing[0]!r} is not in model {model.name!r}; its layers: {', '.join(names)}")
     if "subtract_mean" not in names:
-        raise ValueError(f"model {model.name!r} has no subtract_mean layer (zfkeras.layers.SubtractMean) to hold the mean image")
+        raise ValueError(
+            f"model {model.name!r} has no subtract_mean layer (zfkeras.layers.SubtractMean) to hold the mean image"
+        )
 
 
 def _callbacks(config, out_dir, chief, model, steps, progress, extra, histograms):
@@ -565,9 +583,22 @@ def _callbacks(config, out_dir, chief, model, steps, progress, extra, histograms
     )
 
 
-def train(config, train_source, val_source=None, run_dir="runs/train", *, model=None, compute_mean=None,
-          callbacks=(), progress=False, strategy=None, metadata=None, histograms=True, cache="auto",
-          cache_budget=None):
+def train(
+    config,
+    train_source,
+    val_source=None,
+    run_dir="runs/train",
+    *,
+    model=None,
+    compute_mean=None,
+    callbacks=(),
+    progress=False,
+    strategy=None,
+    metadata=None,
+    histograms=True,
+    cache="auto",
+    cache_budget=None,
+):
     """Train a model as ``config`` says and write ``run_dir`` (see the module docstring).
 
     If ``run_dir`` holds the backup of an unfinished run with the same config, training resumes

@@ -14,9 +14,7 @@ class SubtractMean(keras.layers.Layer):
     """
 
     def build(self, input_shape):
-        self.mean = self.add_weight(
-            name="mean", shape=tuple(input_shape[1:]), initializer="zeros", trainable=False
-        )
+        self.mean = self.add_weight(name="mean", shape=tuple(input_shape[1:]), initializer="zeros", trainable=False)
 
     def call(self, inputs):
         return inputs - self.mean
