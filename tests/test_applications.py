@@ -16,9 +16,10 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from pipelines._common import fit_image, read_photo
+from pipelines._common import read_photo
 from pipelines.cli import main
 from zfkeras.applications import ImageNetPreprocessing, build, imagenet_class_names, parse_name
+from zfkeras.model_input import fit_image
 from zfkeras.probe import KerasProbe
 
 SIZE = 64
@@ -69,23 +70,14 @@ def test_names_and_errors():
 
 def test_missing_imagenet_weights_name_the_option(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache: Keras must download, which fails offline
-    result = zf("project", "chelsea", "--model", "keras:vgg16", "--out", tmp_path / "p.png")
+    result = zf("project", "keras:vgg16", "chelsea", "--out", tmp_path / "p")
     if result.exit_code == 0:
         pytest.skip("this machine could download the ImageNet weights")
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert "no ImageNet weights for vgg16" in last and "--weights FILE" in last and "Traceback" not in result.output
-    assert not (tmp_path / "p.png").exists()
-    result = zf(
-        "project",
-        "chelsea",
-        "--model",
-        "keras:vgg16",
-        "--weights",
-        tmp_path / "missing.h5",
-        "--out",
-        tmp_path / "p.png",
-    )
+    assert not (tmp_path / "p").exists()
+    result = zf("project", "keras:vgg16", "chelsea", "--weights", tmp_path / "missing.h5", "--out", tmp_path / "p")
     assert result.exit_code == 2 and "missing.h5: no such weights file (--weights takes" in result.output
 
 
@@ -137,27 +129,26 @@ def test_probe_of_an_application(probe, weights):
 
 
 def test_zf_project_on_resnet50(probe, weights, tmp_path):
-    out = tmp_path / "p.png"
+    out = tmp_path / "p"
     layers = ["conv2_block1_2_conv", "conv4_block1_out"]
     ok(
         zf(
             "project",
+            MODEL,
             "chelsea",
             "coffee",
-            "--model",
-            MODEL,
             "--weights",
             weights,
             "--layers",
             ",".join(layers),
-            "--maps",
+            "--top",
             "2",
             "--out",
             out,
         )
     )
-    arrays = np.load(tmp_path / "p.npz")
-    images = np.stack([fit_image(read_photo(name), probe.input_shape) for name in ("chelsea", "coffee")])
+    arrays = np.load(out / "projection.npz")
+    images = np.stack([fit_image(read_photo(name), probe.input_shape).pixels for name in ("chelsea", "coffee")])
     np.testing.assert_array_equal(arrays["images"], images)
     features = probe.features(images, layers)
     for layer in layers:
@@ -166,7 +157,7 @@ def test_zf_project_on_resnet50(probe, weights, tmp_path):
         expected = probe.project(np.repeat(images, 2, 0), layer, strongest.reshape(-1)).reshape(2, 2, *images.shape[1:])
         got = arrays[f"{layer}_projections"]
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max() and np.abs(expected).max() > 0
-    assert out.exists()
+    assert (out / "projection.png").exists()
 
 
 def photo_folder(root):
@@ -245,7 +236,7 @@ def test_zf_occlusion_on_resnet50(probe, weights, tmp_path):
         )
     )
     result = np.load(out / "chelsea.npz")
-    image = fit_image(read_photo("chelsea"), probe.input_shape)
+    image = fit_image(read_photo("chelsea"), probe.input_shape).pixels
     np.testing.assert_array_equal(result["image"], image)
     assert result["feature_activity"].shape == (4, 4)
     # brute force: paint the ImageNet mean pixel (0 after preprocessing) on each square, run the model

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 import zfkeras  # noqa: F401  (registers the custom layers)
-from pipelines._common import fit_image, read_photo
+from pipelines._common import read_photo
 from pipelines.cli import main
 from zfkeras import data
+from zfkeras.model_input import fit_image
 
 NARROW = "conv1=16,conv2=32,conv3=32,conv4=32,conv5=32,fc6=64,fc7=64"
 # ZFNet (paper Fig. 3): conv1 7x7/2, pool 3/2, conv2 5x5/2, pool 3/2, conv3-5 3x3/1. Receptive field
@@ -62,7 +63,7 @@ def run(tmp_path_factory):
         "--log-projections",
         "0",
         "--no-progress",
-        "--run-dir",
+        "--out",
         root / "run",
         "--export",
         root / "export",
@@ -131,7 +132,7 @@ def test_occlusion_grid_and_clean_probabilities(run):
     assert sorted(set(result["positions"][..., 1].ravel().tolist())) == corners
     assert result["image"].shape == (224, 224, 3)
     assert ((0 <= result["true_class_prob"]) & (result["true_class_prob"] <= 1)).all()
-    x = fit_image(read_photo(photo), (224, 224, 3))[None]
+    x = fit_image(read_photo(photo), (224, 224, 3)).pixels[None]
     exported = tf.saved_model.load(str(run["export"]))
     served = exported.serve(x).numpy()[0]
     np.testing.assert_allclose(result["clean_probs"], served, rtol=1e-4, atol=1e-6)
