@@ -92,9 +92,7 @@ def isolated_peaks(benchmark, argv, case, paths):
     peaks = {}
     for path in paths:
         env = dict(os.environ, **{PEAK_VARIABLE: f"{case}:{path}"})
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks", benchmark, *argv], env=env, capture_output=True, text=True
-        )
+        done = subprocess.run([sys.executable, "-m", "benchmarks", benchmark, *argv], env=env, capture_output=True, text=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("PEAK ")]
         peaks[path] = int(lines[-1].split()[1]) if lines and lines[-1].split()[1].isdigit() else None
     return peaks

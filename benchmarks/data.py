@@ -164,8 +164,7 @@ def _run(args, workdir):
             model.train_on_batch(x, y)
         times["train"].append((args["steps"] * batch, time.perf_counter() - wall, time.process_time() - cpu))
     rate = {
-        name: (sum(t[0] for t in runs) / sum(t[1] for t in runs), sum(t[0] for t in runs) / sum(t[2] for t in runs))
-        for name, runs in times.items()
+        name: (sum(t[0] for t in runs) / sum(t[1] for t in runs), sum(t[0] for t in runs) / sum(t[2] for t in runs)) for name, runs in times.items()
     }
 
     # Peak memory of one epoch at two sizes, each in a fresh process.
@@ -181,8 +180,7 @@ def _run(args, workdir):
         print(f"peak RSS of one epoch of {n} images ({seen} read): {peak / 2**20:.0f} MiB")
     print(f"memory growth {args['images']} -> {args['big']} images: {100 * growth:+.1f}% (flat: <= 10%)")
     print(
-        f"largest class share in each of the first {FIRST_BATCHES} batches of {batch} ({args['classes']} classes, "
-        f"uniform {1 / args['classes']:.2f}):"
+        f"largest class share in each of the first {FIRST_BATCHES} batches of {batch} ({args['classes']} classes, uniform {1 / args['classes']:.2f}):"
     )
     print("  train_dataset: " + " ".join(f"{s:.2f}" for s in shares) + f"  (max {max(shares):.2f})")
     print("  random order:  " + " ".join(f"{s:.2f}" for s in reference) + f"  (max {max(reference):.2f})")

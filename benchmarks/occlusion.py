@@ -29,9 +29,7 @@ def full_forward_baseline(model, selected, image, fill, corners, patch, channel,
     import tensorflow as tf
 
     fused = keras.Model(model.inputs, [selected.output, model.outputs[0]])
-    run = tf.function(
-        lambda x: fused(x, training=False), input_signature=[tf.TensorSpec((None, *image.shape), tf.float32)]
-    )
+    run = tf.function(lambda x: fused(x, training=False), input_signature=[tf.TensorSpec((None, *image.shape), tf.float32)])
 
     def evaluate():
         activity, probs = [], []
@@ -77,14 +75,7 @@ def main(argv=()):
         full = OcclusionEvaluator(probe, image, patch=patch, incremental=False, feature_map=exact.feature_map)
         assert exact.incremental is not None
         baseline = full_forward_baseline(
-            model,
-            probe.deconvnet.selection_layer(exact.layer),
-            image,
-            exact.fill,
-            corners,
-            patch,
-            exact.feature_map,
-            batch,
+            model, probe.deconvnet.selection_layer(exact.layer), image, exact.fill, corners, patch, exact.feature_map, batch
         )
 
         def by(evaluator):
@@ -94,9 +85,7 @@ def main(argv=()):
 
             return evaluate
 
-        approx = OcclusionEvaluator(
-            probe, image, patch=patch, feature_map=exact.feature_map, approximate=min(chosen["keep"], 100) / 100
-        )
+        approx = OcclusionEvaluator(probe, image, patch=patch, feature_map=exact.feature_map, approximate=min(chosen["keep"], 100) / 100)
         methods = {"baseline": baseline, "exact": by(exact), "full": by(full), "approx": by(approx)}
         if peak_target():
             return report_peak(methods, label)

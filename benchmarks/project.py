@@ -19,16 +19,7 @@ relative difference from the baseline, and each path's peak resident memory.
 
 import numpy as np
 
-from benchmarks._speed import (
-    interleaved,
-    isolated_peaks,
-    options,
-    peak_target,
-    photo,
-    relative_error,
-    report_peak,
-    zfnet_224,
-)
+from benchmarks._speed import interleaved, isolated_peaks, options, peak_target, photo, relative_error, report_peak, zfnet_224
 
 
 def gradient_override_deconvnet(model, layer):
@@ -103,10 +94,7 @@ def main(argv=()):
             f"ZFNet 224x224x3, random he_normal weights, skimage chelsea; {count} single-activation projections "
             f"per call (maps 0..{count - 1} at their strongest positions); median of {chosen['repeats']} interleaved repeats"
         )
-        print(
-            f"{'layer':<7}{'path':<10}{'proj/s wall':>12}{'proj/s CPU':>12}{'x base wall':>12}{'x base CPU':>12}"
-            f"{'rel. diff':>11}{'peak MB':>9}"
-        )
+        print(f"{'layer':<7}{'path':<10}{'proj/s wall':>12}{'proj/s CPU':>12}{'x base wall':>12}{'x base CPU':>12}{'rel. diff':>11}{'peak MB':>9}")
     for layer in ("conv5", "conv3"):
         if peak_target() and peak_target()[0] != layer:
             continue

@@ -36,9 +36,7 @@ def main(argv):
     batch_size = 100
     probe = KerasProbe(zfnet_small(seed=0))
     layers = list(probe.layer_names)
-    counts = {
-        name: value.shape[-1] for name, value in probe.features(np.zeros((1, 28, 28, 1), "float32"), layers).items()
-    }
+    counts = {name: value.shape[-1] for name, value in probe.features(np.zeros((1, 28, 28, 1), "float32"), layers).items()}
     maps = {name: list(range(count)) for name, count in counts.items()}
     scan(probe, _batches(2 * batch_size, batch_size, 0), maps)  # warm up: trace the tf.functions
 

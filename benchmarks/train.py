@@ -93,11 +93,7 @@ def main(argv):
     for round_index in range(args.rounds):
         model = build_model(config.model_spec(), seed=round_index)
         model.get_layer("subtract_mean").set_mean(x.mean(axis=0))
-        model.compile(
-            keras.optimizers.SGD(config.lr, momentum=config.momentum),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        model.compile(keras.optimizers.SGD(config.lr, momentum=config.momentum), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         timer = epoch_timer()
         model.fit(x, y, batch_size=config.batch_size, epochs=args.epochs, verbose=0, callbacks=[timer])
         fit_times += timer.times[1:]

@@ -29,9 +29,7 @@ def seed_everything(seed):
 
 
 def seed_option(function):
-    return click.option(
-        "--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same numbers on CPU)."
-    )(function)
+    return click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same numbers on CPU).")(function)
 
 
 def weights_option(function):
@@ -47,8 +45,7 @@ def weights_option(function):
         metavar="FILE|none",
         expose_value=False,
         callback=remember,
-        help="Weights for MODEL keras:NAME: a .h5/.weights.h5 file, or none for random ones "
-        "(default: ImageNet weights from Keras' cache).",
+        help="Weights for MODEL keras:NAME: a .h5/.weights.h5 file, or none for random ones (default: ImageNet weights from Keras' cache).",
     )(function)
 
 
@@ -75,9 +72,7 @@ def load_probe(path):
             return load_exported(path)
         except ValueError as error:  # not a zfkeras export, or inconsistent metadata
             message = str(error).splitlines()[0]
-            raise click.BadParameter(
-                message if message.startswith(path) else f"{path}: {message}", param_hint="MODEL"
-            ) from None
+            raise click.BadParameter(message if message.startswith(path) else f"{path}: {message}", param_hint="MODEL") from None
     from zfkeras.probe import KerasProbe
 
     loaded = load_model(path)
@@ -94,9 +89,7 @@ def read_photo(name_or_path):
 
         return np.asarray(getattr(skimage.data, name_or_path)())
     if not os.path.exists(name_or_path):
-        raise click.BadParameter(
-            f"{name_or_path}: no such file, nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE"
-        )
+        raise click.BadParameter(f"{name_or_path}: no such file, nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE")
     import tensorflow as tf
 
     try:
@@ -104,8 +97,7 @@ def read_photo(name_or_path):
             return tf.io.decode_image(tf.io.read_file(name_or_path), expand_animations=False).numpy()
     except Exception:
         raise click.BadParameter(
-            f"{name_or_path}: not a readable image (JPEG, PNG, BMP or GIF) nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})",
-            param_hint="IMAGE",
+            f"{name_or_path}: not a readable image (JPEG, PNG, BMP or GIF) nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE"
         ) from None
 
 
@@ -132,9 +124,7 @@ def check_output(path, option="--out", *, directory=True, results=None, written=
         entries = os.listdir(target) if directory else []
         earlier = not entries or results in entries or (written and all(e.endswith(tuple(written)) for e in entries))
         if directory and results and not earlier:
-            fail(
-                f"it is a non-empty directory that is not an earlier output (no {results}); choose another path or remove it"
-            )
+            fail(f"it is a non-empty directory that is not an earlier output (no {results}); choose another path or remove it")
         existing = os.path.dirname(target)
     elif not os.path.isdir(existing):
         fail(f"{existing} is a file, not a directory")
@@ -147,11 +137,9 @@ def check_output(path, option="--out", *, directory=True, results=None, written=
 
 
 def skip_corrupt_option(function):
-    return click.option(
-        "--skip-corrupt",
-        is_flag=True,
-        help="Skip unreadable images of folder: sources (count and names reported on stderr).",
-    )(function)
+    return click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images of folder: sources (count and names reported on stderr).")(
+        function
+    )
 
 
 class PixelValue(click.FloatRange):
@@ -228,9 +216,7 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
     from zfkeras import data
 
     # Folder sources read image headers; other sources may show download progress on stderr.
-    quiet = (
-        _quiet_libjpeg() if isinstance(spec, str) and spec.strip().startswith("folder:") else contextlib.nullcontext()
-    )
+    quiet = _quiet_libjpeg() if isinstance(spec, str) and spec.strip().startswith("folder:") else contextlib.nullcontext()
     try:
         with quiet:
             source = data.load_source(spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
@@ -255,9 +241,7 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
 def report_skipped(source):
     """Say on stderr which unreadable images of ``source`` were skipped (``--skip-corrupt``), if any."""
     if source.skipped:
-        click.echo(
-            f"skipped {source.skipped} unreadable image(s) of the {source.split} split of {source.name}:", err=True
-        )
+        click.echo(f"skipped {source.skipped} unreadable image(s) of the {source.split} split of {source.name}:", err=True)
         for name in source.skipped_files:
             click.echo(f"  {name}", err=True)
 
@@ -274,9 +258,7 @@ def corrupt_data_error(error, option="--data"):
     path = getattr(error, "path", None) if isinstance(error, data.CorruptImageError) else data.corrupt_file_in(error)
     if path is None:
         return None
-    return click.BadParameter(
-        f"corrupt or unreadable image file {path}; skip such files with --skip-corrupt", param_hint=option
-    )
+    return click.BadParameter(f"corrupt or unreadable image file {path}; skip such files with --skip-corrupt", param_hint=option)
 
 
 def write_json(path, obj):
@@ -378,9 +360,7 @@ def images_option(function=None, *, help="Use only the first N images of the spl
     return decorate(function) if function is not None else decorate
 
 
-def data_options(
-    function=None, *, default=DEFAULT_SOURCE, images="Use only the first N images of the split (default: all)."
-):
+def data_options(function=None, *, default=DEFAULT_SOURCE, images="Use only the first N images of the split (default: all)."):
     """``--data SOURCE``, ``--data-dir`` (a prepared TFDS copy), ``--skip-corrupt`` and ``--images N``
     (help text ``images``), for every command that reads data; ``@data_options`` or
     ``@data_options(default="mnist_5k")``."""
@@ -389,19 +369,11 @@ def data_options(
         function = images_option(function, help=images)
         function = skip_corrupt_option(function)
         function = click.option(
-            "--data-dir",
-            type=click.Path(file_okay=False),
-            metavar="DIR",
-            help="TFDS data directory holding a prepared copy (tfds: sources).",
+            "--data-dir", type=click.Path(file_okay=False), metavar="DIR", help="TFDS data directory holding a prepared copy (tfds: sources)."
         )(function)
-        return click.option(
-            "--data",
-            "data_spec",
-            default=default,
-            show_default=True,
-            metavar="SOURCE",
-            help=f"Data source: {SOURCE_FORMS}.",
-        )(function)
+        return click.option("--data", "data_spec", default=default, show_default=True, metavar="SOURCE", help=f"Data source: {SOURCE_FORMS}.")(
+            function
+        )
 
     return decorate(function) if function is not None else decorate
 
@@ -424,9 +396,7 @@ def layers_option(function=None, *, help="Comma-separated layers (default: every
     """``--layers conv1,conv5`` as a list of names (checked against the model by :func:`choose_layers`)."""
 
     def decorate(function):
-        return click.option(
-            "--layers", "layers", type=CommaList(str, "layer names like conv1,conv5"), metavar="LIST", help=help
-        )(function)
+        return click.option("--layers", "layers", type=CommaList(str, "layer names like conv1,conv5"), metavar="LIST", help=help)(function)
 
     return decorate(function) if function is not None else decorate
 
@@ -456,9 +426,7 @@ class MapSelection(click.ParamType):
         if text == "all":
             return lambda counts, seed: {layer: list(range(count)) for layer, count in counts.items()}
         if re.fullmatch(r"random:\d+", text) and int(text[7:]) > 0:
-            return lambda counts, seed: {
-                layer: random_maps(count, int(text[7:]), seed, layer) for layer, count in counts.items()
-            }
+            return lambda counts, seed: {layer: random_maps(count, int(text[7:]), seed, layer) for layer, count in counts.items()}
         if not re.fullmatch(r"\d+(,\d+)*", text):
             self.fail(f"{text!r}: {self.forms}", param, ctx)
         chosen = sorted({int(c) for c in text.split(",")})
@@ -466,9 +434,7 @@ class MapSelection(click.ParamType):
         def pick(counts, seed):
             for layer, count in counts.items():
                 if chosen[-1] >= count:
-                    raise click.BadParameter(
-                        f"map {chosen[-1]} does not exist in {layer}, which has maps 0-{count - 1}", param_hint="--maps"
-                    )
+                    raise click.BadParameter(f"map {chosen[-1]} does not exist in {layer}, which has maps 0-{count - 1}", param_hint="--maps")
             return {layer: list(chosen) for layer in counts}
 
         return pick
@@ -499,9 +465,7 @@ def maps_option(default, help="Maps per layer"):
 
 def batch_size_option(default=64, help="Images per forward pass."):
     """``--batch-size N`` (>= 1): how many images go through the model at once (bounds memory)."""
-    return click.option(
-        "--batch-size", default=default, show_default=True, type=click.IntRange(1), metavar="N", help=help
-    )
+    return click.option("--batch-size", default=default, show_default=True, type=click.IntRange(1), metavar="N", help=help)
 
 
 def split_option(default="test", help="Split to scan."):
@@ -510,12 +474,7 @@ def split_option(default="test", help="Split to scan."):
 
 
 def out_option(
-    function=None,
-    *,
-    results="results.json",
-    written=(),
-    required=True,
-    help="Output directory (built beside it, then swapped in whole).",
+    function=None, *, results="results.json", written=(), required=True, help="Output directory (built beside it, then swapped in whole)."
 ):
     """``--out DIR``: the output directory, checked before any work (:func:`check_output`; ``results``
     marks an earlier output of the command, which is replaced whole when the command succeeds)."""
@@ -524,9 +483,7 @@ def out_option(
         return None if value is None else check_output(value, results=results, written=written)
 
     def decorate(function):
-        return click.option(
-            "--out", required=required, type=click.Path(file_okay=False), callback=check, metavar="DIR", help=help
-        )(function)
+        return click.option("--out", required=required, type=click.Path(file_okay=False), callback=check, metavar="DIR", help=help)(function)
 
     return decorate(function) if function is not None else decorate
 
@@ -536,8 +493,7 @@ def label_option(function):
     return click.option(
         "--label",
         multiple=True,
-        help="True class (index or name): once for all images or once per "
-        "image. Default: the top class of each unaltered image.",
+        help="True class (index or name): once for all images or once per image. Default: the top class of each unaltered image.",
     )(function)
 
 
@@ -547,9 +503,7 @@ def parse_labels(values, class_names, count, option="--label"):
     if not values:
         return [None] * count
     if len(values) not in (1, count):
-        raise click.BadParameter(
-            f"give one {option} for all images or one per image ({count}), got {len(values)}", param_hint=option
-        )
+        raise click.BadParameter(f"give one {option} for all images or one per image ({count}), got {len(values)}", param_hint=option)
     labels = []
     for value in values:
         if value in class_names:
@@ -558,8 +512,7 @@ def parse_labels(values, class_names, count, option="--label"):
             labels.append(int(value))
         else:
             raise click.BadParameter(
-                f"{value!r} is not a class: use an index 0-{len(class_names) - 1} or a name ({', '.join(class_names)})",
-                param_hint=option,
+                f"{value!r} is not a class: use an index 0-{len(class_names) - 1} or a name ({', '.join(class_names)})", param_hint=option
             )
     return labels * count if len(labels) == 1 else labels
 
@@ -573,9 +526,7 @@ def load_images(paths, input_shape):
     for path in paths:
         name = os.path.splitext(os.path.basename(path))[0]
         if name in seen:
-            raise click.BadParameter(
-                f"{seen[name]} and {path} would both write {name}.*; rename one", param_hint="IMAGE"
-            )
+            raise click.BadParameter(f"{seen[name]} and {path} would both write {name}.*; rename one", param_hint="IMAGE")
         seen[name] = path
         images.append((name, fit_image(read_photo(path), input_shape).pixels))
     return images
@@ -695,6 +646,12 @@ def write_results(out, results, table, csv_rows, figure=None, files=None):
             handle.write(json_text(results) + "\n")
 
 
+def penalty_option(help):
+    """``--C``: the linear heads' weight of the data term against the L2 penalty
+    (:func:`zfkeras.linear.fit_linear`), shared by ``zf transfer`` and ``zf layers``."""
+    return click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True), help=help)
+
+
 def fold_options(default_per_class):
     """``--per-class``, ``--split``, ``--folds`` and ``--test-per-class``: the Caltech protocol's draws
     (:func:`zfkeras.folds.class_folds`), shared by ``zf transfer`` and ``zf layers``."""
@@ -708,11 +665,7 @@ def fold_options(default_per_class):
             help="Test images per class and fold, at most (drawn from the rest).",
         )(function)
         function = click.option(
-            "--folds",
-            default=5,
-            show_default=True,
-            type=click.IntRange(1),
-            help="Random train/test draws; results are mean +- std over them.",
+            "--folds", default=5, show_default=True, type=click.IntRange(1), help="Random train/test draws; results are mean +- std over them."
         )(function)
         function = click.option(
             "--split",
@@ -747,9 +700,7 @@ def compute_features(features, folds_by_n):
     fold uses, with a progress bar."""
     import numpy as np
 
-    indices = np.unique(
-        np.concatenate([np.concatenate([f.train, f.test]) for folds in folds_by_n.values() for f in folds])
-    )
+    indices = np.unique(np.concatenate([np.concatenate([f.train, f.test]) for folds in folds_by_n.values() for f in folds]))
     with progressbar(length=len(indices), label=f"features of {len(indices)} images") as bar:
         features.compute(indices, on_batch=bar.update)
 

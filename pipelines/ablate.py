@@ -9,12 +9,7 @@ import click
 
 from pipelines import _common
 
-METRICS = (
-    ("train_top1_error", "train top-1"),
-    ("val_top1_error", "val top-1"),
-    ("val_top5_error", "val top-5"),
-    ("test_top1_error", "test top-1"),
-)
+METRICS = (("train_top1_error", "train top-1"), ("val_top1_error", "val top-1"), ("val_top5_error", "val top-5"), ("test_top1_error", "test top-1"))
 
 
 class VariantType(click.ParamType):
@@ -42,10 +37,7 @@ def format_table(rows, title):
     width = max(len("variant"), *(len(row["variant"]["name"]) for row in rows))
     lines = [title, f"{'variant':<{width}}  {'params':>11}  " + "  ".join(f"{name:>11}" for _, name in METRICS)]
     for row in rows:
-        lines.append(
-            f"{row['variant']['name']:<{width}}  {row['params']:>11,}  "
-            + "  ".join(f"{_percent(row[key]):>11}" for key, _ in METRICS)
-        )
+        lines.append(f"{row['variant']['name']:<{width}}  {row['params']:>11,}  " + "  ".join(f"{_percent(row[key]):>11}" for key, _ in METRICS))
     compared = [row for row in rows if row["first_layer"]]
     if compared:
         lines += [
@@ -59,9 +51,7 @@ def format_table(rows, title):
             dead = f"{len(first['dead_filters'])}/{first['filters']} ({first['dead_fraction']:.1%})"
             aliasing = "-" if second["aliasing_share"] is None else f"{second['aliasing_share']:.3f}"
             conv1 = f"{first['kernel'][0]}x{first['kernel'][1]}/{first['stride']}"
-            lines.append(
-                f"{row['variant']['name']:<{width}}  {conv1:>7}  {dead:>16}  {aliasing:>8}  {_percent(row['test_top1_error']):>10}"
-            )
+            lines.append(f"{row['variant']['name']:<{width}}  {conv1:>7}  {dead:>16}  {aliasing:>8}  {_percent(row['test_top1_error']):>10}")
     return "\n".join(lines)
 
 
@@ -81,9 +71,7 @@ def csv_rows(rows):
     table = [header]
     for row in rows:
         first = row["first_layer"]
-        conv1 = (
-            "" if not first else "{0}x{1}/{2}".format(*first["first_layer"]["kernel"], first["first_layer"]["stride"])
-        )
+        conv1 = "" if not first else "{0}x{1}/{2}".format(*first["first_layer"]["kernel"], first["first_layer"]["stride"])
         table.append(
             [
                 row["variant"]["name"],
@@ -154,23 +142,9 @@ def epoch_progress(variant, epochs):
 
 
 @click.command()
-@click.option(
-    "--arch",
-    type=click.Choice(["zfnet_small", "zfnet", "alexnet"]),
-    default="zfnet_small",
-    show_default=True,
-    help="Base architecture.",
-)
-@_common.data_options(
-    images="Training images used: a random subset seeded by --seed (default: the whole training split)."
-)
-@click.option(
-    "--epochs",
-    default=5,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Epochs per variant (the same budget for all).",
-)
+@click.option("--arch", type=click.Choice(["zfnet_small", "zfnet", "alexnet"]), default="zfnet_small", show_default=True, help="Base architecture.")
+@_common.data_options(images="Training images used: a random subset seeded by --seed (default: the whole training split).")
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1), help="Epochs per variant (the same budget for all).")
 @click.option(
     "--variant",
     "variants",
@@ -182,22 +156,10 @@ def epoch_progress(variant, epochs):
     "name=LABEL. The base is always trained first.",
 )
 @click.option("--units", help="Base widths, e.g. conv1=8,fc6=64 (the variants start from them).")
-@click.option(
-    "--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224)."
-)
-@click.option(
-    "--batch-size", default=128, show_default=True, type=click.IntRange(1), help="SGD batch of every variant."
-)
-@click.option(
-    "--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate."
-)
-@click.option(
-    "--dropout",
-    default=0.5,
-    show_default=True,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Dropout on fc6 and fc7.",
-)
+@click.option("--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224).")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="SGD batch of every variant.")
+@click.option("--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate.")
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Dropout on fc6 and fc7.")
 @click.option(
     "--kernel-init",
     type=click.Choice(["normal", "he_normal", "glorot_uniform"]),
@@ -213,11 +175,7 @@ def epoch_progress(variant, epochs):
     help="Fraction of the training images held out for validation (0 = none).",
 )
 @click.option(
-    "--diagnose-images",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Test images scanned for the first-layer diagnostics.",
+    "--diagnose-images", default=1000, show_default=True, type=click.IntRange(1), help="Test images scanned for the first-layer diagnostics."
 )
 @click.option(
     "--runs",
@@ -292,9 +250,7 @@ def ablate(
         raise click.UsageError(str(error).splitlines()[0]) from None
     runs_dir = runs_dir or os.path.normpath(out) + "-runs"
     # The command as typed after "ablate" (zf or python -m pipelines.cli), for the record.
-    command = (
-        shlex.join(["zf", "ablate", *sys.argv[sys.argv.index("ablate") + 1 :]]) if "ablate" in sys.argv else "zf ablate"
-    )
+    command = shlex.join(["zf", "ablate", *sys.argv[sys.argv.index("ablate") + 1 :]]) if "ablate" in sys.argv else "zf ablate"
     click.echo(
         f"ablation of {arch} {base.input_shape}: {len(chosen)} variants, {epochs} epochs each, "
         f"{train_source.num_examples} training images of {train_source.name}; runs in {runs_dir}",
@@ -316,10 +272,7 @@ def ablate(
         metadata={"command": command},
     )
     rows = [result.to_dict() for result in results]
-    title = (
-        f"Table 3 (adapted): {arch} {size}x{size}, {train_source.num_examples} training images, "
-        f"{epochs} epochs, seed {seed}"
-    )
+    title = f"Table 3 (adapted): {arch} {size}x{size}, {train_source.num_examples} training images, {epochs} epochs, seed {seed}"
     table = format_table(rows, title)
     seconds = time.monotonic() - started
     record = {
@@ -340,6 +293,4 @@ def ablate(
         extra["first_layer.png"] = _common.figure_bytes(figure)
     _common.write_results(out, record, table, csv_rows(rows), errors_figure(rows, title), files=extra)
     click.echo(table)
-    click.echo(
-        f"wrote {out}/ (results.json, results.csv, table.txt, figure.png, first_layer.png) in {seconds:.0f} s", err=True
-    )
+    click.echo(f"wrote {out}/ (results.json, results.csv, table.txt, figure.png, first_layer.png) in {seconds:.0f} s", err=True)

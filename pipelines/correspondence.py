@@ -34,27 +34,17 @@ def read_parts(path):
         raise bad('needs an "images" list of at least 2 entries')
     files, given_files, parts, objects = [], [], {}, []
     for index, entry in enumerate(entries):
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("file"), str)
-            or not isinstance(entry.get("parts"), dict)
-        ):
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not isinstance(entry.get("parts"), dict):
             raise bad(f'images[{index}] needs "file" (a string) and "parts" (an object)')
         names = list(entry["parts"])
         if index and names != list(parts):
-            raise bad(
-                f"images[{index}] has parts {names}, images[0] has {list(parts)}; every image needs the same parts"
-            )
+            raise bad(f"images[{index}] has parts {names}, images[0] has {list(parts)}; every image needs the same parts")
         for name, box in entry["parts"].items():
             if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box)):
                 raise bad(f"images[{index}].parts.{name} = {box!r} is not 4 integers [y0, x0, y1, x1]")
             parts.setdefault(name, []).append(box)
         objects.append(entry.get("object"))
-        file = (
-            entry["file"]
-            if os.path.isabs(entry["file"])
-            else os.path.join(os.path.dirname(os.path.abspath(path)), entry["file"])
-        )
+        file = entry["file"] if os.path.isabs(entry["file"]) else os.path.join(os.path.dirname(os.path.abspath(path)), entry["file"])
         if not os.path.isfile(file):
             raise bad(f"images[{index}].file {entry['file']!r} does not exist")
         files.append(file)
@@ -62,12 +52,7 @@ def read_parts(path):
     given = [o is not None for o in objects]
     if any(given) and not all(given):
         raise bad('give an "object" box for every image or for none')
-    return (
-        files,
-        given_files,
-        {name: np.asarray(boxes) for name, boxes in parts.items()},
-        (np.asarray(objects) if all(given) else None),
-    )
+    return (files, given_files, {name: np.asarray(boxes) for name, boxes in parts.items()}, (np.asarray(objects) if all(given) else None))
 
 
 def table_text(result, count, draws):
@@ -101,13 +86,7 @@ def result_json(result, names, files, parts, objects, draws, seed):
         "objects": None if objects is None else objects.tolist(),
         "scores": {
             part: {
-                layer: {
-                    "mean": s.mean,
-                    "std": s.std,
-                    "delta": s.delta,
-                    "delta_std": s.delta_std,
-                    "pairs": s.pairs.tolist(),
-                }
+                layer: {"mean": s.mean, "std": s.std, "delta": s.delta, "delta_std": s.delta_std, "pairs": s.pairs.tolist()}
                 for layer, s in by_layer.items()
             }
             for part, by_layer in result.scores.items()
@@ -140,9 +119,7 @@ def masks_figure(named, parts, result, fill, random_shown=2):
                 show_image(axes[row, col], stack[row], title if row == 0 else "")
                 if boxes is not None:  # outline the mask: the mean-image fill can look like cloth
                     y0, x0, y1, x1 = boxes[row]
-                    axes[row, col].add_patch(
-                        Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=1)
-                    )
+                    axes[row, col].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=1))
         axes[row, 0].text(-2, images.shape[1] / 2, name, fontsize=7, rotation=90, va="center", ha="right")
     figure.tight_layout()
     return figure
@@ -159,12 +136,8 @@ def masks_figure(named, parts, result, fill, random_shown=2):
     help="JSON file of images and part boxes: " + PARTS_FORMAT + ".",
 )
 @_common.layers_option(help="Comma-separated feature layers. Default: the top conv layer and fc7.")
-@click.option(
-    "--draws", default=10, show_default=True, type=click.IntRange(min=1), help="Random-mask draws for the control row."
-)
-@click.option(
-    "--fill", type=_common.PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image."
-)
+@click.option("--draws", default=10, show_default=True, type=click.IntRange(min=1), help="Random-mask draws for the control row.")
+@click.option("--fill", type=_common.PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
 @_common.batch_size_option()
 @_common.out_option(results="correspondence.json")
 @_common.seed_option
@@ -188,15 +161,7 @@ def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed
     images = np.stack([image for _, image in named])
     try:
         result = analysis.correspondence(
-            probe,
-            images,
-            parts,
-            layers=layers,
-            objects=objects,
-            draws=draws,
-            seed=seed,
-            fill=fill,
-            batch_size=batch_size,
+            probe, images, parts, layers=layers, objects=objects, draws=draws, seed=seed, fill=fill, batch_size=batch_size
         )
     except ValueError as error:  # a box outside the model input, a reserved part name, ...
         raise click.BadParameter(f"{parts_file}: {error}", param_hint="--parts") from None
@@ -205,12 +170,7 @@ def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed
     with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "correspondence.txt"), "w") as handle:
             handle.write(text)
-        _common.save_figure(
-            masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(target, "masks.png")
-        )
-        _common.write_json(
-            os.path.join(target, "correspondence.json"),
-            result_json(result, names, given_files, parts, objects, draws, seed),
-        )
+        _common.save_figure(masks_figure(named, parts, result, fill_values(probe, fill)), os.path.join(target, "masks.png"))
+        _common.write_json(os.path.join(target, "correspondence.json"), result_json(result, names, given_files, parts, objects, draws, seed))
     click.echo(text, nl=False)
     click.echo(f"-> {out}/correspondence.txt, correspondence.json, masks.png")

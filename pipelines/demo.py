@@ -25,19 +25,10 @@ def run(command, args):
     help="Output directory (one folder per step inside).",
 )
 @_common.data_options(
-    images="Use only the first N images of each split in every step (default: all for training "
-    "and evaluation, 2000 for the Fig. 2 scan)."
+    images="Use only the first N images of each split in every step (default: all for training and evaluation, 2000 for the Fig. 2 scan)."
 )
-@click.option(
-    "--epochs",
-    default=5,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Training epochs (the shipped model used 30).",
-)
-@click.option(
-    "--photo", default="chelsea", show_default=True, help="Photo projected through a 224x224 ZFNet at the end."
-)
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1), help="Training epochs (the shipped model used 30).")
+@click.option("--photo", default="chelsea", show_default=True, help="Photo projected through a 224x224 ZFNet at the end.")
 @_common.seed_option
 def demo(out, data_spec, data_dir, skip_corrupt, images, epochs, photo, seed):
     """Train zfnet_small, export it, evaluate it, and project its features to pixels.
@@ -47,12 +38,7 @@ def demo(out, data_spec, data_dir, skip_corrupt, images, epochs, photo, seed):
     (a real photo's strongest maps through the full 224x224 ZFNet, random paper-init weights).
     """
     model = os.path.join(out, "model")
-    data = [
-        "--data",
-        data_spec,
-        *(["--data-dir", data_dir] if data_dir else []),
-        *(["--skip-corrupt"] if skip_corrupt else []),
-    ]
+    data = ["--data", data_spec, *(["--data-dir", data_dir] if data_dir else []), *(["--skip-corrupt"] if skip_corrupt else [])]
     limit = ["--images", str(images)] if images else []
     run(
         "train",
@@ -83,32 +69,7 @@ def demo(out, data_spec, data_dir, skip_corrupt, images, epochs, photo, seed):
     run("evaluate", [model, *data, *limit, "--out", os.path.join(out, "evaluate")])
     run(
         "visualize",
-        [
-            model,
-            *data,
-            "--images",
-            str(images or 2000),
-            "--maps",
-            "random:8",
-            "--seed",
-            str(seed),
-            "--out",
-            os.path.join(out, "visualize"),
-        ],
+        [model, *data, "--images", str(images or 2000), "--maps", "random:8", "--seed", str(seed), "--out", os.path.join(out, "visualize")],
     )
-    run(
-        "project",
-        [
-            "random:zfnet",
-            photo,
-            "--layers",
-            "conv1,conv2,conv5",
-            "--top",
-            "6",
-            "--seed",
-            str(seed),
-            "--out",
-            os.path.join(out, "photo"),
-        ],
-    )
+    run("project", ["random:zfnet", photo, "--layers", "conv1,conv2,conv5", "--top", "6", "--seed", str(seed), "--out", os.path.join(out, "photo")])
     click.echo(f"\ndemo done: see {out}/")

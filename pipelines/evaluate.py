@@ -6,12 +6,7 @@ import click
 
 from pipelines import _common
 
-COLUMNS = (
-    ("top1_error", "top-1"),
-    ("top5_error", "top-5"),
-    ("ten_crop_top1_error", "top-1 (10 crops)"),
-    ("ten_crop_top5_error", "top-5 (10 crops)"),
-)
+COLUMNS = (("top1_error", "top-1"), ("top5_error", "top-5"), ("ten_crop_top1_error", "top-1 (10 crops)"), ("ten_crop_top5_error", "top-5 (10 crops)"))
 
 
 def evaluate_on_source(probes, source, crops="ten", batch_size=100):

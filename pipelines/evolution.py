@@ -19,20 +19,13 @@ def find_checkpoints(path):
         path = os.path.dirname(os.path.abspath(path))  # run/model.keras: the run's checkpoints
     if not os.path.isdir(path):
         raise click.BadParameter(
-            f"{path}: not a directory; give a training run dir, an export with checkpoints/, or a dir of epoch-XXX.keras files",
-            param_hint="MODEL",
+            f"{path}: not a directory; give a training run dir, an export with checkpoints/, or a dir of epoch-XXX.keras files", param_hint="MODEL"
         )
     inner = os.path.join(path, "checkpoints")
     directory = inner if os.path.isdir(inner) else path
-    found = sorted(
-        (int(m[1]), os.path.join(directory, name))
-        for name in os.listdir(directory)
-        if (m := CHECKPOINT.fullmatch(name))
-    )
+    found = sorted((int(m[1]), os.path.join(directory, name)) for name in os.listdir(directory) if (m := CHECKPOINT.fullmatch(name)))
     if not found:
-        raise click.BadParameter(
-            f"{path}: no epoch-XXX.keras checkpoints in it or in its checkpoints/ folder", param_hint="MODEL"
-        )
+        raise click.BadParameter(f"{path}: no epoch-XXX.keras checkpoints in it or in its checkpoints/ folder", param_hint="MODEL")
     return found
 
 
@@ -62,10 +55,7 @@ def evolution_figure(layer, channels, epochs, tiles, stable, percentile, per_map
     grid = mosaic(shown, count, pad=pad, fill=1.0)
     grid = np.concatenate([grid, np.ones((16, grid.shape[1], 3), "float32")])  # room for epoch labels
     height, width = shown.shape[1:3]
-    labels = [
-        (pad, pad + m * (height + pad) - 1, f"map {channel}{silent_note(per_map[str(channel)])}")
-        for m, channel in enumerate(channels)
-    ]
+    labels = [(pad, pad + m * (height + pad) - 1, f"map {channel}{silent_note(per_map[str(channel)])}") for m, channel in enumerate(channels)]
     labels += [(pad + e * (width + pad), grid.shape[0] - 2, f"epoch {epoch}") for e, epoch in enumerate(epochs)]
     title = f"{layer}: strongest activation per map (rows: maps) by epoch; top-1 image stable from epoch {stable}"
     return show_grid(grid, title, labels)
@@ -113,37 +103,17 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
             fields = receptive_fields(keras_model)
             layer_names = _common.choose_layers(layers, probe.layer_names)
             chosen = maps(map_counts(probe, layer_names), seed)
-            data_images = Images(
-                data_spec,
-                split,
-                probe.input_shape,
-                batch_size,
-                count=images,
-                skip_corrupt=skip_corrupt,
-                data_dir=data_dir,
-            )
+            data_images = Images(data_spec, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir)
         elif receptive_fields(keras_model) != fields:
-            raise click.UsageError(
-                f"{file}: a different architecture from {checkpoints[0][1]}; all checkpoints must come from one run"
-            )
+            raise click.UsageError(f"{file}: a different architecture from {checkpoints[0][1]}; all checkpoints must come from one run")
         label = f"epoch {epoch} ({number + 1}/{len(checkpoints)})"
-        with _common.progressbar(
-            data_images, length=data_images.batches, label=f"{label}: scan {data_images.label}"
-        ) as bar:
+        with _common.progressbar(data_images, length=data_images.batches, label=f"{label}: scan {data_images.label}") as bar:
             top = strongest(probe, bar, chosen)
         crops = project_topk(probe, top, data_images, fields, batch_size=batch_size)
         for layer in layer_names:
             tiles.setdefault(layer, []).append(crops[layer]["projections"][:, 0])
         tops.append(top)
-    report = {
-        "run": model,
-        "data": data_spec,
-        "split": split,
-        "images": tops[0].images_seen,
-        "seed": seed,
-        "epochs": epochs,
-        "layers": {},
-    }
+    report = {"run": model, "data": data_spec, "split": split, "images": tops[0].images_seen, "seed": seed, "epochs": epochs, "layers": {}}
     if data_images.source.skipped:
         report["skipped_files"] = list(data_images.source.skipped_files)
     lines = []
@@ -155,25 +125,19 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
             report["layers"][layer] = {"stable_epoch": stable, "field": field_json(fields[layer]), "maps": per_map}
             block = np.stack(tiles[layer], axis=1)  # [maps, epochs, fh, fw, C]
             _common.save_figure(
-                evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map),
-                os.path.join(target, f"{layer}.png"),
+                evolution_figure(layer, chosen[layer], epochs, block, stable, percentile, per_map), os.path.join(target, f"{layer}.png")
             )
             blocks.append((layer, block))
             detail = ", ".join(
-                f"{c}:{v['stable_epoch']}" + (" (silent at the end)" if epochs[-1] in v["silent_epochs"] else "")
-                for c, v in per_map.items()
+                f"{c}:{v['stable_epoch']}" + (" (silent at the end)" if epochs[-1] in v["silent_epochs"] else "") for c, v in per_map.items()
             )
             lines.append(f"{layer}: top-1 image stable from epoch {stable} (map:epoch {detail}) -> {out}/{layer}.png")
-        _common.save_figure(
-            combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(target, "evolution.png")
-        )
+        _common.save_figure(combined_figure(blocks, chosen, epochs, percentile, report), os.path.join(target, "evolution.png"))
         _common.write_json(os.path.join(target, "evolution.json"), report)
     for line in lines:
         click.echo(line)
     listed = ", ".join(map(str, epochs))
-    click.echo(
-        f"{len(checkpoints)} checkpoints (epochs {listed}), {report['images']} {split} images -> {out}/evolution.png, evolution.json"
-    )
+    click.echo(f"{len(checkpoints)} checkpoints (epochs {listed}), {report['images']} {split} images -> {out}/evolution.png, evolution.json")
 
 
 def combined_figure(blocks, chosen, epochs, percentile, report):
@@ -193,15 +157,11 @@ def combined_figure(blocks, chosen, epochs, percentile, report):
         parts.append(grid)
         left += grid.shape[1]
     grid = np.concatenate(parts, axis=1)
-    grid = np.concatenate(
-        [np.ones((24, grid.shape[1], 3), "float32"), grid, np.ones((20, grid.shape[1], 3), "float32")]
-    )
+    grid = np.concatenate([np.ones((24, grid.shape[1], 3), "float32"), grid, np.ones((20, grid.shape[1], 3), "float32")])
     maps = sum(map(len, chosen.values()))
     listed = ", ".join(map(str, epochs))
     return show_grid(
-        grid,
-        f"Feature evolution: strongest activation of {maps} maps over {report['images']} images at epochs {listed} (columns)",
-        labels,
+        grid, f"Feature evolution: strongest activation of {maps} maps over {report['images']} images at epochs {listed} (columns)", labels
     )
 
 

@@ -40,11 +40,7 @@ def _metrics_at(history, model_path):
 @click.command()
 @_common.model_argument
 @_common.out_option(results="zfkeras.json", help="Export directory, e.g. saved_models/NAME.")
-@click.option(
-    "--class-names",
-    metavar="LIST",
-    help="Comma-separated class names (default: from the run's config.json, else 0..C-1).",
-)
+@click.option("--class-names", metavar="LIST", help="Comma-separated class names (default: from the run's config.json, else 0..C-1).")
 def export(model, out, class_names):
     """Export MODEL (a .keras file, a run directory holding model.keras, or keras:NAME with
     --weights) to a SavedModel directory usable without zfkeras.
@@ -68,13 +64,7 @@ def export(model, out, class_names):
     metrics = _metrics_at(history, model_path)
     try:
         export_model(
-            probe.model,
-            out,
-            class_names=names,
-            config=record,
-            metrics=metrics,
-            command=record.get("command") if record else None,
-            history=history,
+            probe.model, out, class_names=names, config=record, metrics=metrics, command=record.get("command") if record else None, history=history
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None

@@ -21,16 +21,10 @@ def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_
     second = probe.layer_names[1]
     model = keras_of(probe, path)
     chosen = maps(map_counts(probe, [second]), seed)
-    data_images = Images(
-        data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir
-    )
-    with _common.progressbar(
-        length=data_images.batches or 0, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}"
-    ) as bar:
+    data_images = Images(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir)
+    with _common.progressbar(length=data_images.batches or 0, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}") as bar:
         try:
-            result = first_layer_report(
-                probe, model, data_images, chosen[second], threshold, batch_size, on_batch=lambda n: bar.update(1)
-            )
+            result = first_layer_report(probe, model, data_images, chosen[second], threshold, batch_size, on_batch=lambda n: bar.update(1))
         except ValueError as error:
             raise click.UsageError(f"{path}: {error}") from None
     report = {"model": path, **result.to_dict(), "skipped_files": list(data_images.source.skipped_files)}
@@ -103,9 +97,7 @@ def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, thre
     labels = model_labels(models)
     reports, pictures = [], []
     for path in models:
-        report, picture = diagnose(
-            path, data_spec, split, images, maps, batch_size, threshold, seed, skip_corrupt, data_dir
-        )
+        report, picture = diagnose(path, data_spec, split, images, maps, batch_size, threshold, seed, skip_corrupt, data_dir)
         reports.append(report)
         pictures.append(picture)
     with atomic_output(out, directory=True) as target:
@@ -118,8 +110,7 @@ def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, thre
             plt.title(f"{label}\n{caption(report)[0]}", fontsize=9, loc="left")
             _common.save_figure(figure, os.path.join(target, f"{label}-{report['first_layer']['name']}.png"))
         _common.write_json(
-            os.path.join(target, "filters.json"),
-            {"data": data_spec, "split": split, "seed": seed, "models": dict(zip(labels, reports))},
+            os.path.join(target, "filters.json"), {"data": data_spec, "split": split, "seed": seed, "models": dict(zip(labels, reports))}
         )
     for label, report in zip(labels, reports):
         click.echo(f"{label}: " + "; ".join(line.replace("\n", ", ") for line in caption(report)))

@@ -60,9 +60,7 @@ def curves_csv(curves, names, class_names, layers):
     """One row per image, transform and amount."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(
-        ["image", "label", "transform", "amount"] + [f"distance_{layer}" for layer in layers] + ["true_class_prob"]
-    )
+    writer.writerow(["image", "label", "transform", "amount"] + [f"distance_{layer}" for layer in layers] + ["true_class_prob"])
     for kind, c in curves.items():
         for i, name in enumerate(names):
             for t, amount in enumerate(c.amounts):
@@ -77,9 +75,7 @@ def curves_figure(curves, names, layers):
     from zfkeras.invariance import UNITS
 
     plt = _common.pyplot()
-    figure, axes = plt.subplots(
-        len(curves), len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.2 * len(curves)), squeeze=False
-    )
+    figure, axes = plt.subplots(len(curves), len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.2 * len(curves)), squeeze=False)
     for row, (kind, c) in enumerate(curves.items()):
         columns = [(c.distances[layer], f"{layer}: relative distance") for layer in layers]
         columns.append((c.true_class_prob, "p(true class)"))
@@ -123,17 +119,10 @@ def examples_figure(named, fill, amounts, shown=7):
 @_common.images_argument
 @_common.label_option
 @click.option(
-    "--shifts",
-    type=NUMBERS,
-    metavar="LIST",
-    help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps).",
+    "--shifts", type=NUMBERS, metavar="LIST", help="Vertical shifts in pixels, + = down. Default: whole pixels up to H/4 each way (15 steps)."
 )
-@click.option(
-    "--scales", type=NUMBERS, metavar="LIST", help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6."
-)
-@click.option(
-    "--angles", type=NUMBERS, metavar="LIST", help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360."
-)
+@click.option("--scales", type=NUMBERS, metavar="LIST", help="Scale factors (> 0) about the centre. Default: 0.6,0.7,...,1.6.")
+@click.option("--angles", type=NUMBERS, metavar="LIST", help="Rotations in degrees, counter-clockwise. Default: 0,15,...,360.")
 @_common.layers_option(help="Two or more comma-separated feature layers. Default: the first conv layer and fc7.")
 @click.option(
     "--fill",
@@ -174,27 +163,15 @@ def invariance(model, images, label, shifts, scales, angles, layers, fill, batch
         curves = {}
         for kind in bar:
             curves.update(
-                invariance_curves(
-                    probe,
-                    stack,
-                    labels=labels,
-                    amounts={kind: amounts[kind]},
-                    layers=layers,
-                    fill=fill,
-                    batch_size=batch_size,
-                )
+                invariance_curves(probe, stack, labels=labels, amounts={kind: amounts[kind]}, layers=layers, fill=fill, batch_size=batch_size)
             )
     names = [name for name, _ in named]
     with atomic_output(out, directory=True) as target:
         with open(os.path.join(target, "invariance.csv"), "w") as handle:
             handle.write(curves_csv(curves, names, class_names, layers))
         _common.save_figure(curves_figure(curves, names, layers), os.path.join(target, "invariance.png"))
-        _common.save_figure(
-            examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png")
-        )
-        _common.write_json(
-            os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill)
-        )
+        _common.save_figure(examples_figure(named, resolve_fill(probe, fill), amounts), os.path.join(target, "transforms.png"))
+        _common.write_json(os.path.join(target, "invariance.json"), curves_json(curves, names, class_names, layers, fill))
     for kind, c in curves.items():
         moved = ~np.isclose(c.amounts, IDENTITY[kind]) & ~((kind == "rotation") & np.isclose(c.amounts % 360, 0))
         if not moved.any():

@@ -11,9 +11,7 @@ CLASSIFIERS = ("softmax", "svm")
 
 @click.command()
 @_common.model_argument
-@_common.data_options(
-    default="mnist_5k", images="Use only the first N images of --split, which the folds are drawn from (default: all)."
-)
+@_common.data_options(default="mnist_5k", images="Use only the first N images of --split, which the folds are drawn from (default: all).")
 @_common.fold_options("5,30")
 @_common.layers_option(help="Layers to test (default: every conv layer, fc6 and fc7).")
 @click.option(
@@ -30,32 +28,11 @@ CLASSIFIERS = ("softmax", "svm")
     type=click.IntRange(1),
     help="A conv block output with more values is max-pooled over equal spatial cells until it fits.",
 )
-@click.option(
-    "--C",
-    "C",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Weight of the data term against the L2 penalty, for both classifiers.",
-)
+@_common.penalty_option(help="Weight of the data term against the L2 penalty, for both classifiers.")
 @_common.out_option
 @_common.seed_option
 def layers(
-    model,
-    data_spec,
-    data_dir,
-    skip_corrupt,
-    images,
-    per_class,
-    split,
-    folds,
-    test_per_class,
-    layers,
-    classifiers,
-    max_features,
-    C,
-    out,
-    seed,
+    model, data_spec, data_dir, skip_corrupt, images, per_class, split, folds, test_per_class, layers, classifiers, max_features, C, out, seed
 ):
     """A linear classifier on each layer's frozen features of MODEL, per fold (Table 7).
 
@@ -73,12 +50,8 @@ def layers(
     names = _common.check_feature_layer(loaded.model, layers or transfer.feature_layers(loaded.model), "--layers")
     unknown = [name for name in classifiers if name not in CLASSIFIERS]
     if unknown:
-        raise click.BadParameter(
-            f"{unknown[0]!r} is not a classifier; use {', '.join(CLASSIFIERS)}", param_hint="--classifiers"
-        )
-    source = _common.limit_images(
-        _common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images
-    )
+        raise click.BadParameter(f"{unknown[0]!r} is not a classifier; use {', '.join(CLASSIFIERS)}", param_hint="--classifiers")
+    source = _common.limit_images(_common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images)
     started = time.monotonic()
     labels = data.source_labels(source)
     folds_by_n = _common.draw_folds(labels, per_class, folds, test_per_class, seed, source.class_names)
@@ -91,12 +64,8 @@ def layers(
             for kind in classifiers:
                 for n, draws in folds_by_n.items():
                     for fold in draws:
-                        classifier = fit_linear(
-                            features.get(name, fold.train), labels[fold.train], len(source.class_names), kind=kind, C=C
-                        )
-                        accuracy = mean_class_accuracy(
-                            labels[fold.test], classifier.predict(features.get(name, fold.test))
-                        )
+                        classifier = fit_linear(features.get(name, fold.train), labels[fold.train], len(source.class_names), kind=kind, C=C)
+                        accuracy = mean_class_accuracy(labels[fold.test], classifier.predict(features.get(name, fold.test)))
                         records.append(
                             {
                                 "layer": name,
@@ -140,9 +109,7 @@ def layers(
     columns = [(kind, n) for kind in classifiers for n in per_class]
     table = _table(summary, names, columns, layouts)
     csv_rows = [["layer", "classifier", "n_per_class", "fold", "mean_class_accuracy"]]
-    csv_rows += [
-        [r["layer"], r["classifier"], r["n_per_class"], r["fold"], f"{r['mean_class_accuracy']:.6f}"] for r in records
-    ]
+    csv_rows += [[r["layer"], r["classifier"], r["n_per_class"], r["fold"], f"{r['mean_class_accuracy']:.6f}"] for r in records]
     _common.write_results(out, results, table, csv_rows, figure=_figure(summary, names, columns))
     click.echo(table)
     click.echo(f"wrote {out} in {results['seconds']:.0f} s", err=True)

@@ -38,9 +38,7 @@ def occlusion_figure(result, class_names, name):
     show_image(axes[0], result.image, title)
     worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)
     y, x = result.positions[worst]
-    axes[0].add_patch(
-        Rectangle((x - 0.5, y - 0.5), result.patch, result.patch, facecolor="0.5", edgecolor="red", alpha=0.85)
-    )
+    axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), result.patch, result.patch, facecolor="0.5", edgecolor="red", alpha=0.85))
     rows, cols = result.top_label.shape
     ys, xs = _cell_edges(rows, result.stride, height), _cell_edges(cols, result.stride, width)
     panels = [
@@ -50,12 +48,7 @@ def occlusion_figure(result, class_names, name):
             f"(b) {result.layer} map {result.feature_map}: total activity\n(unoccluded {result.clean_activity:.3g})",
             None,
         ),
-        (
-            axes[3],
-            result.true_class_prob,
-            f"(d) p({label_name})\n(unoccluded {result.clean_probs[result.label]:.3f})",
-            (0, 1),
-        ),
+        (axes[3], result.true_class_prob, f"(d) p({label_name})\n(unoccluded {result.clean_probs[result.label]:.3f})", (0, 1)),
     ]
     for axis, values, title, limits in panels:
         vmin, vmax = limits or (None, None)
@@ -63,9 +56,7 @@ def occlusion_figure(result, class_names, name):
         figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
         axis.set_title(title, fontsize=9)
     axes[2].imshow(to_display(result.projection), cmap="gray", vmin=0, vmax=1)
-    axes[2].set_title(
-        f"(c) projection of {result.layer} map {result.feature_map}\n(strongest activation, unoccluded)", fontsize=9
-    )
+    axes[2].set_title(f"(c) projection of {result.layer} map {result.feature_map}\n(strongest activation, unoccluded)", fontsize=9)
     # one colour per class index, the same in every figure
     palette = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     colours = ListedColormap([palette(c % palette.N) for c in range(len(class_names))])
@@ -129,28 +120,13 @@ def summary_json(result, class_names, path):
 @_common.model_argument
 @_common.images_argument
 @_common.label_option
+@click.option("--patch", type=click.IntRange(min=1), help="Side of the grey square in model-input pixels. Default: input height / 4.")
+@click.option("--stride", type=click.IntRange(min=1), help="Grid step in pixels (square centres at 0, S, 2S, ...). Default: input height / 28.")
 @click.option(
-    "--patch",
-    type=click.IntRange(min=1),
-    help="Side of the grey square in model-input pixels. Default: input height / 4.",
-)
-@click.option(
-    "--stride",
-    type=click.IntRange(min=1),
-    help="Grid step in pixels (square centres at 0, S, 2S, ...). Default: input height / 28.",
-)
-@click.option(
-    "--fill",
-    type=_common.PixelValue(),
-    help="Raw pixel value (0-255) of the square. Default: the training mean image (0 after mean subtraction).",
+    "--fill", type=_common.PixelValue(), help="Raw pixel value (0-255) of the square. Default: the training mean image (0 after mean subtraction)."
 )
 @click.option("--layer", help="Conv layer for panels (b) and (c). Default: the top conv layer.")
-@click.option(
-    "--map",
-    "feature_map",
-    type=click.IntRange(min=0),
-    help="Feature map of --layer. Default: the strongest in the unoccluded image.",
-)
+@click.option("--map", "feature_map", type=click.IntRange(min=0), help="Feature map of --layer. Default: the strongest in the unoccluded image.")
 @_common.batch_size_option(help="Occluded copies per forward pass (bounds memory).")
 @_common.out_option(results="occlusion.json", written=(".npz", ".png"))
 def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, out):
@@ -173,13 +149,10 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     named = _common.load_images(images, probe.input_shape)
     size = f"{probe.input_shape[0]}x{probe.input_shape[1]}"
     if patch is not None and patch > max(probe.input_shape[:2]):
-        raise click.BadParameter(
-            f"{patch} is larger than the model input {size}; use 1-{max(probe.input_shape[:2])}", param_hint="--patch"
-        )
+        raise click.BadParameter(f"{patch} is larger than the model input {size}; use 1-{max(probe.input_shape[:2])}", param_hint="--patch")
     if stride is not None and stride >= max(probe.input_shape[:2]):
         raise click.BadParameter(
-            f"{stride} leaves one square position on the model input {size}; use 1-{max(probe.input_shape[:2]) - 1}",
-            param_hint="--stride",
+            f"{stride} leaves one square position on the model input {size}; use 1-{max(probe.input_shape[:2]) - 1}", param_hint="--stride"
         )
     if feature_map is not None:
         chosen_layer = layer or probe.layer_names[-1]
@@ -189,9 +162,7 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     evaluators = []
     for _name, image in named:
         try:
-            evaluators.append(
-                OcclusionEvaluator(probe, image, layer=layer, patch=patch, fill=fill, feature_map=feature_map)
-            )
+            evaluators.append(OcclusionEvaluator(probe, image, layer=layer, patch=patch, fill=fill, feature_map=feature_map))
         except ValueError as error:
             raise click.UsageError(str(error)) from None
     step = stride or default_stride(probe.input_shape)
@@ -199,25 +170,12 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     results = []
     with atomic_output(out, directory=True) as target, _common.progressbar(length=total, label="occluding") as bar:
         for (name, image), evaluator, true_label in zip(named, evaluators, labels):
-            result = occlusion_map(
-                probe,
-                image,
-                label=true_label,
-                stride=stride,
-                batch_size=batch_size,
-                progress=bar.update,
-                evaluator=evaluator,
-            )
+            result = occlusion_map(probe, image, label=true_label, stride=stride, batch_size=batch_size, progress=bar.update, evaluator=evaluator)
             save_result(result, class_names, name, target)
             results.append((name, result))
         _common.write_json(
             os.path.join(target, "occlusion.json"),
-            {
-                "model": model,
-                "images": {
-                    name: summary_json(result, class_names, path) for (name, result), path in zip(results, images)
-                },
-            },
+            {"model": model, "images": {name: summary_json(result, class_names, path) for (name, result), path in zip(results, images)}},
         )
     for name, result in results:
         worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)

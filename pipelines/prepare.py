@@ -103,10 +103,7 @@ def write_split(source, directory, split, size, shards, seed, limit, quality, ba
 
 @click.command()
 @_common.data_options(default=None, images="At most this many images per split (a seeded random subset; default: all).")
-@_common.out_option(
-    results="dataset.json",
-    help="Output directory (built beside it, then swapped in whole); read it with --data tfrecord:DIR.",
-)
+@_common.out_option(results="dataset.json", help="Output directory (built beside it, then swapped in whole); read it with --data tfrecord:DIR.")
 @click.option(
     "--size",
     default=256,
@@ -115,9 +112,7 @@ def write_split(source, directory, split, size, shards, seed, limit, quality, ba
     help="Resize each image so its smaller side is this (256 for 224 models); 0 keeps native sizes.",
 )
 @click.option("--shards", default=8, show_default=True, type=click.IntRange(1), help="TFRecord files per split.")
-@click.option(
-    "--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG quality of the stored images."
-)
+@click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG quality of the stored images.")
 @_common.seed_option
 def prepare(data_spec, data_dir, skip_corrupt, images, out, size, shards, quality, seed):
     """Write --data's train and test splits as sharded TFRecords of resized JPEGs in --out.
@@ -149,9 +144,7 @@ def prepare(data_spec, data_dir, skip_corrupt, images, out, size, shards, qualit
             total = source.num_examples if images is None else min(images, source.num_examples or images)
             with _common.progressbar(length=total or 0, label=f"{split}: {total} images") as bar:
                 try:
-                    index["splits"][split] = write_split(
-                        source, temp, split, size, shards, [seed, number], images, quality, bar
-                    )
+                    index["splits"][split] = write_split(source, temp, split, size, shards, [seed, number], images, quality, bar)
                 except Exception as error:  # a corrupt image file met while reading: one line naming it
                     named = _common.corrupt_data_error(error, "SOURCE")
                     if named is None:

@@ -61,9 +61,7 @@ def open_model(model, seed):
         return _common.load_probe(model), os.path.basename(os.path.normpath(model))
     arch = model[len("random:") :]
     if arch not in RANDOM_ARCHITECTURES:
-        raise click.BadParameter(
-            f"{model}: use random:ARCH with ARCH one of {', '.join(RANDOM_ARCHITECTURES)}", param_hint="MODEL"
-        )
+        raise click.BadParameter(f"{model}: use random:ARCH with ARCH one of {', '.join(RANDOM_ARCHITECTURES)}", param_hint="MODEL")
     import zfkeras.models
     from zfkeras.probe import KerasProbe
 
@@ -110,9 +108,7 @@ def project(model, images, layers, count, position, out, seed):
     layers = _common.choose_layers(layers, probe.layer_names)
     fewest = min(map_counts(probe, layers).items(), key=lambda item: item[1])
     if count > fewest[1]:
-        raise click.BadParameter(
-            f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--top"
-        )
+        raise click.BadParameter(f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--top")
     from zfkeras.model_input import fit_image
 
     pixels = np.stack([fit_image(_common.read_photo(name), probe.input_shape).pixels for name in images])

@@ -68,9 +68,7 @@ class Steps:
 
     def __init__(self, names):
         self.names, self.position = list(names), 0
-        self.bar = _common.progressbar(
-            length=self.UNITS * len(self.names), label="report", item_show_func=lambda name: name or ""
-        )
+        self.bar = _common.progressbar(length=self.UNITS * len(self.names), label="report", item_show_func=lambda name: name or "")
 
     def run(self, index, function):
         start = index * self.UNITS
@@ -133,22 +131,7 @@ class Steps:
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
 @_common.seed_option
 @_common.out_option
-def report(
-    model,
-    data_spec,
-    data_dir,
-    skip_corrupt,
-    split,
-    images,
-    maps,
-    examples,
-    parts_file,
-    results_dirs,
-    skip,
-    batch_size,
-    seed,
-    out,
-):
+def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, examples, parts_file, results_dirs, skip, batch_size, seed, out):
     """One self-contained HTML page about MODEL (a SavedModel directory, a run directory or a .keras
     file): what it is, how it was trained, how accurate it is, and the paper's figures on it.
 
@@ -261,9 +244,7 @@ class Context:
         classes where possible, drawn with ``--seed`` from its first 500 (or --images) images."""
         if self._examples is None:
             images, labels = [], []
-            pool = CentreCrops(
-                self.source, self.probe.input_shape, self.batch_size, min(self.batches.count or 500, 500)
-            )
+            pool = CentreCrops(self.source, self.probe.input_shape, self.batch_size, min(self.batches.count or 500, 500))
             for batch, batch_labels in pool.dataset().as_numpy_iterator():
                 images.append(batch), labels.append(batch_labels)
             images, labels = np.concatenate(images), np.concatenate(labels)
@@ -295,9 +276,7 @@ class Context:
                 r.settings,
                 "x".join(map(str, r.output_shape)),
                 f"{r.params:,}",
-                f"{fields[r.name].size[0]}x{fields[r.name].size[1]} / {fields[r.name].jump[0]}"
-                if r.name in fields
-                else "",
+                f"{fields[r.name].size[0]}x{fields[r.name].size[1]} / {fields[r.name].jump[0]}" if r.name in fields else "",
             ]
             for r in rows
         ]
@@ -307,14 +286,7 @@ class Context:
             "trainable_params": trainable,
             "input_shape": list(self.probe.input_shape),
             "layers": [
-                {
-                    "name": r.name,
-                    "kind": r.kind,
-                    "settings": r.settings,
-                    "output_shape": list(r.output_shape),
-                    "params": r.params,
-                }
-                for r in rows
+                {"name": r.name, "kind": r.kind, "settings": r.settings, "output_shape": list(r.output_shape), "params": r.params} for r in rows
             ],
         }
         height, width, channels = self.probe.input_shape
@@ -327,10 +299,7 @@ class Context:
                         f"{height}x{width}x{channels}, float32 raw pixels 0-255; the training mean image is "
                         "subtracted inside the model (layer subtract_mean)",
                     ),
-                    (
-                        "preprocessing",
-                        meta.get("preprocessing", "resize the smaller side, centre crop (zfkeras.data.eval_dataset)"),
-                    ),
+                    ("preprocessing", meta.get("preprocessing", "resize the smaller side, centre crop (zfkeras.data.eval_dataset)")),
                     ("classes", f"{len(self.class_names)}: " + ", ".join(self.class_names)),
                     ("parameters", f"{total:,} ({trainable:,} trainable)"),
                 ]
@@ -343,12 +312,7 @@ class Context:
             ),
         ]
         return page.Section(
-            "architecture",
-            "What it is",
-            "Table of layers (paper Fig. 3)",
-            body,
-            numbers,
-            f"{len(rows)} layers, {total:,} parameters",
+            "architecture", "What it is", "Table of layers (paper Fig. 3)", body, numbers, f"{len(rows)} layers, {total:,} parameters"
         )
 
     def training(self, advance):
@@ -358,11 +322,7 @@ class Context:
         if run_dir and os.path.exists(os.path.join(run_dir, "history.json")):
             with open(os.path.join(run_dir, "history.json")) as handle:
                 history = json.load(handle)
-        body = [
-            page.code(command)
-            if command
-            else page.note("No training command recorded (no zfkeras.json or config.json).")
-        ]
+        body = [page.code(command) if command else page.note("No training command recorded (no zfkeras.json or config.json).")]
         numbers = {"command": command, "run_dir": run_dir, "history": history is not None}
         metrics = (self.meta or {}).get("metrics")
         if metrics:
@@ -405,12 +365,7 @@ class Context:
             body.append(page.note("No TensorBoard logs found." + where))
         numbers["tensorboard_logs"] = logs if logs and os.path.isdir(logs) else None
         return page.Section(
-            "training",
-            "How it was trained",
-            "Sec. 3 recipe",
-            body,
-            numbers,
-            f"history {'found in ' + run_dir if history else 'not found'}",
+            "training", "How it was trained", "Sec. 3 recipe", body, numbers, f"history {'found in ' + run_dir if history else 'not found'}"
         )
 
     def accuracy(self, advance):
@@ -430,9 +385,7 @@ class Context:
         name = self.save(_confusion_figure(confusion, self.class_names), "confusion.png")
         off = confusion - np.diag(np.diag(confusion))
         worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:3], off.shape))[0]
-        mixed = "; ".join(
-            f"{self.class_names[t]} taken for {self.class_names[p]} {off[t, p]} times" for t, p in worst if off[t, p]
-        )
+        mixed = "; ".join(f"{self.class_names[t]} taken for {self.class_names[p]} {off[t, p]} times" for t, p in worst if off[t, p])
         numbers = {"num_images": predictions.counter.count, "errors": errors, "confusion_ten_crop": confusion.tolist()}
         body = [
             page.accuracy_table(errors, predictions.counter.count),
@@ -482,9 +435,7 @@ class Context:
         for number, layer in enumerate(layers):
             crops = project_topk(self.probe, top, self.batches, fields, layers=[layer], batch_size=64)
             values = top.entries(layer)["value"]
-            name = self.save(
-                topk_figure(layer, self.chosen[layer], crops[layer], values, top.images_seen), f"fig2-{layer}.png"
-            )
+            name = self.save(topk_figure(layer, self.chosen[layer], crops[layer], values, top.images_seen), f"fig2-{layer}.png")
             size = fields[layer].size
             silent = int((values[:, 0] <= 0).sum())
             body.append(
@@ -501,20 +452,9 @@ class Context:
                     ),
                 )
             )
-            numbers["layers"][layer] = {
-                "field": list(size),
-                "top1_median": float(np.median(values[:, 0])),
-                "silent_maps": silent,
-            }
+            numbers["layers"][layer] = {"field": list(size), "top1_median": float(np.median(values[:, 0])), "silent_maps": silent}
             advance(total + (number + 1) * total // len(layers), 2 * total)
-        return page.Section(
-            "visualize",
-            "Top-9 activations",
-            "Fig. 2",
-            body,
-            numbers,
-            f"{len(layers)} layers over {top.images_seen} images",
-        )
+        return page.Section("visualize", "Top-9 activations", "Fig. 2", body, numbers, f"{len(layers)} layers over {top.images_seen} images")
 
     def evolution(self, advance):
         from pipelines.evolution import combined_figure, find_checkpoints, load_checkpoint
@@ -545,9 +485,7 @@ class Context:
         tiles, images = {layer: [] for layer in maps}, {layer: [] for layer in maps}
         # Each checkpoint's weights go into MODEL's own Keras model in turn, so its traced forward and
         # deconvnet functions serve every epoch (a new model per checkpoint would trace them all again).
-        probe = (
-            self.probe if getattr(self.probe, "model", None) is self.keras else KerasProbe(self.keras, self.class_names)
-        )
+        probe = self.probe if getattr(self.probe, "model", None) is self.keras else KerasProbe(self.keras, self.class_names)
         final = self.keras.get_weights()
         try:
             for number, (_epoch, file) in enumerate(checkpoints):
@@ -578,10 +516,7 @@ class Context:
                 "top1_images": dict(zip(map(str, maps[layer]), history.tolist())),
             }
         blocks = [(layer, np.stack(tiles[layer], axis=1)) for layer in maps]
-        name = self.save(
-            combined_figure(blocks, maps, epochs, 99.0, {"images": top.images_seen, "layers": numbers["layers"]}),
-            "fig4-evolution.png",
-        )
+        name = self.save(combined_figure(blocks, maps, epochs, 99.0, {"images": top.images_seen, "layers": numbers["layers"]}), "fig4-evolution.png")
         stable = ", ".join(f"{layer} {v['stable_epoch']}" for layer, v in numbers["layers"].items())
         body = [
             page.figure(
@@ -596,12 +531,7 @@ class Context:
             )
         ]
         return page.Section(
-            "evolution",
-            "Feature evolution during training",
-            "Fig. 4",
-            body,
-            numbers,
-            f"{len(epochs)} checkpoints; stable from epoch {stable}",
+            "evolution", "Feature evolution during training", "Fig. 4", body, numbers, f"{len(epochs)} checkpoints; stable from epoch {stable}"
         )
 
     def filters(self, advance):
@@ -611,13 +541,9 @@ class Context:
         from zfkeras.first_layer import first_layer_report
 
         if len(self.probe.layer_names) < 2:
-            return page.Section(
-                "filters", "First-layer filters", "Fig. 6", [page.note("Needs two conv layers.")], {}, ""
-            )
+            return page.Section("filters", "First-layer filters", "Fig. 6", [page.note("Needs two conv layers.")], {}, "")
         second = self.probe.layer_names[1]
-        chosen = _common.MapSelection().convert("random:36", None, None)(map_counts(self.probe, [second]), self.seed)[
-            second
-        ]
+        chosen = _common.MapSelection().convert("random:36", None, None)(map_counts(self.probe, [second]), self.seed)[second]
         done, total = 0, self.batches.count or 0
 
         def on_batch(size):
@@ -652,8 +578,7 @@ class Context:
                 name,
                 "Fig. 6, first-layer filters",
                 (
-                    " ".join(caption(numbers)).replace("\n", "; ")
-                    + ". Top: each first-layer filter, scaled to its own "
+                    " ".join(caption(numbers)).replace("\n", "; ") + ". Top: each first-layer filter, scaled to its own "
                     f"range; bottom: the top-1 deconvnet projections of {len(chosen)} {second} maps. Look for dead (flat) "
                     "filters and filters that are only high-frequency noise, and for a grid pattern in the projections "
                     "(aliasing from a large first-layer stride): the paper's Fig. 6 problems that smaller 7x7/2 filters fix."
@@ -661,12 +586,7 @@ class Context:
             ),
         ]
         return page.Section(
-            "filters",
-            "First-layer filters",
-            "Fig. 6, Sec. 4.1",
-            body,
-            numbers,
-            f"{len(first['dead_filters'])} dead of {first['filters']}",
+            "filters", "First-layer filters", "Fig. 6, Sec. 4.1", body, numbers, f"{len(first['dead_filters'])} dead of {first['filters']}"
         )
 
     def occlusion(self, advance):
@@ -716,37 +636,24 @@ class Context:
         curves = {}
         for number, kind in enumerate(amounts):
             curves.update(
-                invariance_curves(
-                    self.probe,
-                    stack,
-                    labels=labels,
-                    amounts={kind: amounts[kind]},
-                    layers=layers,
-                    fill="background",
-                    batch_size=64,
-                )
+                invariance_curves(self.probe, stack, labels=labels, amounts={kind: amounts[kind]}, layers=layers, fill="background", batch_size=64)
             )
             advance(number + 1, len(amounts))
         names = [name for name, _ in named]
         curves_name = self.save(curves_figure(curves, names, layers), "fig5-curves.png")
-        shown = self.save(
-            examples_figure(named, resolve_fill(self.probe, "background"), amounts), "fig5-transforms.png"
-        )
+        shown = self.save(examples_figure(named, resolve_fill(self.probe, "background"), amounts), "fig5-transforms.png")
         numbers = curves_json(curves, names, self.class_names, layers, "background")
         rows = []
         for kind, c in curves.items():
             moved = ~np.isclose(c.amounts, IDENTITY[kind]) & ~((kind == "rotation") & np.isclose(c.amounts % 360, 0))
             rows.append(
-                [kind]
-                + [f"{np.nanmean(c.distances[layer][:, moved]):.3f}" for layer in layers]
-                + [f"{c.true_class_prob[:, moved].mean():.3f}"]
+                [kind] + [f"{np.nanmean(c.distances[layer][:, moved]):.3f}" for layer in layers] + [f"{c.true_class_prob[:, moved].mean():.3f}"]
             )
         body = [
             page.figure(
                 shown,
                 "Fig. 5, the transforms",
-                f"Each transform applied to {names[0]}; uncovered pixels "
-                "take the image's background value (median of its border).",
+                f"Each transform applied to {names[0]}; uncovered pixels take the image's background value (median of its border).",
             ),
             page.table(
                 ["transform"] + [f"mean distance {layer}" for layer in layers] + ["mean p(true class)"],
@@ -766,14 +673,7 @@ class Context:
                 ),
             ),
         ]
-        return page.Section(
-            "invariance",
-            "Feature invariance",
-            "Fig. 5",
-            body,
-            numbers,
-            f"{len(names)} images, layers {', '.join(layers)}",
-        )
+        return page.Section("invariance", "Feature invariance", "Fig. 5", body, numbers, f"{len(names)} images, layers {', '.join(layers)}")
 
     def correspondence(self, advance):
         from pipelines.correspondence import masks_figure, result_json
@@ -785,12 +685,7 @@ class Context:
                 "correspondence",
                 "Part correspondence",
                 "Table 1",
-                [
-                    page.note(
-                        "Not computed: give --parts FILE (e.g. docs/examples/shirt-parts.json) with the "
-                        "same parts boxed in several images."
-                    )
-                ],
+                [page.note("Not computed: give --parts FILE (e.g. docs/examples/shirt-parts.json) with the same parts boxed in several images.")],
                 {},
                 "",
             )
@@ -798,17 +693,12 @@ class Context:
         named = _common.load_images(files, self.probe.input_shape)
         images = np.stack([image for _, image in named])
         try:
-            result = analysis.correspondence(
-                self.probe, images, parts, objects=objects, draws=10, seed=self.seed, batch_size=64
-            )
+            result = analysis.correspondence(self.probe, images, parts, objects=objects, draws=10, seed=self.seed, batch_size=64)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--parts") from None
         name = self.save(masks_figure(named, parts, result, fill_values(self.probe, None)), "fig8-masks.png")
         numbers = result_json(result, [n for n, _ in named], given_files, parts, objects, 10, self.seed)
-        rows = [
-            [part] + [f"{s[layer].mean:.3f} ± {s[layer].std:.3f}" for layer in result.layers]
-            for part, s in result.scores.items()
-        ]
+        rows = [[part] + [f"{s[layer].mean:.3f} ± {s[layer].std:.3f}" for layer in result.layers] for part, s in result.scores.items()]
         pairs = len(images) * (len(images) - 1) // 2
         body = [
             page.table(
@@ -823,9 +713,7 @@ class Context:
             ),
             page.figure(name, "Fig. 8, the masks", "Each image, each part masked (red outline), then random masks."),
         ]
-        return page.Section(
-            "correspondence", "Part correspondence", "Table 1, Fig. 8", body, numbers, f"{len(parts)} parts"
-        )
+        return page.Section("correspondence", "Part correspondence", "Table 1, Fig. 8", body, numbers, f"{len(parts)} parts")
 
     def _results(self, kind):
         return [(directory, results) for directory, found, results in self.results if found == kind]
@@ -859,35 +747,21 @@ class Context:
         found = self._results(kind)
         if not found:
             return page.Section(
-                kind,
-                title,
-                paper,
-                [page.note(f"No results given: run zf {kind} and pass its output directory with --results DIR.")],
-                {},
-                "",
+                kind, title, paper, [page.note(f"No results given: run zf {kind} and pass its output directory with --results DIR.")], {}, ""
             )
         body, numbers = [], {}
         for directory, results in found:
             given = results.get("model")
             if given and os.path.realpath(given) != os.path.realpath(self.path):
                 body.append(page.note(f"{directory} was computed for {given}, not {self.path}."))
-            body.append(
-                table(
-                    results,
-                    f"{caption} From {directory}/results.json (data {results.get('data_spec', results.get('data'))}).",
-                )
-            )
+            body.append(table(results, f"{caption} From {directory}/results.json (data {results.get('data_spec', results.get('data'))})."))
             if os.path.isfile(os.path.join(directory, "figure.png")):
                 import shutil
 
                 name = f"{kind}-{len(numbers) + 1}.png"
                 shutil.copyfile(os.path.join(directory, "figure.png"), os.path.join(self.target, name))
                 body.append(
-                    page.figure(
-                        name,
-                        f"{paper}, {directory}",
-                        f"The same numbers as the table above, drawn by zf {kind} (figure.png of its output).",
-                    )
+                    page.figure(name, f"{paper}, {directory}", f"The same numbers as the table above, drawn by zf {kind} (figure.png of its output).")
                 )
             numbers[directory] = results.get("summary")
         return page.Section(kind, title, paper, body, numbers, f"{len(found)} result(s)")
@@ -906,9 +780,7 @@ def read_results(directory):
         reason = error.strerror if isinstance(error, OSError) else "not the results.json of zf transfer or zf layers"
         raise click.BadParameter(f"{path}: {reason}", param_hint="--results") from None
     if kind is None:
-        raise click.BadParameter(
-            f"{path}: its summary rows are neither zf transfer's nor zf layers'", param_hint="--results"
-        )
+        raise click.BadParameter(f"{path}: its summary rows are neither zf transfer's nor zf layers'", param_hint="--results")
     return directory, kind, results
 
 
@@ -956,13 +828,7 @@ def _curves_figure(history):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + key)
             if values and any(v is not None for v in values):
-                axis.plot(
-                    epochs,
-                    [np.nan if v is None else v for v in values],
-                    style,
-                    marker=".",
-                    label="validation" if prefix else "training",
-                )
+                axis.plot(epochs, [np.nan if v is None else v for v in values], style, marker=".", label="validation" if prefix else "training")
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
@@ -991,14 +857,6 @@ def _confusion_figure(confusion, class_names):
         limit = confusion.max() / 2
         for t in range(len(class_names)):
             for p in range(len(class_names)):
-                axis.text(
-                    p,
-                    t,
-                    str(confusion[t, p]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if confusion[t, p] > limit else "black",
-                )
+                axis.text(p, t, str(confusion[t, p]), ha="center", va="center", fontsize=7, color="white" if confusion[t, p] > limit else "black")
     figure.tight_layout()
     return figure

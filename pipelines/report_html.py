@@ -46,10 +46,7 @@ def escape(value):
 
 def figure(src, title, caption):
     """An image file next to the page with a caption saying what it shows and what to look for."""
-    return (
-        f'<figure><img src="{escape(src)}" alt="{escape(title)}">'
-        f"<figcaption><b>{escape(title)}.</b> {escape(caption)}</figcaption></figure>"
-    )
+    return f'<figure><img src="{escape(src)}" alt="{escape(title)}"><figcaption><b>{escape(title)}.</b> {escape(caption)}</figcaption></figure>'
 
 
 def table(header, rows, caption=None):
@@ -113,9 +110,7 @@ def transfer_table(results, caption):
     methods = list(dict.fromkeys(row["method"] for row in rows))
     cell = {(row["method"], row["n_per_class"]): _percent(row) for row in rows}
     return table(
-        ["method"] + [f"acc % {n}/class" for n in sizes],
-        [[method] + [cell.get((method, n), "") for n in sizes] for method in methods],
-        caption,
+        ["method"] + [f"acc % {n}/class" for n in sizes], [[method] + [cell.get((method, n), "") for n in sizes] for method in methods], caption
     )
 
 
@@ -128,10 +123,7 @@ def layers_table(results, caption):
     values = results.get("features") or {}
     return table(
         ["layer", "features"] + [f"{c} {n}/class" for c, n in columns],
-        [
-            [layer, f"{values.get(layer, {}).get('values', '')}"] + [cell.get((layer, c, n), "") for c, n in columns]
-            for layer in layers
-        ],
+        [[layer, f"{values.get(layer, {}).get('values', '')}"] + [cell.get((layer, c, n), "") for c, n in columns] for layer in layers],
         caption,
     )
 
@@ -142,11 +134,7 @@ def document(header, identity, sections):
     nav = "".join(f'<a href="#{escape(s.key)}">{escape(s.title)}</a>' for s in sections)
     parts = []
     for s in sections:
-        parts.append(
-            f'<section id="{escape(s.key)}"><h2>{escape(s.title)} <small>{escape(s.paper)}</small></h2>'
-            + "".join(s.body)
-            + "</section>"
-        )
+        parts.append(f'<section id="{escape(s.key)}"><h2>{escape(s.title)} <small>{escape(s.paper)}</small></h2>' + "".join(s.body) + "</section>")
     images = "all" if header["images"] is None else header["images"]
     skipped = f" Left out: {', '.join(header['skipped'])}." if header["skipped"] else ""
     return (

@@ -83,23 +83,9 @@ def command_line(ctx):
     show_default=True,
     help="Architecture: zfnet (paper, 224x224), alexnet, or zfnet_small (ZF-shaped, 28x28).",
 )
-@click.option(
-    "--data",
-    "data_spec",
-    default="fashion_mnist",
-    show_default=True,
-    metavar="SOURCE",
-    help=f"Training source: {_common.SOURCE_FORMS}.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    metavar="DIR",
-    help="TFDS data directory holding a prepared copy (tfds: sources).",
-)
-@click.option(
-    "--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs)."
-)
+@click.option("--data", "data_spec", default="fashion_mnist", show_default=True, metavar="SOURCE", help=f"Training source: {_common.SOURCE_FORMS}.")
+@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR", help="TFDS data directory holding a prepared copy (tfds: sources).")
+@click.option("--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs).")
 @_common.skip_corrupt_option
 @click.option(
     "--cache",
@@ -109,16 +95,9 @@ def command_line(ctx):
     "memory, none (decode every epoch) or a directory for a memory-mapped file. Never changes the batches.",
 )
 @click.option(
-    "--cache-budget",
-    default=2048,
-    show_default=True,
-    type=click.IntRange(0),
-    help="MiB of resized images --cache auto may keep in memory.",
+    "--cache-budget", default=2048, show_default=True, type=click.IntRange(0), help="MiB of resized images --cache auto may keep in memory."
 )
-@_common.images_option(
-    help="Use only the first N images of each split read: training, --val-data and, with --export, "
-    "the test split (default: all)."
-)
+@_common.images_option(help="Use only the first N images of each split read: training, --val-data and, with --export, the test split (default: all).")
 @click.option("--val-data", default=None, help="Validation source (its test split). Default: hold out --val-split.")
 @click.option(
     "--val-split",
@@ -127,24 +106,14 @@ def command_line(ctx):
     type=click.FloatRange(0, 1, max_open=True),
     help="Fraction of the training data held out for validation when no --val-data (0 = none).",
 )
-@click.option(
-    "--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224)."
-)
+@click.option("--input-size", type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28 or 224).")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Model input channels (default: the data's).")
 @click.option("--units", help="Layer widths, e.g. conv3=512,fc6=2048 (Table 3 variants).")
-@click.option(
-    "--without", default="", help="Layers removed, e.g. 3,4 (conv3, conv4) or 6,7 (fc6, fc7) (Table 3 variants)."
-)
+@click.option("--without", default="", help="Layers removed, e.g. 3,4 (conv3, conv4) or 6,7 (fc6, fc7) (Table 3 variants).")
 @click.option("--epochs", default=70, show_default=True, type=click.IntRange(1), help=PAPER + "stopped after 70.")
-@click.option(
-    "--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Global batch, split across replicas."
-)
-@click.option(
-    "--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate."
-)
-@click.option(
-    "--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="SGD momentum."
-)
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Global batch, split across replicas.")
+@click.option("--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate.")
+@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="SGD momentum.")
 @click.option(
     "--patience",
     default=3,
@@ -159,19 +128,11 @@ def command_line(ctx):
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Learning-rate factor when validation loss stops improving (paper: 1/10).",
 )
+@click.option("--min-delta", default=1e-4, show_default=True, type=click.FloatRange(0), help="Smallest loss drop that counts.")
 @click.option(
-    "--min-delta", default=1e-4, show_default=True, type=click.FloatRange(0), help="Smallest loss drop that counts."
+    "--min-lr", default=1e-6, show_default=True, type=click.FloatRange(0, min_open=True), help="Annealing never takes the learning rate below this."
 )
-@click.option(
-    "--min-lr",
-    default=1e-6,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Annealing never takes the learning rate below this.",
-)
-@click.option(
-    "--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="On fc6 and fc7."
-)
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="On fc6 and fc7.")
 @click.option(
     "--kernel-init",
     type=click.Choice(["normal", "he_normal", "glorot_uniform"]),
@@ -186,13 +147,7 @@ def command_line(ctx):
     type=click.FloatRange(0, min_open=True),
     help="Standard deviation of --kernel-init normal (paper: 1e-2).",
 )
-@click.option(
-    "--filter-radius",
-    default=0.1,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Cap on each conv filter's RMS (0 = off).",
-)
+@click.option("--filter-radius", default=0.1, show_default=True, type=click.FloatRange(0), help="Cap on each conv filter's RMS (0 = off).")
 @click.option(
     "--checkpoint-epochs",
     default="1,2,5,10,20,30,40,64",
@@ -201,15 +156,9 @@ def command_line(ctx):
 )
 @click.option("--strategy", default="auto", show_default=True, help="auto, mirrored, multiworker (TF_CONFIG) or cpu:N.")
 @click.option(
-    "--out",
-    "run_dir",
-    type=click.Path(file_okay=False),
-    metavar="DIR",
-    help="Run directory (required); an unfinished run there is resumed.",
+    "--out", "run_dir", type=click.Path(file_okay=False), metavar="DIR", help="Run directory (required); an unfinished run there is resumed."
 )
-@click.option(
-    "--run-dir", "old_run_dir", type=click.Path(file_okay=False), hidden=True, help="Deprecated name of --out."
-)
+@click.option("--run-dir", "old_run_dir", type=click.Path(file_okay=False), hidden=True, help="Deprecated name of --out.")
 @click.option(
     "--export",
     "export_path",
@@ -293,11 +242,7 @@ def train(
             "training needs at least 2 (one sub-folder per class for folder: sources)",
             param_hint="--data",
         )
-    val_source = (
-        _common.limit_images(_common.open_source(val_data, "test", "--val-data", **sources), images)
-        if val_data
-        else None
-    )
+    val_source = _common.limit_images(_common.open_source(val_data, "test", "--val-data", **sources), images) if val_data else None
     # Opened now, so a bad test split stops the run before training, not after it.
     test_source = _common.open_source(data_spec, "test", "--data", optional=True, **sources) if export_path else None
     test_source = test_source and _common.limit_images(test_source, images)
@@ -350,9 +295,7 @@ def train(
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--cache") from None
     caching = dict(cache=cache, cache_budget=cache_budget * 1024**2)
-    model, history, seconds = _train(
-        config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, caching
-    )
+    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, caching)
     from zfkeras.train import worker_role
 
     if not worker_role(distribution)[0]:
@@ -394,15 +337,7 @@ def _train(config, train_source, val_source, run_dir, distribution, progress, me
     try:
         with contextlib.redirect_stdout(sys.stderr):  # progress (Keras's bar, a line per epoch) goes to stderr
             model, history = train_model(
-                config,
-                train_source,
-                val_source,
-                run_dir,
-                callbacks=callbacks,
-                progress=progress,
-                strategy=distribution,
-                metadata=metadata,
-                **caching,
+                config, train_source, val_source, run_dir, callbacks=callbacks, progress=progress, strategy=distribution, metadata=metadata, **caching
             )
     except (ValueError, FloatingPointError) as error:
         raise click.ClickException(str(error)) from None
@@ -427,9 +362,7 @@ def _export(model, train_source, test_source, history, seconds, export_path, run
 
         result = evaluate_on_source({"model": KerasProbe(model)}, test_source)
         metrics.update(test_data=test_source.name, test_images=result["num_images"])
-        metrics["test_split"] = (
-            {"held_out": True, **test_source.holdout} if test_source.holdout else {"held_out": False}
-        )
+        metrics["test_split"] = {"held_out": True, **test_source.holdout} if test_source.holdout else {"held_out": False}
         if test_source.skipped:
             metrics["test_skipped_files"] = list(test_source.skipped_files)
         metrics.update({f"test_{key}": value for key, value in result["models"]["model"].items()})
@@ -442,9 +375,7 @@ def _export(model, train_source, test_source, history, seconds, export_path, run
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     names = os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else []
     # only the finished checkpoints, not a killed writer's .epoch-NNN.keras.partial-* folder
-    checkpoints = sorted(
-        os.path.join(checkpoint_dir, name) for name in names if name.endswith(".keras") and not name.startswith(".")
-    )
+    checkpoints = sorted(os.path.join(checkpoint_dir, name) for name in names if name.endswith(".keras") and not name.startswith("."))
     export_model(
         model,
         export_path,

@@ -10,22 +10,14 @@ import click
 
 from pipelines import _common
 
-METHOD_NAMES = {
-    "scratch": "Non-pretrained convnet",
-    "pretrained": "Pretrained convnet",
-    "finetune": "Pretrained, fine-tuned",
-}
+METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained convnet", "finetune": "Pretrained, fine-tuned"}
 
 
 @click.command()
 @_common.model_argument
-@_common.data_options(
-    default="mnist_5k", images="Use only the first N images of --split, which the folds are drawn from (default: all)."
-)
+@_common.data_options(default="mnist_5k", images="Use only the first N images of --split, which the folds are drawn from (default: all).")
 @_common.fold_options("1,5,10,15,30")
-@click.option(
-    "--layer", default="fc7", show_default=True, help="Layers up to this one stay frozen; a new softmax reads it."
-)
+@click.option("--layer", default="fc7", show_default=True, help="Layers up to this one stay frozen; a new softmax reads it.")
 @click.option(
     "--scratch-epochs",
     default=30,
@@ -33,31 +25,12 @@ METHOD_NAMES = {
     type=click.IntRange(0),
     help="Epochs of the from-scratch training on each fold's images (0: skip it).",
 )
+@click.option("--finetune", is_flag=True, help="Also fine-tune every layer from the pretrained weights (--scratch-epochs epochs).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="SGD batch of scratch and fine-tuning runs.")
 @click.option(
-    "--finetune", is_flag=True, help="Also fine-tune every layer from the pretrained weights (--scratch-epochs epochs)."
+    "--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate of scratch and fine-tuning runs."
 )
-@click.option(
-    "--batch-size",
-    default=32,
-    show_default=True,
-    type=click.IntRange(1),
-    help="SGD batch of scratch and fine-tuning runs.",
-)
-@click.option(
-    "--lr",
-    default=1e-2,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="SGD learning rate of scratch and fine-tuning runs.",
-)
-@click.option(
-    "--C",
-    "C",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Softmax head: weight of the data term against the L2 penalty.",
-)
+@_common.penalty_option(help="Softmax head: weight of the data term against the L2 penalty.")
 @_common.out_option
 @_common.seed_option
 def transfer(
@@ -90,9 +63,7 @@ def transfer(
     """
     _common.seed_everything(seed)
     loaded = _common.load_model(model)
-    source = _common.limit_images(
-        _common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images
-    )
+    source = _common.limit_images(_common.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt), images)
     _common.check_feature_layer(loaded.model, [layer], "--layer")
 
     from zfkeras import data
@@ -160,11 +131,7 @@ def _trained_runs(names, model, source, folds_by_n, config, out, seed):
             for n, draws in folds_by_n.items():
                 for fold in draws:
                     fresh = method == "scratch"
-                    start = (
-                        methods.scratch_model(model, classes, seed)
-                        if fresh
-                        else methods.with_new_head(model, classes, seed)
-                    )
+                    start = methods.scratch_model(model, classes, seed) if fresh else methods.with_new_head(model, classes, seed)
                     run_dir = os.path.join(work, f"{method}-n{n}-fold{fold.index}")
                     run, _ = methods.train_on_fold(start, source, fold, config, run_dir, method, compute_mean=fresh)
                     runs.append(run)
@@ -175,10 +142,7 @@ def _trained_runs(names, model, source, folds_by_n, config, out, seed):
 
 
 def _report(run, folds):
-    click.echo(
-        f"{run.method:>10} N={run.n_per_class:<3} fold {run.fold + 1}/{folds}: {100 * run.mean_class_accuracy:5.1f}%",
-        err=True,
-    )
+    click.echo(f"{run.method:>10} N={run.n_per_class:<3} fold {run.fold + 1}/{folds}: {100 * run.mean_class_accuracy:5.1f}%", err=True)
 
 
 def _train_config(loaded, source, epochs, batch_size, lr, seed):
@@ -187,11 +151,7 @@ def _train_config(loaded, source, epochs, batch_size, lr, seed):
     from zfkeras.train import TrainConfig
 
     recorded = dict((loaded.record or {}).get("config", {}))
-    keep = {
-        key: recorded[key]
-        for key in ("arch", "units", "without", "convs", "dropout", "kernel_init", "momentum")
-        if key in recorded
-    }
+    keep = {key: recorded[key] for key in ("arch", "units", "without", "convs", "dropout", "kernel_init", "momentum") if key in recorded}
     shape = tuple(loaded.model.inputs[0].shape[1:])
     try:
         return TrainConfig(
@@ -214,9 +174,7 @@ def _feature_note(model, layer):
     from zfkeras.transfer import feature_layout
 
     shape, _, count = feature_layout(model, layer)
-    return (
-        f"{layer}: {count} values per image (block output {list(shape)}), images fitted to the input as for evaluation"
-    )
+    return f"{layer}: {count} values per image (block output {list(shape)}), images fitted to the input as for evaluation"
 
 
 def _table(summary, per_class):

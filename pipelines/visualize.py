@@ -49,10 +49,7 @@ class Images:
         self.source = _common.open_source(data, split, "--data", data_dir=data_dir, skip_corrupt=skip_corrupt)
         total = self.source.num_examples
         if total is not None and start >= total:
-            raise click.BadParameter(
-                f"the {split} split of {data} has {total} images; nothing from image {start} on",
-                param_hint="--images/--shard",
-            )
+            raise click.BadParameter(f"the {split} split of {data} has {total} images; nothing from image {start} on", param_hint="--images/--shard")
         available = None if total is None else total - start
         self.count = available if count is None else count if available is None else min(count, available)
         self.start, self.size, self.channels, self.batch_size = start, height, channels, batch_size
@@ -167,9 +164,7 @@ def topk_figure(layer, channels, crops, values, images_scanned):
 @_common.maps_option("random:16")
 @click.option("--k", default=9, show_default=True, type=click.IntRange(1), help="Activations kept per map.")
 @_common.batch_size_option(help="Images per forward pass and projections per deconvnet call.")
-@click.option(
-    "--shard", default=None, help="Scan only part I of N of the images (e.g. 2/4) and write topk.json, no figures."
-)
+@click.option("--shard", default=None, help="Scan only part I of N of the images (e.g. 2/4) and write topk.json, no figures.")
 @click.option(
     "--merge",
     "merge_dirs",
@@ -180,9 +175,7 @@ def topk_figure(layer, channels, crops, values, images_scanned):
 )
 @_common.out_option(results="summary.json")
 @_common.seed_option
-def visualize(
-    model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, k, batch_size, shard, merge_dirs, out, seed
-):
+def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, k, batch_size, shard, merge_dirs, out, seed):
     """Top-k activations of feature maps of MODEL across a data set, projected to pixels (Fig. 2).
 
     Writes OUT/<layer>.png per layer (each map: a grid of its top-k deconvnet projections beside
@@ -202,9 +195,7 @@ def visualize(
         raise click.UsageError("--shard and --merge exclude each other: scan shards first, then --merge their outputs")
     if shard:
         index, parts = parse_shard(shard)
-        total = Images(
-            data_spec, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir
-        ).count
+        total = Images(data_spec, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir).count
         if total is None:
             raise click.UsageError("--shard needs a data source whose size is known")
         start, stop = (index - 1) * total // parts, index * total // parts
@@ -214,24 +205,12 @@ def visualize(
         layer_names = list(top.maps)
         chosen = {layer: top.maps[layer].tolist() for layer in layer_names}
         unknown = [layer for layer in layer_names if layer not in probe.layer_names]
-        if unknown or any(
-            max(chosen[layer], default=0) >= count for layer, count in map_counts(probe, layer_names).items()
-        ):
+        if unknown or any(max(chosen[layer], default=0) >= count for layer, count in map_counts(probe, layer_names).items()):
             raise click.BadParameter(
-                f"the shards were scanned with another model: their layers or maps do not exist in {model}",
-                param_hint="--merge",
+                f"the shards were scanned with another model: their layers or maps do not exist in {model}", param_hint="--merge"
             )
         start, count = 0, scanned
-    data_images = Images(
-        data_spec,
-        split,
-        probe.input_shape,
-        batch_size,
-        count=count,
-        start=start,
-        skip_corrupt=skip_corrupt,
-        data_dir=data_dir,
-    )
+    data_images = Images(data_spec, split, probe.input_shape, batch_size, count=count, start=start, skip_corrupt=skip_corrupt, data_dir=data_dir)
     if not merge_dirs:
         with _common.progressbar(data_images, length=data_images.batches, label=f"scan {data_images.label}") as bar:
             top = scan(probe, bar, chosen, k=k, first_image=start)
@@ -255,31 +234,15 @@ def visualize(
             _common.write_json(os.path.join(target, "topk.json"), top.to_dict())
             _common.write_json(os.path.join(target, "summary.json"), summary)
         maps_kept = sum(map(len, chosen.values()))
-        click.echo(
-            f"shard {shard}: images {start}..{start + top.images_seen - 1}, top-{k} of {maps_kept} maps -> {out}/topk.json"
-        )
+        click.echo(f"shard {shard}: images {start}..{start + top.images_seen - 1}, top-{k} of {maps_kept} maps -> {out}/topk.json")
         return
     total = sum(int((top.entries(layer)["image"] >= 0).sum()) for layer in layer_names)
     summary["figures"] = {}
-    with (
-        atomic_output(out, directory=True) as target,
-        _common.progressbar(length=total, label=f"project {total} activations") as bar,
-    ):
+    with atomic_output(out, directory=True) as target, _common.progressbar(length=total, label=f"project {total} activations") as bar:
         for layer in layer_names:  # one layer at a time: only its crops are in memory
-            crops = project_topk(
-                probe,
-                top,
-                data_images,
-                fields,
-                layers=[layer],
-                first_image=start,
-                batch_size=batch_size,
-                progress=bar.update,
-            )
+            crops = project_topk(probe, top, data_images, fields, layers=[layer], first_image=start, batch_size=batch_size, progress=bar.update)
             path = os.path.join(target, f"{layer}.png")
-            _common.save_figure(
-                topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path
-            )
+            _common.save_figure(topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path)
             summary["figures"][layer] = os.path.basename(path)
         _common.write_json(os.path.join(target, "topk.json"), top.to_dict())
         _common.write_json(os.path.join(target, "summary.json"), summary)  # last: marks a complete output
@@ -304,9 +267,7 @@ def merge_shards(dirs, k):
         except (OSError, ValueError) as error:
             raise click.BadParameter(f"{directory}: not a shard output ({error})", param_hint="--merge") from None
         if summary.get("k") != k:
-            raise click.BadParameter(
-                f"{directory} was scanned with --k {summary.get('k')}, not {k}", param_hint="--merge"
-            )
+            raise click.BadParameter(f"{directory} was scanned with --k {summary.get('k')}, not {k}", param_hint="--merge")
         part = TopK.from_dict(data, k, images_seen=summary["images"])
         ends.append((summary["first_image"], summary["first_image"] + summary["images"]))
         try:
@@ -315,7 +276,5 @@ def merge_shards(dirs, k):
             raise click.BadParameter(f"{directory}: {error}", param_hint="--merge") from None
     ends.sort()
     if ends[0][0] != 0 or any(a[1] != b[0] for a, b in zip(ends, ends[1:])):
-        raise click.BadParameter(
-            f"the shards cover images {ends}, not one contiguous range from 0", param_hint="--merge"
-        )
+        raise click.BadParameter(f"the shards cover images {ends}, not one contiguous range from 0", param_hint="--merge")
     return merged, ends[-1][1]

@@ -128,13 +128,7 @@ def main(argv):
     strategy = make_strategy(args.strategy)  # before TF runs anything
     from zfkeras import data
 
-    config = tiny_config(
-        epochs=args.epochs,
-        dropout=args.dropout,
-        patience=args.patience,
-        min_delta=args.min_delta,
-        strategy=args.strategy,
-    )
+    config = tiny_config(epochs=args.epochs, dropout=args.dropout, patience=args.patience, min_delta=args.min_delta, strategy=args.strategy)
     recorder = batch_loss_recorder()
     callbacks = [recorder] + ([_stall(args.stall_epoch, args.marker)] if args.stall_epoch is not None else [])
     source = data.load_source(f"idx:{args.data}", "train")

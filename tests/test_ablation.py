@@ -107,12 +107,8 @@ def small_expected(u):
         "without fc6,fc7": hand_count([(3, c1), (3, c2), (3, c3), (3, c4), (3, c5)], [], 3, 1, 10),
         "without conv3,conv4": hand_count([(3, c1), (3, c2), (3, c5)], [f6, f7], 3, 1, 10),
         "without conv3,conv4,fc6,fc7": hand_count([(3, c1), (3, c2), (3, c5)], [], 3, 1, 10),
-        f"wider conv3-5 ({2 * c3},{2 * c4},{2 * c5})": hand_count(
-            [(3, c1), (3, c2), (3, 2 * c3), (3, 2 * c4), (3, 2 * c5)], [f6, f7], 3, 1, 10
-        ),
-        f"narrower fc6,fc7 ({f6 // 2},{f7 // 2})": hand_count(
-            [(3, c1), (3, c2), (3, c3), (3, c4), (3, c5)], [f6 // 2, f7 // 2], 3, 1, 10
-        ),
+        f"wider conv3-5 ({2 * c3},{2 * c4},{2 * c5})": hand_count([(3, c1), (3, c2), (3, 2 * c3), (3, 2 * c4), (3, 2 * c5)], [f6, f7], 3, 1, 10),
+        f"narrower fc6,fc7 ({f6 // 2},{f7 // 2})": hand_count([(3, c1), (3, c2), (3, c3), (3, c4), (3, c5)], [f6 // 2, f7 // 2], 3, 1, 10),
         "conv1 7x7/2": hand_count([(7, c1), (3, c2), (3, c3), (3, c4), (3, c5)], [f6, f7], 1, 1, 10),
     }
 
@@ -128,9 +124,7 @@ def zfnet_expected(u, classes):
         "without fc6,fc7": hand_count(layers, [], 6, 3, classes),
         "without conv3,conv4": hand_count([(7, c1), (5, c2), (3, c5)], [f6, f7], 6, 3, classes),
         "without conv3,conv4,fc6,fc7": hand_count([(7, c1), (5, c2), (3, c5)], [], 6, 3, classes),
-        f"wider conv3-5 ({2 * c3},{2 * c4},{2 * c5})": hand_count(
-            [(7, c1), (5, c2), (3, 2 * c3), (3, 2 * c4), (3, 2 * c5)], [f6, f7], 6, 3, classes
-        ),
+        f"wider conv3-5 ({2 * c3},{2 * c4},{2 * c5})": hand_count([(7, c1), (5, c2), (3, 2 * c3), (3, 2 * c4), (3, 2 * c5)], [f6, f7], 6, 3, classes),
         f"narrower fc6,fc7 ({f6 // 2},{f7 // 2})": hand_count(layers, [f6 // 2, f7 // 2], 6, 3, classes),
         "conv1 11x11/4": hand_count([(11, c1)] + layers[1:], [f6, f7], 2, 3, classes),
     }
@@ -146,9 +140,7 @@ def test_default_variants_of_zfnet_small_match_hand_counts():
     assert variant_counts(base) == small_expected(base.units)
     keras.backend.clear_session()
     full = TrainConfig(arch="zfnet_small")
-    assert variant_counts(full) == small_expected(
-        {"conv1": 32, "conv2": 64, "conv3": 96, "conv4": 96, "conv5": 64, "fc6": 256, "fc7": 256}
-    )
+    assert variant_counts(full) == small_expected({"conv1": 32, "conv2": 64, "conv3": 96, "conv4": 96, "conv5": 64, "fc6": 256, "fc7": 256})
 
 
 def test_default_variants_of_zfnet_224_match_hand_counts():

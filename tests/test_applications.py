@@ -52,9 +52,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def probe(weights):
-    return KerasProbe(
-        build("resnet50", weights=str(weights), input_shape=(SIZE, SIZE, 3)), class_names=imagenet_class_names()
-    )
+    return KerasProbe(build("resnet50", weights=str(weights), input_shape=(SIZE, SIZE, 3)), class_names=imagenet_class_names())
 
 
 def test_names_and_errors():
@@ -100,12 +98,7 @@ def test_class_names_offline():
     names = imagenet_class_names()
     if names is None:
         pytest.skip("neither Keras' cached class index nor Debian's opencv-doc list is on this machine")
-    assert (
-        len(names) == 1000
-        and names[0] == "tench"
-        and names[207] == "golden retriever"
-        and names[999] == "toilet tissue"
-    )
+    assert len(names) == 1000 and names[0] == "tench" and names[207] == "golden retriever" and names[999] == "toilet tissue"
 
 
 def test_probe_of_an_application(probe, weights):
@@ -117,9 +110,7 @@ def test_probe_of_an_application(probe, weights):
     np.testing.assert_allclose(probe.mean_image[0, 0], [123.68, 116.779, 103.939], rtol=1e-6)
     x = np.random.default_rng(2).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
     features = probe.features(x, ["conv2_block1_2_conv", "conv4_block1_out"])
-    reference = keras.Model(
-        model.inputs[0], [model.get_layer("conv2_block1_2_relu").output, model.get_layer("conv4_block1_out").output]
-    )(x)
+    reference = keras.Model(model.inputs[0], [model.get_layer("conv2_block1_2_relu").output, model.get_layer("conv4_block1_out").output])(x)
     for got, want in zip((features["conv2_block1_2_conv"], features["conv4_block1_out"]), reference):
         want = want.numpy()  # another batch size sums in another order: float rounding of deep maps
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
@@ -131,22 +122,7 @@ def test_probe_of_an_application(probe, weights):
 def test_zf_project_on_resnet50(probe, weights, tmp_path):
     out = tmp_path / "p"
     layers = ["conv2_block1_2_conv", "conv4_block1_out"]
-    ok(
-        zf(
-            "project",
-            MODEL,
-            "chelsea",
-            "coffee",
-            "--weights",
-            weights,
-            "--layers",
-            ",".join(layers),
-            "--top",
-            "2",
-            "--out",
-            out,
-        )
-    )
+    ok(zf("project", MODEL, "chelsea", "coffee", "--weights", weights, "--layers", ",".join(layers), "--top", "2", "--out", out))
     arrays = np.load(out / "projection.npz")
     images = np.stack([fit_image(read_photo(name), probe.input_shape).pixels for name in ("chelsea", "coffee")])
     np.testing.assert_array_equal(arrays["images"], images)
@@ -218,23 +194,7 @@ def test_zf_visualize_on_resnet50(probe, weights, tmp_path):
 
 def test_zf_occlusion_on_resnet50(probe, weights, tmp_path):
     out = tmp_path / "occ"
-    ok(
-        zf(
-            "occlusion",
-            MODEL,
-            "--weights",
-            weights,
-            "chelsea",
-            "--patch",
-            "24",
-            "--stride",
-            "16",
-            "--layer",
-            "conv4_block1_out",
-            "--out",
-            out,
-        )
-    )
+    ok(zf("occlusion", MODEL, "--weights", weights, "chelsea", "--patch", "24", "--stride", "16", "--layer", "conv4_block1_out", "--out", out))
     result = np.load(out / "chelsea.npz")
     image = fit_image(read_photo("chelsea"), probe.input_shape).pixels
     np.testing.assert_array_equal(result["image"], image)
@@ -259,11 +219,7 @@ def test_zf_export_of_an_application(tmp_path):
     out = tmp_path / "vgg16"
     ok(zf("export", "keras:vgg16@32x32", "--weights", "none", "--out", out))
     meta = json.load(open(out / "zfkeras.json"))
-    assert (
-        meta["layer_names"][0] == "block1_conv1"
-        and meta["layer_names"][-1] == "block5_conv3"
-        and len(meta["layer_names"]) == 13
-    )
+    assert meta["layer_names"][0] == "block1_conv1" and meta["layer_names"][-1] == "block5_conv3" and len(meta["layer_names"]) == 13
     assert meta["feature_names"][-2:] == ["fc1", "fc2"] and len(meta["class_names"]) == 1000
     import zfkeras  # noqa: F401  (registers ImageNetPreprocessing)
     from zfkeras import Deconvnet

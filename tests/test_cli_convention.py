@@ -33,32 +33,8 @@ READS_MODEL = {
     "layers",
     "report",
 }
-READS_DATA = {
-    "demo",
-    "train",
-    "evaluate",
-    "visualize",
-    "evolution",
-    "filters",
-    "transfer",
-    "layers",
-    "ablate",
-    "report",
-    "prepare",
-}
-RANDOM = {
-    "demo",
-    "train",
-    "project",
-    "visualize",
-    "evolution",
-    "filters",
-    "correspondence",
-    "transfer",
-    "layers",
-    "ablate",
-    "prepare",
-}
+READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report", "prepare"}
+RANDOM = {"demo", "train", "project", "visualize", "evolution", "filters", "correspondence", "transfer", "layers", "ablate", "prepare"}
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
 
 
@@ -154,13 +130,7 @@ def tiny(tmp_path_factory):
     names = [f"class-{i}" for i in range(10)]
     (root / "run" / "config.json").write_text('{"class_names": %s}' % str(names).replace("'", '"'))
     write_small_idx(str(root / "idx"), n_train=16, n_test=12)
-    return {
-        "root": root,
-        "file": str(root / "model.keras"),
-        "run": str(root / "run"),
-        "idx": f"idx:{root / 'idx'}",
-        "names": names,
-    }
+    return {"root": root, "file": str(root / "model.keras"), "run": str(root / "run"), "idx": f"idx:{root / 'idx'}", "names": names}
 
 
 def zf(*args):
@@ -188,26 +158,11 @@ def test_a_run_directory_is_a_model(tiny, tmp_path):
 def test_images_limits_the_images_read(tiny, tmp_path):
     import json
 
-    result = zf(
-        "evaluate", tiny["file"], "--data", tiny["idx"], "--crops", "single", "--images", "5", "--out", tmp_path / "e"
-    )
+    result = zf("evaluate", tiny["file"], "--data", tiny["idx"], "--crops", "single", "--images", "5", "--out", tmp_path / "e")
     assert result.exit_code == 0, result.output
     assert json.load(open(tmp_path / "e" / "results.json"))["num_images"] == 5
     result = zf(
-        "visualize",
-        tiny["file"],
-        "--data",
-        tiny["idx"],
-        "--layers",
-        "conv1",
-        "--maps",
-        "0",
-        "--k",
-        "2",
-        "--images",
-        "7",
-        "--out",
-        tmp_path / "v",
+        "visualize", tiny["file"], "--data", tiny["idx"], "--layers", "conv1", "--maps", "0", "--k", "2", "--images", "7", "--out", tmp_path / "v"
     )
     assert result.exit_code == 0, result.output
     assert json.load(open(tmp_path / "v" / "summary.json"))["images"] == 7
@@ -218,19 +173,7 @@ def test_progress_on_stderr_and_results_on_stdout(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert "occluding" in result.stderr and "occluding" not in result.stdout
     assert "chelsea: p(" in result.stdout
-    result = zf(
-        "invariance",
-        tiny["file"],
-        "chelsea",
-        "--shifts",
-        "0,2",
-        "--scales",
-        "1",
-        "--angles",
-        "0,90",
-        "--out",
-        tmp_path / "i",
-    )
+    result = zf("invariance", tiny["file"], "chelsea", "--shifts", "0,2", "--scales", "1", "--angles", "0,90", "--out", tmp_path / "i")
     assert result.exit_code == 0, result.output
     assert "transforming" in result.stderr and "transforming" not in result.stdout
 
@@ -241,11 +184,7 @@ def test_progress_on_stderr_and_results_on_stdout(tiny, tmp_path):
         (["invariance", "{file}", "chelsea", "--shifts", "0,x,2"], "--shifts", "'x' in '0,x,2'"),
         (["visualize", "{file}", "--data", "{idx}", "--maps", "some"], "--maps", "'some': use 'all'"),
         (["visualize", "{file}", "--data", "{idx}", "--layers", "conv1,conv9"], "--layers", "unknown layer 'conv9'"),
-        (
-            ["visualize", "{file}", "--data", "{idx}", "--maps", "0,99", "--layers", "conv2"],
-            "--maps",
-            "map 99 does not exist in conv2",
-        ),
+        (["visualize", "{file}", "--data", "{idx}", "--maps", "0,99", "--layers", "conv2"], "--maps", "map 99 does not exist in conv2"),
         (["occlusion", "{file}", "chelsea", "--layer", "fc9"], "--layer", "unknown layer 'fc9'"),
         (["project", "random:vgg", "chelsea"], "MODEL", "use random:ARCH"),
         (["evaluate", "{run}/config.json", "--data", "{idx}"], "MODEL", "MODEL must be a SavedModel directory"),

@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zfkeras.correspondence import (
-    correspondence,
-    delta,
-    mask_images,
-    pairwise_sign_hamming,
-    random_boxes,
-    sign_hamming,
-)
+from zfkeras.correspondence import correspondence, delta, mask_images, pairwise_sign_hamming, random_boxes, sign_hamming
 from zfkeras.models import ConvSpec, ModelSpec, PoolSpec, build_model
 from zfkeras.probe import KerasProbe
 
@@ -72,10 +65,7 @@ def test_identical_images_masked_at_identical_places_give_zero(probe, images):
 
 
 def test_scores_match_direct_computation(probe, images):
-    parts = {
-        "left": [[2, 1, 7, 6], [3, 2, 8, 7], [2, 2, 7, 7]],
-        "right": [[8, 9, 14, 15], [9, 8, 15, 14], [8, 8, 14, 14]],
-    }
+    parts = {"left": [[2, 1, 7, 6], [3, 2, 8, 7], [2, 2, 7, 7]], "right": [[8, 9, 14, 15], [9, 8, 15, 14], [8, 8, 14, 14]]}
     result = correspondence(probe, images, parts, layers=["conv2", "fc6"], draws=4, seed=5)
     assert list(result.scores) == ["left", "right", "random"] and result.random_boxes.shape == (4, 2, 3, 4)
     model = probe.model
@@ -95,12 +85,7 @@ def test_scores_match_direct_computation(probe, images):
         values = []
         for b, m in zip(base, masked_features(boxes)):
             eps = b - m
-            pairs = [
-                np.count_nonzero(np.sign(eps[i]) != np.sign(eps[j])) / eps.shape[1]
-                for i in range(3)
-                for j in range(3)
-                if i < j
-            ]
+            pairs = [np.count_nonzero(np.sign(eps[i]) != np.sign(eps[j])) / eps.shape[1] for i in range(3) for j in range(3) if i < j]
             values.append(pairs)
         return values
 
@@ -119,9 +104,7 @@ def test_scores_match_direct_computation(probe, images):
                 random_deltas[layer].append(2 * sum(pairs))
     for layer in ("conv2", "fc6"):
         score = result.scores["random"][layer]
-        assert score.mean == pytest.approx(np.mean(random_pairs[layer])) and score.std == pytest.approx(
-            np.std(random_pairs[layer])
-        )
+        assert score.mean == pytest.approx(np.mean(random_pairs[layer])) and score.std == pytest.approx(np.std(random_pairs[layer]))
         assert score.delta == pytest.approx(np.mean(random_deltas[layer]))
         assert score.delta_std == pytest.approx(np.std(random_deltas[layer]))
 
@@ -161,10 +144,7 @@ def test_mask_images_paints_exactly_the_box():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (
-            {"parts": {"p": [[0, 0, 17, 4]] * 3}},
-            r"parts\['p'\]\[0\] = \[0, 0, 17, 4\] is not a box inside the 16x16 input",
-        ),
+        ({"parts": {"p": [[0, 0, 17, 4]] * 3}}, r"parts\['p'\]\[0\] = \[0, 0, 17, 4\] is not a box inside the 16x16 input"),
         ({"parts": {"p": [[0, 0, 4, 4]] * 2}}, "has 2 boxes for 3 images"),
         ({"parts": {"random": [[0, 0, 4, 4]] * 3}}, "reserved"),
         ({"parts": {"p": [[0, 0, 4, 4]] * 3}, "layers": ["conv7"]}, "unknown layer 'conv7'"),
@@ -190,13 +170,7 @@ def _parts_file(tmp_path, images, extra=None):
     entries = []
     for i, image in enumerate(images):
         _save_png(tmp_path / f"img{i}.png", image)
-        entries.append(
-            {
-                "file": f"img{i}.png",
-                "parts": {"top": [1, 2, 6, 10], "bottom": [9, 3 + i, 14, 9 + i]},
-                "object": [0, 0, 16, 16],
-            }
-        )
+        entries.append({"file": f"img{i}.png", "parts": {"top": [1, 2, 6, 10], "bottom": [9, 3 + i, 14, 9 + i]}, "object": [0, 0, 16, 16]})
     spec = {"images": entries}
     if extra:
         extra(spec)
@@ -212,18 +186,7 @@ def test_command_writes_table_json_and_masks(tmp_path, images):
     tiny_model().save(tmp_path / "m.keras")
     parts = _parts_file(tmp_path, images)
     out = tmp_path / "out"
-    args = [
-        "correspondence",
-        str(tmp_path / "m.keras"),
-        "--parts",
-        parts,
-        "--draws",
-        "3",
-        "--seed",
-        "2",
-        "--out",
-        str(out),
-    ]
+    args = ["correspondence", str(tmp_path / "m.keras"), "--parts", parts, "--draws", "3", "--seed", "2", "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(out)) == ["correspondence.json", "correspondence.txt", "masks.png"]
@@ -258,9 +221,7 @@ def test_command_rejects_bad_parts_files(tmp_path, images, edit, message):
 
     tiny_model().save(tmp_path / "m.keras")
     parts = _parts_file(tmp_path, images, edit)
-    result = CliRunner().invoke(
-        main, ["correspondence", str(tmp_path / "m.keras"), "--parts", parts, "--out", str(tmp_path / "o")]
-    )
+    result = CliRunner().invoke(main, ["correspondence", str(tmp_path / "m.keras"), "--parts", parts, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
@@ -309,9 +270,7 @@ def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, images)
     export_model(model, tmp_path / "export", class_names=["a", "b", "c"])
     parts = _parts_file(tmp_path, images)
     for source, out in ((str(tmp_path / "m.keras"), "k"), (str(tmp_path / "export"), "e")):
-        result = CliRunner().invoke(
-            main, ["correspondence", source, "--parts", parts, "--draws", "2", "--out", str(tmp_path / out)]
-        )
+        result = CliRunner().invoke(main, ["correspondence", source, "--parts", parts, "--draws", "2", "--out", str(tmp_path / out)])
         assert result.exit_code == 0, result.output
     k, e = (json.loads((tmp_path / out / "correspondence.json").read_text()) for out in ("k", "e"))
     assert e["random_boxes"] == k["random_boxes"]

@@ -89,14 +89,8 @@ def check(model, deconv, images, layer, windowed):
     corners = [(0, 0), (height - 1, width - 1), (height // 2, 0), (0, width // 2)][:n]
     mixed = np.array([(-1, -1) if i % 2 else corners[i] for i in range(n)], "int32")
     wanted = ["max" if i % 2 else corners[i] for i in range(n)]
-    assert_close(
-        deconv.project(images, layer, channels, mixed),
-        reference_projection(model, images, output_layer, channels, wanted),
-    )
-    assert_close(
-        deconv.project(images, layer, channels, "max"),
-        reference_projection(model, images, output_layer, channels, ["max"] * n),
-    )
+    assert_close(deconv.project(images, layer, channels, mixed), reference_projection(model, images, output_layer, channels, wanted))
+    assert_close(deconv.project(images, layer, channels, "max"), reference_projection(model, images, output_layer, channels, ["max"] * n))
     return channels
 
 
@@ -110,14 +104,7 @@ def test_hand_made_dag_layer_names(dag):
     _, deconv, _ = dag
     # c1 is rectified by r1 through bn1; dw by r2b; the Add's ReLU under its own name; c3 is linear.
     assert deconv.layer_names == ["c1", "c2a", "dw", "block", "c3", "c4"]
-    assert [deconv.selection_layer(name).name for name in deconv.layer_names] == [
-        "r1",
-        "c2a",
-        "r2b",
-        "block",
-        "c3",
-        "r4",
-    ]
+    assert [deconv.selection_layer(name).name for name in deconv.layer_names] == ["r1", "c2a", "r2b", "block", "c3", "r4"]
 
 
 @pytest.mark.parametrize("layer", ["c1", "block", "c3", "c4"])
@@ -126,10 +113,7 @@ def test_hand_made_dag_matches_reference(dag, layer):
     channels = check(model, deconv, images, layer, windowed=True)
     output_layer = deconv.selection_layer(layer).name
     if layer == "block":  # the whole map, through the shared tensor's three readers
-        assert_close(
-            deconv.project(images, layer, channels, "map"),
-            reference_projection(model, images, output_layer, channels, ["map"] * 4),
-        )
+        assert_close(deconv.project(images, layer, channels, "map"), reference_projection(model, images, output_layer, channels, ["map"] * 4))
 
 
 def test_layers_above_dense_and_global_pools_use_whole_images():

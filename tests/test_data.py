@@ -200,11 +200,7 @@ def test_folder_corrupt_file_is_found_when_read_and_named_or_skipped(tmp_path):
     truncated.write_bytes(jpeg[: len(jpeg) // 2])
 
     source = data.load_source(f"folder:{tmp_path}", "all")  # opening decodes nothing, so it succeeds
-    assert source.num_examples == 4 and source.files[1:] == (
-        str(corrupt),
-        str(tmp_path / "b" / "good2.png"),
-        str(truncated),
-    )
+    assert source.num_examples == 4 and source.files[1:] == (str(corrupt), str(tmp_path / "b" / "good2.png"), str(truncated))
     with pytest.raises(tf.errors.InvalidArgumentError) as err:
         collect(source.dataset)
     assert data.corrupt_file_in(err.value) == str(corrupt)
@@ -283,10 +279,7 @@ def tiny_tfds_dir(tmp_path_factory):
             return tfds.core.DatasetInfo(
                 builder=self,
                 features=tfds.features.FeaturesDict(
-                    {
-                        "image": tfds.features.Image(shape=(8, 8, 3)),
-                        "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
-                    }
+                    {"image": tfds.features.Image(shape=(8, 8, 3)), "label": tfds.features.ClassLabel(names=["red", "green", "blue"])}
                 ),
                 supervised_keys=("image", "label"),
             )
@@ -470,8 +463,7 @@ def test_mean_image_of_variable_size_images():
     # Constant images of different sizes and colours: resizing keeps them constant.
     images = [np.full((h, w, 3), v, np.uint8) for h, w, v in ((40, 64, 10), (16, 20, 50), (37, 37, 90))]
     ds = tf.data.Dataset.from_generator(
-        lambda: ((x, 0) for x in images),
-        output_signature=(tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int64)),
+        lambda: ((x, 0) for x in images), output_signature=(tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int64))
     )
     mean = data.compute_mean_image(ds, 32, 3)
     assert mean.shape == (32, 32, 3)
@@ -520,9 +512,7 @@ def test_default_source_falls_back_to_tfds(monkeypatch, tmp_path):
     assert data.resolve_source("idx:/x") == "idx:/x"
 
 
-@pytest.mark.skipif(
-    not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR), reason="Debian package dataset-fashion-mnist not installed"
-)
+@pytest.mark.skipif(not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR), reason="Debian package dataset-fashion-mnist not installed")
 def test_default_source_is_debian_fashion_mnist():
     assert data.DEFAULT_SOURCE == "fashion_mnist"
     assert data.resolve_source("fashion_mnist") == f"idx:{data.DEBIAN_FASHION_MNIST_DIR}"

@@ -96,20 +96,12 @@ def randomize_biases(model, seed):
 
 
 def no_lrn(spec):
-    return spec.replace(
-        convs=tuple(
-            c if c is None else ConvSpec(c.filters, c.kernel, c.stride, c.padding, c.pool, False) for c in spec.convs
-        )
-    )
+    return spec.replace(convs=tuple(c if c is None else ConvSpec(c.filters, c.kernel, c.stride, c.padding, c.pool, False) for c in spec.convs))
 
 
 @pytest.fixture(scope="module")
 def small():
-    spec = (
-        no_lrn(zfnet_small_spec())
-        .with_units(conv1=8, conv2=12, conv3=12, conv4=12, conv5=10)
-        .replace(kernel_init="he_normal")
-    )
+    spec = no_lrn(zfnet_small_spec()).with_units(conv1=8, conv2=12, conv3=12, conv4=12, conv5=10).replace(kernel_init="he_normal")
     model = build_model(spec, seed=0)
     randomize_biases(model, 0)
     model.get_layer("subtract_mean").set_mean(np.full((28, 28, 1), 100.0))
@@ -154,16 +146,11 @@ def test_full_size_zfnet_without_lrn_matches_reference():
     images = np.random.default_rng(2).uniform(0, 255, size=(1, 224, 224, 3)).astype("float32")
     deconv = Deconvnet(model)
     for layer, channel in (("conv2", 17), ("conv5", 200)):
-        assert_close(
-            deconv.project(images, layer, channel), reference_projection(model, images, layer, [channel], ["max"])
-        )
+        assert_close(deconv.project(images, layer, channel), reference_projection(model, images, layer, [channel], ["max"]))
 
 
 def test_lrn_is_passed_through_on_the_way_down(images):
-    model = build_model(
-        zfnet_small_spec().with_units(conv1=8, conv2=8, conv3=8, conv4=8, conv5=8).replace(kernel_init="he_normal"),
-        seed=5,
-    )
+    model = build_model(zfnet_small_spec().with_units(conv1=8, conv2=8, conv3=8, conv4=8, conv5=8).replace(kernel_init="he_normal"), seed=5)
     randomize_biases(model, 5)
     deconv = Deconvnet(model)
     channel = int(np.argmax(deconv.activations(images, ["conv3"])["conv3"].max(axis=(0, 1, 2))))
@@ -223,9 +210,7 @@ def test_weights_are_tied_not_copied(small, images):
 
 
 def test_unknown_layer_lists_the_valid_ones(small, images):
-    with pytest.raises(
-        ValueError, match=r"unknown layer 'conv9'; projectable layers: conv1, conv2, conv3, conv4, conv5"
-    ):
+    with pytest.raises(ValueError, match=r"unknown layer 'conv9'; projectable layers: conv1, conv2, conv3, conv4, conv5"):
         Deconvnet(small).project(images, "conv9", 0)
     with pytest.raises(ValueError, match="unknown layer 'fc6'"):
         Deconvnet(small).activations(images, ["fc6"])
@@ -243,9 +228,7 @@ def test_unsupported_layer_type_is_named_with_the_supported_ones():
     x = np.ones((1, 12, 12, 1), "float32")
     deconv = Deconvnet(model)
     assert deconv.project(x, "a", 0).shape == x.shape  # fine: the unsupported layer is above conv "a"
-    with pytest.raises(
-        ValueError, match=r"cannot project through layer 'up' \(UpSampling2D\); supported: InputLayer.*Add, Concatenate"
-    ):
+    with pytest.raises(ValueError, match=r"cannot project through layer 'up' \(UpSampling2D\); supported: InputLayer.*Add, Concatenate"):
         deconv.project(x, "b", 0)
     tanh = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, activation="tanh", name="t")])
     with pytest.raises(ValueError, match=r"layer 't' \(Conv2D with activation 'tanh'\); supported"):
@@ -268,10 +251,7 @@ def test_non_square_input_matches_reference():
     for layer in ("conv2", "conv5"):
         assert deconv.activations(x, [layer])[layer].shape[1:3] == model.get_layer(layer).output.shape[1:3]
         for position in ("max", (1, 5)):
-            assert_close(
-                deconv.project(x, layer, [0, 3], position),
-                reference_projection(model, x, layer, [0, 3], [position] * 2),
-            )
+            assert_close(deconv.project(x, layer, [0, 3], position), reference_projection(model, x, layer, [0, 3], [position] * 2))
 
 
 @pytest.mark.parametrize(

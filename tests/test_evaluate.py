@@ -51,9 +51,7 @@ def test_single_crop_ten_crop_and_ensemble_by_hand():
             [0.0, 0.1, 0.1, 0.1, 0.1, 0.6],
         ]
     )  # row 2: class 5 wins, class 0 last
-    b = TableProbe(
-        [[0.6, 0.1, 0.1, 0.1, 0.05, 0.05], [0.05, 0.9, 0.01, 0.01, 0.01, 0.02], [0.6, 0.0, 0.0, 0.1, 0.1, 0.2]]
-    )
+    b = TableProbe([[0.6, 0.1, 0.1, 0.1, 0.05, 0.05], [0.05, 0.9, 0.01, 0.01, 0.01, 0.02], [0.6, 0.0, 0.0, 0.1, 0.1, 0.2]])
     views = np.zeros((2, 10, 2, 2, 1), np.float32)
     views[0, :, 0, 0, 0] = [1, 1, 1, 1, 0, 1, 1, 1, 1, 1]  # image 0: centre view (4) is row 0, others row 1
     views[1, :, 0, 0, 0] = [2, 2, 2, 2, 1, 2, 2, 2, 2, 2]  # image 1: centre row 1, others row 2
@@ -63,14 +61,10 @@ def test_single_crop_ten_crop_and_ensemble_by_hand():
     # Model a: centre crops predict 1 (wrong) and 0 (right) -> top-1 error 1/2; top-5 both right.
     # 10-crop means: image 0 = 0.1*row0 + 0.9*row1 -> class 0 (0.28, right);
     # image 1 = 0.1*row1 + 0.9*row2 -> class 5 (wrong), class 0 (0.03) ranks 6th of 6 -> top-5 wrong.
-    assert result["models"]["a"] == pytest.approx(
-        {"top1_error": 0.5, "top5_error": 0.0, "ten_crop_top1_error": 0.5, "ten_crop_top5_error": 0.5}
-    )
+    assert result["models"]["a"] == pytest.approx({"top1_error": 0.5, "top5_error": 0.0, "ten_crop_top1_error": 0.5, "ten_crop_top5_error": 0.5})
     # Model b: centre -> 0 (right), 1 (wrong). 10-crop: image 0 -> class 1 wins (0.1*0.6 + 0.9*0.05 = 0.105 for
     # class 0 vs 0.82 for class 1); image 1 -> class 0 (0.545).
-    assert result["models"]["b"] == pytest.approx(
-        {"top1_error": 0.5, "top5_error": 0.0, "ten_crop_top1_error": 0.5, "ten_crop_top5_error": 0.0}
-    )
+    assert result["models"]["b"] == pytest.approx({"top1_error": 0.5, "top5_error": 0.0, "ten_crop_top1_error": 0.5, "ten_crop_top5_error": 0.0})
     # Ensemble of the centre crops: image 0 (0.35 for 0, 0.35 for 1: tie -> lower index 0 wins: right),
     # image 1 (0.175 vs 0.5 for class 1: wrong).
     assert result["ensemble"]["top1_error"] == pytest.approx(0.5)
@@ -99,11 +93,7 @@ def test_models_must_agree():
 def two_models(tmp_path_factory):
     base = tmp_path_factory.mktemp("models")
     paths = []
-    spec = (
-        zfnet_small_spec()
-        .with_units(conv1=6, conv2=6, conv3=6, conv4=6, conv5=6, fc6=16, fc7=16)
-        .replace(kernel_init="he_normal")
-    )
+    spec = zfnet_small_spec().with_units(conv1=6, conv2=6, conv3=6, conv4=6, conv5=6, fc6=16, fc7=16).replace(kernel_init="he_normal")
     for seed in (1, 2):
         model = build_model(spec, seed=seed)
         model.get_layer("subtract_mean").set_mean(np.full((28, 28, 1), 70.0, np.float32))
@@ -120,9 +110,7 @@ def test_zf_evaluate_command(two_models, tmp_path):
 
     idx = write_small_idx(str(tmp_path / "idx"), n_train=10, n_test=30)
     out = tmp_path / "evaluated" / "results.json"
-    result = CliRunner().invoke(
-        command, [*map(str, two_models), "--data", f"idx:{idx}", "--batch-size", "7", "--out", str(out.parent)]
-    )
+    result = CliRunner().invoke(command, [*map(str, two_models), "--data", f"idx:{idx}", "--batch-size", "7", "--out", str(out.parent)])
     assert result.exit_code == 0, result.output
     assert "average of 2 models" in result.output and "top-1 (10 crops)" in result.output
     saved = json.loads(out.read_text())
@@ -133,16 +121,7 @@ def test_zf_evaluate_command(two_models, tmp_path):
     resized = np.pad(native, ((0, 0), (2, 2), (2, 2), (0, 0)))
     labels = np.array([y for _, y in source.dataset.as_numpy_iterator()])
     crops = [resized[:, :28, :28], resized[:, :28, 4:], resized[:, 4:, :28], resized[:, 4:, 4:], resized[:, 2:30, 2:30]]
-    crops += [
-        c[:, :, ::-1]
-        for c in (
-            resized[:, :28, 4:],
-            resized[:, :28, :28],
-            resized[:, 4:, 4:],
-            resized[:, 4:, :28],
-            resized[:, 2:30, 2:30],
-        )
-    ]
+    crops += [c[:, :, ::-1] for c in (resized[:, :28, 4:], resized[:, :28, :28], resized[:, 4:, 4:], resized[:, 4:, :28], resized[:, 2:30, 2:30])]
     probs = []
     for path in two_models:
         probe = KerasProbe(keras.saving.load_model(path))
@@ -192,12 +171,7 @@ def test_shipped_model_reaches_92_percent_on_native_images():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
-        [sys.executable, "-c", PLAIN_CONSUMER, SHIPPED, data.DEBIAN_FASHION_MNIST_DIR],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
+        [sys.executable, "-c", PLAIN_CONSUMER, SHIPPED, data.DEBIAN_FASHION_MNIST_DIR], env=env, capture_output=True, text=True, timeout=300, cwd="/"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     count, accuracy = done.stdout.split()
@@ -205,9 +179,7 @@ def test_shipped_model_reaches_92_percent_on_native_images():
     assert float(accuracy) >= 0.92
     meta = json.load(open(os.path.join(SHIPPED, "zfkeras.json")))
     assert meta["training"]["command"].startswith("zf train ")
-    assert meta["metrics"]["test_top1_error"] == pytest.approx(
-        1 - float(accuracy), abs=1e-4
-    )  # what the export recorded
+    assert meta["metrics"]["test_top1_error"] == pytest.approx(1 - float(accuracy), abs=1e-4)  # what the export recorded
 
     import keras
 

@@ -81,9 +81,7 @@ def test_layer_stability_rules_by_hand():
 def conv_maps(model, raw):
     """{conv layer: rectified maps of all centre-cropped images}, from one plain Keras sub-model."""
     names = [layer.name for layer in model.layers if layer.name.startswith("conv")]
-    outputs = keras.Model(model.input, [model.get_layer(name).output for name in names])(
-        raw[:, 2:30, 2:30, None].astype("float32")
-    )
+    outputs = keras.Model(model.input, [model.get_layer(name).output for name in names])(raw[:, 2:30, 2:30, None].astype("float32"))
     return {name: np.asarray(value) for name, value in zip(names, outputs)}
 
 
@@ -118,26 +116,13 @@ def test_evolution_cli_matches_brute_force(run_dir):
     out = root / "out"
     result = CliRunner().invoke(
         evolution,
-        [
-            str(root / "run"),
-            "--data",
-            f"idx:{root / 'data'}",
-            "--maps",
-            "0,1,3",
-            "--batch-size",
-            "5",
-            "--out",
-            str(out),
-        ],
+        [str(root / "run"), "--data", f"idx:{root / 'data'}", "--maps", "0,1,3", "--batch-size", "5", "--out", str(out)],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     report = json.load(open(out / "evolution.json"))
     assert report["epochs"] == [1, 2, 4] and report["images"] == 24
-    checkpoints = [
-        conv_maps(keras.saving.load_model(root / "run" / "checkpoints" / f"epoch-{e:03d}.keras"), raw)
-        for e in (1, 2, 4)
-    ]
+    checkpoints = [conv_maps(keras.saving.load_model(root / "run" / "checkpoints" / f"epoch-{e:03d}.keras"), raw) for e in (1, 2, 4)]
     for layer, entry in report["layers"].items():
         active_stable = []
         for channel, per_map in entry["maps"].items():

@@ -101,9 +101,7 @@ def test_plain_tensorflow_process_matches_keras(model, exported, images, tmp_pat
         for key, position in (("max", "max"), ("at", given[f"at_{layer}"]), ("map", "map")):
             reference = deconvnet.project(images, layer, channel, position)
             assert np.abs(reference).max() > 0 or key == "at", f"{layer} {key}: a zero projection tests nothing"
-            np.testing.assert_allclose(
-                out[f"{key}/{layer}"], reference, rtol=1e-5, atol=1e-5 * max(np.abs(reference).max(), 1e-3)
-            )
+            np.testing.assert_allclose(out[f"{key}/{layer}"], reference, rtol=1e-5, atol=1e-5 * max(np.abs(reference).max(), 1e-3))
 
 
 NATIVE_LOADER = r"""
@@ -134,14 +132,7 @@ def test_serve_takes_native_images_of_any_size(model, exported, images, tmp_path
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            NATIVE_LOADER,
-            str(exported),
-            str(tmp_path / "native.npz"),
-            str(tmp_path / "served.npz"),
-        ],
+        [sys.executable, "-c", NATIVE_LOADER, str(exported), str(tmp_path / "native.npz"), str(tmp_path / "served.npz")],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -181,18 +172,11 @@ def test_metadata_and_files(model, exported):
     assert meta["input_shape"] == [28, 28, 1] and meta["class_names"] == CLASSES and meta["layer_names"] == LAYERS
     assert meta["feature_names"] == LAYERS + ["fc6", "fc7"]
     assert meta["feature_shapes"]["conv2"] == [14, 14, 8] and meta["feature_shapes"]["fc7"] == [16]
-    assert meta["input"]["serve"] == {
-        "dtype": "float32",
-        "shape": [None, None, None, 1],
-        "range": [0, 255],
-        "what": meta["input"]["serve"]["what"],
-    }
+    assert meta["input"]["serve"] == {"dtype": "float32", "shape": [None, None, None, 1], "range": [0, 255], "what": meta["input"]["serve"]["what"]}
     assert meta["input"]["model"]["shape"] == [None, 28, 28, 1]
     assert meta["preprocessing"].startswith("none for native 28x28 images")
     assert meta["training"] == {"command": "zf train --epochs 1", "config": {"config": {"lr": 0.01}}}
-    assert (
-        meta["metrics"] == {"test_top1_error": pytest.approx(0.25)} and meta["zfkeras_version"] == zfkeras.__version__
-    )
+    assert meta["metrics"] == {"test_top1_error": pytest.approx(0.25)} and meta["zfkeras_version"] == zfkeras.__version__
     np.testing.assert_array_equal(np.load(exported / "mean.npy"), model.get_layer("subtract_mean").mean.numpy())
     reloaded = keras.saving.load_model(exported / "model.keras")
     for a, b in zip(reloaded.get_weights(), model.get_weights()):
@@ -208,10 +192,7 @@ def test_exported_probe_equals_keras_probe(model, exported, images):
     np.testing.assert_allclose(got["conv3"], reference.features(images, ["conv3"])["conv3"], rtol=1e-5, atol=1e-4)
     for position in ("max", "map", (3, 4)):
         np.testing.assert_allclose(
-            probe.project(images, "conv2", 1, position, batch_size=2),
-            reference.project(images, "conv2", 1, position),
-            rtol=1e-5,
-            atol=1e-3,
+            probe.project(images, "conv2", 1, position, batch_size=2), reference.project(images, "conv2", 1, position), rtol=1e-5, atol=1e-3
         )
     np.testing.assert_array_equal(probe.mean_image, reference.mean_image)
     with pytest.raises(ValueError, match="channel must be in"):
@@ -257,13 +238,9 @@ def test_zf_export_command(model, tmp_path):
     run_dir = tmp_path / "run"
     os.makedirs(run_dir / "checkpoints")
     model.save(run_dir / "checkpoints" / "epoch-002.keras")
-    (run_dir / "config.json").write_text(
-        json.dumps({"command": "zf train --epochs 3", "class_names": CLASSES, "config": {}})
-    )
+    (run_dir / "config.json").write_text(json.dumps({"command": "zf train --epochs 3", "class_names": CLASSES, "config": {}}))
     (run_dir / "history.json").write_text(json.dumps({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.0]}))
-    result = CliRunner().invoke(
-        command, [str(run_dir / "checkpoints" / "epoch-002.keras"), "--out", str(tmp_path / "out")]
-    )
+    result = CliRunner().invoke(command, [str(run_dir / "checkpoints" / "epoch-002.keras"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     meta = read_metadata(tmp_path / "out")
     assert meta["training"]["command"] == "zf train --epochs 3" and meta["class_names"] == CLASSES

@@ -134,9 +134,7 @@ def blocked(tmp_path):
     return blocker
 
 
-@pytest.mark.parametrize(
-    "command", ["visualize", "filters", "evolution", "occlusion", "invariance", "project", "evaluate", "export"]
-)
+@pytest.mark.parametrize("command", ["visualize", "filters", "evolution", "occlusion", "invariance", "project", "evaluate", "export"])
 def test_output_under_a_file_fails_before_any_work(setup, tmp_path, command):
     blocker = blocked(tmp_path)
     out = blocker / "out"
@@ -164,9 +162,7 @@ def test_train_out_and_export_under_a_file(setup, tmp_path):
     assert_fails(result, 2, "--out", blocker)
     result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--run-dir", blocker / "run")  # the old name
     assert_fails(result, 2, "--run-dir", blocker)
-    result = zf(
-        "train", *TINY, "--data", setup["idx"], "--epochs", "1", "--out", tmp_path / "run", "--export", blocker / "e"
-    )
+    result = zf("train", *TINY, "--data", setup["idx"], "--epochs", "1", "--out", tmp_path / "run", "--export", blocker / "e")
     assert_fails(result, 2, "--export", blocker)
     assert "training" not in result.output  # nothing trained
     assert sorted(os.listdir(tmp_path)) == ["blocker"]
@@ -235,20 +231,7 @@ def test_train_export_holds_out_the_test_split_and_resumes(tmp_path, monkeypatch
     tested on the rest, which the run records; an interrupted run says it resumes."""
     folder = image_folder(tmp_path / "f", 5)
     run, export = tmp_path / "run", tmp_path / "export"
-    args = [
-        "train",
-        *TINY,
-        "--data",
-        f"folder:{folder}",
-        "--epochs",
-        "2",
-        "--checkpoint-epochs",
-        "1",
-        "--out",
-        run,
-        "--export",
-        export,
-    ]
+    args = ["train", *TINY, "--data", f"folder:{folder}", "--epochs", "2", "--checkpoint-epochs", "1", "--out", run, "--export", export]
 
     import pipelines.train
 
@@ -402,33 +385,9 @@ def test_corrupt_image_is_named_and_skippable(setup, tmp_path, command):
     spec = f"folder:{setup['split']}"
     args = {
         "evaluate": ["evaluate", setup["model"], "--data", spec, "--crops", "single", "--out", out],
-        "visualize": [
-            "visualize",
-            setup["model"],
-            "--data",
-            spec,
-            "--maps",
-            "random:1",
-            "--layers",
-            "conv1",
-            "--out",
-            out,
-        ],
+        "visualize": ["visualize", setup["model"], "--data", spec, "--maps", "random:1", "--layers", "conv1", "--out", out],
         "filters": ["filters", setup["model"], "--data", spec, "--maps", "random:2", "--out", out],
-        "evolution": [
-            "evolution",
-            setup["run"],
-            "--data",
-            spec,
-            "--split",
-            "test",
-            "--maps",
-            "random:1",
-            "--layers",
-            "conv1",
-            "--out",
-            out,
-        ],
+        "evolution": ["evolution", setup["run"], "--data", spec, "--split", "test", "--maps", "random:1", "--layers", "conv1", "--out", out],
     }[command]
     result = zf(*args)
     assert_fails(result, 2, "--data", setup["corrupt"], "--skip-corrupt")
@@ -489,17 +448,7 @@ def test_tfds_offline_fails_fast_and_leaves_nothing(setup, tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", HOME=str(home))
     for name in ("TFDS_DATA_DIR", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(name, None)
-    args = [
-        sys.executable,
-        "-c",
-        OFFLINE,
-        "evaluate",
-        setup["model"],
-        "--data",
-        "tfds:mnist",
-        "--data-dir",
-        str(data_dir),
-    ]
+    args = [sys.executable, "-c", OFFLINE, "evaluate", setup["model"], "--data", "tfds:mnist", "--data-dir", str(data_dir)]
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
@@ -537,9 +486,7 @@ def test_occlusion_values_name_their_option(setup, tmp_path, option, value, mess
 
 
 def test_correspondence_fill_nan(setup, tmp_path):
-    result = zf(
-        "correspondence", setup["model"], "--parts", tmp_path / "parts.json", "--fill", "nan", "--out", tmp_path / "out"
-    )
+    result = zf("correspondence", setup["model"], "--parts", tmp_path / "parts.json", "--fill", "nan", "--out", tmp_path / "out")
     assert_fails(result, 2, "--fill", "'nan' is not a pixel value")
 
 
@@ -609,9 +556,7 @@ def test_tfds_failed_download_removes_what_it_made(tmp_path, monkeypatch):
 def test_atomic_writer_cleans_only_dead_writers_and_restores_a_half_swapped_result(tmp_path):
     from zfkeras.atomic import atomic_output, clean_stale
 
-    dead, oldstyle, live = (
-        tmp_path / name for name in (".out.partial-999999999-a", ".out.partial-k2j4", f".out.partial-{os.getpid()}-b")
-    )
+    dead, oldstyle, live = (tmp_path / name for name in (".out.partial-999999999-a", ".out.partial-k2j4", f".out.partial-{os.getpid()}-b"))
     for directory in (dead, oldstyle, live):
         directory.mkdir()
     # killed between the two renames of a directory swap: the previous result waits in .old-

@@ -83,12 +83,8 @@ def test_aliasing_share_of_sinusoids():
 
 
 def test_dead_filters_by_definition():
-    np.testing.assert_array_equal(
-        dead_filters([0.0, 5.0, 6.0, 0.05, 7.0]), [True, False, False, True, False]
-    )  # <= 1% of median 5
-    np.testing.assert_array_equal(
-        dead_filters([0.0, 0.0, 0.0, 2.0]), [True, True, True, False]
-    )  # median 0: never-firing ones
+    np.testing.assert_array_equal(dead_filters([0.0, 5.0, 6.0, 0.05, 7.0]), [True, False, False, True, False])  # <= 1% of median 5
+    np.testing.assert_array_equal(dead_filters([0.0, 0.0, 0.0, 2.0]), [True, True, True, False])  # median 0: never-firing ones
     with pytest.raises(ValueError):
         dead_filters([])
 
@@ -107,9 +103,7 @@ def test_filter_grid_tiles():
     kernel[..., 0, 1] = [[3.0, 0.0], [0.0, 0.0]]
     grid = filter_grid(kernel, columns=2, pad=1)
     assert grid.shape == (2 * 3 + 1, 2 * 3 + 1, 3)
-    np.testing.assert_allclose(
-        grid[1:3, 1:3, 0], 0.5 + 0.5 * np.array([[0.0, 1.0], [-2.0, 0.5]]) / 2.0
-    )  # own max |w| = 2
+    np.testing.assert_allclose(grid[1:3, 1:3, 0], 0.5 + 0.5 * np.array([[0.0, 1.0], [-2.0, 0.5]]) / 2.0)  # own max |w| = 2
     np.testing.assert_allclose(grid[1:3, 4:6, 1], [[1.0, 0.5], [0.5, 0.5]])
     np.testing.assert_allclose(grid[4:6, 1:3, 2], 0.5)  # all-zero filter: grey
     np.testing.assert_allclose(grid[0], 1.0)  # white separators
@@ -122,10 +116,7 @@ def two_layer_spec(name, kernel, stride, filters=4):
         name=name,
         input_shape=(28, 28, 1),
         num_classes=10,
-        convs=(
-            ConvSpec(filters, kernel, stride, padding="same"),
-            ConvSpec(6, 3, 1, padding="same", pool=PoolSpec(3, 2, "same")),
-        ),
+        convs=(ConvSpec(filters, kernel, stride, padding="same"), ConvSpec(6, 3, 1, padding="same", pool=PoolSpec(3, 2, "same"))),
         fc=(16, None),
         filter_radius=None,
     )
@@ -194,14 +185,10 @@ def test_filters_cli_hand_made_model(tmp_path):
         image = int(np.argmax(flat.max(axis=1)))
         y, x = divmod(int(np.argmax(flat[image])), acts.shape[2])
         projection = deconvnet.project(images[image : image + 1], "conv2", channel, (y, x))[0]
-        np.testing.assert_allclose(
-            second["aliasing_per_map"][str(channel)], explicit_aliasing(projection, 2), atol=1e-4
-        )
+        np.testing.assert_allclose(second["aliasing_per_map"][str(channel)], explicit_aliasing(projection, 2), atol=1e-4)
         checked += 1
     assert checked >= 3
-    assert (
-        report["b"]["first_layer"]["kernel"] == [5, 5] and report["b"]["second_layer"]["aliasing_share"] == 0.0
-    )  # stride 1
+    assert report["b"]["first_layer"]["kernel"] == [5, 5] and report["b"]["second_layer"]["aliasing_share"] == 0.0  # stride 1
     # model A's filters drawn in a 2x2 grid (each scaled by its own largest |w|, 0 -> grey):
     # zero -> grey, all -1 -> black; checkerboard -> white/black cells; top-heavy -> 2 white rows, 1 black
     cells = [np.zeros((3, 3)), -np.ones((3, 3)), made["checkerboard"], top_heavy]
@@ -233,9 +220,7 @@ def check_filter_cells(path, expected_cells, crop_to_first_panel):
             for c in range(3):
                 y = int(top + (1 + 4 * tile_row + r + 0.5) * cell_y)
                 x = int(left + (1 + 4 * tile_column + c + 0.5) * cell_x)
-                np.testing.assert_allclose(
-                    png[y, x], cells[r, c], atol=3, err_msg=f"{path}: filter {index} cell ({r}, {c})"
-                )
+                np.testing.assert_allclose(png[y, x], cells[r, c], atol=3, err_msg=f"{path}: filter {index} cell ({r}, {c})")
     np.testing.assert_array_equal(png[int(top + 0.5 * cell_y), int(left + 4.5 * cell_x)], 255)  # separator
 
 

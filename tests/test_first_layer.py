@@ -13,9 +13,7 @@ from zfkeras.first_layer import FirstLayerReport
 
 
 def hand_report(silent):
-    bands = np.array(
-        [[0.5, 0.3, 0.2], [np.nan, np.nan, np.nan], [0.1, 0.1, 0.8], [0.3, 0.5, 0.2]]
-    )  # filter 1 is all zero
+    bands = np.array([[0.5, 0.3, 0.2], [np.nan, np.nan, np.nan], [0.1, 0.1, 0.8], [0.3, 0.5, 0.2]])  # filter 1 is all zero
     return FirstLayerReport(
         first="conv1",
         second="conv2",

@@ -30,9 +30,7 @@ def lively(model, seed, mean=100.0):
 
 
 def small_zfnet(input_shape):
-    spec = zfnet_small_spec(input_shape=input_shape).with_units(
-        conv1=8, conv2=12, conv3=12, conv4=12, conv5=10, fc6=32, fc7=32
-    )
+    spec = zfnet_small_spec(input_shape=input_shape).with_units(conv1=8, conv2=12, conv3=12, conv4=12, conv5=10, fc6=32, fc7=32)
     return lively(build_model(spec.replace(kernel_init="he_normal", filter_radius=None), seed=0), 0)
 
 
@@ -91,9 +89,7 @@ def test_small_zfnet_every_grid_position(small_probes, shape, patch, stride):
 
 def test_small_zfnet_lower_layer_activity(small_probes):
     image = np.random.default_rng(5).uniform(0, 255, (28, 28, 1)).astype("float32")
-    assert_equal_to_full_forward(
-        small_probes[28, 28, 1], image, 7, occluder_grid((28, 28), 7, 3).reshape(-1, 2), layer="conv2"
-    )
+    assert_equal_to_full_forward(small_probes[28, 28, 1], image, 7, occluder_grid((28, 28), 7, 3).reshape(-1, 2), layer="conv2")
 
 
 @pytest.mark.parametrize("patch, stride", [(1, 3), (7, 1), (32, 8)])
@@ -133,9 +129,7 @@ def test_unhandled_model_falls_back_to_the_full_pass():
     evaluator = OcclusionEvaluator(probe, image, patch=3)
     assert evaluator.incremental is None
     result = occlusion_map(probe, image, patch=3, stride=2)
-    full = occlusion_map(
-        probe, image, patch=3, stride=2, evaluator=OcclusionEvaluator(probe, image, patch=3, incremental=False)
-    )
+    full = occlusion_map(probe, image, patch=3, stride=2, evaluator=OcclusionEvaluator(probe, image, patch=3, incremental=False))
     np.testing.assert_array_equal(result.feature_activity, full.feature_activity)
     np.testing.assert_array_equal(result.true_class_prob, full.true_class_prob)
 

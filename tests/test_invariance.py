@@ -253,9 +253,7 @@ def test_command_rejects_bad_options(tmp_path, args, message):
     path = tmp_path / "m.keras"
     tiny_model().save(path)
     _save_png(tmp_path / "a.png", np.zeros((16, 16, 1)))
-    result = CliRunner().invoke(
-        main, ["invariance", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")] + args
-    )
+    result = CliRunner().invoke(main, ["invariance", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")] + args)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
 
@@ -323,9 +321,5 @@ def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, images)
     k, e = (json.loads((tmp_path / out / "invariance.json").read_text()) for out in ("k", "e"))
     assert e["labels"] == k["labels"]
     for kind in ("translation", "scale", "rotation"):
-        np.testing.assert_allclose(
-            e["transforms"][kind]["distance"]["fc7"], k["transforms"][kind]["distance"]["fc7"], rtol=1e-4, atol=1e-6
-        )
-        np.testing.assert_allclose(
-            e["transforms"][kind]["true_class_prob"], k["transforms"][kind]["true_class_prob"], rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(e["transforms"][kind]["distance"]["fc7"], k["transforms"][kind]["distance"]["fc7"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(e["transforms"][kind]["true_class_prob"], k["transforms"][kind]["true_class_prob"], rtol=1e-5, atol=1e-6)

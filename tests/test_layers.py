@@ -111,9 +111,7 @@ def test_filter_rms_norm_caps_only_large_filters():
 
 
 def test_filter_rms_norm_applies_during_training(rng):
-    conv = keras.layers.Conv2D(
-        2, 3, kernel_constraint=FilterRMSNorm(0.1), kernel_initializer=keras.initializers.RandomNormal(stddev=1.0)
-    )
+    conv = keras.layers.Conv2D(2, 3, kernel_constraint=FilterRMSNorm(0.1), kernel_initializer=keras.initializers.RandomNormal(stddev=1.0))
     model = keras.Sequential([keras.Input((6, 6, 1)), conv, keras.layers.Flatten(), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     model.fit(rng.normal(size=(8, 6, 6, 1)), rng.normal(size=(8, 1)), epochs=1, verbose=0)

@@ -23,9 +23,7 @@ def test_photo_at_load_size_is_its_centre_crop(rng):
     grey = fit_image(image, (112, 112, 1)).pixels
     luma = image[8:120, 40:152].astype("float64") @ [0.299, 0.587, 0.114]
     np.testing.assert_allclose(grey[..., 0], np.round(luma), atol=1.0)  # rounded in float32 by TF
-    np.testing.assert_array_equal(
-        fit_image(image[..., :1], (112, 112, 3)).pixels, np.repeat(image[8:120, 40:152, :1], 3, -1)
-    )
+    np.testing.assert_array_equal(fit_image(image[..., :1], (112, 112, 3)).pixels, np.repeat(image[8:120, 40:152, :1], 3, -1))
 
 
 def test_small_input_keeps_a_native_photo_and_only_crops_others(rng):

@@ -171,9 +171,7 @@ def test_seeded_builds_are_identical():
     a, b = zfnet_small(seed=3), zfnet_small(seed=3)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
-    assert not np.array_equal(
-        a.get_layer("conv2").kernel.numpy(), zfnet_small(seed=4).get_layer("conv2").kernel.numpy()
-    )
+    assert not np.array_equal(a.get_layer("conv2").kernel.numpy(), zfnet_small(seed=4).get_layer("conv2").kernel.numpy())
 
 
 @pytest.mark.parametrize("which", ["zfnet_small", "zfnet"])

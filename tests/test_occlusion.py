@@ -86,12 +86,7 @@ def naive_occlusion(probe, image, patch, stride, fill, layer, feature_map, label
             top.append(np.argmax(probs))
             corners.append((y0, x0))
     shape = (len(range(0, height, stride)), len(range(0, width, stride)))
-    return (
-        np.array(corners).reshape(shape + (2,)),
-        np.reshape(activity, shape),
-        np.reshape(prob, shape),
-        np.reshape(top, shape),
-    )
+    return (np.array(corners).reshape(shape + (2,)), np.reshape(activity, shape), np.reshape(prob, shape), np.reshape(top, shape))
 
 
 @pytest.mark.parametrize("fill", [None, 128.0])
@@ -135,17 +130,10 @@ def identity_pixel_model(input_shape, mean, classes=3, seed=0, gains=(1.0,)):
     """conv1 map k = ReLU(gains[k] * (image - mean)) exactly (1x1 filters, no bias), then a softmax
     over the flattened maps: every occlusion map of it can be written down by hand. -> (model, W, b)."""
     spec = ModelSpec(
-        name="pixels",
-        input_shape=input_shape,
-        num_classes=classes,
-        convs=(ConvSpec(len(gains), 1, 1, "valid"),),
-        fc=(None, None),
-        filter_radius=None,
+        name="pixels", input_shape=input_shape, num_classes=classes, convs=(ConvSpec(len(gains), 1, 1, "valid"),), fc=(None, None), filter_radius=None
     )
     model = build_model(spec, seed=seed)
-    model.get_layer("conv1").set_weights(
-        [np.asarray(gains, "float32").reshape(1, 1, 1, -1), np.zeros(len(gains), "float32")]
-    )
+    model.get_layer("conv1").set_weights([np.asarray(gains, "float32").reshape(1, 1, 1, -1), np.zeros(len(gains), "float32")])
     model.get_layer("subtract_mean").set_mean(mean)
     rng = np.random.default_rng(seed)
     weights = rng.normal(scale=2e-3, size=(int(np.prod(input_shape[:2])) * len(gains), classes)).astype("float32")
@@ -205,9 +193,7 @@ def test_colour_image_with_per_channel_fill_matches_reference():
     image = np.random.default_rng(5).uniform(0, 255, (12, 12, 3)).astype("float32")
     fill = np.array([10.0, 120.0, 250.0], "float32")
     result = occlusion_map(probe, image, patch=4, stride=5, fill=fill, layer="conv1", feature_map=3, label=1)
-    corners, activity, prob, top = naive_occlusion(
-        probe, image, 4, 5, np.broadcast_to(fill, image.shape), "conv1", 3, 1
-    )
+    corners, activity, prob, top = naive_occlusion(probe, image, 4, 5, np.broadcast_to(fill, image.shape), "conv1", 3, 1)
     np.testing.assert_array_equal(result.positions, corners)
     np.testing.assert_allclose(result.feature_activity, activity, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(result.true_class_prob, prob, rtol=1e-5, atol=1e-5)
@@ -366,21 +352,13 @@ def test_command_writes_npz_and_png_per_image(tmp_path, keras_file):
 
 @pytest.mark.parametrize(
     "args, message",
-    [
-        (["--label", "socks"], "socks"),
-        (["--label", "9"], "9"),
-        (["--fill", "300"], "300"),
-        (["--layer", "conv9"], "conv9"),
-        (["--stride", "0"], "0"),
-    ],
+    [(["--label", "socks"], "socks"), (["--label", "9"], "9"), (["--fill", "300"], "300"), (["--layer", "conv9"], "conv9"), (["--stride", "0"], "0")],
 )
 def test_command_rejects_bad_options_in_one_line(tmp_path, keras_file, args, message):
     from pipelines.cli import main
 
     _save_png(tmp_path / "a.png", np.zeros((28, 28, 1)))
-    result = CliRunner().invoke(
-        main, ["occlusion", keras_file, str(tmp_path / "a.png"), "--out", str(tmp_path / "o")] + args
-    )
+    result = CliRunner().invoke(main, ["occlusion", keras_file, str(tmp_path / "a.png"), "--out", str(tmp_path / "o")] + args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o" / "a.npz").exists()
@@ -454,24 +432,10 @@ def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, keras_f
     from pipelines.cli import main
     from zfkeras.export import export_model
 
-    export_model(
-        keras.saving.load_model(keras_file, compile=False),
-        tmp_path / "export",
-        class_names=["top", "trouser", "bag", "boot"],
-    )
+    export_model(keras.saving.load_model(keras_file, compile=False), tmp_path / "export", class_names=["top", "trouser", "bag", "boot"])
     _save_png(tmp_path / "a.png", np.random.default_rng(4).integers(0, 255, (28, 28, 1)))
     for model, out in ((keras_file, "from_keras"), (str(tmp_path / "export"), "from_export")):
-        args = [
-            "occlusion",
-            model,
-            str(tmp_path / "a.png"),
-            "--patch",
-            "9",
-            "--stride",
-            "5",
-            "--out",
-            str(tmp_path / out),
-        ]
+        args = ["occlusion", model, str(tmp_path / "a.png"), "--patch", "9", "--stride", "5", "--out", str(tmp_path / out)]
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
     a, b = np.load(tmp_path / "from_keras" / "a.npz"), np.load(tmp_path / "from_export" / "a.npz")

@@ -87,25 +87,12 @@ def test_shards_are_class_mixed_complete_and_resized(folder, prepared):
 
 def test_same_seed_same_shards_other_seed_other_order(folder, prepared, tmp_path):
     again = tmp_path / "again"
-    assert (
-        zf(
-            "prepare", "--data", f"folder:{folder}", "--out", again, "--shards", "4", "--size", "12", "--seed", "3"
-        ).exit_code
-        == 0
-    )
+    assert zf("prepare", "--data", f"folder:{folder}", "--out", again, "--shards", "4", "--size", "12", "--seed", "3").exit_code == 0
     for name in json.load(open(prepared / "dataset.json"))["splits"]["train"]["files"]:
         assert (again / name).read_bytes() == (prepared / name).read_bytes()
     other = tmp_path / "other"
-    assert (
-        zf(
-            "prepare", "--data", f"folder:{folder}", "--out", other, "--shards", "4", "--size", "12", "--seed", "4"
-        ).exit_code
-        == 0
-    )
-    assert (
-        read_shard(other / "train-00000-of-00004.tfrecord")[2]
-        != read_shard(prepared / "train-00000-of-00004.tfrecord")[2]
-    )
+    assert zf("prepare", "--data", f"folder:{folder}", "--out", other, "--shards", "4", "--size", "12", "--seed", "4").exit_code == 0
+    assert read_shard(other / "train-00000-of-00004.tfrecord")[2] != read_shard(prepared / "train-00000-of-00004.tfrecord")[2]
 
 
 def test_tfrecord_source_streams_every_example(prepared):
@@ -148,9 +135,7 @@ def test_errors_name_the_bad_thing(folder, tmp_path):
     assert (
         result.output.strip()
         .splitlines()[-1]
-        .endswith(
-            f"Invalid value for SOURCE: corrupt or unreadable image file {corrupt}; skip such files with --skip-corrupt"
-        )
+        .endswith(f"Invalid value for SOURCE: corrupt or unreadable image file {corrupt}; skip such files with --skip-corrupt")
     )
     assert sorted(os.listdir(tmp_path)) == ["broken"]  # nothing half-written
     result = zf("prepare", "--data", f"folder:{broken}", "--out", out, "--size", "0", "--skip-corrupt")

@@ -41,9 +41,7 @@ def test_probe_numbers_are_the_models(model):
 def test_probe_errors_name_the_bad_thing(model):
     probe = KerasProbe(model)
     assert probe.class_names == ["0", "1", "2", "3"]
-    with pytest.raises(
-        ValueError, match="unknown layer 'conv7'; valid layers: conv1, conv2, conv3, conv4, conv5, fc6, fc7"
-    ):
+    with pytest.raises(ValueError, match="unknown layer 'conv7'; valid layers: conv1, conv2, conv3, conv4, conv5, fc6, fc7"):
         probe.features(np.zeros((1, 28, 28, 1)), ["conv7"])
     with pytest.raises(ValueError, match=r"images must have shape \[N, 28, 28, 1\]"):
         probe.predict(np.zeros((1, 28, 28)))

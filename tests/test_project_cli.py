@@ -13,9 +13,7 @@ from zfkeras.models import zfnet
 def test_projects_a_real_photo_on_zfnet(tmp_path):
     # chelsea: scikit-image's cat photo (300x451 RGB), shipped inside the scikit-image wheel; the
     # last step of `zf demo` runs exactly this command.
-    result = CliRunner().invoke(
-        main, ["project", "random:zfnet", "chelsea", "--seed", "3", "--out", str(tmp_path / "photo")]
-    )
+    result = CliRunner().invoke(main, ["project", "random:zfnet", "chelsea", "--seed", "3", "--out", str(tmp_path / "photo")])
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path / "photo")) == ["projection.npz", "projection.png"]
     png = (tmp_path / "photo" / "projection.png").read_bytes()
@@ -38,9 +36,7 @@ def test_project_errors_are_one_line(tmp_path):
     bad.write_bytes(b"not an image")
     result = CliRunner().invoke(main, ["project", "random:zfnet", str(bad), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and f"{bad}: not a readable image" in result.output
-    result = CliRunner().invoke(
-        main, ["project", "random:zfnet_small", "chelsea", "--layers", "conv9", "--out", str(tmp_path / "x")]
-    )
+    result = CliRunner().invoke(main, ["project", "random:zfnet_small", "chelsea", "--layers", "conv9", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "--layers: unknown layer 'conv9'; valid layers: conv1, conv2, conv3, conv4, conv5" in result.output
     assert not (tmp_path / "x").exists()

@@ -114,10 +114,7 @@ def test_visualize_fields_match_zfnet_geometry(run):
     for layer in ("conv1", "conv5"):
         for entries in (top[layer]["0"], top[layer]["1"]):
             assert len(entries) == 2 and len({e["image"] for e in entries}) == 2  # k distinct images
-            assert all(
-                0 <= e["image"] < 6 and 0 <= e["y"] < shapes[layer][0] and 0 <= e["x"] < shapes[layer][1]
-                for e in entries
-            )
+            assert all(0 <= e["image"] < 6 and 0 <= e["y"] < shapes[layer][0] and 0 <= e["x"] < shapes[layer][1] for e in entries)
             assert entries[0]["value"] >= entries[1]["value"]  # strongest first
 
 

@@ -73,17 +73,11 @@ def test_field_equals_gradient_support(spec):
         field = fields[name]
         height, width = field.output_size
         assert (height, width) == tuple(
-            model.get_layer(name).output[0].shape[1:3]
-            if name.startswith("pool")
-            else model.get_layer(name).output.shape[1:3]
+            model.get_layer(name).output[0].shape[1:3] if name.startswith("pool") else model.get_layer(name).output.shape[1:3]
         )
         # corners (field clipped by the image border), the centre, and an off-centre unit
         for y, x in {(0, 0), (height - 1, width - 1), (height // 2, width // 2), (height // 3, width - 1)}:
-            np.testing.assert_array_equal(
-                gradient_support(model, name, y, x),
-                box_mask(field, y, x, shape),
-                err_msg=f"{spec.name} {name} ({y}, {x})",
-            )
+            np.testing.assert_array_equal(gradient_support(model, name, y, x), box_mask(field, y, x, shape), err_msg=f"{spec.name} {name} ({y}, {x})")
             checked += 1
     assert checked >= 20
 
@@ -92,9 +86,7 @@ def test_zfnet_fields_by_hand():
     # Fig. 3 geometry worked out on paper: conv1 7x7/2 after a 1-pixel border, pool1 3x3/2 "same"
     # (no padding before, 110 -> 55), conv2 5x5/2 valid, pool2 3x3/2 "same" (26 -> 13, no padding
     # before), conv3-5 3x3/1 "same" (1 before), pool5 3x3/2 valid.
-    fields = receptive_fields(
-        build_model(zfnet_spec().with_units(conv1=2, conv2=2, conv3=2, conv4=2, conv5=2, fc6=2, fc7=2))
-    )
+    fields = receptive_fields(build_model(zfnet_spec().with_units(conv1=2, conv2=2, conv3=2, conv4=2, conv5=2, fc6=2, fc7=2)))
     expected = {
         "conv1": (7, 2, -1),
         "pool1": (11, 4, -1),
@@ -106,11 +98,7 @@ def test_zfnet_fields_by_hand():
         "pool5": (171, 32, -49),
     }
     for name, (size, jump, offset) in expected.items():
-        assert (fields[name].size, fields[name].jump, fields[name].offset) == (
-            (size,) * 2,
-            (jump,) * 2,
-            (offset,) * 2,
-        ), name
+        assert (fields[name].size, fields[name].jump, fields[name].offset) == ((size,) * 2, (jump,) * 2, (offset,) * 2), name
 
 
 def test_real_relu_model_gradient_inside_field(rng):
@@ -165,9 +153,7 @@ def positive_dag(input_shape=(40, 56, 2)):
     inputs = keras.Input(input_shape)
     shared = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="shared")(inputs)
     wide = keras.layers.Conv2D(2, 5, padding="same", name="wide")(shared)
-    narrow = keras.layers.Conv2D(2, 3, padding="same", name="narrow")(
-        keras.layers.ZeroPadding2D(0, name="nopad")(shared)
-    )
+    narrow = keras.layers.Conv2D(2, 3, padding="same", name="narrow")(keras.layers.ZeroPadding2D(0, name="nopad")(shared))
     merged = keras.layers.ReLU(name="merged")(keras.layers.Add(name="add")([wide, narrow, shared]))
     strided = keras.layers.Conv2D(2, 3, strides=2, padding="same", name="strided")(merged)
     pooled = keras.layers.AveragePooling2D(3, strides=2, padding="same", name="pooled")(merged)
@@ -180,9 +166,7 @@ def positive_dag(input_shape=(40, 56, 2)):
     for layer in model.layers:
         for weight in layer.weights:
             weight.assign(
-                np.zeros(weight.shape)
-                if "bias" in weight.path or "beta" in weight.path or "moving_mean" in weight.path
-                else np.ones(weight.shape)
+                np.zeros(weight.shape) if "bias" in weight.path or "beta" in weight.path or "moving_mean" in weight.path else np.ones(weight.shape)
             )
     return model
 

@@ -30,8 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "saved_models", "zfnet-fashion-mnist")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM),
-    reason="Debian's chromium is not installed (make test installs it with apt-get where apt is available)",
+    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (make test installs it with apt-get where apt is available)"
 )
 FLAGS = [
     "--headless",
@@ -110,22 +109,13 @@ class Browser:
             self.events.append(self._message())
 
     def open(self, path, width=1400, height=1000):
-        self.call(
-            "Emulation.setDeviceMetricsOverride",
-            session=True,
-            width=width,
-            height=height,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height, deviceScaleFactor=1, mobile=False)
         self.events.clear()
         self.call("Page.navigate", session=True, url="file://" + os.path.abspath(path))
         self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression):
-        result = self.call(
-            "Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True
-        )
+        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -155,9 +145,7 @@ class Browser:
         params = {"format": "png"}
         if height:
             width = self.evaluate("document.documentElement.scrollWidth")
-            params.update(
-                clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1}, captureBeyondViewport=True
-            )
+            params.update(clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1}, captureBeyondViewport=True)
         return base64.b64decode(self.call("Page.captureScreenshot", session=True, **params)["data"])
 
     def close(self):
@@ -306,17 +294,14 @@ def test_report_page_in_chromium(tiny_run, browser, tmp_path):
     shot = pixels(browser.screenshot())
     assert shot.shape[:2] == (1000, 1400)
     assert shot[..., :3].std() > 0.05  # not a blank page: header, tables and figures
-    captions = browser.evaluate(
-        "[...document.querySelectorAll('figure')].map(f => f.querySelector('figcaption').textContent)"
-    )
+    captions = browser.evaluate("[...document.querySelectorAll('figure')].map(f => f.querySelector('figcaption').textContent)")
     assert len(captions) == len(images) and min(map(len, captions)) > 40, captions
     # what to look for: training curves, confusion matrix, 5 x Fig. 2, Fig. 4, Fig. 5 curves, Fig. 6, 2 x Fig. 7
     assert sum("Look for" in caption for caption in captions) == 12, captions
 
     # The accuracy on the page is zf evaluate's, digit for digit, for the same 100 images.
     shown = browser.evaluate(
-        "Object.fromEntries([...document.querySelectorAll('[data-metric]')]"
-        ".map(e => [e.dataset.metric, [Number(e.dataset.value), e.textContent]]))"
+        "Object.fromEntries([...document.querySelectorAll('[data-metric]')].map(e => [e.dataset.metric, [Number(e.dataset.value), e.textContent]]))"
     )
     reference = evaluate_json(run / "model.keras", data, 100, tmp_path)
     assert reference["num_images"] == 100
@@ -334,9 +319,7 @@ def test_report_page_in_chromium(tiny_run, browser, tmp_path):
 def test_browser_check_catches_broken_pages(browser, tmp_path):
     """The checks above can fail: a missing image has naturalWidth 0 and is logged as a failed
     load, a console.error is reported, and an empty page's screenshot has no variance."""
-    (tmp_path / "broken.html").write_text(
-        "<!DOCTYPE html><html><body><img src=\"missing.png\"><script>console.error('boom')</script></body></html>"
-    )
+    (tmp_path / "broken.html").write_text("<!DOCTYPE html><html><body><img src=\"missing.png\"><script>console.error('boom')</script></body></html>")
     browser.open(tmp_path / "broken.html")
     assert browser.images() == [{"src": "missing.png", "width": 0}]
     errors = browser.errors()
@@ -385,9 +368,7 @@ def test_failure_mid_report_leaves_no_output(tiny_run, tmp_path):
     (tmp_path / "a.png").write_bytes(b"not a png")
     shutil.copy(os.path.join(ROOT, "docs", "examples", "shirt-4.png"), tmp_path / "b.png")
     box = {"collar": [0, 10, 5, 18]}
-    (tmp_path / "parts.json").write_text(
-        json.dumps({"images": [{"file": "a.png", "parts": box}, {"file": "b.png", "parts": box}]})
-    )
+    (tmp_path / "parts.json").write_text(json.dumps({"images": [{"file": "a.png", "parts": box}, {"file": "b.png", "parts": box}]}))
     out = tmp_path / "report"
     skip = "visualize,evolution,filters,occlusion,invariance"
     args = ("report", root / "run", "--data", f"idx:{data}", "--images", 20, "--skip", skip)

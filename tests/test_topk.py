@@ -26,9 +26,7 @@ def brute_force(features, maps, k, distinct_images):
             entries = []
             for image in range(len(acts)):
                 plane = acts[image, :, :, channel]
-                cells = [
-                    (float(plane[y, x]), image, y, x) for y in range(plane.shape[0]) for x in range(plane.shape[1])
-                ]
+                cells = [(float(plane[y, x]), image, y, x) for y in range(plane.shape[0]) for x in range(plane.shape[1])]
                 if distinct_images:
                     best = max(v for v, *_ in cells)
                     cells = [next(c for c in cells if c[0] == best)]  # first in row-major order
@@ -108,9 +106,7 @@ def test_merge_rejects_overlap_and_mismatch(rng):
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = zfnet_small_spec(input_shape=(16, 16, 1)).with_units(
-        conv1=6, conv2=6, conv3=6, conv4=6, conv5=6, fc6=8, fc7=8
-    )
+    spec = zfnet_small_spec(input_shape=(16, 16, 1)).with_units(conv1=6, conv2=6, conv3=6, conv4=6, conv5=6, fc6=8, fc7=8)
     return KerasProbe(build_model(spec, seed=3))
 
 
@@ -213,15 +209,8 @@ def test_project_topk_cuts_the_hand_computed_fields_of_a_wide_image(rng):
         projections = probe.project(images[image], layer, channel, np.stack([y, x], 1).astype("int32"))
         for n, (m, j) in enumerate(np.ndindex(len(maps[layer]), 3)):
             top_row, left = offset + 2 * int(y[n]), offset + 2 * int(x[n])
-            np.testing.assert_array_equal(
-                crops[layer]["patches"][m, j], cut_by_hand(images[image[n]], top_row, left, size)
-            )
-            np.testing.assert_allclose(
-                crops[layer]["projections"][m, j],
-                cut_by_hand(projections[n], top_row, left, size),
-                rtol=1e-5,
-                atol=1e-6,
-            )
+            np.testing.assert_array_equal(crops[layer]["patches"][m, j], cut_by_hand(images[image[n]], top_row, left, size))
+            np.testing.assert_allclose(crops[layer]["projections"][m, j], cut_by_hand(projections[n], top_row, left, size), rtol=1e-5, atol=1e-6)
             swapped_would_differ += y[n] != x[n]
     assert swapped_would_differ >= 5
     assert np.isnan(crops["conv2"]["patches"]).any()  # some conv2 fields reach past the border

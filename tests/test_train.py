@@ -31,9 +31,7 @@ def idx_dir(tmp_path_factory):
 def helper(args, **kwargs):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     env.update(kwargs.pop("env", {}))
-    return subprocess.Popen(
-        [sys.executable, HELPER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs
-    )
+    return subprocess.Popen([sys.executable, HELPER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 
 def finish(process):
@@ -52,9 +50,7 @@ def weights_of(model):
 
 def run_in_process(idx_dir, run_dir, **changes):
     recorder = batch_loss_recorder()
-    model, history = train(
-        tiny_config(**changes), data.load_source(f"idx:{idx_dir}", "train"), None, str(run_dir), callbacks=[recorder]
-    )
+    model, history = train(tiny_config(**changes), data.load_source(f"idx:{idx_dir}", "train"), None, str(run_dir), callbacks=[recorder])
     return model, history, np.asarray([loss for epoch in recorder.losses for loss in epoch])
 
 
@@ -84,19 +80,10 @@ def test_config_round_trips_and_clips_checkpoints():
     assert config.kept_epochs == (1, 2, 5, 10)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     spec = config.model_spec()
-    assert (
-        spec.fc == (64, 256) and spec.kernel_init == "he_normal" and spec.filter_radius == 0.1 and spec.dropout == 0.5
-    )
+    assert spec.fc == (64, 256) and spec.kernel_init == "he_normal" and spec.filter_radius == 0.1 and spec.dropout == 0.5
 
 
-@pytest.mark.parametrize(
-    "name, message",
-    [
-        ("tpu", "unknown strategy 'tpu'"),
-        ("cpu:0", "positive int"),
-        ("cpu:two", "positive int"),
-    ],
-)
+@pytest.mark.parametrize("name, message", [("tpu", "unknown strategy 'tpu'"), ("cpu:0", "positive int"), ("cpu:two", "positive int")])
 def test_strategy_name_errors(name, message):
     with pytest.raises(ValueError, match=message):
         make_strategy(name)
@@ -174,9 +161,7 @@ def test_filter_grid_layout():
 def single_run(idx_dir, tmp_path_factory):
     """The single-device reference: dropout off (so replicas can match it), forced annealing."""
     run_dir = tmp_path_factory.mktemp("runs") / "single"
-    model, history, losses = run_in_process(
-        idx_dir, run_dir, dropout=0.0, epochs=3, patience=1, min_delta=10.0, checkpoint_epochs=(1, 2, 5)
-    )
+    model, history, losses = run_in_process(idx_dir, run_dir, dropout=0.0, epochs=3, patience=1, min_delta=10.0, checkpoint_epochs=(1, 2, 5))
     return run_dir, model, history, losses
 
 
@@ -337,19 +322,7 @@ def test_killed_run_resumes_to_the_same_weights(idx_dir, tmp_path):
     run_dir, marker = tmp_path / "killed", tmp_path / "stalled"
     args = ["--epochs", "3", "--patience", "1", "--min-delta", "10"]  # dropout 0.5 and annealing both in play
     process = helper(
-        [
-            "--data",
-            idx_dir,
-            "--run-dir",
-            str(run_dir),
-            "--out",
-            str(tmp_path / "never.npz"),
-            "--stall-epoch",
-            "1",
-            "--marker",
-            str(marker),
-            *args,
-        ]
+        ["--data", idx_dir, "--run-dir", str(run_dir), "--out", str(tmp_path / "never.npz"), "--stall-epoch", "1", "--marker", str(marker), *args]
     )
     try:
         output = b""
@@ -430,16 +403,11 @@ def test_zf_train_command(idx_dir, tmp_path):
     meta = json.loads((export_dir / "zfkeras.json").read_text())
     assert meta["metrics"]["test_images"] == 40 and 0 <= meta["metrics"]["test_top1_error"] <= 1
     assert meta["training"]["config"]["config"]["units"] == TINY_UNITS
-    assert (
-        meta["checkpoints"] == ["checkpoints/epoch-002.keras"]
-        and (export_dir / "checkpoints" / "epoch-002.keras").exists()
-    )
+    assert meta["checkpoints"] == ["checkpoints/epoch-002.keras"] and (export_dir / "checkpoints" / "epoch-002.keras").exists()
     assert meta["training"]["command"] == record["command"]
     # Live feature evolution: one projection image per conv layer per epoch in TensorBoard.
     events = [os.path.join(d, f) for d, _, fs in os.walk(run_dir / "logs" / "projections") for f in fs]
-    tags = {
-        (v.tag, e.step) for path in events for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value
-    }
+    tags = {(v.tag, e.step) for path in events for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value}
     assert {("projections/conv1", 1), ("projections/conv5", 2)} <= tags
 
     bad = CliRunner().invoke(command, ["--data", f"idx:{idx_dir}", "--strategy", "gpu:9", "--out", str(tmp_path / "x")])

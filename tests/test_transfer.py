@@ -126,10 +126,7 @@ def test_frozen_features_are_the_block_outputs_of_fitted_images(tiny_model, digi
     features.compute(indices[:2])
     features.compute(indices)  # only the missing ones are computed
     fitted = np.stack(
-        [
-            data.center_crop(data.resize_and_center_crop(image, 32), 28)
-            for image, _ in data.subset(digits, indices).dataset.as_numpy_iterator()
-        ]
+        [data.center_crop(data.resize_and_center_crop(image, 32), 28) for image, _ in data.subset(digits, indices).dataset.as_numpy_iterator()]
     )
     fitted = np.round(fitted)  # resized_dataset keeps uint8 images
     order = np.argsort(indices)
@@ -205,26 +202,11 @@ def test_zf_transfer_on_the_shipped_model_agrees_with_an_outside_recomputation(t
 
     out = tmp_path / "transfer"
     result = CliRunner().invoke(
-        command,
-        [
-            SHIPPED,
-            "--per-class",
-            "3,8",
-            "--folds",
-            "2",
-            "--test-per-class",
-            "20",
-            "--scratch-epochs",
-            "2",
-            "--out",
-            str(out),
-        ],
+        command, [SHIPPED, "--per-class", "3,8", "--folds", "2", "--test-per-class", "20", "--scratch-epochs", "2", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
-    assert {(r["method"], r["n_per_class"]) for r in results["runs"]} == {
-        (m, n) for m in ("pretrained", "scratch") for n in (3, 8)
-    }
+    assert {(r["method"], r["n_per_class"]) for r in results["runs"]} == {(m, n) for m in ("pretrained", "scratch") for n in (3, 8)}
     labels = data.source_labels(data.load_source("mnist_5k"))
     for run in results["runs"]:
         assert np.bincount(labels[run["train"]], minlength=10).tolist() == [run["n_per_class"]] * 10
@@ -276,32 +258,16 @@ def test_zf_transfer_and_layers_run_on_zfnet_224_and_a_folder(zfnet_224, tmp_pat
     from pipelines.layers import layers
     from pipelines.transfer import transfer as command
 
-    args = [
-        str(zfnet_224 / "zfnet.keras"),
-        "--data",
-        f"folder:{zfnet_224 / 'folder'}",
-        "--per-class",
-        "2",
-        "--folds",
-        "2",
-        "--test-per-class",
-        "2",
-    ]
+    args = [str(zfnet_224 / "zfnet.keras"), "--data", f"folder:{zfnet_224 / 'folder'}", "--per-class", "2", "--folds", "2", "--test-per-class", "2"]
     result = CliRunner().invoke(command, args + ["--scratch-epochs", "1", "--finetune", "--out", str(tmp_path / "t")])
     assert result.exit_code == 0, result.output
     methods = {r["method"] for r in json.loads((tmp_path / "t" / "results.json").read_text())["runs"]}
     assert methods == {"pretrained", "scratch", "finetune"}
-    result = CliRunner().invoke(
-        layers, args + ["--split", "all", "--max-features", "3000", "--out", str(tmp_path / "l")]
-    )
+    result = CliRunner().invoke(layers, args + ["--split", "all", "--max-features", "3000", "--out", str(tmp_path / "l")])
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "l" / "results.json").read_text())
     assert results["split"] == "all" and max(i for f in results["fold_indices"] for i in f["train"] + f["test"]) < 24
-    assert results["features"]["conv1"] == {
-        "block_output": [55, 55, 4],
-        "extra_max_pool": [3, 3],
-        "values": 19 * 19 * 4,
-    }
+    assert results["features"]["conv1"] == {"block_output": [55, 55, 4], "extra_max_pool": [3, 3], "values": 19 * 19 * 4}
     table = (tmp_path / "l" / "table.txt").read_text().splitlines()
     assert [line.split()[0] for line in table[1:]] == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
     assert len(results["runs"]) == 7 * 2 * 2  # layers x classifiers x folds

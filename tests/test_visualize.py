@@ -41,9 +41,7 @@ def blobby_images(rng, n, size=32):
 
 
 def small_spec(filters=6):
-    return zfnet_small_spec().with_units(
-        conv1=filters, conv2=filters, conv3=filters, conv4=filters, conv5=filters, fc6=16, fc7=16
-    )
+    return zfnet_small_spec().with_units(conv1=filters, conv2=filters, conv3=filters, conv4=filters, conv5=filters, fc6=16, fc7=16)
 
 
 @pytest.fixture(scope="module")
@@ -71,21 +69,7 @@ def reference_maps(model, raw, layer):
 def test_topk_json_is_true_activations_and_top(setup):
     root, raw, model = setup
     out = root / "out"
-    result = run(
-        [
-            root / "model.keras",
-            "--data",
-            f"idx:{root / 'data'}",
-            "--maps",
-            "0,2,5",
-            "--k",
-            "4",
-            "--batch-size",
-            "7",
-            "--out",
-            out,
-        ]
-    )
+    result = run([root / "model.keras", "--data", f"idx:{root / 'data'}", "--maps", "0,2,5", "--k", "4", "--batch-size", "7", "--out", out])
     assert result.exit_code == 0, result.output
     topk = json.load(open(out / "topk.json"))
     assert list(topk) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
@@ -97,9 +81,7 @@ def test_topk_json_is_true_activations_and_top(setup):
             assert len(entries) == 4
             for entry in entries:
                 # the recorded value is the activation at that image and position ...
-                np.testing.assert_allclose(
-                    entry["value"], maps[entry["image"], entry["y"], entry["x"], c], rtol=1e-4, atol=1e-6
-                )
+                np.testing.assert_allclose(entry["value"], maps[entry["image"], entry["y"], entry["x"], c], rtol=1e-4, atol=1e-6)
                 # ... and that position is the image's strongest in this map
                 np.testing.assert_allclose(entry["value"], maps[entry["image"], :, :, c].max(), rtol=1e-4, atol=1e-6)
             # brute force: the 4 images with the strongest maxima, strongest first
@@ -152,27 +134,12 @@ def check_png_patches(path, field, per_map, images, k):
             tile_row, tile_column = divmod(j, side)
             y0 = grid_top + 14 + pair_row * (inner + 14) + 1 + tile_row * (tile + 1)
             x0 = 10 + 14 + pair_column * (pair + 14) + inner + gap + 1 + tile_column * (tile + 1)
-            np.testing.assert_allclose(
-                png[y0 : y0 + tile, x0 : x0 + tile], expected, atol=1.5 / 255, err_msg=f"{path} map {m} tile {j}"
-            )
+            np.testing.assert_allclose(png[y0 : y0 + tile, x0 : x0 + tile], expected, atol=1.5 / 255, err_msg=f"{path} map {m} tile {j}")
 
 
 def test_shards_merge_to_single_scan(setup):
     root, _, _ = setup
-    common = [
-        "--data",
-        f"idx:{root / 'data'}",
-        "--layers",
-        "conv2,conv4",
-        "--maps",
-        "random:3",
-        "--k",
-        "5",
-        "--batch-size",
-        "4",
-        "--seed",
-        "7",
-    ]
+    common = ["--data", f"idx:{root / 'data'}", "--layers", "conv2,conv4", "--maps", "random:3", "--k", "5", "--batch-size", "4", "--seed", "7"]
     assert run([root / "model.keras", *common, "--out", root / "single"]).exit_code == 0
     for i in (1, 2, 3):
         result = run([root / "model.keras", *common, "--shard", f"{i}/3", "--out", root / f"shard{i}"])
@@ -193,20 +160,7 @@ def test_shards_merge_to_single_scan(setup):
     assert (root / "merged" / "conv4.png").exists()
     # a missing shard is refused
     result = CliRunner().invoke(
-        visualize,
-        [
-            str(a)
-            for a in [
-                root / "model.keras",
-                *common,
-                "--merge",
-                root / "shard1",
-                "--merge",
-                root / "shard3",
-                "--out",
-                root / "bad",
-            ]
-        ],
+        visualize, [str(a) for a in [root / "model.keras", *common, "--merge", root / "shard1", "--merge", root / "shard3", "--out", root / "bad"]]
     )
     assert result.exit_code == 2 and "contiguous" in result.output
 
@@ -224,9 +178,7 @@ def test_shards_merge_to_single_scan(setup):
 )
 def test_bad_input_one_line_error(setup, args, message):
     root, _, _ = setup
-    result = CliRunner().invoke(
-        visualize, [str(root / "model.keras"), "--data", f"idx:{root / 'data'}", "--out", str(root / "err"), *args]
-    )
+    result = CliRunner().invoke(visualize, [str(root / "model.keras"), "--data", f"idx:{root / 'data'}", "--out", str(root / "err"), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
 
@@ -243,19 +195,7 @@ def test_full_zfnet_224(tmp_path):
     zfnet(num_classes=10, seed=0).save(tmp_path / "zfnet.keras")
     out = tmp_path / "out"
     result = run(
-        [
-            tmp_path / "zfnet.keras",
-            "--data",
-            f"idx:{tmp_path / 'data'}",
-            "--maps",
-            "random:2",
-            "--k",
-            "2",
-            "--batch-size",
-            "3",
-            "--out",
-            out,
-        ]
+        [tmp_path / "zfnet.keras", "--data", f"idx:{tmp_path / 'data'}", "--maps", "random:2", "--k", "2", "--batch-size", "3", "--out", out]
     )
     assert result.exit_code == 0, result.output
     topk = json.load(open(out / "topk.json"))

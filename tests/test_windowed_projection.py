@@ -63,9 +63,7 @@ def border_positions(height, width):
 
 def full_projection(deconv, images, layer, channels, positions):
     """The whole-image reference from one activation per image."""
-    return reference_projection(
-        deconv.model, images, deconv.selection_layer(layer).name, channels, [tuple(p) for p in positions]
-    )
+    return reference_projection(deconv.model, images, deconv.selection_layer(layer).name, channels, [tuple(p) for p in positions])
 
 
 def check_layer(deconv, images, layer, rng):
@@ -81,12 +79,8 @@ def check_layer(deconv, images, layer, rng):
     assert got.shape == batch.shape
     assert_same(got, full_projection(deconv, batch, layer, channels, positions))
     # position="max" (strongest unit of the map), and a mix of given and strongest in one batch.
-    strongest = np.stack(
-        [np.unravel_index(np.argmax(acts[i, :, :, c]), acts.shape[1:3]) for i, c in zip(image_index, channels)]
-    )
-    assert_same(
-        deconv.project(batch, layer, channels, "max"), full_projection(deconv, batch, layer, channels, strongest)
-    )
+    strongest = np.stack([np.unravel_index(np.argmax(acts[i, :, :, c]), acts.shape[1:3]) for i, c in zip(image_index, channels)])
+    assert_same(deconv.project(batch, layer, channels, "max"), full_projection(deconv, batch, layer, channels, strongest))
     mixed = positions.copy()
     mixed[::2] = -1
     want = np.where(mixed < 0, strongest, positions)

@@ -209,9 +209,7 @@ def default_variants(spec):
         variants.append(Variant(f"narrower fc6,fc7 ({','.join(map(str, narrow.values()))})", units=narrow))
     if present(1):
         kernel, stride = coarse_first_layer(spec)
-        variants.append(
-            Variant(f"conv1 {kernel}x{kernel}/{stride}", convs={"conv1": {"kernel": kernel, "stride": stride}})
-        )
+        variants.append(Variant(f"conv1 {kernel}x{kernel}/{stride}", convs={"conv1": {"kernel": kernel, "stride": stride}}))
     return variants
 
 
@@ -280,16 +278,7 @@ class VariantResult:
         row.update(
             {
                 key: getattr(self, key)
-                for key in (
-                    "train_top1_error",
-                    "val_top1_error",
-                    "val_top5_error",
-                    "test_top1_error",
-                    "epochs",
-                    "train_seconds",
-                    "reused",
-                    "run_dir",
-                )
+                for key in ("train_top1_error", "val_top1_error", "val_top5_error", "test_top1_error", "epochs", "train_seconds", "reused", "run_dir")
             }
         )
         row["config"] = self.config.to_dict()
@@ -313,10 +302,7 @@ def _finished_run(run_dir, config, train_source):
     changed = [key for key in now if key != "strategy" and before.get(key) != now[key]]
     if changed:
         key = changed[0]
-        raise ValueError(
-            f"{run_dir} holds a finished run with {key}={before.get(key)!r}, not {now[key]!r}; "
-            "remove it or use another runs directory"
-        )
+        raise ValueError(f"{run_dir} holds a finished run with {key}={before.get(key)!r}, not {now[key]!r}; remove it or use another runs directory")
     return keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
 
 

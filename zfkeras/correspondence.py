@@ -135,9 +135,7 @@ def random_boxes(rng, sizes, regions, input_shape):
 def _score(pair_values, deltas):
     pair_values = np.concatenate(pair_values)
     deltas = np.asarray(deltas, dtype="float64")
-    return PartScore(
-        pair_values, float(pair_values.mean()), float(pair_values.std()), float(deltas.mean()), float(deltas.std())
-    )
+    return PartScore(pair_values, float(pair_values.mean()), float(pair_values.std()), float(deltas.mean()), float(deltas.std()))
 
 
 def correspondence(probe, images, parts, layers=None, objects=None, draws=10, seed=0, fill=None, batch_size=64):
@@ -177,11 +175,7 @@ def correspondence(probe, images, parts, layers=None, objects=None, draws=10, se
         if len(value) != count:
             raise ValueError(f"parts[{name!r}] has {len(value)} boxes for {count} images; give one per image")
     height, width = probe.input_shape[:2]
-    regions = (
-        np.tile([0, 0, height, width], (count, 1))
-        if objects is None
-        else check_boxes(objects, probe.input_shape, "objects")
-    )
+    regions = np.tile([0, 0, height, width], (count, 1)) if objects is None else check_boxes(objects, probe.input_shape, "objects")
     if len(regions) != count:
         raise ValueError(f"objects has {len(regions)} boxes for {count} images; give one per image")
     fill = fill_values(probe, fill)

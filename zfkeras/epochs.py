@@ -74,19 +74,14 @@ def plan_cache(cache, num_examples, load_side, channels, budget=None, in_memory=
             return CachePlan("none", 0, "the source is held in memory already")
         if size <= budget:
             return CachePlan("memory", size, f"{_gb(size)} of resized images fit the {_gb(budget)} budget")
-        return CachePlan(
-            "none", 0, f"{_gb(size)} of resized images exceed the {_gb(budget)} budget: images are decoded every epoch"
-        )
+        return CachePlan("none", 0, f"{_gb(size)} of resized images exceed the {_gb(budget)} budget: images are decoded every epoch")
     if cache == "memory":
         return CachePlan("memory", size, "asked for")
     if os.path.exists(cache) and not os.path.isdir(cache):
         raise ValueError(f"cache must be {CACHE_FORMS}; {cache} is a file, not a directory")
     if not os.path.isdir(cache) and os.sep not in cache:
         # A typo ("ram") must not silently become a new folder: new directories are written as paths.
-        raise ValueError(
-            f"cache must be {CACHE_FORMS} (an existing directory, or a path with '{os.sep}' "
-            f"such as ./{cache}), got {cache!r}"
-        )
+        raise ValueError(f"cache must be {CACHE_FORMS} (an existing directory, or a path with '{os.sep}' such as ./{cache}), got {cache!r}")
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = os.path.join(cache, f"zfkeras-images-{load_side}x{load_side}x{channels}-{digest}.npy")
     return CachePlan("disk", size, f"memory-mapped file {path}", path)
@@ -117,9 +112,7 @@ class TrainingImages:
         src = self.source
         self.num_examples = src.num_examples if src is not None else None
         self.files = src.files if src is not None else None
-        self.indexable = (
-            src is not None and bool(self.num_examples) and (self.files is not None or src.select is not None)
-        )
+        self.indexable = src is not None and bool(self.num_examples) and (self.files is not None or src.select is not None)
         self.skip_corrupt = bool(src is not None and src.skip_corrupt)
         in_memory = src is not None and src.files is None and src.select is not None
         key = json.dumps(
@@ -130,9 +123,7 @@ class TrainingImages:
                 list(self.files[:3] + self.files[-3:]) if self.files else None,
             ]
         )
-        self.plan = plan_cache(
-            cache, self.num_examples, self.load_side, self.channels, cache_budget, in_memory=in_memory, key=key
-        )
+        self.plan = plan_cache(cache, self.num_examples, self.load_side, self.channels, cache_budget, in_memory=in_memory, key=key)
         if self.plan.kind != "none" and not self.indexable:
             raise ValueError(f"cache={cache!r} needs a source that can be read by example id (folder, IDX, CSV)")
         per_image = self.load_side**2 * self.channels
@@ -148,9 +139,7 @@ class TrainingImages:
         if self.files is None:
             # In-memory sources cannot fail to read, so zipping ids alongside stays aligned.
             examples = self.source.select(ids)
-            return tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(ids))).map(
-                lambda example, i: (example[0], example[1], i)
-            )
+            return tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(ids))).map(lambda example, i: (example[0], example[1], i))
         paths = tf.data.Dataset.from_tensor_slices(tf.constant([self.files[i] for i in ids.tolist()], tf.string))
         labels = np.asarray(self.source.labels, np.int64)[ids]
         known = tf.data.Dataset.from_tensor_slices((labels, ids))
@@ -163,16 +152,12 @@ class TrainingImages:
                 return False
 
             examples = examples.filter(
-                lambda path, known, decoded: tf.cond(
-                    decoded[1], lambda: tf.constant(True), lambda: tf.py_function(note, [known[1]], tf.bool)
-                )
+                lambda path, known, decoded: tf.cond(decoded[1], lambda: tf.constant(True), lambda: tf.py_function(note, [known[1]], tf.bool))
             )
             return examples.map(lambda path, known, decoded: (decoded[0], known[0], known[1]))
 
         def named(path, known, decoded):  # the error names the file (data.corrupt_file_in reads it back)
-            with tf.control_dependencies(
-                [tf.debugging.Assert(decoded[1], [tf.strings.join([data._CORRUPT_MARK, path, ">"])])]
-            ):
+            with tf.control_dependencies([tf.debugging.Assert(decoded[1], [tf.strings.join([data._CORRUPT_MARK, path, ">"])])]):
                 return tf.identity(decoded[0]), known[0], known[1]
 
         return examples.map(named, num_parallel_calls=_AUTOTUNE, deterministic=True)
@@ -186,9 +171,7 @@ class TrainingImages:
             if images.shape == (n, side, side, c) and valid.shape == (n,):
                 self._cached = (
                     images,
-                    np.asarray(self.source.labels, np.int64)
-                    if self.source.labels is not None
-                    else np.load(self.plan.path[:-4] + ".labels.npy"),
+                    np.asarray(self.source.labels, np.int64) if self.source.labels is not None else np.load(self.plan.path[:-4] + ".labels.npy"),
                     valid,
                 )
                 self._bad = set(np.flatnonzero(~valid).tolist())
@@ -245,11 +228,7 @@ class TrainingImages:
             stream = self._stream if limit is None else self._stream.take(limit)
             return data.compute_mean_image(stream, self.input_size, self.channels)
         n = self.num_examples
-        ids = (
-            np.arange(n)
-            if limit is None or n <= limit
-            else np.sort(np.random.default_rng([seed, n]).choice(n, limit, replace=False))
-        )
+        ids = np.arange(n) if limit is None or n <= limit else np.sort(np.random.default_rng([seed, n]).choice(n, limit, replace=False))
         examples = self._read(ids).map(lambda image, label, i: (image, label))
         try:
             return data.compute_mean_image(examples, self.input_size, self.channels)

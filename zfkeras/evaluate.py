@@ -52,10 +52,7 @@ class ErrorCounter:
         if not self.count:
             raise ValueError("no images were evaluated")
         k = self.k
-        result = {
-            "top1_error": 1 - self.hits["single_top1"] / self.count,
-            f"top{k}_error": 1 - self.hits["single_topk"] / self.count,
-        }
+        result = {"top1_error": 1 - self.hits["single_top1"] / self.count, f"top{k}_error": 1 - self.hits["single_topk"] / self.count}
         if self.ten_crop:
             result["ten_crop_top1_error"] = 1 - self.hits["ten_top1"] / self.count
             result[f"ten_crop_top{k}_error"] = 1 - self.hits["ten_topk"] / self.count
@@ -69,13 +66,9 @@ def check_compatible(probes):
     for name in names[1:]:
         probe = probes[name]
         if tuple(probe.input_shape) != tuple(first.input_shape):
-            raise ValueError(
-                f"models {names[0]} and {name} take different inputs {tuple(first.input_shape)} and {tuple(probe.input_shape)}"
-            )
+            raise ValueError(f"models {names[0]} and {name} take different inputs {tuple(first.input_shape)} and {tuple(probe.input_shape)}")
         if len(probe.class_names) != len(first.class_names):
-            raise ValueError(
-                f"models {names[0]} and {name} have {len(first.class_names)} and {len(probe.class_names)} classes"
-            )
+            raise ValueError(f"models {names[0]} and {name} have {len(first.class_names)} and {len(probe.class_names)} classes")
 
 
 def evaluate(probes, batches, k=5, batch_size=256, on_batch=None):

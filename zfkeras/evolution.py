@@ -101,12 +101,7 @@ class LayerStability:
         return {
             "stable_epoch": self.stable_epoch,
             "maps": {
-                str(m.channel): {
-                    "stable_epoch": m.stable_epoch,
-                    "silent_epochs": list(m.silent_epochs),
-                    "top1": list(m.top1),
-                }
-                for m in self.maps
+                str(m.channel): {"stable_epoch": m.stable_epoch, "silent_epochs": list(m.silent_epochs), "top1": list(m.top1)} for m in self.maps
             },
         }
 
@@ -198,9 +193,7 @@ class ProjectionLogger(keras.callbacks.Callback):
         """``{layer: float32 [h, w, 3]}``: what :meth:`on_epoch_end` logs, for the current weights."""
         probe = self._probe_for_model()
         _, crops = strongest_projections(probe, self.images, self.maps, self._fields, self.batch_size)
-        return {
-            layer: mosaic(display_tiles(tiles, self.percentile), columns=len(tiles)) for layer, tiles in crops.items()
-        }
+        return {layer: mosaic(display_tiles(tiles, self.percentile), columns=len(tiles)) for layer, tiles in crops.items()}
 
     def on_train_begin(self, logs=None):
         if self._writer is None:

@@ -137,8 +137,7 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
                 "dtype": "float32",
                 "shape": [None, height, width, channels],
                 "range": [0, 255],
-                "what": "features, project_* and model.keras take images at input_shape (preprocess's output); "
-                "the mean is subtracted inside",
+                "what": "features, project_* and model.keras take images at input_shape (preprocess's output); the mean is subtracted inside",
             },
         },
         "preprocessing": _preprocessing(height),
@@ -251,13 +250,7 @@ class ExportedProbe(Probe):
         images = self.check_images(images)
         layers = self.check_layers(layers)
         return batched(
-            lambda x: {
-                name: value.numpy()
-                for name, value in self.saved_model.features(tf.constant(x)).items()
-                if name in layers
-            },
-            images,
-            batch_size,
+            lambda x: {name: value.numpy() for name, value in self.saved_model.features(tf.constant(x)).items() if name in layers}, images, batch_size
         )
 
     def project(self, images, layer, channel, position="max", batch_size=64):
@@ -265,10 +258,7 @@ class ExportedProbe(Probe):
         self.check_layers(layer, self.layer_names)
         shape = self.feature_shapes.get(layer)
         if shape is None:
-            raise ValueError(
-                f"{self.path}: {METADATA_FILE} has no feature_shapes entry for {layer!r}; "
-                "re-export its model.keras with `zf export`"
-            )
+            raise ValueError(f"{self.path}: {METADATA_FILE} has no feature_shapes entry for {layer!r}; re-export its model.keras with `zf export`")
         n = len(images)
         channel = _as_channels(channel, n, shape[-1])
         whole_map = isinstance(position, str) and position == "map"

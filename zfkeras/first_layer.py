@@ -75,9 +75,7 @@ class FirstLayerReport:
                 "dead_filters": np.nonzero(self.dead)[0].tolist(),
                 "dead_threshold": self.threshold,
                 "mean_activation_median": float(np.median(self.mean_activation)),
-                "band_shares": dict(
-                    zip(diagnostics.BAND_NAMES, np.nanmean(self.band_shares, axis=0).round(4).tolist())
-                ),
+                "band_shares": dict(zip(diagnostics.BAND_NAMES, np.nanmean(self.band_shares, axis=0).round(4).tolist())),
                 "band_edges_cycles_per_pixel": [round(e, 4) for e in diagnostics.BAND_EDGES],
             },
             "second_layer": {
@@ -85,10 +83,7 @@ class FirstLayerReport:
                 "maps": list(self.maps),
                 "nyquist_cycles_per_pixel": 1 / (2 * self.stride),
                 "aliasing_share": self.aliasing_share,
-                "aliasing_per_map": {
-                    str(c): (None if s else round(float(a), 4))
-                    for c, a, s in zip(self.maps, self.aliasing, self.silent)
-                },
+                "aliasing_per_map": {str(c): (None if s else round(float(a), 4)) for c, a, s in zip(self.maps, self.aliasing, self.silent)},
                 "silent_maps": [int(c) for c, s in zip(self.maps, self.silent) if s],
             },
         }
@@ -111,9 +106,7 @@ def first_layer_report(probe, model, batches, maps=None, threshold=0.01, batch_s
         a :class:`FirstLayerReport`.
     """
     if len(probe.layer_names) < 2:
-        raise ValueError(
-            f"model {model.name!r} needs two conv layers for first-layer diagnostics, has {', '.join(probe.layer_names)}"
-        )
+        raise ValueError(f"model {model.name!r} needs two conv layers for first-layer diagnostics, has {', '.join(probe.layer_names)}")
     first, second = probe.layer_names[:2]
     kernel = np.asarray(model.get_layer(first).kernel)
     if kernel.shape[2] not in (1, 3):
@@ -139,9 +132,7 @@ def first_layer_report(probe, model, batches, maps=None, threshold=0.01, batch_s
     entries = top.entries(second)
     images, ys, xs = entries["image"][:, 0], entries["y"][:, 0], entries["x"][:, 0]
     found = gather_images(batches, images)
-    projections = probe.project(
-        np.stack([found[i] for i in images]), second, maps, np.stack([ys, xs], 1).astype("int32"), batch_size=batch_size
-    )
+    projections = probe.project(np.stack([found[i] for i in images]), second, maps, np.stack([ys, xs], 1).astype("int32"), batch_size=batch_size)
     crops = np.stack([crop(p, fields[second], y, x, fill=np.nan) for p, y, x in zip(projections, ys, xs)])
     return FirstLayerReport(
         first=first,

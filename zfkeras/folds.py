@@ -48,8 +48,7 @@ def class_folds(labels, per_class, folds=5, test_per_class=50, seed=0, class_nam
         if len(members[c]) <= per_class:
             name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
             raise ValueError(
-                f"class {name!r} has {len(members[c])} images; {per_class} per class for training needs at least "
-                f"{per_class + 1} (one left to test)"
+                f"class {name!r} has {len(members[c])} images; {per_class} per class for training needs at least {per_class + 1} (one left to test)"
             )
     result = []
     for fold in range(folds):
@@ -74,9 +73,7 @@ def mean_class_accuracy(labels, predictions):
     """
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     if labels.shape != predictions.shape or labels.ndim != 1 or not len(labels):
-        raise ValueError(
-            f"labels and predictions must be equal non-empty [N] arrays, got {labels.shape} and {predictions.shape}"
-        )
+        raise ValueError(f"labels and predictions must be equal non-empty [N] arrays, got {labels.shape} and {predictions.shape}")
     return float(np.mean([np.mean(predictions[labels == c] == c) for c in np.unique(labels)]))
 
 

@@ -100,9 +100,7 @@ def fit_linear(features, labels, num_classes, kind="softmax", C=1.0, max_iter=20
         return loss, np.concatenate([grad_w.ravel(), grad_b])
 
     theta = np.zeros(dim * num_classes + num_classes)
-    result = optimize.minimize(
-        objective, theta, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-6}
-    )
+    result = optimize.minimize(objective, theta, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-6})
     weights = result.x[: dim * num_classes].reshape(dim, num_classes).astype(np.float32)
     if basis is not None:
         weights = basis @ weights

@@ -48,9 +48,7 @@ def fit_image(image, input_shape):
     """
     height, width, channels = (int(v) for v in input_shape)
     if height != width:
-        raise ValueError(
-            f"photos are fitted to square inputs (as the data pipeline crops); the model's input is {height}x{width}"
-        )
+        raise ValueError(f"photos are fitted to square inputs (as the data pipeline crops); the model's input is {height}x{width}")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4) or min(image.shape[:2]) < 1:
         raise ValueError(f"image must be [H, W, 1-4 channels], got shape {image.shape}")
@@ -63,8 +61,5 @@ def fit_image(image, input_shape):
     left = (resized[1] - load) // 2 + (load - height) // 2
     pixels = data.native_to_input(data.to_channels(image, channels), height)
     return FittedImage(
-        pixels=np.asarray(pixels, "float32"),
-        source_size=(rows, cols),
-        resized_size=resized,
-        box=(top, top + height, left, left + height),
+        pixels=np.asarray(pixels, "float32"), source_size=(rows, cols), resized_size=resized, box=(top, top + height, left, left + height)
     )

@@ -19,13 +19,7 @@ from typing import Optional, Tuple, Union
 
 import keras
 
-from zfkeras.layers import (
-    FilterRMSNorm,
-    LocalResponseNormalization,
-    SubtractMean,
-    SwitchMaxPool,
-    pooled_shape,
-)
+from zfkeras.layers import FilterRMSNorm, LocalResponseNormalization, SubtractMean, SwitchMaxPool, pooled_shape
 from zfkeras.validation import is_positive_int as _positive_int
 
 KERNEL_INITS = ("normal", "he_normal", "glorot_uniform")
@@ -169,13 +163,9 @@ def validate_spec(spec):
         if conv.pool is not None:
             pool = conv.pool
             if not (_positive_int(pool.size) and _positive_int(pool.stride) and pool.padding in ("valid", "same")):
-                raise ValueError(
-                    f"{field}.pool must have positive size/stride and padding 'valid'/'same', got {pool!r}"
-                )
+                raise ValueError(f"{field}.pool must have positive size/stride and padding 'valid'/'same', got {pool!r}")
             if min(height, width) >= 1:
-                _, height, width, _ = pooled_shape(
-                    (None, height, width, None), (pool.size,) * 2, (pool.stride,) * 2, pool.padding
-                )
+                _, height, width, _ = pooled_shape((None, height, width, None), (pool.size,) * 2, (pool.stride,) * 2, pool.padding)
         if min(height, width) < 1:
             raise ValueError(f"{field}: feature maps shrink to nothing for input_shape {spec.input_shape}")
 
@@ -231,13 +221,9 @@ def build_model(spec, seed=None):
     for number, units in zip((6, 7), spec.fc):
         if units is None:
             continue
-        x = keras.layers.Dense(
-            units, activation="relu", kernel_initializer=init(), bias_initializer="zeros", name=f"fc{number}"
-        )(x)
+        x = keras.layers.Dense(units, activation="relu", kernel_initializer=init(), bias_initializer="zeros", name=f"fc{number}")(x)
         x = keras.layers.Dropout(spec.dropout, name=f"drop{number}")(x)
-    outputs = keras.layers.Dense(
-        spec.num_classes, activation="softmax", kernel_initializer=init(), bias_initializer="zeros", name="predictions"
-    )(x)
+    outputs = keras.layers.Dense(spec.num_classes, activation="softmax", kernel_initializer=init(), bias_initializer="zeros", name="predictions")(x)
     return keras.Model(inputs, outputs, name=spec.name)
 
 

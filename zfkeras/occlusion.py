@@ -106,10 +106,7 @@ def fill_values(probe, fill=None):
         return np.broadcast_to(np.zeros(shape, "float32") if mean is None else np.asarray(mean, "float32"), shape)
     fill = np.asarray(fill, dtype="float32")
     if fill.ndim > 1 or (fill.ndim == 1 and fill.shape[0] not in (1, shape[-1])) or not np.all(np.isfinite(fill)):
-        raise ValueError(
-            f"fill must be None (the mean image), a finite number or {shape[-1]} numbers (one per channel), "
-            f"got {fill.tolist()}"
-        )
+        raise ValueError(f"fill must be None (the mean image), a finite number or {shape[-1]} numbers (one per channel), got {fill.tolist()}")
     return np.broadcast_to(fill, shape)
 
 
@@ -151,9 +148,7 @@ class OcclusionEvaluator:
             the incremental path handles.
     """
 
-    def __init__(
-        self, probe, image, layer=None, patch=None, fill=None, feature_map=None, incremental=True, approximate=None
-    ):
+    def __init__(self, probe, image, layer=None, patch=None, fill=None, feature_map=None, incremental=True, approximate=None):
         self.probe = probe
         self.image = probe.check_images(np.asarray(image)[None])[0]
         self.layer = probe.check_layers(layer if layer is not None else probe.layer_names[-1], probe.layer_names)[0]
@@ -167,14 +162,8 @@ class OcclusionEvaluator:
         depth = self.clean_maps.shape[-1]
         if feature_map is None:
             feature_map = int(np.argmax(self.clean_maps.reshape(-1, depth).max(axis=0)))
-        if (
-            isinstance(feature_map, bool)
-            or not isinstance(feature_map, (int, np.integer))
-            or not 0 <= feature_map < depth
-        ):
-            raise ValueError(
-                f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}"
-            )
+        if isinstance(feature_map, bool) or not isinstance(feature_map, (int, np.integer)) or not 0 <= feature_map < depth:
+            raise ValueError(f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}")
         self.feature_map = int(feature_map)
         self.clean_activity = float(self.clean_maps[..., self.feature_map].sum())
         keep = 1.0 if approximate is None else approximate
@@ -183,9 +172,7 @@ class OcclusionEvaluator:
         use = incremental and self._fused is not None
         self.incremental = _incremental_forward(probe, self.layer, self.patch, keep) if use else None
         if approximate is not None and self.incremental is None:
-            raise ValueError(
-                "approximate needs the incremental path: a Keras chain of conv/pool/LRN layers and incremental=True"
-            )
+            raise ValueError("approximate needs the incremental path: a Keras chain of conv/pool/LRN layers and incremental=True")
         if self.incremental is not None:
             self._clean_pass = self.incremental.clean_pass(self.image)
 
@@ -247,13 +234,9 @@ class IncrementalForward:
         )
         self.steps = layer_steps(layers, probe.input_shape[:2])
         for layer_, _ in self.steps:
-            plain_conv = (
-                type(layer_) is keras.layers.Conv2D and layer_.groups == 1 and layer_.data_format == "channels_last"
-            )
+            plain_conv = type(layer_) is keras.layers.Conv2D and layer_.groups == 1 and layer_.data_format == "channels_last"
             if not (plain_conv or isinstance(layer_, spatial)):
-                raise ValueError(
-                    f"incremental occlusion does not handle layer {layer_.name!r} ({type(layer_).__name__})"
-                )
+                raise ValueError(f"incremental occlusion does not handle layer {layer_.name!r} ({type(layer_).__name__})")
         self.tail = layers[len(self.steps) :]
         if not all(isinstance(t, (keras.layers.Flatten, keras.layers.Dense, keras.layers.Dropout)) for t in self.tail):
             raise ValueError("incremental occlusion needs Flatten/Dense/Dropout after the spatial layers")
@@ -342,17 +325,7 @@ def _incremental_forward(probe, layer, patch, keep=1.0):
 
 
 def occlusion_map(
-    probe,
-    image,
-    label=None,
-    patch=None,
-    stride=None,
-    fill=None,
-    layer=None,
-    feature_map=None,
-    batch_size=64,
-    progress=None,
-    evaluator=None,
+    probe, image, label=None, patch=None, stride=None, fill=None, layer=None, feature_map=None, batch_size=64, progress=None, evaluator=None
 ):
     """Occlusion sensitivity of ``probe`` on one image (Fig. 7 panels b-e).
 

@@ -42,13 +42,7 @@ PASS_THROUGH = (
 POOLS = (SwitchMaxPool, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 MERGES = (keras.layers.Add, keras.layers.Concatenate)
-END = (
-    keras.layers.Flatten,
-    keras.layers.Dense,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.Reshape,
-)
+END = (keras.layers.Flatten, keras.layers.Dense, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling2D, keras.layers.Reshape)
 SUPPORTED_LAYERS = (
     "Conv2D, DepthwiseConv2D, ZeroPadding2D, MaxPooling2D, AveragePooling2D, SwitchMaxPool, Add, Concatenate, "
     "and spatially pass-through SubtractMean, LocalResponseNormalization, ReLU, Activation, Dropout, "
@@ -122,9 +116,7 @@ class Graph:
                 self._tensors[id(tensor)] = tensor
             if isinstance(call.operation, keras.layers.InputLayer):
                 if id(call.output_tensors[0]) != self.input:
-                    raise ValueError(
-                        f"the model needs one image input; {model.name!r} has another input {call.operation.name!r}"
-                    )
+                    raise ValueError(f"the model needs one image input; {model.name!r} has another input {call.operation.name!r}")
                 continue
             node = Node(call.operation, tuple(map(id, call.input_tensors)), tuple(map(id, call.output_tensors)), call)
             self.nodes.append(node)
@@ -164,9 +156,7 @@ class Graph:
         previous = self.input
         for node in self.nodes:
             if node.inputs != (previous,):
-                raise ValueError(
-                    f"{what} needs a chain of layers; layer {node.layer.name!r} does not take the output of the layer before it"
-                )
+                raise ValueError(f"{what} needs a chain of layers; layer {node.layer.name!r} does not take the output of the layer before it")
             previous = node.outputs[0]
         return [node.layer for node in self.nodes]
 
@@ -260,9 +250,7 @@ def layer_step(layer, input_size):
             before[axis] = _padding_before(padding, length[axis], kernel[axis], stride[axis])
             output[axis] = _output_length(padding, length[axis], kernel[axis], stride[axis])
     elif not (is_pixelwise(layer) or isinstance(layer, MERGES)):
-        raise ValueError(
-            f"receptive fields: layer {layer.name!r} ({type(layer).__name__}) is not supported; supported: {SUPPORTED_LAYERS}"
-        )
+        raise ValueError(f"receptive fields: layer {layer.name!r} ({type(layer).__name__}) is not supported; supported: {SUPPORTED_LAYERS}")
     return Step(tuple(kernel), tuple(stride), tuple(before), tuple(length), tuple(output))
 
 
@@ -439,7 +427,5 @@ def crop(image, field, y, x, fill=0.0):
     patch = np.full((bottom - top, right - left) + image.shape[2:], fill, dtype=image.dtype)
     inner_top, inner_bottom, inner_left, inner_right = field.box(y, x, (height, width))
     if inner_bottom > inner_top and inner_right > inner_left:
-        patch[inner_top - top : inner_bottom - top, inner_left - left : inner_right - left] = image[
-            inner_top:inner_bottom, inner_left:inner_right
-        ]
+        patch[inner_top - top : inner_bottom - top, inner_left - left : inner_right - left] = image[inner_top:inner_bottom, inner_left:inner_right]
     return patch

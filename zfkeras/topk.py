@@ -52,9 +52,7 @@ class TopK:
                 or len(np.unique(channels)) != len(channels)
                 or (channels < 0).any()
             ):
-                raise ValueError(
-                    f"maps[{layer!r}] must be distinct non-negative channel indices, got {channels.tolist()}"
-                )
+                raise ValueError(f"maps[{layer!r}] must be distinct non-negative channel indices, got {channels.tolist()}")
             self.maps[layer] = channels.astype("int64")
         self.images_seen = 0
         self._state = {layer: _empty(len(channels), self.k) for layer, channels in self.maps.items()}
@@ -74,9 +72,7 @@ class TopK:
                 raise ValueError(f"features has no layer {layer!r} (has {', '.join(features)})")
             acts = np.asarray(features[layer])
             if acts.ndim != 4 or (len(channels) and channels.max() >= acts.shape[-1]):
-                raise ValueError(
-                    f"features[{layer!r}] must be [B, h, w, K] with K > {int(channels.max()) if len(channels) else 0}, got {acts.shape}"
-                )
+                raise ValueError(f"features[{layer!r}] must be [B, h, w, K] with K > {int(channels.max()) if len(channels) else 0}, got {acts.shape}")
             if batch is not None and len(acts) != batch:
                 raise ValueError(f"features disagree on batch size: {batch} and {len(acts)} ({layer!r})")
             batch = len(acts)
@@ -114,12 +110,7 @@ class TopK:
             state = self._state[layer]
             result[layer] = {
                 str(int(channel)): [
-                    {
-                        "image": int(state["image"][m, j]),
-                        "y": int(state["y"][m, j]),
-                        "x": int(state["x"][m, j]),
-                        "value": float(state["value"][m, j]),
-                    }
+                    {"image": int(state["image"][m, j]), "y": int(state["y"][m, j]), "x": int(state["x"][m, j]), "value": float(state["value"][m, j])}
                     for j in range(self.k)
                     if state["image"][m, j] >= 0
                 ]
@@ -224,15 +215,10 @@ def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_
         if layer not in fields:
             raise ValueError(f"no receptive field for layer {layer!r}")
         shape = (len(top.maps[layer]), top.k, *fields[layer].size, channels)
-        results[layer] = {
-            "projections": np.full(shape, np.nan, "float32"),
-            "patches": np.full(shape, np.nan, "float32"),
-        }
+        results[layer] = {"projections": np.full(shape, np.nan, "float32"), "patches": np.full(shape, np.nan, "float32")}
         entries = top.entries(layer)
         for m, j in zip(*np.nonzero(entries["image"] >= 0)):
-            wanted.setdefault(int(entries["image"][m, j]), []).append(
-                (layer, m, j, int(entries["y"][m, j]), int(entries["x"][m, j]))
-            )
+            wanted.setdefault(int(entries["image"][m, j]), []).append((layer, m, j, int(entries["y"][m, j]), int(entries["x"][m, j])))
     pending = {layer: [] for layer in layers}
 
     def flush(layer):
@@ -265,9 +251,7 @@ def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_
     for layer in pending:
         flush(layer)
     if wanted:
-        raise ValueError(
-            f"images {sorted(wanted)[:5]} not found in the data (it holds images {first_image}..{index - 1})"
-        )
+        raise ValueError(f"images {sorted(wanted)[:5]} not found in the data (it holds images {first_image}..{index - 1})")
     return results
 
 
@@ -363,6 +347,4 @@ def _check_disjoint(state, layer):
         used = state["image"][m] >= 0
         keys = set(zip(state["image"][m][used].tolist(), state["y"][m][used].tolist(), state["x"][m][used].tolist()))
         if len(keys) != int(used.sum()):
-            raise ValueError(
-                f"merged top-k results share entries ({layer}, map row {m}): shards must cover disjoint images"
-            )
+            raise ValueError(f"merged top-k results share entries ({layer}, map row {m}): shards must cover disjoint images")

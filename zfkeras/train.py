@@ -112,11 +112,7 @@ class TrainConfig:
         """Raise ValueError naming the first bad field."""
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
-        if (
-            len(self.input_shape) != 3
-            or self.input_shape[0] != self.input_shape[1]
-            or self.input_shape[2] not in (1, 3)
-        ):
+        if len(self.input_shape) != 3 or self.input_shape[0] != self.input_shape[1] or self.input_shape[2] not in (1, 3):
             raise ValueError(f"input_shape must be (S, S, 1) or (S, S, 3), got {self.input_shape}")
         for name in ("num_classes", "epochs", "batch_size", "patience"):
             value = getattr(self, name)
@@ -148,9 +144,7 @@ class TrainConfig:
             spec = spec.with_conv(layer, **fields)
         if self.units:
             spec = spec.with_units(**self.units)
-        return spec.replace(
-            dropout=self.dropout, kernel_init=self.kernel_init, init_std=self.init_std, filter_radius=self.filter_radius
-        )
+        return spec.replace(dropout=self.dropout, kernel_init=self.kernel_init, init_std=self.init_std, filter_radius=self.filter_radius)
 
     @property
     def kept_epochs(self):
@@ -205,8 +199,7 @@ def make_strategy(name="auto"):
             return tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as error:
             raise ValueError(
-                f"strategy 'multiworker' could not start ({str(error).splitlines()[0]}); create it before "
-                "TensorFlow runs anything in this process"
+                f"strategy 'multiworker' could not start ({str(error).splitlines()[0]}); create it before TensorFlow runs anything in this process"
             ) from None
     if key.startswith("cpu:"):
         count = key[4:]
@@ -228,8 +221,7 @@ def _check_tf_config():
         task["type"], int(task["index"])
     except (ValueError, KeyError, TypeError):
         raise ValueError(
-            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host:port", ...]}, '
-            f'"task": {{"type": "worker", "index": 0}}}}, got {raw!r}'
+            f'TF_CONFIG must be JSON like {{"cluster": {{"worker": ["host:port", ...]}}, "task": {{"type": "worker", "index": 0}}}}, got {raw!r}'
         ) from None
     if not workers:
         raise ValueError("TF_CONFIG lists no workers")
@@ -288,13 +280,7 @@ def split_source(source, fraction, seed=0):
         dataset = source.dataset.enumerate().filter(lambda i, example: tf.equal(tf.gather(flags, i), keep_val))
         return dataset.map(lambda i, example: example)
 
-    common = dict(
-        class_names=source.class_names,
-        channels=source.channels,
-        name=source.name,
-        split=source.split,
-        skip_corrupt=source.skip_corrupt,
-    )
+    common = dict(class_names=source.class_names, channels=source.channels, name=source.name, split=source.split, skip_corrupt=source.skip_corrupt)
     return (
         data.Source(dataset=part(False), num_examples=total - held_out, **common),
         data.Source(dataset=part(True), num_examples=held_out, **common),
@@ -466,9 +452,7 @@ def _reset_dropout_seeds(model, seed, epoch):
     base = _epoch_seed(seed, epoch)
     for index, layer in enumerate(model.layers):
         for generator in getattr(layer, "_seed_generators", ()):
-            generator.state.assign(
-                np.asarray([(base + 104_729 * (index + 1)) % (2**31 - 1), 0]).astype(generator.state.dtype)
-            )
+            generator.state.assign(np.asarray([(base + 104_729 * (index + 1)) % (2**31 - 1), 0]).astype(generator.state.dtype))
 
 
 def _load_history(path, epochs_done):
@@ -506,10 +490,7 @@ def _check_run_dir(run_dir, record):
 def _check_classes(config, train_source, val_source):
     for role, source in (("training", train_source), ("validation", val_source)):
         if source is not None and len(source.class_names) != config.num_classes:
-            raise ValueError(
-                f"config.num_classes is {config.num_classes} but {role} source {source.name} has "
-                f"{len(source.class_names)} classes"
-            )
+            raise ValueError(f"config.num_classes is {config.num_classes} but {role} source {source.name} has {len(source.class_names)} classes")
 
 
 def _prepare_model(config, strategy, images, model, compute_mean):
@@ -538,9 +519,7 @@ def _prepare_model(config, strategy, images, model, compute_mean):
         for name in config.frozen:
             trained.get_layer(name).trainable = False
         trained.compile(
-            optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
         )
         trained.optimizer.build(trained.trainable_variables)
     return trained
@@ -560,9 +539,7 @@ def _check_model(model, config):
     if missing:
         raise ValueError(f"frozen layer {missing[0]!r} is not in model {model.name!r}; its layers: {', '.join(names)}")
     if "subtract_mean" not in names:
-        raise ValueError(
-            f"model {model.name!r} has no subtract_mean layer (zfkeras.layers.SubtractMean) to hold the mean image"
-        )
+        raise ValueError(f"model {model.name!r} has no subtract_mean layer (zfkeras.layers.SubtractMean) to hold the mean image")
 
 
 def _callbacks(config, out_dir, chief, model, steps, progress, extra, histograms):
@@ -578,9 +555,7 @@ def _callbacks(config, out_dir, chief, model, steps, progress, extra, histograms
     built_in.append(keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), double_checkpoint=True))
     if progress:
         built_in.append(keras.callbacks.ProgbarLogger())
-    return keras.callbacks.CallbackList(
-        built_in + list(extra), model=model, verbose=1 if progress else 0, epochs=config.epochs, steps=steps
-    )
+    return keras.callbacks.CallbackList(built_in + list(extra), model=model, verbose=1 if progress else 0, epochs=config.epochs, steps=steps)
 
 
 def train(
@@ -717,9 +692,7 @@ def _run_epoch(config, epoch, lr, model, stepper, images, val_dataset, callback_
     try:
         logs = stepper.train_epoch(epoch_data, callback_list)
         if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch + 1} (loss {logs['loss']}); try a smaller lr than {lr:g}"
-            )
+            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss {logs['loss']}); try a smaller lr than {lr:g}")
         if val_dataset is not None:
             logs.update(stepper.evaluate(val_dataset))
     except READ_ERRORS as error:

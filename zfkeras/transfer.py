@@ -110,9 +110,7 @@ class FrozenFeatures:
         if not len(missing):
             return
         height, _, channels = self.model.inputs[0].shape[1:]
-        batches = data.eval_dataset(
-            data.subset(self.source, missing), height, channels, self.batch_size, crops="center", cache=False
-        )
+        batches = data.eval_dataset(data.subset(self.source, missing), height, channels, self.batch_size, crops="center", cache=False)
         parts = {name: [] for name in self.layers}
         for images, _ in batches.as_numpy_iterator():
             values = self._extract(images, training=False)
@@ -175,12 +173,7 @@ def with_new_head(model, num_classes, seed=None):
     last = chain[-1]
     if not isinstance(last, keras.layers.Dense):
         raise ValueError(f"the model's last layer {last.name!r} is not a Dense classifier; cannot replace its head")
-    head = keras.layers.Dense(
-        num_classes,
-        activation="softmax",
-        name="predictions",
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-    )
+    head = keras.layers.Dense(num_classes, activation="softmax", name="predictions", kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
     return keras.Model(model.inputs[0], head(last.input), name=model.name)
 
 
@@ -213,9 +206,7 @@ def predict_classes(model, source, indices, batch_size=128):
 def score(model, source, fold, method):
     """A :class:`TransferRun` of ``model`` (already trained on ``fold.train``) tested on ``fold.test``."""
     labels, predictions = predict_classes(model, source, fold.test)
-    return TransferRun(
-        method, fold.per_class, fold.index, fold.train, fold.test, mean_class_accuracy(labels, predictions)
-    )
+    return TransferRun(method, fold.per_class, fold.index, fold.train, fold.test, mean_class_accuracy(labels, predictions))
 
 
 def train_on_fold(model, source, fold, config, run_dir, method, compute_mean, callbacks=()):
@@ -229,7 +220,5 @@ def train_on_fold(model, source, fold, config, run_dir, method, compute_mean, ca
     from zfkeras.train import train
 
     part = data.subset(source, fold.train)
-    trained, _ = train(
-        config, part, None, run_dir, model=model, compute_mean=compute_mean, callbacks=callbacks, histograms=False
-    )
+    trained, _ = train(config, part, None, run_dir, model=model, compute_mean=compute_mean, callbacks=callbacks, histograms=False)
     return score(trained, source, fold, method), trained

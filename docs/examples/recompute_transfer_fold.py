@@ -56,11 +56,7 @@ def main(argv=None):
 
     with open(f"{args.results_dir}/results.json") as handle:
         results = json.load(handle)
-    run = next(
-        r
-        for r in results["runs"]
-        if r["method"] == "pretrained" and r["n_per_class"] == args.n_per_class and r["fold"] == args.fold
-    )
+    run = next(r for r in results["runs"] if r["method"] == "pretrained" and r["n_per_class"] == args.n_per_class and r["fold"] == args.fold)
     path = csv_path(results.get("data_spec", results["data"]), results["data"])
     rows = np.loadtxt(path, delimiter=",", dtype=np.int64)
     side = int(round((rows.shape[1] - 1) ** 0.5))
@@ -71,24 +67,16 @@ def main(argv=None):
     size = int(model.serve.concrete_functions[0].structured_input_signature[0][0].shape[1])
 
     def features(indices):
-        parts = [
-            model.features(fit_to_input(images[indices[i : i + 256]], size))[results["layer"]].numpy()
-            for i in range(0, len(indices), 256)
-        ]
+        parts = [model.features(fit_to_input(images[indices[i : i + 256]], size))[results["layer"]].numpy() for i in range(0, len(indices), 256)]
         return np.concatenate(parts).reshape(len(indices), -1)
 
     train, test = np.asarray(run["train"]), np.asarray(run["test"])
     scaler = StandardScaler().fit(features(train))
-    classifier = LogisticRegression(C=results.get("C", 1.0), max_iter=5000).fit(
-        scaler.transform(features(train)), labels[train]
-    )
+    classifier = LogisticRegression(C=results.get("C", 1.0), max_iter=5000).fit(scaler.transform(features(train)), labels[train])
     predicted = classifier.predict(scaler.transform(features(test)))
     truth = labels[test]
     accuracy = float(np.mean([np.mean(predicted[truth == c] == c) for c in np.unique(truth)]))
-    print(
-        f"fold {args.fold}, {args.n_per_class}/class: recomputed {100 * accuracy:.1f}%, "
-        f"results.json {100 * run['mean_class_accuracy']:.1f}%"
-    )
+    print(f"fold {args.fold}, {args.n_per_class}/class: recomputed {100 * accuracy:.1f}%, results.json {100 * run['mean_class_accuracy']:.1f}%")
     return 0 if abs(accuracy - run["mean_class_accuracy"]) <= args.tolerance else 1
 
 

@@ -6,12 +6,4 @@ from zfkeras.layers.subtract_mean import SubtractMean
 from zfkeras.layers.switch_max_pool import SwitchMaxPool, pooled_shape
 from zfkeras.layers.unpool import Unpool, unpool
 
-__all__ = [
-    "FilterRMSNorm",
-    "LocalResponseNormalization",
-    "SubtractMean",
-    "SwitchMaxPool",
-    "Unpool",
-    "pooled_shape",
-    "unpool",
-]
+__all__ = ["FilterRMSNorm", "LocalResponseNormalization", "SubtractMean", "SwitchMaxPool", "Unpool", "pooled_shape", "unpool"]

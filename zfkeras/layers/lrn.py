@@ -29,9 +29,7 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.beta = check_positive(beta, "beta")
 
     def call(self, inputs):
-        return tf.nn.local_response_normalization(
-            inputs, depth_radius=self.size // 2, bias=self.k, alpha=self.alpha, beta=self.beta
-        )
+        return tf.nn.local_response_normalization(inputs, depth_radius=self.size // 2, bias=self.k, alpha=self.alpha, beta=self.beta)
 
     def compute_output_shape(self, input_shape):
         return input_shape

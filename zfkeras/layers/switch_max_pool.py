@@ -35,21 +35,14 @@ class SwitchMaxPool(keras.layers.Layer):
 
     def call(self, inputs):
         pooled, switches = tf.nn.max_pool_with_argmax(
-            inputs,
-            ksize=(1, *self.pool_size, 1),
-            strides=(1, *self.strides, 1),
-            padding=self.padding.upper(),
-            include_batch_in_index=True,
+            inputs, ksize=(1, *self.pool_size, 1), strides=(1, *self.strides, 1), padding=self.padding.upper(), include_batch_in_index=True
         )
         return pooled, switches
 
     def compute_output_spec(self, inputs):
         # Spelled out (not compute_output_shape) so the symbolic switches are int64 like the real ones.
         shape = pooled_shape(inputs.shape, self.pool_size, self.strides, self.padding)
-        return (
-            keras.KerasTensor(shape, dtype=inputs.dtype),
-            keras.KerasTensor(shape, dtype="int64"),
-        )
+        return (keras.KerasTensor(shape, dtype=inputs.dtype), keras.KerasTensor(shape, dtype="int64"))
 
     def get_config(self):
         config = super().get_config()

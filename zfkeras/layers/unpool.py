@@ -21,11 +21,7 @@ def unpool(values, switches, output_shape):
     height, width, channels = (int(d) for d in output_shape)
     batch = tf.shape(values)[0]
     size = tf.cast(batch, tf.int64) * (height * width * channels)
-    flat = tf.scatter_nd(
-        tf.reshape(tf.cast(switches, tf.int64), (-1, 1)),
-        tf.reshape(values, (-1,)),
-        tf.reshape(size, (1,)),
-    )
+    flat = tf.scatter_nd(tf.reshape(tf.cast(switches, tf.int64), (-1, 1)), tf.reshape(values, (-1,)), tf.reshape(size, (1,)))
     return tf.reshape(flat, tf.stack([batch, height, width, channels]))
 
 
