@@ -16,7 +16,8 @@ from _train_helpers import TINY_UNITS, batch_loss_recorder, tiny_config, write_s
 from click.testing import CliRunner
 
 from zfkeras import data
-from zfkeras.train import TrainConfig, annealed_lr, filter_grid, make_strategy, split_source, train
+from zfkeras.diagnostics import filter_grid
+from zfkeras.train import TrainConfig, annealed_lr, make_strategy, split_source, train
 
 HELPER = os.path.join(os.path.dirname(__file__), "_train_helpers.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,23 +136,6 @@ def test_split_source_is_a_seeded_partition(idx_dir):
     with pytest.raises(ValueError, match="empty"):
         split_source(source, 0.001)
     assert len(labels) == 192
-
-
-def test_filter_grid_layout():
-    kernel = np.zeros((2, 3, 1, 5), np.float32)
-    kernel[0, 0, 0, 1] = 2.0  # filter 1: one positive weight
-    kernel[1, 2, 0, 4] = -4.0  # filter 4: one negative weight
-    grid = filter_grid(kernel)  # 3 columns x 2 rows of 2x3 tiles, 1-pixel borders
-    assert grid.shape == (2 * 3 + 1, 3 * 4 + 1, 1)
-    tile = lambda i: grid[1 + (i // 3) * 3 : 1 + (i // 3) * 3 + 2, 1 + (i % 3) * 4 : 1 + (i % 3) * 4 + 3, 0]  # noqa: E731
-    np.testing.assert_array_equal(tile(0), np.full((2, 3), 0.5))
-    expected = np.full((2, 3), 0.5)
-    expected[0, 0] = 1.0
-    np.testing.assert_array_equal(tile(1), expected)
-    expected = np.full((2, 3), 0.5)
-    expected[1, 2] = 0.0
-    np.testing.assert_array_equal(tile(4), expected)
-    assert grid[0].min() == 1.0 and grid[:, 0].min() == 1.0  # white borders
 
 
 # ---- one run: the run directory -------------------------------------------------------------

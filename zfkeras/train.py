@@ -39,6 +39,7 @@ import zfkeras
 from zfkeras import data
 from zfkeras.atomic import save_model as save_keras_atomic
 from zfkeras.atomic import write_json as _write_json_atomic
+from zfkeras.diagnostics import filter_grid
 from zfkeras.epochs import READ_ERRORS, TrainingImages
 from zfkeras.models import ARCHITECTURES, KERNEL_INITS, build_model
 
@@ -323,26 +324,6 @@ def annealed_lr(config, monitored):
             if wait >= config.patience:
                 lr, wait = max(lr * config.anneal_factor, config.min_lr), 0
     return lr
-
-
-def filter_grid(kernel, border=1):
-    """Tile conv filters ``[kh, kw, in, K]`` into one image ``[rows, cols, 1 or 3]`` in [0, 1].
-
-    Each filter is scaled by its own largest absolute weight (0 -> grey 0.5), as in Fig. 6; filters
-    on 3 input channels are shown in colour, others by their first input channel.
-    """
-    kernel = np.asarray(kernel, np.float32)
-    kh, kw, channels, count = kernel.shape
-    kernel = kernel if channels == 3 else kernel[:, :, :1]
-    scale = np.abs(kernel).max(axis=(0, 1, 2), keepdims=True)
-    tiles = 0.5 + 0.5 * kernel / np.maximum(scale, 1e-12)
-    cols = int(math.ceil(math.sqrt(count)))
-    rows = int(math.ceil(count / cols))
-    grid = np.ones((rows * (kh + border) + border, cols * (kw + border) + border, tiles.shape[2]), np.float32)
-    for index in range(count):
-        top, left = border + (index // cols) * (kh + border), border + (index % cols) * (kw + border)
-        grid[top : top + kh, left : left + kw] = tiles[..., index]
-    return grid
 
 
 class FirstLayerFilters(keras.callbacks.Callback):
