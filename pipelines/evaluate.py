@@ -20,9 +20,36 @@ def evaluate_on_source(probes, source, crops="ten", batch_size=100):
 
     check_compatible(probes)
     size, _, channels = next(iter(probes.values())).input_shape
-    dataset = data.eval_dataset(source, size, channels, batch_size, crops="ten" if crops == "ten" else "center")
+    # --batch-size counts the views in one forward pass: 10 crops of each image are 10 views.
+    images = max(1, batch_size // 10) if crops == "ten" else batch_size
+    dataset = data.eval_dataset(source, size, channels, images, crops="ten" if crops == "ten" else "center")
     with _common.progressbar(length=source.num_examples or 0, label="evaluating") as bar:
         return evaluate(probes, dataset.as_numpy_iterator(), on_batch=bar.update)
+
+
+def model_input(probe):
+    """What a consumer passes to the model: an export's ``zfkeras.json`` ``input`` entry (``serve``
+    takes native images of any size), else the Keras model's input at its size."""
+    metadata = getattr(probe, "metadata", None)
+    if metadata and isinstance(metadata.get("input"), dict):
+        return metadata["input"]
+    height, width, channels = probe.input_shape
+    return {
+        "model": {
+            "dtype": "float32",
+            "shape": [None, height, width, channels],
+            "range": [0, 255],
+            "what": "raw pixel values at the model's input size; the mean is subtracted inside",
+        }
+    }
+
+
+def describe_input(described):
+    """One line for the terminal: ``input: float32 [N, 28, 28, 1] raw 0-255 (serve: any H x W)``."""
+    model = described.get("model", {})
+    shape = ", ".join("N" if v is None else str(v) for v in model.get("shape", []))
+    line = f"input: {model.get('dtype', 'float32')} [{shape}] raw {model.get('range', [0, 255])[0]}-{model.get('range', [0, 255])[1]}"
+    return line + (" (serve: native images of any H x W)" if "serve" in described else "")
 
 
 def format_table(result):
@@ -68,8 +95,11 @@ def evaluate(models, data_spec, data_dir, skip_corrupt, images, split, crops, ba
         raise click.UsageError(str(error).strip().splitlines()[0]) from None
     click.echo(f"{source.name} ({split}), {result['num_images']} images")
     click.echo(format_table(result))
+    inputs = {name: model_input(probe) for name, probe in probes.items()}
+    for name, described in inputs.items():
+        click.echo(f"{name} {describe_input(described)}")
     if out:
-        result.update(data=source.name, split=split, crops=crops, paths=dict(zip(names, models)))
+        result.update(data=source.name, split=split, crops=crops, paths=dict(zip(names, models)), inputs=inputs)
         if source.holdout:
             result["holdout"] = source.holdout
         if source.skipped:

@@ -114,6 +114,14 @@ def test_zf_evaluate_command(two_models, tmp_path):
     assert result.exit_code == 0, result.output
     assert "average of 2 models" in result.output and "top-1 (10 crops)" in result.output
     saved = json.loads(out.read_text())
+    # what a consumer passes, for each .keras model: its input at the model's size
+    assert saved["inputs"]["m1.keras"]["model"] == {
+        "dtype": "float32",
+        "shape": [None, 28, 28, 1],
+        "range": [0, 255],
+        "what": "raw pixel values at the model's input size; the mean is subtracted inside",
+    }
+    assert "m1.keras input: float32 [N, 28, 28, 1] raw 0-255" in result.output
     # Independent reference: crop by hand from the native images zero-padded by 2 (the views training
     # saw; the centre view is the native image), average in numpy.
     source = data.load_source(f"idx:{idx}", "test")
@@ -150,7 +158,8 @@ model_dir, directory = sys.argv[1:]
 images = np.frombuffer(gzip.open(directory + "/t10k-images-idx3-ubyte.gz").read(), np.uint8, offset=16)
 labels = np.frombuffer(gzip.open(directory + "/t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)
 images = images.reshape(-1, 28, 28, 1).astype(np.float32)  # raw 0-255, native 28x28
-serve = tf.saved_model.load(model_dir).serve
+loaded = tf.saved_model.load(model_dir)  # keep the object: its variables live as long as it does
+serve = loaded.serve
 predicted = np.concatenate([np.argmax(serve(tf.constant(images[i:i + 1000])).numpy(), 1) for i in range(0, len(images), 1000)])
 assert not any(name == "zfkeras" or name.startswith("zfkeras.") for name in sys.modules), "zfkeras was imported"
 print(len(images), float(np.mean(predicted == labels)))
