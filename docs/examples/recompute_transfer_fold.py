@@ -1,8 +1,8 @@
 """Recompute one pretrained fold of `zf transfer` without zfkeras: an outside check of results.json.
 
 It reads the fold's image indices from results.json, the images from the CSV source (e.g.
-mnist_5k), the features from the SavedModel's `features` endpoint (plain TensorFlow, no zfkeras
-import), fits scikit-learn's LogisticRegression on the fold's train indices and reports the mean
+mnist_5k), the features from the SavedModel's `preprocess` and `features` endpoints (plain
+TensorFlow, no zfkeras import), fits scikit-learn's LogisticRegression on the fold's train indices and reports the mean
 per-class accuracy on its test indices next to the one zf transfer wrote.
 
     python docs/examples/recompute_transfer_fold.py OUT_DIR saved_models/zfnet-fashion-mnist \
@@ -19,16 +19,6 @@ import numpy as np
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
-
-
-def fit_to_input(images, size):
-    """What zfkeras.data.eval_dataset does to square images: resize to round(S*256/224) (bilinear,
-    antialiased, rounded back to 0-255 integers) and keep the centre S x S."""
-    load = int(round(size * 256 / 224))
-    resized = tf.image.resize(tf.cast(images, tf.float32), (load, load), method="bilinear", antialias=True)
-    resized = tf.clip_by_value(tf.round(resized), 0, 255)
-    offset = (load - size) // 2
-    return resized[:, offset : offset + size, offset : offset + size, :]
 
 
 def csv_path(spec, resolved):
@@ -64,10 +54,11 @@ def main(argv=None):
     labels = rows[:, -1]
 
     model = tf.saved_model.load(args.saved_model)
-    size = int(model.serve.concrete_functions[0].structured_input_signature[0][0].shape[1])
 
     def features(indices):
-        parts = [model.features(fit_to_input(images[indices[i : i + 256]], size))[results["layer"]].numpy() for i in range(0, len(indices), 256)]
+        # the export's own evaluation view of native images (its `preprocess` endpoint), then `features`
+        batches = [tf.constant(images[indices[i : i + 256]], tf.float32) for i in range(0, len(indices), 256)]
+        parts = [model.features(model.preprocess(batch))[results["layer"]].numpy() for batch in batches]
         return np.concatenate(parts).reshape(len(indices), -1)
 
     train, test = np.asarray(run["train"]), np.asarray(run["test"])
