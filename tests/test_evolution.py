@@ -79,9 +79,9 @@ def test_layer_stability_rules_by_hand():
 
 
 def conv_maps(model, raw):
-    """{conv layer: rectified maps of all centre-cropped images}, from one plain Keras sub-model."""
+    """{conv layer: rectified maps of all (native 28x28) images}, from one plain Keras sub-model."""
     names = [layer.name for layer in model.layers if layer.name.startswith("conv")]
-    outputs = keras.Model(model.input, [model.get_layer(name).output for name in names])(raw[:, 2:30, 2:30, None].astype("float32"))
+    outputs = keras.Model(model.input, [model.get_layer(name).output for name in names])(raw[..., None].astype("float32"))
     return {name: np.asarray(value) for name, value in zip(names, outputs)}
 
 
@@ -97,7 +97,7 @@ def run_dir(tmp_path_factory):
     """Checkpoints of epochs 1, 2, 4: epoch 2 = epoch 1; epoch 4 re-draws conv3-conv5 weights."""
     root = tmp_path_factory.mktemp("evolution")
     rng = np.random.default_rng(0)
-    raw = blobby_images(rng, 24)
+    raw = blobby_images(rng, 24)[:, 2:30, 2:30]  # native 28x28: the model sees each image as it is
     write_idx(root / "data", raw, rng.integers(0, 10, 24), split="train")
     write_idx(root / "data", raw[:4], [0, 1, 2, 3], split="t10k")
     model = build_model(small_spec(), seed=0)

@@ -135,7 +135,7 @@ def explicit_aliasing(projection, stride):
 
 def test_filters_cli_hand_made_model(tmp_path):
     rng = np.random.default_rng(0)
-    raw = blobby_images(rng, 20)
+    raw = blobby_images(rng, 20)[:, 2:30, 2:30]  # native 28x28: the model sees each image as it is
     write_idx(tmp_path / "data", raw, rng.integers(0, 10, 20))
     # model A: conv1 3x3/2 with a zero filter and an all-negative filter (both dead on raw pixels
     # >= 0), a checkerboard and a top-heavy one (rows +1, +1, -1: not symmetric, so a transposed
@@ -173,7 +173,7 @@ def test_filters_cli_hand_made_model(tmp_path):
     # aliasing: recompute each conv2 map's top-1 projection with the deconvnet and an explicit DFT
     second = report["a"]["second_layer"]
     assert second["nyquist_cycles_per_pixel"] == 0.25 and second["maps"] == list(range(6))
-    images = raw[:, 2:30, 2:30, None].astype("float32")
+    images = raw[..., None].astype("float32")
     deconvnet = Deconvnet(model)
     acts = deconvnet.activations(images, ["conv2"])["conv2"]
     checked = 0

@@ -1,9 +1,8 @@
 """``zf visualize`` end to end (issue 4, must-show 1-2).
 
-The data are IDX files written here with 32x32 images, so the evaluation pipeline's resize is the
-identity and its centre crop to 28x28 is ``image[2:30, 2:30]``: the reference below recomputes
-every activation from the raw file bytes with that crop and a plain Keras sub-model of the saved
-model, sharing no code with the scan.
+The data are IDX files written here with native 28x28 images (the centre of 32x32 blobby images),
+so the evaluation view is the image itself: the reference below recomputes every activation from
+the raw file bytes with a plain Keras sub-model of the saved model, sharing no code with the scan.
 """
 
 import gzip
@@ -48,7 +47,7 @@ def small_spec(filters=6):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("visualize")
     rng = np.random.default_rng(0)
-    raw = blobby_images(rng, 30)
+    raw = blobby_images(rng, 30)[:, 2:30, 2:30]  # native 28x28
     write_idx(root / "data", raw, rng.integers(0, 10, 30))
     model = build_model(small_spec(), seed=2)
     model.save(root / "model.keras")
@@ -61,8 +60,8 @@ def run(args):
 
 
 def reference_maps(model, raw, layer):
-    """Rectified ``layer`` maps of the centre-cropped raw images, from a plain Keras sub-model."""
-    images = raw[:, 2:30, 2:30, None].astype("float32")
+    """Rectified ``layer`` maps of the raw (native 28x28) images, from a plain Keras sub-model."""
+    images = raw[..., None].astype("float32")
     return keras.Model(model.inputs, model.get_layer(layer).output).predict(images, verbose=0)
 
 
@@ -92,7 +91,7 @@ def test_topk_json_is_true_activations_and_top(setup):
     assert summary["images"] == 30 and summary["fields"]["conv1"]["size"] == [3, 3]
     # the figures show the image patches of the kept units, cut here by hand from the raw bytes
     for layer in topk:
-        check_png_patches(out / f"{layer}.png", summary["fields"][layer], topk[layer], raw[:, 2:30, 2:30], k=4)
+        check_png_patches(out / f"{layer}.png", summary["fields"][layer], topk[layer], raw, k=4)
 
 
 def read_png(path):
