@@ -356,14 +356,15 @@ class Context:
                     "A run directory written by zf train holds it."
                 )
             )
-        logs = os.path.join(run_dir, "logs") if run_dir else None
-        if logs and os.path.isdir(logs):
+        recorded = _option(command, "--out") or _option(command, "--run-dir")  # the run directory zf train wrote
+        candidates = [os.path.join(d, "logs") for d in (run_dir, recorded) if d]
+        logs = next((d for d in candidates if os.path.isdir(d)), None)
+        if logs:
             body.append(page.note(f"TensorBoard logs (the live view during training): tensorboard --logdir {logs}"))
         else:
-            recorded = _option(command, "--run-dir")
             where = f" They were written to {recorded}/logs, which is not on this machine." if recorded else ""
             body.append(page.note("No TensorBoard logs found." + where))
-        numbers["tensorboard_logs"] = logs if logs and os.path.isdir(logs) else None
+        numbers["tensorboard_logs"] = logs
         return page.Section(
             "training", "How it was trained", "Sec. 3 recipe", body, numbers, f"history {'found in ' + run_dir if history else 'not found'}"
         )

@@ -115,9 +115,9 @@ def test_tfrecord_source_streams_every_example(prepared):
 
 
 def test_errors_name_the_bad_thing(folder, tmp_path):
-    result = zf("prepare", f"tfrecord:{folder}", "--out", tmp_path / "again")
+    result = zf("prepare", "--data", f"tfrecord:{folder}", "--out", tmp_path / "again")
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1].endswith(
-        f"Invalid value for SOURCE: {folder} is not a zf prepare output: it has no dataset.json"
+        f"Invalid value for --data: {folder} is not a zf prepare output: it has no dataset.json"
     )
     with pytest.raises(ValueError, match="not a zf prepare output: it has no dataset.json"):
         data.load_source(f"tfrecord:{folder}")

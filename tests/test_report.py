@@ -332,7 +332,8 @@ def test_browser_check_catches_broken_pages(browser, tmp_path):
 
 def test_shipped_export_accuracy_and_training_record(tiny_run, tmp_path):
     """The shipped SavedModel export (read through its serve endpoint, as zf evaluate reads it):
-    the same errors as zf evaluate, its recorded command, and no history.json to draw."""
+    the same errors as zf evaluate, its recorded command, and the training curves of the
+    history.json the export carries."""
     _, data = tiny_run
     out = tmp_path / "report"
     skip = "visualize,evolution,filters,occlusion,invariance,correspondence,transfer,layers"
@@ -343,7 +344,7 @@ def test_shipped_export_accuracy_and_training_record(tiny_run, tmp_path):
     expected = next(iter(evaluate_json(SHIPPED, data, 50, tmp_path)["models"].values()))
     assert sections["accuracy"]["errors"] == pytest.approx(expected, abs=1e-12)
     assert sections["training"]["command"].startswith("zf train --arch zfnet_small")
-    assert sections["training"]["history"] is False
+    assert sections["training"]["history"] is True and sections["training"]["epochs"] == 30
     import keras
 
     import zfkeras  # noqa: F401  (registers the custom layers)
@@ -351,7 +352,8 @@ def test_shipped_export_accuracy_and_training_record(tiny_run, tmp_path):
     model = keras.saving.load_model(os.path.join(SHIPPED, "model.keras"), compile=False)
     assert sections["architecture"]["params"] == model.count_params() == 776602
     page = (out / "index.html").read_text()
-    assert "No history.json found" in page and "runs/zfnet-fashion-mnist-c3/logs" in page
+    assert "training-curves.png" in page and (out / "training-curves.png").stat().st_size > 0
+    assert "runs/zfnet-fashion-mnist-native/logs" in page  # the logs the recorded run wrote (here or not)
 
 
 def test_bad_skip_names_the_valid_sections(tmp_path):

@@ -126,8 +126,8 @@ def test_frozen_features_are_the_block_outputs_of_fitted_images(tiny_model, digi
     features.compute(indices[:2])
     features.compute(indices)  # only the missing ones are computed
     fitted = np.stack(
-        [data.center_crop(data.resize_and_center_crop(image, 32), 28) for image, _ in data.subset(digits, indices).dataset.as_numpy_iterator()]
-    )
+        [data.resize_and_center_crop(image, 28) for image, _ in data.subset(digits, indices).dataset.as_numpy_iterator()]
+    )  # the 20x20 digits resized to the 28x28 input (no further zoom for small inputs)
     fitted = np.round(fitted)  # resized_dataset keeps uint8 images
     order = np.argsort(indices)
     for layer, tensor_name in (("conv1", "norm1"), ("conv5", "pool5"), ("fc7", "fc7")):
