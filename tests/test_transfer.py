@@ -271,3 +271,19 @@ def test_zf_transfer_and_layers_run_on_zfnet_224_and_a_folder(zfnet_224, tmp_pat
     table = (tmp_path / "l" / "table.txt").read_text().splitlines()
     assert [line.split()[0] for line in table[1:]] == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
     assert len(results["runs"]) == 7 * 2 * 2  # layers x classifiers x folds
+
+
+def test_frozen_features_refuse_a_fold_with_unreadable_images(tiny_model, tmp_path):
+    """A skip_corrupt folder leaves an unreadable file out when it is read: the features must not
+    shift onto the wrong images, so computing them fails, naming how many could not be read."""
+    for label in (0, 1):
+        os.makedirs(tmp_path / "f" / str(label))
+        for j in range(2):
+            tf.io.write_file(str(tmp_path / "f" / str(label) / f"{j}.png"), tf.io.encode_png(np.full((20, 20, 1), 40 * j + 60 * label, np.uint8)))
+    (tmp_path / "f" / "1" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    source = data.load_source(f"folder:{tmp_path / 'f'}", "all", skip_corrupt=True)
+    features = transfer.FrozenFeatures(tiny_model, source, ["fc7"])
+    with pytest.raises(ValueError, match="1 of the 4 images asked for could not be read"):
+        features.compute([0, 1, 2, 3])
+    features.compute([0, 1])  # the readable ones still work
+    assert features.get("fc7", [0, 1]).shape[0] == 2

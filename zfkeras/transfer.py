@@ -118,6 +118,12 @@ class FrozenFeatures:
                 parts[name].append(np.asarray(values[name], np.float32))
             if on_batch is not None:
                 on_batch(len(images))
+        computed = sum(len(part) for part in parts[self.layers[0]]) if self.layers else len(missing)
+        if computed != len(missing):  # a skip_corrupt source left unreadable files out: rows would not match images
+            raise ValueError(
+                f"{len(missing) - computed} of the {len(missing)} images asked for could not be read from {self.source.name}; "
+                "remove the unreadable files from the folder (a fold must see every image it names)"
+            )
         first = len(self._rows)
         self._rows.update((int(index), first + row) for row, index in enumerate(missing))  # subset keeps index order
         for name in self.layers:
