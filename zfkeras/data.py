@@ -511,6 +511,14 @@ def _read_images(paths: tf.data.Dataset, channels: int) -> tf.data.Dataset:
     return paths.interleave(one, cycle_length=8, block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True)
 
 
+def read_or_fail(path, decoded):
+    """The image of one :func:`_read_images` element ``decoded = (image, ok)``, or a TF error whose
+    message names ``path`` when it did not decode (:func:`corrupt_file_in` reads the path back)."""
+    image, ok = decoded
+    with tf.control_dependencies([tf.debugging.Assert(ok, [tf.strings.join([_CORRUPT_MARK, path, ">"])])]):
+        return tf.identity(image)
+
+
 def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
     """``select(indices)`` of a folder source: ``(uint8 [H, W, channels], int64)`` of the files
     ``indices`` in the given order, decoded on both cores. A corrupt file raises an error naming it
@@ -527,10 +535,7 @@ def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
         if on_corrupt is None:
 
             def named(path, label, decoded):
-                image, ok = decoded
-                message = tf.strings.join([_CORRUPT_MARK, path, ">"])
-                with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
-                    return tf.identity(image), label
+                return read_or_fail(path, decoded), label
 
             return examples.map(named, num_parallel_calls=_AUTOTUNE, deterministic=True)
 

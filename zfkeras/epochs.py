@@ -156,16 +156,17 @@ class TrainingImages:
             )
             return examples.map(lambda path, known, decoded: (decoded[0], known[0], known[1]))
 
-        def named(path, known, decoded):  # the error names the file (data.corrupt_file_in reads it back)
-            with tf.control_dependencies([tf.debugging.Assert(decoded[1], [tf.strings.join([data._CORRUPT_MARK, path, ">"])])]):
-                return tf.identity(decoded[0]), known[0], known[1]
+        def named(path, known, decoded):
+            return data.read_or_fail(path, decoded), known[0], known[1]
 
         return examples.map(named, num_parallel_calls=_AUTOTUNE, deterministic=True)
 
     def _fill(self):
         """Resize every image once, in id order, into memory or the disk cache file."""
         n, side, c = self.num_examples, self.load_side, self.channels
-        if self.plan.kind == "disk" and os.path.exists(self.plan.path):
+        stem = self.plan.path[:-4] if self.plan.kind == "disk" else None
+        # The images are written first, then the valid flags and labels: only all three make a cache.
+        if stem and all(os.path.exists(stem + suffix) for suffix in (".npy", ".valid.npy", ".labels.npy")):
             images = np.load(self.plan.path, mmap_mode="r")
             valid = np.load(self.plan.path[:-4] + ".valid.npy")
             if images.shape == (n, side, side, c) and valid.shape == (n,):
