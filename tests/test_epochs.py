@@ -91,6 +91,13 @@ def test_cache_choices_give_identical_batches(folder, tmp_path):
     for (xa, _, ia), (xb, _, ib) in zip(reference, reused):
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(xa, xb)
+    # A cache a killed run left half-written (images but no valid flags) is rebuilt, not read.
+    os.remove(cache_dir / next(n for n in os.listdir(cache_dir) if n.endswith(".valid.npy")))
+    rebuilt = epoch_arrays(TrainingImages(source, 64, 3, cache=str(cache_dir)), 40, seed=1)
+    for (xa, _, ia), (xb, _, ib) in zip(reference, rebuilt):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(xa, xb)
+    assert any(n.endswith(".valid.npy") for n in os.listdir(cache_dir))
 
 
 def test_auto_cache_follows_the_budget(folder):
