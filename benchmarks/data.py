@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from benchmarks._speed import options
+from benchmarks.speed import options
 
 DEFAULTS = {"images": 2000, "big": 20000, "batch": 32, "steps": 4, "classes": 10}
 CHILD = "ZFKERAS_BENCHMARK_DATA_EPOCH"  # set in the memory-measuring subprocesses: "FOLDER:BATCH"

@@ -20,7 +20,7 @@ tracing included, each path in a fresh process, above the memory of the built mo
 
 import numpy as np
 
-from benchmarks._speed import interleaved, isolated_peaks, options, peak_target, photo, report_peak, zfnet_224
+from benchmarks.speed import interleaved, isolated_peaks, options, peak_target, photo, report_peak, zfnet_224
 
 
 def full_forward_baseline(model, selected, image, fill, corners, patch, channel, batch):
@@ -48,8 +48,8 @@ def full_forward_baseline(model, selected, image, fill, corners, patch, channel,
 
 def main(argv=()):
     chosen = options(argv, {"positions": 256, "batch-size": 32, "repeats": 3, "keep": 80}, "occlusion")
-    from zfkeras.occlusion import OcclusionEvaluator, occluder_grid
-    from zfkeras.probe import KerasProbe
+    from zfkeras.analysis.occlusion import OcclusionEvaluator, occluder_grid
+    from zfkeras.nn.probe import KerasProbe
 
     model = zfnet_224()
     probe = KerasProbe(model)

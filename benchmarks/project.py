@@ -19,7 +19,7 @@ relative difference from the baseline, and each path's peak resident memory.
 
 import numpy as np
 
-from benchmarks._speed import interleaved, isolated_peaks, options, peak_target, photo, relative_error, report_peak, zfnet_224
+from benchmarks.speed import interleaved, isolated_peaks, options, peak_target, photo, relative_error, report_peak, zfnet_224
 
 
 def gradient_override_deconvnet(model, layer):
@@ -27,7 +27,7 @@ def gradient_override_deconvnet(model, layer):
     import keras
     import tensorflow as tf
 
-    from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
+    from zfkeras.nn.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
 
     @tf.custom_gradient
     def deconv_relu(x):
@@ -82,7 +82,7 @@ def gradient_override_deconvnet(model, layer):
 
 def main(argv=()):
     chosen = options(argv, {"projections": 64, "repeats": 3}, "project")
-    from zfkeras.deconv import Deconvnet
+    from zfkeras.nn.deconv import Deconvnet
 
     model = zfnet_224()
     deconv = Deconvnet(model)

@@ -28,9 +28,9 @@ def _rss_bytes():
 
 
 def main(argv):
-    from zfkeras.models import zfnet_small
-    from zfkeras.probe import KerasProbe
-    from zfkeras.topk import scan
+    from zfkeras.analysis.top_activations import scan
+    from zfkeras.nn.models import zfnet_small
+    from zfkeras.nn.probe import KerasProbe
 
     n = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--images=")), 2000)
     batch_size = 100

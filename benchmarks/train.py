@@ -61,8 +61,8 @@ def main(argv):
     import keras
 
     from zfkeras import data
-    from zfkeras.models import build_model
-    from zfkeras.train import TrainConfig, train
+    from zfkeras.nn.models import build_model
+    from zfkeras.training import TrainConfig, train
 
     source = data.load_source(data.DEFAULT_SOURCE, "train")
     source = dataclasses.replace(source, dataset=source.dataset.take(args.images), num_examples=args.images)

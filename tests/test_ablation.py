@@ -12,14 +12,14 @@ import os
 import keras
 import numpy as np
 import pytest
-from _train_helpers import TINY_UNITS, tiny_config, write_small_idx
 from click.testing import CliRunner
+from train_helpers import TINY_UNITS, tiny_config, write_small_idx
 
-from pipelines.ablate import ablate
+from pipelines.commands.ablate import ablate
 from zfkeras import data
-from zfkeras.ablation import Variant, default_variants, parse_variant, run_ablation, sample_source, trainable_params
-from zfkeras.models import build_model
-from zfkeras.train import TrainConfig
+from zfkeras.experiments.ablation import Variant, default_variants, parse_variant, run_ablation, sample_source, trainable_params
+from zfkeras.nn.models import build_model
+from zfkeras.training import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from pipelines._common import read_photo
 from pipelines.cli import main
-from zfkeras.applications import ImageNetPreprocessing, build, imagenet_class_names, parse_name
-from zfkeras.model_input import fit_image
-from zfkeras.probe import KerasProbe
+from pipelines.loading import read_photo
+from zfkeras.data.transforms import fit_image
+from zfkeras.nn.applications import ImageNetPreprocessing, build, imagenet_class_names, parse_name
+from zfkeras.nn.probe import KerasProbe
 
 SIZE = 64
 MODEL = f"keras:resnet50@{SIZE}x{SIZE}"
@@ -147,7 +147,7 @@ def photo_folder(root):
 
 
 def test_zf_visualize_on_resnet50(probe, weights, tmp_path):
-    from pipelines.visualize import Images
+    from pipelines.loading import image_batches
 
     data = photo_folder(tmp_path / "photos")
     layers = ["conv2_block1_2_conv", "conv3_block1_out"]
@@ -178,7 +178,7 @@ def test_zf_visualize_on_resnet50(probe, weights, tmp_path):
     # conv1 7x7/2 after 3 padded pixels (size 7, jump 2, offset -3), pool 3x3/2 after 1 (11, 4, -5),
     # conv2_block1_1 1x1, conv2_block1_2 3x3 "same" (19, 4, -9)
     assert summary["fields"]["conv2_block1_2_conv"] == {"size": [19, 19], "jump": [4, 4], "offset": [-9, -9]}
-    images = np.concatenate(list(Images(data, "train", probe.input_shape, 4)))  # a folder holds out test images
+    images = np.concatenate(list(image_batches(data, "train", probe.input_shape, 4)))  # a folder holds out test images
     assert summary["images"] == len(images) >= 2
     features = probe.features(images, layers)
     top = json.load(open(out / "topk.json"))

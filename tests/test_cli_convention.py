@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipelines import _common
-from pipelines.cli import COMMANDS, HELP, main
+from pipelines import loading
+from pipelines import options as cli_options
+from pipelines.cli import main
+from pipelines.registry import COMMANDS, HELP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,7 +98,7 @@ def test_help_follows_the_convention(name):
 
     # --maps is a selection wherever it exists.
     if "--maps" in found:
-        assert isinstance(found["--maps"].type, _common.MapSelection), name
+        assert isinstance(found["--maps"].type, cli_options.MapSelection), name
 
     # Every option says what it does.
     for opt, param in found.items():
@@ -117,9 +119,9 @@ def test_no_command_is_missed():
 def tiny(tmp_path_factory):
     """A tiny untrained zfnet_small saved three ways: a .keras file, a run directory holding
     model.keras (with the run's class names), and an IDX data directory."""
-    from _train_helpers import write_small_idx
+    from train_helpers import write_small_idx
 
-    from zfkeras.models import build_model, zfnet_small_spec
+    from zfkeras.nn.models import build_model, zfnet_small_spec
 
     root = tmp_path_factory.mktemp("convention")
     spec = zfnet_small_spec().with_units(conv1=6, conv2=6, conv3=6, conv4=6, conv5=6, fc6=16, fc7=16)
@@ -140,8 +142,8 @@ def zf(*args):
 def test_a_run_directory_is_a_model(tiny, tmp_path):
     # The same weights read from the .keras file and from the run directory give the same errors;
     # the run directory's config.json supplies the class names.
-    probe_file = _common.load_probe(tiny["file"])
-    probe_run = _common.load_probe(tiny["run"])
+    probe_file = loading.open_model(tiny["file"])
+    probe_run = loading.open_model(tiny["run"])
     assert probe_run.class_names == tiny["names"]
     images = np.random.default_rng(0).uniform(0, 255, (4, 28, 28, 1)).astype("float32")
     np.testing.assert_array_equal(probe_file.predict(images), probe_run.predict(images))

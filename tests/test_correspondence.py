@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zfkeras.correspondence import correspondence, delta, mask_images, pairwise_sign_hamming, random_boxes, sign_hamming
-from zfkeras.models import ConvSpec, ModelSpec, PoolSpec, build_model
-from zfkeras.probe import KerasProbe
+from zfkeras.analysis.correspondence import correspondence, delta, mask_images, pairwise_sign_hamming, random_boxes, sign_hamming
+from zfkeras.nn.models import ConvSpec, ModelSpec, PoolSpec, build_model
+from zfkeras.nn.probe import KerasProbe
 
 
 def tiny_model(input_shape=(16, 16, 1), seed=0):
@@ -179,9 +179,10 @@ def _parts_file(tmp_path, images, extra=None):
 
 
 def test_command_writes_table_json_and_masks(tmp_path, images):
-    from pipelines._common import load_probe, read_photo
     from pipelines.cli import main
-    from zfkeras.model_input import fit_image
+    from pipelines.loading import open_model as load_probe
+    from pipelines.loading import read_photo
+    from zfkeras.data.transforms import fit_image
 
     tiny_model().save(tmp_path / "m.keras")
     parts = _parts_file(tmp_path, images)
@@ -230,7 +231,7 @@ def test_command_rejects_bad_parts_files(tmp_path, images, edit, message):
 def test_command_runs_on_full_224_zfnet(tmp_path):
     """The real ZFNet (random weights): two colour photos of other sizes, one part, one draw."""
     from pipelines.cli import main
-    from zfkeras.models import zfnet
+    from zfkeras.nn.models import zfnet
 
     keras.utils.set_random_seed(0)
     zfnet(num_classes=4).save(tmp_path / "zfnet.keras")

@@ -1,6 +1,6 @@
 """The deconvnet on DAG models against autodiff with overridden ReLU gradients (issue 12).
 
-Reference (tests/_deconv_reference.py): Keras runs the model's own layers with every ReLU's
+Reference (tests/deconv_reference.py): Keras runs the model's own layers with every ReLU's
 backward pass replaced by a ReLU of the incoming signal and GradientTape goes down. It shares
 nothing with zfkeras' graph walk. Random weights, relative error <= 1e-5 per projection, at
 layers inside residual blocks, after concatenations and at the last conv, for a hand-made DAG
@@ -12,10 +12,10 @@ VGG16, ResNet50 and DenseNet121 from keras.applications (with their preprocessin
 import keras
 import numpy as np
 import pytest
-from _deconv_reference import assert_close, reference_projection
+from deconv_reference import assert_close, reference_projection
 
 from zfkeras import Deconvnet
-from zfkeras.applications import build
+from zfkeras.nn.applications import build
 
 
 def randomize_statistics(model, seed):

@@ -9,6 +9,9 @@ import pytest
 import tensorflow as tf
 
 from zfkeras import data
+from zfkeras.data import decode
+from zfkeras.data.sources import folder, idx
+from zfkeras.data.sources.idx import DEBIAN_FASHION_MNIST_DIR, FASHION_MNIST_CLASS_NAMES
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -96,7 +99,7 @@ def test_idx_plain_and_gz(tmp_path):
     for split, xs, ys in (("train", train_x, train_y), ("test", test_x, test_y)):
         source = data.load_source(f"idx:{root}", split)
         assert (source.num_examples, source.channels, source.name) == (len(xs), 1, f"idx:{root}")
-        assert source.class_names == data.FASHION_MNIST_CLASS_NAMES
+        assert source.class_names == FASHION_MNIST_CLASS_NAMES
         images, labels = collect(source.dataset)
         np.testing.assert_array_equal(np.stack(images), xs[..., None])
         assert labels == ys.tolist()
@@ -244,19 +247,19 @@ def test_folder_open_reads_only_a_sample_of_headers(tmp_path, monkeypatch):
         raw = path.read_bytes()
         path.write_bytes(raw[: raw.index(b"IDAT") + 6])
     opened = []
-    real = data._header_channels
-    monkeypatch.setattr(data, "_header_channels", lambda path: opened.append(path) or real(path))
+    real = decode.header_channels
+    monkeypatch.setattr(decode, "header_channels", lambda path: opened.append(path) or real(path))
     source = data.load_source(f"folder:{tmp_path}", "all")  # would fail if it decoded any file
     assert len(opened) == 13 and source.channels == 3  # all headers of a small folder: one is colour
     with pytest.raises(tf.errors.InvalidArgumentError):
         collect(source.select([0]))
     opened.clear()
-    monkeypatch.setattr(data, "HEADER_SAMPLE", 5)
-    monkeypatch.setattr(data._probe_files, "__defaults__", (5, data.HOLDOUT_SEED))
+    monkeypatch.setattr(folder, "HEADER_SAMPLE", 5)
+    monkeypatch.setattr(decode.probe_files, "__defaults__", (5, decode.HEADER_SEED))
     source = data.load_source(f"folder:{tmp_path}", "all")
     assert len(opened) == 5 and source.num_examples == 13
     again = []
-    monkeypatch.setattr(data, "_header_channels", lambda path: again.append(path) or real(path))
+    monkeypatch.setattr(decode, "header_channels", lambda path: again.append(path) or real(path))
     data.load_source(f"folder:{tmp_path}", "all")
     assert again == opened  # a seeded sample: the same files each time
 
@@ -507,15 +510,15 @@ def test_train_dataset_is_deterministic_given_seed():
 
 
 def test_default_source_falls_back_to_tfds(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "missing"))
+    monkeypatch.setattr(idx, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "missing"))
     assert data.resolve_source(data.DEFAULT_SOURCE) == "tfds:fashion_mnist"
     assert data.resolve_source("idx:/x") == "idx:/x"
 
 
-@pytest.mark.skipif(not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR), reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST_DIR), reason="Debian package dataset-fashion-mnist not installed")
 def test_default_source_is_debian_fashion_mnist():
     assert data.DEFAULT_SOURCE == "fashion_mnist"
-    assert data.resolve_source("fashion_mnist") == f"idx:{data.DEBIAN_FASHION_MNIST_DIR}"
+    assert data.resolve_source("fashion_mnist") == f"idx:{DEBIAN_FASHION_MNIST_DIR}"
     for split, count in (("train", 60000), ("test", 10000)):
         source = data.load_source(data.DEFAULT_SOURCE, split)
         assert (source.num_examples, source.channels) == (count, 1)

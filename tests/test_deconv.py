@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from zfkeras import Deconvnet
-from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
-from zfkeras.models import ZFNET, ConvSpec, build_model, zfnet_small_spec
+from zfkeras.nn.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
+from zfkeras.nn.models import ZFNET, ConvSpec, build_model, zfnet_small_spec
 
 
 @tf.custom_gradient

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from zfkeras import data
-from zfkeras.epochs import DEFAULT_CACHE_BUDGET, TrainingImages, plan_cache
+from zfkeras.data.decode import decode_file
+from zfkeras.data.epochs import DEFAULT_CACHE_BUDGET, TrainingImages, plan_cache
 
 CLASSES = 10
 PER_CLASS = 30
@@ -111,7 +112,7 @@ def test_auto_cache_follows_the_budget(folder):
     plan = plan_cache("auto", 1_281_167, 256, 3)
     assert plan.kind == "none" and 1_281_167 * 256 * 256 * 3 > DEFAULT_CACHE_BUDGET
     # A source held in memory already (IDX) is not copied.
-    arrays = data._in_memory_source(np.zeros((8, 28, 28, 1), np.uint8), np.arange(8), list("01234567"), "m", "train")
+    arrays = data.in_memory_source(np.zeros((8, 28, 28, 1), np.uint8), np.arange(8), list("01234567"), "m", "train")
     assert TrainingImages(arrays, 28, 1, cache="auto").plan.kind == "none"
     for bad in ("", "ram", 3):
         with pytest.raises(ValueError, match="cache must be 'auto', 'memory', 'none' or a directory"):
@@ -120,7 +121,7 @@ def test_auto_cache_follows_the_budget(folder):
 
 def test_in_memory_source_is_permuted_by_id():
     images = np.arange(12, dtype=np.uint8)[:, None, None, None] * np.ones((1, 28, 28, 1), np.uint8)
-    source = data._in_memory_source(images, np.arange(12) % 3, ["a", "b", "c"], "m", "train")
+    source = data.in_memory_source(images, np.arange(12) % 3, ["a", "b", "c"], "m", "train")
     got = epoch_arrays(TrainingImages(source, 28, 1, cache="none"), 12, seed=7)
     ((x, y, ids),) = got
     np.testing.assert_array_equal(ids, np.random.default_rng(7).permutation(12))
@@ -136,7 +137,7 @@ def corrupt_source(tmp_path, skip):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
     files = tuple(str(p) for p in sorted(root.glob("*/*.png")))
     labels = np.asarray([int(os.path.basename(os.path.dirname(f))[-2:]) for f in files], np.int64)
-    dataset = tf.data.Dataset.from_tensor_slices((list(files), labels)).map(lambda f, y: (data._decode_file(f, 3), y))
+    dataset = tf.data.Dataset.from_tensor_slices((list(files), labels)).map(lambda f, y: (decode_file(f, 3), y))
     return data.Source(
         dataset=dataset,
         class_names=["class00", "class01"],
@@ -172,7 +173,7 @@ def test_corrupt_file_mid_epoch_stops_with_its_name(tmp_path):
 
 
 def test_train_names_a_corrupt_file(tmp_path):
-    from zfkeras.train import TrainConfig, train
+    from zfkeras.training import TrainConfig, train
 
     source, bad = corrupt_source(tmp_path, skip=False)
     config = TrainConfig(

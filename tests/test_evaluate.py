@@ -5,13 +5,14 @@ import os
 
 import numpy as np
 import pytest
-from _train_helpers import write_small_idx
 from click.testing import CliRunner
+from train_helpers import write_small_idx
 
 from zfkeras import data
-from zfkeras.evaluate import evaluate, top_k_correct
-from zfkeras.models import build_model, zfnet_small_spec
-from zfkeras.probe import KerasProbe, Probe
+from zfkeras.analysis.evaluate import evaluate, top_k_correct
+from zfkeras.data.sources.idx import DEBIAN_FASHION_MNIST_DIR
+from zfkeras.nn.models import build_model, zfnet_small_spec
+from zfkeras.nn.probe import KerasProbe, Probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "saved_models", "zfnet-fashion-mnist")
@@ -106,7 +107,7 @@ def two_models(tmp_path_factory):
 def test_zf_evaluate_command(two_models, tmp_path):
     import keras
 
-    from pipelines.evaluate import evaluate as command
+    from pipelines.commands.evaluate import evaluate as command
 
     idx = write_small_idx(str(tmp_path / "idx"), n_train=10, n_test=30)
     out = tmp_path / "evaluated" / "results.json"
@@ -167,8 +168,7 @@ print(len(images), float(np.mean(predicted == labels)))
 
 
 @pytest.mark.skipif(
-    not os.path.exists(os.path.join(data.DEBIAN_FASHION_MNIST_DIR, "t10k-images-idx3-ubyte.gz")),
-    reason="needs the Fashion-MNIST test images (make data)",
+    not os.path.exists(os.path.join(DEBIAN_FASHION_MNIST_DIR, "t10k-images-idx3-ubyte.gz")), reason="needs the Fashion-MNIST test images (make data)"
 )
 def test_shipped_model_reaches_92_percent_on_native_images():
     """The shipped model as a consumer uses it: plain ``tf.saved_model.load(...).serve`` on the 10,000
@@ -180,7 +180,7 @@ def test_shipped_model_reaches_92_percent_on_native_images():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
-        [sys.executable, "-c", PLAIN_CONSUMER, SHIPPED, data.DEBIAN_FASHION_MNIST_DIR], env=env, capture_output=True, text=True, timeout=300, cwd="/"
+        [sys.executable, "-c", PLAIN_CONSUMER, SHIPPED, DEBIAN_FASHION_MNIST_DIR], env=env, capture_output=True, text=True, timeout=300, cwd="/"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     count, accuracy = done.stdout.split()

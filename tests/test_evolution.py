@@ -16,13 +16,14 @@ from click.testing import CliRunner
 from tensorflow.core.util import event_pb2
 from test_visualize import blobby_images, small_spec, write_idx
 
-from pipelines.evolution import evolution
-from zfkeras.deconv import Deconvnet
-from zfkeras.diagnostics import display_tiles, mosaic
-from zfkeras.evolution import ProjectionLogger, layer_stability, stable_epoch
-from zfkeras.models import build_model
-from zfkeras.receptive_field import receptive_fields
-from zfkeras.topk import TopK
+from pipelines.commands.evolution import evolution
+from zfkeras.analysis.evolution import layer_stability, stable_epoch
+from zfkeras.analysis.top_activations import TopK
+from zfkeras.io.display import display_tiles, mosaic
+from zfkeras.nn.deconv import Deconvnet
+from zfkeras.nn.fields import receptive_fields
+from zfkeras.nn.models import build_model
+from zfkeras.training.callbacks import ProjectionLogger
 
 
 def test_stable_epoch_by_hand():

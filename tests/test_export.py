@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import zfkeras.export
-from zfkeras.deconv import Deconvnet
+import zfkeras.export.savedmodel
 from zfkeras.export import export_model, load_exported, read_metadata
-from zfkeras.models import build_model, zfnet_small_spec
-from zfkeras.probe import KerasProbe
+from zfkeras.nn.deconv import Deconvnet
+from zfkeras.nn.models import build_model, zfnet_small_spec
+from zfkeras.nn.probe import KerasProbe
 
 CLASSES = [f"class {i}" for i in range(10)]
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
@@ -207,7 +207,7 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_one(model, exported, tmp
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(zfkeras.export.np, "save", broken)  # fails after the SavedModel and model.keras are written
+    monkeypatch.setattr(zfkeras.export.savedmodel.np, "save", broken)  # fails after the SavedModel and model.keras are written
     with pytest.raises(OSError, match="disk full"):
         export_model(model, tmp_path / "new", class_names=CLASSES)
     assert os.listdir(tmp_path) == []  # no directory, no temporary left behind
@@ -233,7 +233,7 @@ def test_not_an_export_is_a_clear_error(model, tmp_path):
 
 
 def test_zf_export_command(model, tmp_path):
-    from pipelines.export import export as command
+    from pipelines.commands.export import export as command
 
     run_dir = tmp_path / "run"
     os.makedirs(run_dir / "checkpoints")

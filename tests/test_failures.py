@@ -24,7 +24,8 @@ from click.testing import CliRunner
 import zfkeras  # noqa: F401
 from pipelines.cli import main
 from zfkeras import data
-from zfkeras.models import build_model, zfnet_small_spec
+from zfkeras.data.sources import tfds as tfds_source
+from zfkeras.nn.models import build_model, zfnet_small_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240  # seconds a subprocess may take before the test fails (and kills it)
@@ -107,7 +108,7 @@ def setup(tmp_path_factory):
     model.save(root / "model.keras")
     os.makedirs(root / "run" / "checkpoints")
     shutil.copy(root / "model.keras", root / "run" / "checkpoints" / "epoch-001.keras")
-    from _train_helpers import write_small_idx
+    from train_helpers import write_small_idx
 
     write_small_idx(str(root / "idx"), n_train=16, n_test=12)
     image_folder(root / "split" / "train", 4)
@@ -192,12 +193,12 @@ def test_read_only_folder(setup, tmp_path):
 def test_permission_error_at_the_end_is_one_line(setup, tmp_path, monkeypatch):
     # Permissions can change while a command runs (or a disk fills up): any OSError is one line
     # naming the path, and the temporary output is gone.
-    import zfkeras.atomic
+    import zfkeras.io.atomic
 
     def refuse(temp, path):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(zfkeras.atomic, "_swap_directory", refuse)
+    monkeypatch.setattr(zfkeras.io.atomic, "swap_directory", refuse)
     out = tmp_path / "deep" / "out"
     result = zf("occlusion", setup["model"], "chelsea", "--stride", "7", "--out", out)
     assert_fails(result, 1, f"{out}: Permission denied")
@@ -233,9 +234,9 @@ def test_train_export_holds_out_the_test_split_and_resumes(tmp_path, monkeypatch
     run, export = tmp_path / "run", tmp_path / "export"
     args = ["train", *TINY, "--data", f"folder:{folder}", "--epochs", "2", "--checkpoint-epochs", "1", "--out", run, "--export", export]
 
-    import pipelines.train
+    import pipelines.commands.train
 
-    real = pipelines.train.epoch_summary
+    real = pipelines.commands.train.epoch_summary
 
     def interrupting(epochs, run_dir):
         class Interrupt(keras.callbacks.Callback):
@@ -244,11 +245,11 @@ def test_train_export_holds_out_the_test_split_and_resumes(tmp_path, monkeypatch
 
         return Interrupt()
 
-    monkeypatch.setattr(pipelines.train, "epoch_summary", interrupting)
+    monkeypatch.setattr(pipelines.commands.train, "epoch_summary", interrupting)
     first = zf(*args)
     assert first.exit_code != 0 and not export.exists()
     assert "resuming" not in first.output
-    monkeypatch.setattr(pipelines.train, "epoch_summary", real)
+    monkeypatch.setattr(pipelines.commands.train, "epoch_summary", real)
     result = zf(*args)
     assert result.exit_code == 0, result.output
     assert f"resuming from epoch 2 of {run} (1 of 2 epochs done)" in result.output
@@ -329,7 +330,7 @@ def test_an_older_occlusion_folder_is_replaced(setup, tmp_path):
 
 STALLED_VISUALIZE = """
 import os, sys, time
-import pipelines._common as common
+import pipelines.output as common
 real = common.save_figure
 def stalled(figure, path, **kwargs):  # the first figure is written, then the run hangs until killed
     real(figure, path, **kwargs)
@@ -541,7 +542,7 @@ def test_tfds_failed_download_removes_what_it_made(tmp_path, monkeypatch):
         os.makedirs(os.path.join(builder.data_dir + ".incomplete"))
         raise ConnectionError("connection reset (simulated by the test)")
 
-    monkeypatch.setattr(data, "_online", lambda timeout=3.0: True)
+    monkeypatch.setattr(tfds_source, "online", lambda timeout=3.0: True)
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", failing)
     with pytest.raises(RuntimeError, match="could not download/prepare 'mnist'.*connection reset"):
         data.load_source("tfds:mnist", "test", data_dir=tmp_path / "tfds")
@@ -554,7 +555,7 @@ def test_tfds_failed_download_removes_what_it_made(tmp_path, monkeypatch):
 
 
 def test_atomic_writer_cleans_only_dead_writers_and_restores_a_half_swapped_result(tmp_path):
-    from zfkeras.atomic import atomic_output, clean_stale
+    from zfkeras.io.atomic import atomic_output, clean_stale
 
     dead, oldstyle, live = (tmp_path / name for name in (".out.partial-999999999-a", ".out.partial-k2j4", f".out.partial-{os.getpid()}-b"))
     for directory in (dead, oldstyle, live):

@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 from test_visualize import blobby_images, write_idx
 
-from pipelines.filters import filters
-from zfkeras.deconv import Deconvnet
-from zfkeras.diagnostics import ActivationMean, aliasing_share, band_shares, dead_filters, filter_grid
-from zfkeras.models import ConvSpec, ModelSpec, PoolSpec, build_model
+from pipelines.commands.filters import filters
+from zfkeras.analysis.first_layer import ActivationMean, aliasing_share, band_shares, dead_filters
+from zfkeras.io.display import filter_grid
+from zfkeras.nn.deconv import Deconvnet
+from zfkeras.nn.models import ConvSpec, ModelSpec, PoolSpec, build_model
 
 GRID = 64
 

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from zfkeras.first_layer import FirstLayerReport
+from zfkeras.analysis.first_layer import FirstLayerReport
 
 
 def hand_report(silent):

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from zfkeras.models import build_model, zfnet_small_spec, zfnet_spec
-from zfkeras.occlusion import OcclusionEvaluator, occluder_grid, occlusion_map
-from zfkeras.probe import KerasProbe
+from zfkeras.analysis.occlusion import OcclusionEvaluator, occluder_grid, occlusion_map
+from zfkeras.nn.models import build_model, zfnet_small_spec, zfnet_spec
+from zfkeras.nn.probe import KerasProbe
 
 
 def lively(model, seed, mean=100.0):

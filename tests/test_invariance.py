@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zfkeras.invariance import default_amounts, invariance_curves, transform_image
-from zfkeras.models import ConvSpec, ModelSpec, PoolSpec, build_model
-from zfkeras.probe import KerasProbe
+from zfkeras.analysis.invariance import default_amounts, invariance_curves, transform_image
+from zfkeras.nn.models import ConvSpec, ModelSpec, PoolSpec, build_model
+from zfkeras.nn.probe import KerasProbe
 
 
 def tiny_model(input_shape=(16, 16, 1), classes=3, seed=0):
@@ -191,9 +191,10 @@ def _save_png(path, array):
 
 
 def test_command_writes_curves_and_figures(tmp_path, images):
-    from pipelines._common import load_probe, read_photo
     from pipelines.cli import main
-    from zfkeras.model_input import fit_image
+    from pipelines.loading import open_model as load_probe
+    from pipelines.loading import read_photo
+    from zfkeras.data.transforms import fit_image
 
     path = tmp_path / "m.keras"
     tiny_model().save(path)
@@ -261,7 +262,7 @@ def test_command_rejects_bad_options(tmp_path, args, message):
 def test_command_runs_on_full_224_zfnet(tmp_path):
     """The real ZFNet (random weights) on a colour photo: two amounts per transform."""
     from pipelines.cli import main
-    from zfkeras.models import zfnet
+    from zfkeras.nn.models import zfnet
 
     keras.utils.set_random_seed(0)
     zfnet(num_classes=4).save(tmp_path / "zfnet.keras")

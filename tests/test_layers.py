@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zfkeras.layers import FilterRMSNorm, LocalResponseNormalization, SubtractMean, SwitchMaxPool, Unpool, unpool
+from zfkeras.nn.layers import FilterRMSNorm, LocalResponseNormalization, SubtractMean, SwitchMaxPool, Unpool, unpool
 
 
 def numpy_max_pool(x, size, stride, padding):

@@ -9,7 +9,7 @@ bilinear resize keeps a linear function exact away from the borders). A 112 inpu
 import numpy as np
 import pytest
 
-from zfkeras.model_input import fit_image
+from zfkeras.data.transforms import fit_image
 
 
 def test_photo_at_load_size_is_its_centre_crop(rng):

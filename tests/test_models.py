@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from zfkeras.layers import FilterRMSNorm, LocalResponseNormalization, SwitchMaxPool
-from zfkeras.models import ZFNET, ConvSpec, PoolSpec, alexnet, build_model, zfnet, zfnet_small, zfnet_small_spec
+from zfkeras.nn.layers import FilterRMSNorm, LocalResponseNormalization, SwitchMaxPool
+from zfkeras.nn.models import ZFNET, ConvSpec, PoolSpec, alexnet, build_model, zfnet, zfnet_small, zfnet_small_spec
 
 
 def spatial(model, name):

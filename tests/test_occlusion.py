@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zfkeras.models import ConvSpec, ModelSpec, PoolSpec, build_model
-from zfkeras.occlusion import OcclusionEvaluator, occlude, occluder_grid, occlusion_map
-from zfkeras.probe import KerasProbe, Probe
+from zfkeras.analysis.occlusion import OcclusionEvaluator, occlude, occluder_grid, occlusion_map
+from zfkeras.nn.models import ConvSpec, ModelSpec, PoolSpec, build_model
+from zfkeras.nn.probe import KerasProbe, Probe
 
 
 def tiny_model(input_shape=(20, 20, 1), classes=4, seed=4):
@@ -306,9 +306,10 @@ def keras_file(tmp_path_factory):
 
 
 def test_command_writes_npz_and_png_per_image(tmp_path, keras_file):
-    from pipelines._common import load_probe, read_photo
     from pipelines.cli import main
-    from zfkeras.model_input import fit_image
+    from pipelines.loading import open_model as load_probe
+    from pipelines.loading import read_photo
+    from zfkeras.data.transforms import fit_image
 
     rng = np.random.default_rng(0)
     _save_png(tmp_path / "grey.png", rng.integers(0, 255, (40, 30, 1)))
@@ -369,7 +370,7 @@ def test_command_runs_on_full_224_zfnet(tmp_path):
     import keras
 
     from pipelines.cli import main
-    from zfkeras.models import zfnet
+    from zfkeras.nn.models import zfnet
 
     path = tmp_path / "zfnet.keras"
     keras.utils.set_random_seed(0)

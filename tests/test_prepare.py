@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipelines.cli import main
 from zfkeras import data
+from zfkeras.data.sources.tfrecord import TFRECORD_FORMAT, tfrecord_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 180
@@ -62,7 +63,7 @@ def read_shard(path):
 
 def test_shards_are_class_mixed_complete_and_resized(folder, prepared):
     index = json.load(open(prepared / "dataset.json"))
-    assert index["format"] == data.TFRECORD_FORMAT and index["class_names"] == list(CLASSES) and index["channels"] == 3
+    assert index["format"] == TFRECORD_FORMAT and index["class_names"] == list(CLASSES) and index["channels"] == 3
     train = data.load_source(f"folder:{folder}", "train")
     for split, per_class in (("train", 10), ("test", 3)):
         entry = index["splits"][split]
@@ -106,9 +107,9 @@ def test_tfrecord_source_streams_every_example(prepared):
     assert [sorted(e) for e in epochs] == [sorted(labels)] * 3
     files = json.load(open(prepared / "dataset.json"))["splits"]["train"]["files"]
     paths = [str(prepared / f) for f in files]
-    fixed = [int(i) for _, _, i in data.tfrecord_examples(paths, 3).as_numpy_iterator()]
-    seeded = [int(i) for _, _, i in data.tfrecord_examples(paths, 3, shuffle_seed=7).as_numpy_iterator()]
-    reshuffled = data.tfrecord_examples(paths, 3, shuffle_seed=7)
+    fixed = [int(i) for _, _, i in tfrecord_examples(paths, 3).as_numpy_iterator()]
+    seeded = [int(i) for _, _, i in tfrecord_examples(paths, 3, shuffle_seed=7).as_numpy_iterator()]
+    reshuffled = tfrecord_examples(paths, 3, shuffle_seed=7)
     first, second = ([int(i) for _, _, i in reshuffled.as_numpy_iterator()] for _ in range(2))
     assert seeded != fixed and first == seeded  # the same seed gives the same first epoch
     assert second != first and sorted(second) == sorted(first)  # a new file order each epoch
@@ -155,11 +156,11 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
-from zfkeras import data
+from zfkeras.data.sources.tfrecord import read_tfrecord_index, tfrecord_examples
 directory, out = sys.argv[1], sys.argv[2]
-index = data.read_tfrecord_index(directory)
+index = read_tfrecord_index(directory)
 files = [f"{directory}/{name}" for name in index["splits"]["train"]["files"]]
-dataset = data.tfrecord_examples(files, 3, shuffle_seed=11).map(lambda image, label, number: number).batch(2)
+dataset = tfrecord_examples(files, 3, shuffle_seed=11).map(lambda image, label, number: number).batch(2)
 options = tf.data.Options()
 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
 distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))

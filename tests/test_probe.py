@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_deconv import assert_close, reference_projection
 
-from zfkeras.models import build_model, zfnet_small_spec
-from zfkeras.probe import KerasProbe
+from zfkeras.nn.models import build_model, zfnet_small_spec
+from zfkeras.nn.probe import KerasProbe
 
 
 @pytest.fixture(scope="module")

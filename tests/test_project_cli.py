@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from pipelines.cli import main
 from zfkeras import Deconvnet
-from zfkeras.models import zfnet
+from zfkeras.nn.models import zfnet
 
 
 def test_projects_a_real_photo_on_zfnet(tmp_path):

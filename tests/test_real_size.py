@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 import zfkeras  # noqa: F401  (registers the custom layers)
-from pipelines._common import read_photo
 from pipelines.cli import main
+from pipelines.loading import read_photo
 from zfkeras import data
-from zfkeras.model_input import fit_image
+from zfkeras.data.transforms import fit_image
 
 NARROW = "conv1=16,conv2=32,conv3=32,conv4=32,conv5=32,fc6=64,fc7=64"
 # ZFNet (paper Fig. 3): conv1 7x7/2, pool 3/2, conv2 5x5/2, pool 3/2, conv3-5 3x3/1. Receptive field

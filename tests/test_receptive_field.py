@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zfkeras.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
-from zfkeras.models import alexnet_spec, build_model, zfnet_small_spec, zfnet_spec
-from zfkeras.receptive_field import crop, receptive_fields
+from zfkeras.nn.fields import crop, receptive_fields
+from zfkeras.nn.layers import LocalResponseNormalization, SubtractMean, SwitchMaxPool
+from zfkeras.nn.models import alexnet_spec, build_model, zfnet_small_spec, zfnet_spec
 
 
 def linear_positive_forward(model, images):

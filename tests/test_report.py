@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _train_helpers import TINY_UNITS, write_small_idx  # noqa: E402
+from train_helpers import TINY_UNITS, write_small_idx  # noqa: E402
 
 from pipelines.cli import main  # noqa: E402
 
@@ -224,7 +224,7 @@ def tiny_run(tmp_path_factory):
 def evaluate_json(model, data, images, tmp_path):
     """``zf evaluate``'s JSON for the first ``images`` images, whether --out is a file or a directory
     (holding results.json) and whether the limit is --limit or --images."""
-    from pipelines.evaluate import evaluate
+    from pipelines.commands.evaluate import evaluate
 
     names = {param.name for param in evaluate.params}
     limit = "--images" if "images" in names else "--limit"
@@ -397,7 +397,7 @@ def test_bad_results_directory_fails_before_any_work(tmp_path):
 def test_confusion_matrix_matches_scikit_learn(rng):
     from sklearn.metrics import confusion_matrix as reference
 
-    from zfkeras.summary import confusion_matrix
+    from zfkeras.analysis.summary import confusion_matrix
 
     labels, predicted = rng.integers(0, 7, 500), rng.integers(0, 7, 500)
     np.testing.assert_array_equal(confusion_matrix(labels, predicted, 7), reference(labels, predicted, labels=range(7)))
@@ -408,7 +408,7 @@ def test_confusion_matrix_matches_scikit_learn(rng):
 def test_predictions_single_and_ten_crop(rng):
     """Centre view 4 gives the single-crop prediction, the mean of the 10 views the 10-crop one;
     the confusion diagonals count the hits the error rates are made of."""
-    from zfkeras.summary import Predictions
+    from zfkeras.analysis.summary import Predictions
 
     probs = rng.dirichlet(np.ones(5), size=(60, 10)).astype("float32")
     labels = rng.integers(0, 5, 60)
@@ -428,8 +428,8 @@ def test_predictions_single_and_ten_crop(rng):
 
 
 def test_architecture_rows_of_zfnet_small():
-    from zfkeras.models import zfnet_small
-    from zfkeras.summary import architecture
+    from zfkeras.nn.models import zfnet_small
+    from zfkeras.nn.table import architecture
 
     model = zfnet_small(num_classes=10, input_shape=(28, 28, 1))
     rows = {row.name: row for row in architecture(model)}

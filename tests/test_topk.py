@@ -10,10 +10,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from zfkeras.models import ConvSpec, ModelSpec, build_model, zfnet_small_spec
-from zfkeras.probe import KerasProbe
-from zfkeras.receptive_field import receptive_fields
-from zfkeras.topk import TopK, project_topk, scan, strongest_maps
+from zfkeras.analysis.top_activations import TopK, project_topk, scan, strongest_maps
+from zfkeras.nn.fields import receptive_fields
+from zfkeras.nn.models import ConvSpec, ModelSpec, build_model, zfnet_small_spec
+from zfkeras.nn.probe import KerasProbe
 
 
 def brute_force(features, maps, k, distinct_images):

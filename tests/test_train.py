@@ -12,14 +12,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from _train_helpers import TINY_UNITS, batch_loss_recorder, tiny_config, write_small_idx
 from click.testing import CliRunner
+from train_helpers import TINY_UNITS, batch_loss_recorder, tiny_config, write_small_idx
 
 from zfkeras import data
-from zfkeras.diagnostics import filter_grid
-from zfkeras.train import TrainConfig, annealed_lr, make_strategy, split_source, train
+from zfkeras.io.display import filter_grid
+from zfkeras.training import TrainConfig, annealed_lr, make_strategy, split_source, train
 
-HELPER = os.path.join(os.path.dirname(__file__), "_train_helpers.py")
+HELPER = os.path.join(os.path.dirname(__file__), "train_helpers.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240  # seconds any training subprocess may take before the test fails (and kills it)
 
@@ -347,7 +347,7 @@ def test_killed_run_resumes_to_the_same_weights(idx_dir, tmp_path):
 
 
 def test_zf_train_command(idx_dir, tmp_path):
-    from pipelines.train import train as command
+    from pipelines.commands.train import train as command
 
     run_dir, export_dir = tmp_path / "cli", tmp_path / "export"
     result = CliRunner().invoke(

@@ -6,12 +6,12 @@ import json
 import keras
 import numpy as np
 import pytest
-from _train_helpers import TINY_UNITS, tiny_config, write_small_idx
+from train_helpers import TINY_UNITS, tiny_config, write_small_idx
 
 from zfkeras import data
 from zfkeras.export import load_exported
-from zfkeras.models import build_model
-from zfkeras.train import TrainConfig, train
+from zfkeras.nn.models import build_model
+from zfkeras.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

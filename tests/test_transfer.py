@@ -12,16 +12,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from _train_helpers import tiny_config
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from train_helpers import tiny_config
 
-from zfkeras import data, transfer
-from zfkeras.folds import class_folds, mean_class_accuracy, summarize
-from zfkeras.linear import fit_linear
-from zfkeras.models import build_model, zfnet_spec
+from zfkeras import data
+from zfkeras.experiments import transfer
+from zfkeras.experiments.folds import class_folds, mean_class_accuracy, summarize
+from zfkeras.experiments.linear import fit_linear
+from zfkeras.nn.models import build_model, zfnet_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "saved_models", "zfnet-fashion-mnist")
@@ -117,7 +118,7 @@ def digits():
     images = rng.integers(0, 60, (200, 20, 20, 1))
     for i, label in enumerate(labels):
         images[i, 2 + 4 * label : 5 + 4 * label, 3:17] += 180
-    return data._in_memory_source(images.astype(np.uint8), labels, [str(i) for i in range(4)], "digits", "train")
+    return data.in_memory_source(images.astype(np.uint8), labels, [str(i) for i in range(4)], "digits", "train")
 
 
 def test_frozen_features_are_the_block_outputs_of_fitted_images(tiny_model, digits):
@@ -198,7 +199,7 @@ def test_mnist_5k_is_real_digits_sorted_by_class():
 
 
 def test_zf_transfer_on_the_shipped_model_agrees_with_an_outside_recomputation(tmp_path):
-    from pipelines.transfer import transfer as command
+    from pipelines.commands.transfer import transfer as command
 
     out = tmp_path / "transfer"
     result = CliRunner().invoke(
@@ -226,7 +227,7 @@ def test_zf_transfer_on_the_shipped_model_agrees_with_an_outside_recomputation(t
 
 
 def test_zf_transfer_errors_are_one_line(tmp_path):
-    from pipelines.transfer import transfer as command
+    from pipelines.commands.transfer import transfer as command
 
     result = CliRunner().invoke(command, [SHIPPED, "--layer", "fc9", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown layer 'fc9'; layers with features: conv1" in result.output
@@ -255,8 +256,8 @@ def zfnet_224(tmp_path_factory):
 
 
 def test_zf_transfer_and_layers_run_on_zfnet_224_and_a_folder(zfnet_224, tmp_path):
-    from pipelines.layers import layers
-    from pipelines.transfer import transfer as command
+    from pipelines.commands.layer_probes import layers
+    from pipelines.commands.transfer import transfer as command
 
     args = [str(zfnet_224 / "zfnet.keras"), "--data", f"folder:{zfnet_224 / 'folder'}", "--per-class", "2", "--folds", "2", "--test-per-class", "2"]
     result = CliRunner().invoke(command, args + ["--scratch-epochs", "1", "--finetune", "--out", str(tmp_path / "t")])

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from zfkeras.validation import is_positive_int, layer_names, positions, positive_int
+from zfkeras.io.validation import is_positive_int, layer_names, positions, positive_int
 
 
 @pytest.mark.parametrize("value", [1, 7, np.int64(3), np.int32(1)])

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 import zfkeras  # noqa: F401
-from pipelines.visualize import visualize
-from zfkeras.models import build_model, zfnet, zfnet_small_spec
+from pipelines.commands.visualize import visualize
+from zfkeras.nn.models import build_model, zfnet, zfnet_small_spec
 
 
 def write_idx(directory, images, labels, split="t10k"):

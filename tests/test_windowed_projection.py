@@ -1,7 +1,7 @@
 """Receptive-field-cropped single-activation projections against the full-size projection (issue 10).
 
 Reference: autodiff over the whole image with every ReLU's gradient overridden
-(tests/_deconv_reference.py: Keras runs the model's own layers, GradientTape goes down). The
+(tests/deconv_reference.py: Keras runs the model's own layers, GradientTape goes down). The
 windowed path shares only the layers' weights with it: it crops the image to the unit's field,
 fills padding per layer, pools without switches and unpools by the pooling gradient. Every (image, map, position) triple goes in one batch; positions cover the four
 corners, the middle of each border and the centre of the layer's maps.
@@ -10,11 +10,11 @@ corners, the middle of each border and the centre of the layer's maps.
 import keras
 import numpy as np
 import pytest
-from _deconv_reference import assert_close as assert_same
-from _deconv_reference import reference_projection
+from deconv_reference import assert_close as assert_same
+from deconv_reference import reference_projection
 
 from zfkeras import Deconvnet
-from zfkeras.models import build_model, zfnet_small_spec, zfnet_spec
+from zfkeras.nn.models import build_model, zfnet_small_spec, zfnet_spec
 
 
 def randomize_biases(model, seed):
@@ -120,7 +120,8 @@ def test_full_zfnet_224(layer, rng):
 
 def test_fields_of_the_windows_are_the_receptive_fields():
     """The image-level window of a unit is its receptive field (receptive_field.receptive_fields)."""
-    from zfkeras.receptive_field import Graph, receptive_fields, unit_windows
+    from zfkeras.nn.fields import receptive_fields, unit_windows
+    from zfkeras.nn.graph import Graph
 
     model = build_model(zfnet_spec(num_classes=10), seed=0)
     fields, graph = receptive_fields(model), Graph(model)

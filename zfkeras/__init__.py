@@ -1,12 +1,45 @@
-"""zfkeras: train ZFNet-family convnets in Keras and look inside them with a deconvnet."""
+"""zfkeras: train ZFNet-family convnets in Keras and look inside them with a deconvnet.
 
-__version__ = "0.1.0"
+The packages, lowest first (a package imports only from those before it; ``nn`` and ``data`` are
+independent of each other):
 
-from zfkeras import (
-    applications,  # noqa: E402,F401  (registers ImageNetPreprocessing, for keras:NAME exports)
-    layers,  # noqa: E402,F401  (registers the custom layers for .keras loading)
-)
-from zfkeras.deconv import Deconvnet  # noqa: E402
-from zfkeras.models import ConvSpec, ModelSpec, PoolSpec, alexnet, build_model, zfnet, zfnet_small  # noqa: E402
+- :mod:`zfkeras.io`: atomic writes, argument checks, pictures (no TensorFlow);
+- :mod:`zfkeras.nn`: layers, models, the graph walk, receptive fields, the deconvnet, the probe;
+- :mod:`zfkeras.data`: sources, crops, batches, training epochs;
+- :mod:`zfkeras.training`: the paper's recipe, strategies, callbacks, the run directory;
+- :mod:`zfkeras.export`: SavedModel exports, and opening any model as a Probe;
+- :mod:`zfkeras.analysis`: Sec. 4, one module per figure or table;
+- :mod:`zfkeras.experiments`: Sec. 5 (ablation, transfer, layer probes).
+"""
 
-__all__ = ["Deconvnet", "ModelSpec", "ConvSpec", "PoolSpec", "build_model", "zfnet", "alexnet", "zfnet_small", "layers"]
+from zfkeras.version import __version__  # isort: skip
+from zfkeras.nn import layers  # registers the custom layers for .keras loading  # isort: skip
+from zfkeras.data import Source, load_source
+from zfkeras.export import export_model, open_model
+from zfkeras.nn.deconv import Deconvnet
+from zfkeras.nn.models import ConvSpec, ModelSpec, PoolSpec, alexnet, alexnet64, build_model, zfnet, zfnet64, zfnet_small
+from zfkeras.nn.probe import KerasProbe, Probe
+from zfkeras.training import TrainConfig, train
+
+__all__ = [
+    "ConvSpec",
+    "Deconvnet",
+    "KerasProbe",
+    "ModelSpec",
+    "PoolSpec",
+    "Probe",
+    "Source",
+    "TrainConfig",
+    "__version__",
+    "alexnet",
+    "alexnet64",
+    "build_model",
+    "export_model",
+    "layers",
+    "load_source",
+    "open_model",
+    "train",
+    "zfnet",
+    "zfnet64",
+    "zfnet_small",
+]

@@ -1,0 +1,304 @@
+"""The figures of the paper's analyses, drawn the same way by each command and by ``zf report``.
+
+Each drawer takes arrays or a library result and returns a matplotlib figure (Agg backend); the
+caller saves it (:func:`pipelines.output.save_figure`).
+"""
+
+import numpy as np
+
+
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (no screen here)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def upscale(tiles, minimum=64):
+    """Nearest-neighbour upscale ``[..., h, w, C]`` tiles by an integer so the side is >= ``minimum``."""
+    factor = max(1, -(-minimum // max(tiles.shape[-3], tiles.shape[-2])))
+    return np.repeat(np.repeat(tiles, factor, axis=-3), factor, axis=-2)
+
+
+def show_grid(image, title, labels=(), dpi=100):
+    """A figure showing ``image`` [h, w, 3] pixel for pixel, with ``labels`` = [(x, y, text)]."""
+    plt = pyplot()
+    height, width = image.shape[:2]
+    header = 40
+    figure = plt.figure(figsize=(width / dpi, (height + header) / dpi), dpi=dpi)
+    axes = figure.add_axes([0, 0, 1, height / (height + header)])
+    axes.imshow(np.clip(image, 0, 1), interpolation="nearest")
+    axes.set_axis_off()
+    for x, y, text in labels:
+        axes.text(x, y, text, fontsize=7, ha="left", va="bottom", color="black")
+    figure.text(0.01, 1 - 6 / (height + header), title, fontsize=9, ha="left", va="top")
+    return figure
+
+
+def topk_figure(layer, channels, crops, values, images_scanned):
+    """Fig. 2 for one layer: per map, a grid of its top-k projections beside the matching patches.
+
+    ``values`` ``[maps, k]``: the kept activations (a map whose best is 0 is marked silent)."""
+    from zfkeras.io.display import display_tiles, mosaic, pixels_to_display
+
+    k = values.shape[1]
+    side = int(np.ceil(np.sqrt(k)))
+    projections = upscale(crops["projections"])
+    patches = upscale(crops["patches"])
+    maps, _, height, width, _ = projections.shape
+    pairs = []
+    for m in range(maps):
+        shown = display_tiles(projections[m])
+        raw = pixels_to_display(patches[m]).reshape(patches[m].shape)  # NaN (outside the image) stays NaN
+        left = mosaic(shown, side, pad=1, fill=1.0)
+        right = mosaic(raw, side, pad=1, fill=1.0)
+        gap = np.ones((left.shape[0], max(2, width // 8), 3), "float32")
+        pairs.append(np.concatenate([left, gap, right], axis=1))
+    pairs = np.stack(pairs)
+    pad = 14
+    columns = max(1, min(maps, 1600 // (pairs.shape[2] + pad)))  # rows about 1600 px wide
+    grid = mosaic(pairs, columns, pad=pad, fill=1.0)
+    labels = []
+    for m, channel in enumerate(channels):
+        row, column = divmod(m, columns)
+        labels.append(
+            (
+                pad + column * (pairs.shape[2] + pad),
+                pad + row * (pairs.shape[1] + pad) - 1,
+                f"map {channel}" + (" (silent)" if values[m, 0] <= 0 else ""),
+            )
+        )
+    title = f"{layer}: top-{k} activations of {maps} maps over {images_scanned} images (left: deconvnet projections, right: image patches)"
+    return show_grid(grid, title, labels)
+
+
+def show_image(axis, image, title):
+    """Raw pixels 0-255 (grey or colour) on ``axis``."""
+    from zfkeras.io.display import pixels_to_display
+
+    axis.imshow(pixels_to_display(image), cmap="gray", vmin=0, vmax=1)
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([]), axis.set_yticks([])
+
+
+def _cell_edges(count, stride, size):
+    """Edges of the grid cells along one axis: each cell holds the pixels nearest its square's
+    centre (i * stride), so the map lines up with the image; the outer edges are the image's."""
+    return np.concatenate([[-0.5], (np.arange(1, count) - 0.5) * stride, [size - 0.5]])
+
+
+def occlusion_figure(result, class_names, name):
+    """Image and panels (b)-(e) of Fig. 7 for one :class:`~zfkeras.occlusion.OcclusionResult`."""
+    plt = pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch, Rectangle
+
+    from zfkeras.io.display import to_display
+
+    height, width = result.image.shape[:2]
+    figure, axes = plt.subplots(1, 5, figsize=(17, 3.6))
+    label_name = class_names[result.label]
+    title = f"(a) {name}; square {result.patch}px, stride {result.stride}px\n(grey: where p({label_name}) is lowest)"
+    show_image(axes[0], result.image, title)
+    worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)
+    y, x = result.positions[worst]
+    axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), result.patch, result.patch, facecolor="0.5", edgecolor="red", alpha=0.85))
+    rows, cols = result.top_label.shape
+    ys, xs = _cell_edges(rows, result.stride, height), _cell_edges(cols, result.stride, width)
+    panels = [
+        (
+            axes[1],
+            result.feature_activity,
+            f"(b) {result.layer} map {result.feature_map}: total activity\n(unoccluded {result.clean_activity:.3g})",
+            None,
+        ),
+        (axes[3], result.true_class_prob, f"(d) p({label_name})\n(unoccluded {result.clean_probs[result.label]:.3f})", (0, 1)),
+    ]
+    for axis, values, title, limits in panels:
+        vmin, vmax = limits or (None, None)
+        shown = axis.pcolormesh(xs, ys, values, cmap="viridis", vmin=vmin, vmax=vmax)
+        figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+        axis.set_title(title, fontsize=9)
+    axes[2].imshow(to_display(result.projection), cmap="gray", vmin=0, vmax=1)
+    axes[2].set_title(f"(c) projection of {result.layer} map {result.feature_map}\n(strongest activation, unoccluded)", fontsize=9)
+    # one colour per class index, the same in every figure
+    palette = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    colours = ListedColormap([palette(c % palette.N) for c in range(len(class_names))])
+    axes[4].pcolormesh(xs, ys, result.top_label, cmap=colours, vmin=-0.5, vmax=len(class_names) - 0.5)
+    axes[4].set_title("(e) most probable label", fontsize=9)
+    present = sorted(set(result.top_label.ravel().tolist()))
+    axes[4].legend(
+        handles=[Patch(color=colours(c), label=class_names[c]) for c in present],
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
+    for axis in axes[1:]:
+        axis.set_aspect("equal")
+        axis.set_xlim(-0.5, width - 0.5), axis.set_ylim(height - 0.5, -0.5)
+        axis.set_xticks([]), axis.set_yticks([])
+    return figure
+
+
+def curves_figure(curves, names, layers):
+    """The 3x3 grid of Fig. 5: rows transforms; columns layer-1 distance, layer-7 distance, p(true)."""
+    from zfkeras.analysis.invariance import UNITS
+
+    plt = pyplot()
+    figure, axes = plt.subplots(len(curves), len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.2 * len(curves)), squeeze=False)
+    for row, (kind, c) in enumerate(curves.items()):
+        columns = [(c.distances[layer], f"{layer}: relative distance") for layer in layers]
+        columns.append((c.true_class_prob, "p(true class)"))
+        for col, (values, title) in enumerate(columns):
+            axis = axes[row, col]
+            for i, name in enumerate(names):
+                axis.plot(c.amounts, values[i], marker=".", label=name)
+            axis.set_title(f"{kind}: {title}", fontsize=9)
+            axis.set_xlabel(UNITS[kind], fontsize=8)
+            axis.tick_params(labelsize=8)
+            axis.grid(alpha=0.3)
+            if col == len(layers):
+                axis.set_ylim(-0.02, 1.02)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    figure.suptitle("relative distance = ||x(transformed) - x(original)|| / ||x(original)||, per layer", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def examples_figure(named, fill, amounts, shown=7):
+    """Each transform applied to the first image at ``shown`` of its amounts (Fig. 5, column 1)."""
+    from zfkeras.analysis.invariance import transform_image
+
+    plt = pyplot()
+    name, image = named[0]
+    figure, axes = plt.subplots(len(amounts), shown, figsize=(1.6 * shown, 1.8 * len(amounts)), squeeze=False)
+    for row, (kind, values) in enumerate(amounts.items()):
+        picks = np.asarray(values)[np.unique(np.linspace(0, len(values) - 1, shown).round().astype(int))]
+        for col in range(shown):
+            axis = axes[row, col]
+            axis.axis("off")
+            if col < len(picks):
+                show_image(axis, transform_image(image, kind, picks[col], fill), f"{kind} {picks[col]:g}")
+    figure.suptitle(name, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def caption(report):
+    first, second = report["first_layer"], report["second_layer"]
+    bands = first["band_shares"]
+    dead = len(first["dead_filters"])
+    aliasing = "n/a" if second["aliasing_share"] is None else f"{second['aliasing_share']:.3f}"
+    return (
+        f"{first['name']}: {first['filters']} filters {first['kernel'][0]}x{first['kernel'][1]}/{first['stride']}\n"
+        f"dead {dead}/{first['filters']} = {first['dead_fraction']:.1%}\n"
+        f"energy low/mid/high {bands['low']:.2f}/{bands['mid']:.2f}/{bands['high']:.2f}",
+        f"{second['name']}: top-1 projections of {len(second['maps'])} maps\n"
+        f"aliasing (energy above {second['nyquist_cycles_per_pixel']:.3g} cycles/px) {aliasing}",
+    )
+
+
+def filters_figure(labels, reports, pictures):
+    """Fig. 6: per model a column with its first-layer filters (top) and layer-2 projections."""
+    from zfkeras.io.display import display_tiles, mosaic
+
+    plt = pyplot()
+    figure, axes = plt.subplots(2, len(reports), figsize=(6 * len(reports), 12), squeeze=False)
+    for column, (label, report, picture) in enumerate(zip(labels, reports, pictures)):
+        top, bottom = caption(report)
+        axes[0, column].imshow(upscale(picture["filters"][None], 400)[0], interpolation="nearest")
+        axes[0, column].set_title(f"{label}\n{top}", fontsize=9, loc="left")
+        tiles = upscale(display_tiles(picture["projections"]), 48)
+        axes[1, column].imshow(mosaic(tiles, int(np.ceil(np.sqrt(len(tiles)))), pad=2), interpolation="nearest")
+        axes[1, column].set_title(bottom, fontsize=9, loc="left")
+        for row in range(2):
+            axes[row, column].set_axis_off()
+    figure.tight_layout()
+    return figure
+
+
+def silent_note(per_map_entry):
+    silent = per_map_entry["silent_epochs"]
+    return f" (silent at epoch {', '.join(map(str, silent))})" if silent else ""
+
+
+def evolution_figure(layer, channels, epochs, tiles, stable, percentile, per_map):
+    """Fig. 4 block of one layer: a row per map, a column per epoch, contrast-enhanced."""
+    from zfkeras.io.display import display_tiles, mosaic
+
+    maps, count = tiles.shape[:2]
+    shown = upscale(display_tiles(tiles.reshape(maps * count, *tiles.shape[2:]), percentile))
+    pad = 14
+    grid = mosaic(shown, count, pad=pad, fill=1.0)
+    grid = np.concatenate([grid, np.ones((16, grid.shape[1], 3), "float32")])  # room for epoch labels
+    height, width = shown.shape[1:3]
+    labels = [(pad, pad + m * (height + pad) - 1, f"map {channel}{silent_note(per_map[str(channel)])}") for m, channel in enumerate(channels)]
+    labels += [(pad + e * (width + pad), grid.shape[0] - 2, f"epoch {epoch}") for e, epoch in enumerate(epochs)]
+    title = f"{layer}: strongest activation per map (rows: maps) by epoch; top-1 image stable from epoch {stable}"
+    return show_grid(grid, title, labels)
+
+
+def combined_figure(blocks, chosen, epochs, percentile, report):
+    """Fig. 4: one block per layer, side by side (rows: maps, columns: epochs), common tile size."""
+    from zfkeras.io.display import display_tiles, mosaic
+
+    size, pad = 48, 6
+    parts, labels, left = [], [], 0
+    height = max(block.shape[0] for _, block in blocks) * (size + pad) + pad
+    for layer, block in blocks:
+        maps, count = block.shape[:2]
+        shown = display_tiles(block.reshape(maps * count, *block.shape[2:]), percentile)
+        grid = mosaic(np.stack([resize_nearest(tile, size) for tile in shown]), count, pad=pad, fill=1.0)
+        grid = np.pad(grid, ((0, height - grid.shape[0]), (0, 3 * pad), (0, 0)), constant_values=1.0)
+        labels.append((left + pad, 22, f"{layer}: stable from epoch {report['layers'][layer]['stable_epoch']}"))
+        labels += [(left + pad + e * (size + pad), height + 40, str(epoch)) for e, epoch in enumerate(epochs)]
+        parts.append(grid)
+        left += grid.shape[1]
+    grid = np.concatenate(parts, axis=1)
+    grid = np.concatenate([np.ones((24, grid.shape[1], 3), "float32"), grid, np.ones((20, grid.shape[1], 3), "float32")])
+    maps = sum(map(len, chosen.values()))
+    listed = ", ".join(map(str, epochs))
+    return show_grid(
+        grid, f"Feature evolution: strongest activation of {maps} maps over {report['images']} images at epochs {listed} (columns)", labels
+    )
+
+
+def resize_nearest(tile, size):
+    """``tile [h, w, C]`` to ``[size, size, C]`` by nearest-neighbour sampling (NaN kept)."""
+    rows = (np.arange(size) * tile.shape[0] // size).clip(0, tile.shape[0] - 1)
+    cols = (np.arange(size) * tile.shape[1] // size).clip(0, tile.shape[1] - 1)
+    return tile[rows][:, cols]
+
+
+def masks_figure(named, parts, result, fill, random_shown=2):
+    """Fig. 8: each image, then each part masked, then a few random masks of the first part's size."""
+    from zfkeras.analysis.correspondence import mask_images
+
+    plt = pyplot()
+    columns = 1 + len(parts) + random_shown
+    figure, axes = plt.subplots(len(named), columns, figsize=(1.7 * columns, 1.8 * len(named)), squeeze=False)
+    images = np.stack([image for _, image in named])
+    from matplotlib.patches import Rectangle
+
+    shown = [("original", images, None)]
+    shown += [(name, mask_images(images, boxes, fill), boxes) for name, boxes in parts.items()]
+    draws = result.random_boxes.shape[0]
+    for d in range(min(random_shown, draws)):
+        boxes = result.random_boxes[d, 0]
+        shown.append((f"random {d + 1}", mask_images(images, boxes, fill), boxes))
+    for row, (name, _) in enumerate(named):
+        for col in range(columns):
+            axes[row, col].axis("off")
+            if col < len(shown):
+                title, stack, boxes = shown[col]
+                show_image(axes[row, col], stack[row], title if row == 0 else "")
+                if boxes is not None:  # outline the mask: the mean-image fill can look like cloth
+                    y0, x0, y1, x1 = boxes[row]
+                    axes[row, col].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=1))
+        axes[row, 0].text(-2, images.shape[1] / 2, name, fontsize=7, rotation=90, va="center", ha="right")
+    figure.tight_layout()
+    return figure
