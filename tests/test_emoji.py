@@ -81,7 +81,9 @@ def packages(tmp_path_factory):
 
 
 def build(packages, out, *extra):
-    result = CliRunner().invoke(main, ["emoji", "--out", str(out), "--packages", str(packages), "--train-per-drawing", "3", "--test-per-drawing", "2", *extra])
+    result = CliRunner().invoke(
+        main, ["emoji", "--out", str(out), "--packages", str(packages), "--train-per-drawing", "3", "--test-per-drawing", "2", *extra]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -146,7 +148,10 @@ def test_boxes_lie_on_the_object_and_face_parts_on_the_features(packages, tmp_pa
     out = tmp_path / "x"
     boxes = library_build(packages, out)
     assert len(boxes) == 3 * 2 * 3 + 3 * 3
-    assert json.load(open(build(packages, tmp_path / "cli") / "boxes.json")).keys() >= {"train/grinning/google-000.png", "test/rocket/twitter-001.png"}
+    assert json.load(open(build(packages, tmp_path / "cli") / "boxes.json")).keys() >= {
+        "train/grinning/google-000.png",
+        "test/rocket/twitter-001.png",
+    }
     for name, record in boxes.items():
         image = pixels(out / name)
         drawn = artist_mask(image, record["artist"])  # the disc (its dark features aside)
@@ -156,7 +161,12 @@ def test_boxes_lie_on_the_object_and_face_parts_on_the_features(packages, tmp_pa
         assert drawn[inside].mean() > 0.45, name  # the disc fills most of its box
         assert not (drawn & ~inside).any(), name  # nothing of it outside
         # tight: the drawing reaches each edge (within 2 px: the edge pixels are blended with the photo)
-        assert drawn[y0:y1, x0 : x0 + 2].any() and drawn[y0:y1, x1 - 2 : x1].any() and drawn[y0 : y0 + 2, x0:x1].any() and drawn[y1 - 2 : y1, x0:x1].any(), name
+        assert (
+            drawn[y0:y1, x0 : x0 + 2].any()
+            and drawn[y0:y1, x1 - 2 : x1].any()
+            and drawn[y0 : y0 + 2, x0:x1].any()
+            and drawn[y1 - 2 : y1, x0:x1].any()
+        ), name
         if "/grinning/" in name:
             assert set(record["parts"]) == {"left_eye", "right_eye", "mouth"}, name
             dark = image.max(axis=-1) < 60

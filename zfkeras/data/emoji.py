@@ -252,7 +252,9 @@ def write_split(out_dir, split, classes, drawings, photos, per_drawing, seed, si
         exclusive; ``parts`` only for face drawings whose eyes and mouth :func:`face_parts` found).
     """
     artists = sorted(drawings)
-    parts = {(artist, item.name): face_parts(drawings[artist][item.name]) for artist in artists for item in classes if item.subcategory.startswith("face-")}
+    parts = {
+        (artist, item.name): face_parts(drawings[artist][item.name]) for artist in artists for item in classes if item.subcategory.startswith("face-")
+    }
 
     def one_class(item):
         folder = os.path.join(out_dir, split, item.name)
