@@ -93,10 +93,12 @@ def evaluate(models, data_spec, data_dir, skip_corrupt, images, split, crops, ba
 
 def _unique_names(paths):
     """Short row names for the table: the model's directory/file name, numbered if repeated."""
+    from zfkeras.training import RunDir
+
     names = []
     for path in paths:
         base = os.path.basename(os.path.normpath(path))
-        if base == "model.keras":
+        if base == RunDir.MODEL:
             base = os.path.basename(os.path.dirname(os.path.abspath(path)))
         name, count = base, 2
         while name in names:

@@ -17,6 +17,7 @@ An export (:mod:`zfkeras.export`) carries the same ``checkpoints/`` and ``histor
 import json
 import os
 import re
+import shlex
 
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 _CHECKPOINT = re.compile(r"epoch-(\d+)\.keras")
@@ -136,3 +137,13 @@ class RunDir:
             return cls(path)
         here = os.path.dirname(path)
         return cls(os.path.dirname(here) if os.path.basename(here) == cls.CHECKPOINTS else here)
+
+    @classmethod
+    def of_command(cls, command):
+        """The run directory a recorded ``zf train`` command wrote (its ``--out``, or the older
+        ``--run-dir``), or None when ``command`` names none."""
+        words = shlex.split(command or "")
+        for option in ("--out", "--run-dir"):
+            if option in words[:-1]:
+                return cls(words[words.index(option) + 1])
+        return None

@@ -4,7 +4,6 @@ and where the model's training run and checkpoints are."""
 import json
 import os
 import re
-import shlex
 
 import numpy as np
 
@@ -83,22 +82,18 @@ def export_metadata(path):
     return None
 
 
-def recorded_option(command, name):
-    """The value of option ``name`` in a recorded command line, or None."""
-    words = shlex.split(command or "")
-    return words[words.index(name) + 1] if name in words[:-1] else None
-
-
 def find_run(path, command):
     """``(run directory holding history.json or None, [places looked])``: MODEL itself, the folder
-    of MODEL's .keras file and its parent, then the recorded command's --run-dir."""
+    of MODEL's .keras file and its parent, then the run directory the recorded command wrote."""
+    from zfkeras.training import RunDir
+
     here = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     places = [here, os.path.relpath(os.path.dirname(os.path.abspath(here)))]
-    recorded = recorded_option(command, "--run-dir")
-    if recorded:
-        places.append(recorded)
+    recorded = RunDir.of_command(command)
+    if recorded is not None:
+        places.append(recorded.path)
     for place in places:
-        if os.path.exists(os.path.join(place, "history.json")):
+        if os.path.exists(RunDir(place).history_file):
             return place, places
     return None, places
 

@@ -3,14 +3,14 @@ accurate it is, and the Sec. 5 results given with ``--results``. Each takes the 
 :class:`~pipelines.commands.report.context.Context` and a progress callback and returns a
 :class:`~pipelines.commands.report.html.Section`."""
 
-import json
 import os
 
 import numpy as np
 
 from pipelines import figures
 from pipelines.commands.report import html
-from pipelines.commands.report.context import find_run, recorded_option
+from pipelines.commands.report.context import find_run
+from zfkeras.training import RunDir
 
 
 def architecture(context, advance):
@@ -65,10 +65,7 @@ def architecture(context, advance):
 def training(context, advance):
     command = ((context.meta or {}).get("training") or {}).get("command") or (context.record or {}).get("command")
     run_dir, looked = find_run(context.path, command)
-    history = None
-    if run_dir and os.path.exists(os.path.join(run_dir, "history.json")):
-        with open(os.path.join(run_dir, "history.json")) as handle:
-            history = json.load(handle)
+    history = RunDir(run_dir).read_history() if run_dir else None
     body = [html.code(command) if command else html.note("No training command recorded (no zfkeras.json or config.json).")]
     numbers = {"command": command, "run_dir": run_dir, "history": history is not None}
     metrics = (context.meta or {}).get("metrics")
@@ -100,8 +97,9 @@ def training(context, advance):
                 "No history.json found, so no training curves (looked in: " + ", ".join(looked) + "). A run directory written by zf train holds it."
             )
         )
-    recorded = recorded_option(command, "--out") or recorded_option(command, "--run-dir")  # the run directory zf train wrote
-    candidates = [os.path.join(d, "logs") for d in (run_dir, recorded) if d]
+    recorded = RunDir.of_command(command)  # the run directory zf train wrote
+    recorded = recorded and recorded.path
+    candidates = [RunDir(d).logs_dir for d in (run_dir, recorded) if d]
     logs = next((d for d in candidates if os.path.isdir(d)), None)
     if logs:
         body.append(html.note(f"TensorBoard logs (the live view during training): tensorboard --logdir {logs}"))
