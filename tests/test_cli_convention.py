@@ -36,7 +36,7 @@ READS_MODEL = {
     "report",
 }
 READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report", "prepare"}
-RANDOM = {"demo", "train", "project", "visualize", "evolution", "filters", "correspondence", "transfer", "layers", "ablate", "prepare"}
+RANDOM = {"demo", "train", "project", "visualize", "evolution", "filters", "correspondence", "transfer", "layers", "ablate", "prepare", "emoji"}
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
 
 
