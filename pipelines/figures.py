@@ -90,8 +90,9 @@ def _cell_edges(count, stride, size):
     return np.concatenate([[-0.5], (np.arange(1, count) - 0.5) * stride, [size - 0.5]])
 
 
-def occlusion_figure(result, class_names, name):
-    """Image and panels (b)-(e) of Fig. 7 for one :class:`~zfkeras.occlusion.OcclusionResult`."""
+def occlusion_figure(result, class_names, name, box=None):
+    """Image and panels (b)-(e) of Fig. 7 for one :class:`~zfkeras.analysis.occlusion.OcclusionResult`;
+    ``box`` ``(x0, y0, x1, y1)``: the object's box, outlined on the image and panel (d)."""
     plt = pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch, Rectangle
@@ -106,6 +107,9 @@ def occlusion_figure(result, class_names, name):
     worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)
     y, x = result.positions[worst]
     axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), result.patch, result.patch, facecolor="0.5", edgecolor="red", alpha=0.85))
+    if box is not None:
+        for axis in (axes[0], axes[3]):
+            axis.add_patch(Rectangle((box[0] - 0.5, box[1] - 0.5), box[2] - box[0], box[3] - box[1], fill=False, edgecolor="white", linewidth=1.5))
     rows, cols = result.top_label.shape
     ys, xs = _cell_edges(rows, result.stride, height), _cell_edges(cols, result.stride, width)
     panels = [
@@ -265,6 +269,26 @@ def combined_figure(blocks, chosen, epochs, percentile, report):
     return show_grid(
         grid, f"Feature evolution: strongest activation of {maps} maps over {report['images']} images at epochs {listed} (columns)", labels
     )
+
+
+def correlation_figure(epochs, correlations, threshold=0.9):
+    """Per layer, the median over its units (and the 25-75% band) of the correlation of each unit's
+    responses at an epoch with its responses at the last epoch (Fig. 4 as a number)."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for layer, values in correlations.items():
+        with np.errstate(all="ignore"):
+            low, median, high = np.nanpercentile(values, [25, 50, 75], axis=1)
+        (line,) = axis.plot(epochs, median, marker=".", label=layer)
+        axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
+    axis.axhline(threshold, color="0.5", linestyle="--", linewidth=1)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("correlation with the last epoch's responses")
+    axis.set_ylim(-0.1, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
 
 
 def resize_nearest(tile, size):

@@ -187,6 +187,15 @@ def image_batches(data_spec, split, input_shape, batch_size, count=None, start=0
     return ImageBatches(source, input_shape, batch_size, count=count, start=start)
 
 
+def labelled_images(source, input_shape, batch_size=64):
+    """``(image [S, S, C] float32 raw pixels, label)`` of every example of an opened source, in
+    order, at a model's input shape (the evaluation view, :class:`zfkeras.data.ImageBatches`)."""
+    from zfkeras.data import ImageBatches
+
+    for images, labels in ImageBatches(source, input_shape, batch_size).dataset().as_numpy_iterator():
+        yield from zip(images, labels)
+
+
 def map_counts(probe, layers):
     """``{layer: number of maps}`` from one forward pass of a blank image."""
     features = probe.features(np.zeros((1, *probe.input_shape), "float32"), layers=layers)

@@ -410,6 +410,10 @@ def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
                 help="Fraction of the training data held out for validation when no --val-data (0 = none).",
             ),
         ),
+        (
+            "--flip/--no-flip",
+            dict(default=True, help="Random horizontal flips of training crops (paper: on; off for data a mirror changes, e.g. digits)."),
+        ),
     ]
 
     def decorate(function):

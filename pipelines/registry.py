@@ -22,6 +22,7 @@ COMMANDS = {
     "report": "pipelines.commands.report:report",
     "prepare": "pipelines.commands.prepare:prepare",
     "emoji": "pipelines.commands.emoji:emoji",
+    "localization": "pipelines.commands.localization:localization",
 }
 
 HELP = {
@@ -41,6 +42,7 @@ HELP = {
     "ablate": "Architecture variants on one budget (Table 3) and the first-layer comparison (Sec. 4.1).",
     "report": "One HTML page about one model: architecture, training, accuracy and the paper's figures.",
     "prepare": "Write a data source as sharded TFRecords of resized JPEGs (--data tfrecord:DIR).",
+    "localization": "Where occlusion hurts, against object boxes (Fig. 7 made quantitative).",
     "emoji": "Build Emoji-64, the many-class colour analogue of ImageNet (1,560 classes, 64x64).",
 }
 

@@ -34,9 +34,10 @@ READS_MODEL = {
     "transfer",
     "layers",
     "report",
+    "localization",
 }
-READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report", "prepare"}
-RANDOM = {"demo", "train", "project", "visualize", "evolution", "filters", "correspondence", "transfer", "layers", "ablate", "prepare", "emoji"}
+READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report", "prepare", "localization"}
+RANDOM = {"demo", "train", "project", "visualize", "evolution", "filters", "correspondence", "transfer", "layers", "ablate", "prepare", "emoji", "localization"}
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
 
 

@@ -201,3 +201,28 @@ def test_train_names_a_corrupt_file(tmp_path):
     assert seen == [1]
     with open(tmp_path / "run2" / "skipped_files.json") as handle:
         assert json.load(handle) == [str(tmp_path / "again" / "folder" / "class01" / "002.png")]
+
+
+def test_no_flip_gives_only_unmirrored_shifts():
+    """flip=False: every training crop of a small image is a shift of the zero-padded image, never
+    its mirror; flip=True mirrors some of them (digits need the first)."""
+    rng = np.random.default_rng(4)
+    images = rng.integers(1, 255, (24, 12, 12, 1)).astype(np.uint8)  # no zero pixel: the padding is told apart
+    source = data.in_memory_source(images, np.arange(24) % 3, ["a", "b", "c"], "m", "train")
+    training = TrainingImages(source, 12, 1, cache="none")
+    pad = data.train_padding(12)
+
+    def views(flip):
+        crops, labels, ids = (np.concatenate(part) for part in zip(*training.epoch(8, seed=2, flip=flip).as_numpy_iterator()))
+        mirrored = 0
+        for crop, i in zip(crops, ids):
+            padded = np.pad(images[i].astype("float32"), ((pad, pad), (pad, pad), (0, 0)))
+            shifts = [padded[y : y + 12, x : x + 12] for y in range(2 * pad + 1) for x in range(2 * pad + 1)]
+            plain = any(np.array_equal(crop, s) for s in shifts)
+            flipped = any(np.array_equal(crop, s[:, ::-1]) for s in shifts)
+            assert plain or flipped
+            mirrored += flipped and not plain
+        return mirrored
+
+    assert views(flip=False) == 0
+    assert views(flip=True) > 3

@@ -210,3 +210,22 @@ def test_projection_logger_writes_projections_each_epoch(tmp_path):
             tiles.append(padded[top + 64 : bottom + 64, left + 64 : right + 64])
         expected = np.round(mosaic(display_tiles(np.stack(tiles), 99.0), columns=len(channels)) * 255)
         np.testing.assert_allclose(logged[(f"projections/{layer}", 2)], expected, atol=1)
+
+
+def test_correlations_with_last_and_settle_epoch_against_numpy():
+    from zfkeras.analysis.evolution import correlations_with_last, settle_epoch
+
+    rng = np.random.default_rng(3)
+    final = rng.normal(size=(20, 4))
+    responses = [{"conv1": final + noise * rng.normal(size=(20, 4))} for noise in (3.0, 1.0, 0.1)] + [{"conv1": final}]
+    responses[0]["conv1"][:, 2] = 0.0  # silent at the first epoch: no correlation
+    found = correlations_with_last(responses)["conv1"]
+    for t, response in enumerate(responses):
+        for unit in range(4):
+            expected = np.nan if t == 0 and unit == 2 else np.corrcoef(response["conv1"][:, unit], final[:, unit])[0, 1]
+            np.testing.assert_allclose(found[t, unit], expected, atol=1e-12)
+    assert np.allclose(found[-1], 1.0)
+    assert settle_epoch([1, 2, 5, 10], [0.2, 0.95, 0.8, 1.0]) == 10
+    assert settle_epoch([1, 2, 5, 10], [0.2, 0.91, 0.93, 1.0]) == 2
+    assert settle_epoch([1, 2, 5, 10], [0.95, 0.95, np.nan, 1.0]) == 10
+    assert settle_epoch([1, 2, 5, 10], [0.95, 0.95, 0.95, 0.5]) is None

@@ -444,3 +444,35 @@ def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, keras_f
     for key in ("feature_activity", "true_class_prob", "projection"):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(b["top_label"], a["top_label"])
+
+
+def test_box_sensitivity_by_hand():
+    from zfkeras.analysis.occlusion import OcclusionResult, box_sensitivity, occluder_grid
+
+    positions = occluder_grid((8, 8, 1), 2, 2)  # centres on rows/cols 0, 2, 4, 6; corners at centre - 1
+    probs = np.full((4, 4), 0.9, "float32")
+    probs[1:3, 1:3] = [[0.1, 0.3], [0.5, 0.7]]  # the squares centred on (2..4, 2..4) hurt
+    probs[0, 3] = 1.0  # a gain: not counted in the share
+    result = OcclusionResult(
+        image=np.zeros((8, 8, 1)),
+        positions=positions,
+        feature_activity=np.zeros((4, 4)),
+        true_class_prob=probs,
+        top_label=np.zeros((4, 4), int),
+        projection=np.zeros((8, 8, 1)),
+        layer="conv1",
+        feature_map=0,
+        label=0,
+        patch=2,
+        stride=2,
+        clean_activity=0.0,
+        clean_probs=np.array([0.9, 0.1]),
+    )
+    found = box_sensitivity(result, (2, 2, 5, 5))  # x0, y0, x1, y1: centres 2 and 4 on both axes are inside
+    assert found.object_drop == pytest.approx(np.mean([0.8, 0.6, 0.4, 0.2]))
+    # squares not touching the box (corner + 2 <= 2 or corner >= 5): the 12 cells whose row or column
+    # centre is 0 or 6, all at 0.9 (no drop) but cell (0, 3) at 1.0 (a gain of 0.1)
+    assert found.background_drop == pytest.approx(-0.1 / 12)
+    assert found.share_inside == pytest.approx(1.0) and found.box_share == pytest.approx(4 / 16)
+    with pytest.raises(ValueError, match="box must be"):
+        box_sensitivity(result, (5, 2, 2, 5))

@@ -214,3 +214,23 @@ def test_project_topk_cuts_the_hand_computed_fields_of_a_wide_image(rng):
             swapped_would_differ += y[n] != x[n]
     assert swapped_would_differ >= 5
     assert np.isnan(crops["conv2"]["patches"]).any()  # some conv2 fields reach past the border
+
+
+def test_energy_extent_counts_the_pixels_holding_the_energy():
+    from zfkeras.analysis.top_activations import energy_extent
+
+    projection = np.zeros((2, 6, 6, 3))
+    projection[0, 1, 1] = [3.0, 0, 0]  # energy 9
+    projection[0, 4, 2] = [0, 0, 1.0]  # energy 1
+    projection[1] = np.nan  # outside the image: no energy
+    projection[1, 0, :2] = 2.0  # two pixels of energy 12 each
+    assert energy_extent(projection, 0.9).tolist() == [1, 2]  # 9/10 = 0.9 in one pixel; 12/24 < 0.9 needs both
+    assert energy_extent(projection, 0.95).tolist() == [2, 2]
+    assert energy_extent(np.zeros((3, 3, 1))) == 0
+    brute = []
+    for image in np.random.default_rng(0).normal(size=(5, 7, 9, 3)):
+        energy = np.sort((image**2).sum(axis=-1).ravel())[::-1]
+        brute.append(int(np.searchsorted(np.cumsum(energy) / energy.sum(), 0.9) + 1))
+    assert energy_extent(np.random.default_rng(0).normal(size=(5, 7, 9, 3))).tolist() == brute
+    with pytest.raises(ValueError, match="fraction"):
+        energy_extent(projection, 0)

@@ -78,6 +78,26 @@ def background_photos(cache):
     return rgb
 
 
+def face_parts_file(boxes):
+    """``zf correspondence --parts`` input: the first test image of every face class whose eyes and
+    mouth were found, boxes as ``[y0, x0, y1, x1]`` (end exclusive), paths relative to the file."""
+
+    def yx(box):
+        x0, y0, x1, y1 = box
+        return [y0, x0, y1, x1]
+
+    chosen = [name for name, record in sorted(boxes.items()) if name.startswith("test/") and name.endswith("-000.png") and "parts" in record]
+    entries = [
+        {
+            "file": name,
+            "parts": {part: yx(boxes[name]["parts"][part]) for part in ("left_eye", "right_eye", "mouth")},
+            "object": yx(boxes[name]["object"]),
+        }
+        for name in chosen
+    ]
+    return {"images": entries}
+
+
 @click.command()
 @options.out_option(results="emoji.json", help="Output folder (a folder: source with train/ and test/), built beside it and swapped in whole.")
 @click.option(
@@ -109,8 +129,9 @@ def emoji(out, packages, classes, train_per_drawing, test_per_drawing, test_arti
     and rotation onto crops of real photos, 64x64 colour; two artists train, the third is the test split.
 
     Writes OUT/train/<class>/<artist>-NNN.png, OUT/test/<class>/<artist>-NNN.png, OUT/boxes.json (each
-    image's object box and, for faces, eye and mouth boxes) and OUT/emoji.json (classes, artists and
-    their licences, photos, counts). Read it with --data folder:OUT.
+    image's object box and, for faces, eye and mouth boxes), OUT/parts.json (the held-out artist's
+    faces in zf correspondence's --parts format) and OUT/emoji.json (classes, artists and their
+    licences, photos, counts). Read it with --data folder:OUT.
     """
     from zfkeras.data import emoji as builder
     from zfkeras.io.atomic import atomic_output, write_json
@@ -130,6 +151,7 @@ def emoji(out, packages, classes, train_per_drawing, test_per_drawing, test_arti
                 split_drawings, split_photos = {a: drawings[a] for a in artists}, [photos[n] for n in names[split]]
                 boxes.update(builder.write_split(temp, split, chosen, split_drawings, split_photos, per, seed, progress=bar.update))
         write_json(os.path.join(temp, "boxes.json"), boxes, text=json.dumps(boxes, separators=(",", ":"), sort_keys=True))
+        write_json(os.path.join(temp, "parts.json"), face_parts_file(boxes))
         counts = {"train": len(chosen) * (len(builder.ARTISTS) - 1) * train_per_drawing, "test": len(chosen) * test_per_drawing}
         artists = {a: {**vars(s), "split": "test" if a == test_artist else "train"} for a, s in builder.ARTISTS.items()}
         record = {"classes": [vars(c) for c in chosen], "artists": artists, "photos": names, "seed": seed, "counts": counts}

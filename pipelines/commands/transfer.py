@@ -25,6 +25,14 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
     type=click.IntRange(0),
     help="Epochs of the from-scratch training on each fold's images (0: skip it).",
 )
+@click.option(
+    "--scratch-steps",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="At least this many SGD steps per scratch or fine-tuning run: few images per class get more epochs (0: --scratch-epochs only).",
+)
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips in scratch and fine-tuning runs (off for digits).")
 @click.option("--finetune", is_flag=True, help="Also fine-tune every layer from the pretrained weights (--scratch-epochs epochs).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="SGD batch of scratch and fine-tuning runs.")
 @click.option(
@@ -45,6 +53,8 @@ def transfer(
     test_per_class,
     layer,
     scratch_epochs,
+    scratch_steps,
+    flip,
     finetune,
     batch_size,
     lr,
@@ -69,7 +79,6 @@ def transfer(
 
     from zfkeras.data import source_labels
     from zfkeras.experiments import transfer as methods
-    from zfkeras.experiments.folds import summarize
 
     started = time.monotonic()
     labels = source_labels(source)
@@ -85,21 +94,26 @@ def transfer(
             _report(run, folds)
     methods_trained = ["scratch"] * bool(scratch_epochs) + ["finetune"] * finetune
     if methods_trained:
-        config = _train_config(probe, keras_model, source, scratch_epochs, batch_size, lr, seed)
-        runs += _trained_runs(methods_trained, keras_model, source, folds_by_n, config, out, seed)
+        config = _train_config(probe, keras_model, source, scratch_epochs, batch_size, lr, seed).replace(flip=flip)
+        runs += _trained_runs(methods_trained, keras_model, source, folds_by_n, config, scratch_steps, out, seed)
+
+    settings = dict(per_class=per_class, folds=folds, test_per_class=test_per_class, scratch_epochs=scratch_epochs, finetune=finetune)
+    settings.update(batch_size=batch_size, lr=lr, C=C, seed=seed)
+    if scratch_steps or not flip:  # recorded only when used, so earlier results files stay comparable
+        settings.update(scratch_steps=scratch_steps, flip=flip)
+    head = {"model": model, "data_spec": data_spec, "data": source.name, "split": split, "layer": layer, **settings}
+    _write(out, head, runs, _feature_note(keras_model, layer), started, per_class)
+
+
+def _write(out, head, runs, features, started, per_class):
+    """results.json (every run), results.csv, table.txt and figure.png (Fig. 9) of a transfer experiment."""
+    from zfkeras.experiments.folds import summarize
 
     records = [run.to_dict() for run in runs]
     summary = summarize(records, ("method", "n_per_class"))
-    settings = dict(per_class=per_class, folds=folds, test_per_class=test_per_class, scratch_epochs=scratch_epochs, finetune=finetune)
-    settings.update(batch_size=batch_size, lr=lr, C=C, seed=seed)
     results = {
-        "model": model,
-        "data_spec": data_spec,
-        "data": source.name,
-        "split": split,
-        "layer": layer,
-        **settings,
-        "features": _feature_note(keras_model, layer),
+        **head,
+        "features": features,
         "metric": "mean per-class accuracy",
         "seconds": round(time.monotonic() - started, 1),
         "summary": summary,
@@ -108,14 +122,15 @@ def transfer(
     table = _table(summary, per_class)
     csv_rows = [["method", "n_per_class", "fold", "mean_class_accuracy"]]
     csv_rows += [[r["method"], r["n_per_class"], r["fold"], f"{r['mean_class_accuracy']:.6f}"] for r in records]
-    output.write_results(out, results, table, csv_rows, figure=_figure(summary, data_spec, layer))
+    output.write_results(out, results, table, csv_rows, figure=_figure(summary, head["data_spec"], head["layer"]))
     click.echo(table)
     click.echo(f"wrote {out} in {results['seconds']:.0f} s", err=True)
 
 
-def _trained_runs(names, model, source, folds_by_n, config, out, seed):
+def _trained_runs(names, model, source, folds_by_n, config, min_steps, out, seed):
     """Scratch and fine-tuning runs on every fold, each through zf train's loop in a work folder
-    beside --out that is removed at the end."""
+    beside --out that is removed at the end; each run takes ``config.epochs`` epochs, or as many
+    as ``min_steps`` SGD steps need on its fold's images."""
     from zfkeras.experiments import transfer as methods
 
     classes = len(source.class_names)
@@ -128,7 +143,9 @@ def _trained_runs(names, model, source, folds_by_n, config, out, seed):
                     fresh = method == "scratch"
                     start = methods.scratch_model(model, classes, seed) if fresh else methods.with_new_head(model, classes, seed)
                     run_dir = os.path.join(work, f"{method}-n{n}-fold{fold.index}")
-                    run, _ = methods.train_on_fold(start, source, fold, config, run_dir, method, compute_mean=fresh)
+                    steps_per_epoch = -(-len(fold.train) // config.batch_size)
+                    epochs = max(config.epochs, -(-min_steps // steps_per_epoch))
+                    run, _ = methods.train_on_fold(start, source, fold, config.replace(epochs=epochs), run_dir, method, compute_mean=fresh)
                     runs.append(run)
                     _report(run, len(draws))
     finally:

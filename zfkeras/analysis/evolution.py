@@ -153,7 +153,8 @@ def follow_maps(model, checkpoints, batches, maps, batch_size=64, scan_batches=N
         batches: re-iterable raw-pixel batches (:class:`zfkeras.data.ImageBatches`).
         maps: ``{layer: channel indices}``.
         scan_batches: ``(index, epoch, batches) -> iterable`` wrapping each scan (progress), or None.
-        on_checkpoint: called with the index of each checkpoint done, or None.
+        on_checkpoint: called with the index of each checkpoint done, while its weights are still
+            in ``model`` (e.g. to compute more of that epoch), or None.
 
     Returns:
         ``(epochs, tops, tiles)``: the epochs, one k=1 :class:`~zfkeras.analysis.top_activations.TopK`
@@ -187,3 +188,50 @@ def follow_maps(model, checkpoints, batches, maps, batch_size=64, scan_batches=N
     finally:
         model.set_weights(final)
     return epochs, tops, {layer: np.stack(stack, axis=1) for layer, stack in tiles.items()}
+
+
+def peak_activations(probe, images, layers, batch_size=64):
+    """``{layer: float32 [N, K]}``: each unit's strongest activation (spatial max of its map) in each image."""
+    features = probe.features(images, layers, batch_size=batch_size)
+    return {layer: value.reshape(len(value), -1, value.shape[-1]).max(axis=1) for layer, value in features.items()}
+
+
+def correlations_with_last(responses):
+    """Fig. 4 as a number that survives near-ties: how alike each unit's responses are at each
+    checkpoint and at the last one.
+
+    For every unit, its peak activation on each image of a fixed set (:func:`peak_activations`) is
+    a response vector; the Pearson correlation of the vector at checkpoint ``t`` with the vector at
+    the last checkpoint says how settled the unit is (1: it ranks and scales the images as it will
+    at the end). Unlike the top-1 image (:func:`stable_epoch`), it does not flip between images
+    whose activations nearly tie. A unit silent on every image at either checkpoint has no
+    correlation (NaN).
+
+    Args:
+        responses: one ``{layer: [N, units]}`` per checkpoint, in epoch order (e.g. computed by
+            :func:`follow_maps`'s ``on_checkpoint`` while each checkpoint's weights are loaded).
+
+    Returns:
+        ``{layer: float64 [checkpoints, units]}``.
+    """
+    correlations = {}
+    for layer in responses[-1]:
+        last = responses[-1][layer] - responses[-1][layer].mean(axis=0)
+        rows = []
+        for response in responses:
+            now = response[layer] - response[layer].mean(axis=0)
+            norms = np.sqrt((now**2).sum(axis=0) * (last**2).sum(axis=0))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rows.append(np.where(norms > 0, (now * last).sum(axis=0) / np.where(norms > 0, norms, 1), np.nan))
+        correlations[layer] = np.stack(rows)
+    return correlations
+
+
+def settle_epoch(epochs, curve, threshold=0.9):
+    """The first epoch from which ``curve`` (one value per epoch) stays at or above ``threshold``
+    through the last epoch; None if it never does (NaN counts as below)."""
+    above = np.asarray(curve, np.float64) >= threshold
+    if not above[-1]:
+        return None
+    first = len(above) - int(np.argmin(above[::-1])) if not above.all() else 0
+    return int(epochs[first])

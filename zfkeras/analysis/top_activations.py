@@ -348,3 +348,29 @@ def _check_disjoint(state, layer):
         keys = set(zip(state["image"][m][used].tolist(), state["y"][m][used].tolist(), state["x"][m][used].tolist()))
         if len(keys) != int(used.sum()):
             raise ValueError(f"merged top-k results share entries ({layer}, map row {m}): shards must cover disjoint images")
+
+
+def energy_extent(projections, fraction=0.9):
+    """How spread out projections are: the number of pixels holding ``fraction`` of each one's energy.
+
+    The energy of a pixel is the sum over channels of its squared value; pixels are taken from the
+    most energetic down until their energy reaches ``fraction`` of the total. NaN (outside the image)
+    counts as 0. A Fig. 2 hierarchy in one number: higher layers' top activations should be made of
+    larger structures, so their projections should spread over more pixels.
+
+    Args:
+        projections: ``[..., H, W, C]`` (e.g. :func:`project_topk`'s ``[maps, k, fh, fw, C]``).
+        fraction: in (0, 1].
+
+    Returns:
+        int ``[...]``: pixels per projection; 0 for an all-zero one.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    values = np.nan_to_num(np.asarray(projections, np.float64))
+    energy = (values**2).sum(axis=-1).reshape(values.shape[:-3] + (-1,))
+    ordered = -np.sort(-energy, axis=-1)
+    cumulative = np.cumsum(ordered, axis=-1)
+    total = cumulative[..., -1:]
+    needed = (cumulative < fraction * total - 1e-12 * total).sum(axis=-1) + 1
+    return np.where(total[..., 0] > 0, needed, 0).astype(np.int64)

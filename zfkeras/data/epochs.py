@@ -242,8 +242,9 @@ class TrainingImages:
 
     # ---- epochs --------------------------------------------------------------------------
 
-    def epoch(self, batch_size, seed, *, drop_remainder=False, with_ids=True) -> tf.data.Dataset:
+    def epoch(self, batch_size, seed, *, drop_remainder=False, with_ids=True, flip=True) -> tf.data.Dataset:
         """One epoch's batches ``(float32 [B, S, S, C] raw 0-255, int64 labels [B][, int64 ids [B]])``.
+        ``flip=False``: random crops without random horizontal flips.
 
         The order is ``np.random.default_rng(seed).permutation`` of the ids (streamed sources: a
         seeded shuffle buffer over stream positions); each image's crop and flip come from the
@@ -270,7 +271,7 @@ class TrainingImages:
         size, pad = self.input_size, self.pad
 
         def augment(image, label, i):
-            crop = random_crop_flip(image, size, tf.stack([seed64, i]), pad=pad)
+            crop = random_crop_flip(image, size, tf.stack([seed64, i]), pad=pad, flip=flip)
             return (tf.cast(crop, tf.float32), label, i) if with_ids else (tf.cast(crop, tf.float32), label)
 
         batches = examples.map(augment, num_parallel_calls=_AUTOTUNE, deterministic=True)

@@ -150,10 +150,10 @@ def ten_crop(image, input_size: int):
     return tf.stack(five(image) + five(tf.reverse(image, axis=[-2])), axis=-4)
 
 
-def random_crop_flip(image, input_size: int, seed, pad: int = 0):
+def random_crop_flip(image, input_size: int, seed, pad: int = 0, flip: bool = True):
     """Training augmentation: a uniformly random ``S x S`` crop of ``image [L, L, C]`` (first padded
     with ``pad`` zero rows/columns on each side, :func:`train_padding`), flipped left-right with
-    probability 1/2.
+    probability 1/2 (never with ``flip=False``: for data a mirror changes, such as digits).
 
     ``seed`` is a stateless seed, int ``[2]``; the same seed gives the same crop and flip.
     Returns ``[S, S, C]`` of the input dtype.
@@ -162,7 +162,8 @@ def random_crop_flip(image, input_size: int, seed, pad: int = 0):
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2))
     size = tf.stack([input_size, input_size, tf.shape(image)[-1]])
     crop = tf.image.stateless_random_crop(image, size=size, seed=crop_seed)
-    crop = tf.image.stateless_random_flip_left_right(crop, seed=flip_seed)
+    if flip:
+        crop = tf.image.stateless_random_flip_left_right(crop, seed=flip_seed)
     crop.set_shape([input_size, input_size, image.shape[-1]])
     return crop
 

@@ -32,6 +32,7 @@ class TrainConfig:
         strategy: ``make_strategy`` name. data, val_data: source specs, recorded for the record
             (the caller opens them). val_split: fraction of the training source held out for
             validation when no validation source is given (0 = none).
+        flip: random horizontal flips of the training crops (off for data a mirror changes).
     """
 
     arch: str = "zfnet_small"
@@ -59,6 +60,7 @@ class TrainConfig:
     data: str = DEFAULT_SOURCE
     val_data: Optional[str] = None
     val_split: float = 0.1
+    flip: bool = True
 
     def __post_init__(self):
         self.input_shape = tuple(int(v) for v in self.input_shape)

@@ -376,7 +376,7 @@ def _run_epoch(config, epoch, lr, model, stepper, images, val_dataset, callback_
     model.optimizer.learning_rate.assign(lr)
     _reset_dropout_seeds(model, config.seed, epoch)
     callback_list.on_epoch_begin(epoch)
-    epoch_data = images.epoch(config.batch_size, _epoch_seed(config.seed, epoch), with_ids=False)
+    epoch_data = images.epoch(config.batch_size, _epoch_seed(config.seed, epoch), with_ids=False, flip=config.flip)
     try:
         logs = stepper.train_epoch(epoch_data, callback_list)
         if not math.isfinite(logs["loss"]):
