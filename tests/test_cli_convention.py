@@ -37,7 +37,21 @@ READS_MODEL = {
     "localization",
 }
 READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report", "prepare", "localization"}
-RANDOM = {"demo", "train", "project", "visualize", "evolution", "filters", "correspondence", "transfer", "layers", "ablate", "prepare", "emoji", "localization"}
+RANDOM = {
+    "demo",
+    "train",
+    "project",
+    "visualize",
+    "evolution",
+    "filters",
+    "correspondence",
+    "transfer",
+    "layers",
+    "ablate",
+    "prepare",
+    "emoji",
+    "localization",
+}
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
 
 

@@ -60,7 +60,9 @@ def test_numbers_are_box_sensitivity_of_each_image_and_the_choice_spreads_over_c
     again = run(root, tmp_path / "b")
     assert again.exit_code == 0 and json.load(open(tmp_path / "b" / "results.json"))["per_image"] == found["per_image"]
     other = run(root, tmp_path / "c", "--seed", "1")
-    assert [r["file"] for r in json.load(open(tmp_path / "c" / "results.json"))["per_image"]] != [r["file"] for r in found["per_image"]]
+    assert other.exit_code == 0 and [r["file"] for r in json.load(open(tmp_path / "c" / "results.json"))["per_image"]] != [
+        r["file"] for r in found["per_image"]
+    ]
 
 
 def test_a_missing_box_and_a_non_folder_source_are_one_line(boxed, tmp_path):
