@@ -92,6 +92,19 @@ def test_topk_json_is_true_activations_and_top(setup):
     # the figures show the image patches of the kept units, cut here by hand from the raw bytes
     for layer in topk:
         check_png_patches(out / f"{layer}.png", summary["fields"][layer], topk[layer], raw, k=4)
+    # the extent (pixels with 90% of a projection's energy) of the kept activations, by numpy
+    from zfkeras.nn.deconv import Deconvnet
+
+    deconvnet = Deconvnet(model)
+    for layer in ("conv1", "conv5"):
+        fired = [(e, int(c)) for c, entries in topk[layer].items() for e in entries if e["value"] > 0]
+        images = raw[[e["image"] for e, _ in fired]][..., None].astype("float32")
+        projections = deconvnet.project(images, layer, [c for _, c in fired], np.array([(e["y"], e["x"]) for e, _ in fired]))
+        counts = []
+        for projection in projections:
+            energy = np.sort((projection.astype("float64") ** 2).sum(axis=-1).ravel())[::-1]
+            counts.append(int(np.searchsorted(np.cumsum(energy) / energy.sum(), 0.9 - 1e-12) + 1))
+        assert summary["extent"][layer]["median_pixels"] == pytest.approx(np.median(counts)), layer
 
 
 def read_png(path):

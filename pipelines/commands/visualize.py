@@ -85,9 +85,11 @@ def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     _project_and_draw(probe, top, data_images, fields, layer_names, chosen, summary, start, batch_size, out)
     for layer in layer_names:
         values = top.entries(layer)["value"][:, 0]
+        extent = summary["extent"][layer]["median_pixels"]
         click.echo(
             f"{layer}: {len(chosen[layer])} maps, field {fields[layer].size[0]}x{fields[layer].size[1]} px, "
-            f"top-1 activation median {float(np.median(values)):.3g} max {float(values.max()):.3g} -> {out}/{layer}.png"
+            f"top-1 activation median {float(np.median(values)):.3g} max {float(values.max()):.3g}, "
+            f"90% of projection energy in {extent if extent is None else round(extent)} px -> {out}/{layer}.png"
         )
     click.echo(f"scanned {top.images_seen} images; wrote {out}/topk.json")
 
@@ -124,13 +126,14 @@ def _project_and_draw(probe, top, data_images, fields, layer_names, chosen, summ
     from zfkeras.io.atomic import atomic_output
 
     total = sum(int((top.entries(layer)["image"] >= 0).sum()) for layer in layer_names)
-    summary["figures"] = {}
+    summary["figures"], summary["extent"] = {}, {}
     with atomic_output(out, directory=True) as target, output.progressbar(length=total, label=f"project {total} activations") as bar:
         for layer in layer_names:
             crops = project_topk(probe, top, data_images, fields, layers=[layer], first_image=start, batch_size=batch_size, progress=bar.update)
             path = os.path.join(target, f"{layer}.png")
             output.save_figure(figures.topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path)
             summary["figures"][layer] = os.path.basename(path)
+            summary["extent"][layer] = _extent(crops[layer]["projections"], top.entries(layer)["value"], probe.input_shape)
         output.write_json(os.path.join(target, "topk.json"), top.to_dict())
         output.write_json(os.path.join(target, "summary.json"), summary)  # last: marks a complete output
 
@@ -158,3 +161,15 @@ def merge_shards(dirs, k):
     if ends[0][0] != 0 or any(a[1] != b[0] for a, b in zip(ends, ends[1:])):
         raise click.BadParameter(f"the shards cover images {ends}, not one contiguous range from 0", param_hint="--merge")
     return merged, ends[-1][1]
+
+
+def _extent(projections, values, input_shape):
+    """Fig. 2's hierarchy as a number: the median, over the kept activations that fired, of the
+    pixels holding 90% of a projection's energy (:func:`zfkeras.analysis.top_activations.energy_extent`),
+    and that as a share of the image's area."""
+    from zfkeras.analysis.top_activations import energy_extent
+
+    pixels = energy_extent(projections, 0.9)[values > 0]
+    median = float(np.median(pixels)) if pixels.size else None
+    area = int(input_shape[0]) * int(input_shape[1])
+    return {"median_pixels": median, "median_share": None if median is None else median / area, "projections": int(pixels.size)}
