@@ -14,6 +14,7 @@ from pipelines import figures, loading, options, output, records, runtime
 @options.layers_option
 @options.maps_option("random:4")
 @options.batch_size_option()
+@options.rule_option
 @click.option(
     "--percentile",
     default=99.0,
@@ -23,7 +24,7 @@ from pipelines import figures, loading, options, output, records, runtime
 )
 @options.out_option(results="evolution.json")
 @options.seed_option
-def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, batch_size, percentile, out, seed):
+def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, batch_size, rule, percentile, out, seed):
     """Strongest activation of chosen maps at each kept epoch, projected to pixels (Fig. 4).
 
     MODEL is a training run dir, an export with checkpoints/ (or a .keras file beside them), or a
@@ -53,11 +54,20 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     loaded = ((epoch, first if index == 0 else loading.load_checkpoint(file)) for index, (epoch, file) in enumerate(checkpoints))
     try:
         epochs, tops, tiles = follow_maps(
-            first, loaded, data_images, {layer: chosen[layer] for layer in layer_names}, batch_size, scan_batches=scanned
+            first, loaded, data_images, {layer: chosen[layer] for layer in layer_names}, batch_size, scan_batches=scanned, rule=rule
         )
     except ValueError as error:
         raise click.UsageError(f"{model}: {error}") from None
-    report = {"run": model, "data": data_spec, "split": split, "images": tops[0].images_seen, "seed": seed, "epochs": epochs, "layers": {}}
+    report = {
+        "run": model,
+        "data": data_spec,
+        "split": split,
+        "images": tops[0].images_seen,
+        "seed": seed,
+        "rule": rule,
+        "epochs": epochs,
+        "layers": {},
+    }
     if data_images.source.skipped:
         report["skipped_files"] = list(data_images.source.skipped_files)
     lines = []
