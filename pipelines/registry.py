@@ -22,6 +22,8 @@ COMMANDS = {
     "report": "pipelines.commands.report:report",
     "prepare": "pipelines.commands.prepare:prepare",
     "emoji": "pipelines.commands.emoji:emoji",
+    "sanity": "pipelines.commands.sanity:sanity",
+    "faithfulness": "pipelines.commands.faithfulness:faithfulness",
 }
 
 HELP = {
@@ -42,6 +44,8 @@ HELP = {
     "report": "One HTML page about one model: architecture, training, accuracy and the paper's figures.",
     "prepare": "Write a data source as sharded TFRecords of resized JPEGs (--data tfrecord:DIR).",
     "emoji": "Build Emoji-64, the many-class colour analogue of ImageNet (1,560 classes, 64x64).",
+    "sanity": "Do the projections depend on the weights? Randomisation tests (Adebayo et al. 2018).",
+    "faithfulness": "Deletion and insertion curves of occlusion and projection maps (Petsiuk et al. 2018).",
 }
 
 
