@@ -26,7 +26,9 @@ has no rank order or HOG direction: against a map that is not, its Spearman and 
 the means.
 """
 
+import contextlib
 import dataclasses
+import functools
 import zlib
 
 import numpy as np
@@ -263,6 +265,29 @@ def _keras_probe(model):
     return KerasProbe(model)
 
 
+def _compare(trained, maps, table, index, steps):
+    """Put the similarities of ``maps`` ``{rule: {target: [N, H, W, C]}}`` to ``trained`` (and how
+    many are silent) at step ``index`` of ``table`` (one of :class:`SanityResult`'s dicts)."""
+    for rule, per_target in maps.items():
+        for target, projected in per_target.items():
+            slot = table.setdefault(rule, {}).setdefault(target, {m: np.full((steps, len(projected)), np.nan) for m in METRICS})
+            for metric, values in similarities(trained[rule][target], projected).items():
+                slot[metric][index] = values
+            slot.setdefault("silent", np.zeros(steps, "int64"))[index] = silent(projected)
+
+
+@contextlib.contextmanager
+def _reinitialized(layer, seed):
+    """``layer`` re-initialised (:func:`reinitialize`) within the block, its weights put back after."""
+    before = [weight.numpy() for weight in layer.trainable_weights]
+    reinitialize(layer, seed)
+    try:
+        yield
+    finally:
+        for weight, value in zip(layer.trainable_weights, before):
+            weight.assign(value)
+
+
 def sanity_check(
     model, images, labels=None, layers=None, rules=RULES, unit_layer=None, random_labels_model=None, shown=2, seed=0, batch_size=64, progress=None
 ):
@@ -306,14 +331,7 @@ def sanity_check(
     step()
     kept = {rule: {target: [maps[:shown]] for target, maps in per.items()} for rule, per in trained.items()}
 
-    def compare(maps, table, index, steps):
-        for rule, per_target in maps.items():
-            for target, projected in per_target.items():
-                slot = table.setdefault(rule, {}).setdefault(target, {m: np.full((steps, len(images)), np.nan) for m in METRICS})
-                for metric, values in similarities(trained[rule][target], projected).items():
-                    slot[metric][index] = values
-                slot.setdefault("silent", np.zeros(steps, "int64"))[index] = silent(projected)
-
+    compare = functools.partial(_compare, trained)
     saved = keras_model.get_weights()
     cascading, independent = {}, {}
     try:
@@ -327,12 +345,8 @@ def sanity_check(
             step()
         keras_model.set_weights(saved)
         for index, name in enumerate(order):
-            layer = keras_model.get_layer(name)
-            before = [w.numpy() for w in layer.trainable_weights]
-            reinitialize(layer, seed)
-            compare(project_targets(probe, images, targets, rules, batch_size), independent, index, len(order))
-            for weight, value in zip(layer.trainable_weights, before):
-                weight.assign(value)
+            with _reinitialized(keras_model.get_layer(name), seed):
+                compare(project_targets(probe, images, targets, rules, batch_size), independent, index, len(order))
             step()
     finally:
         keras_model.set_weights(saved)
