@@ -2,6 +2,8 @@
 
 Each module ``benchmarks/<name>.py`` has ``main(argv) -> dict`` that prints its own table and
 returns the measured numbers; every number is compared against a baseline measured in the same run.
+Every module here is a benchmark, found by name: data, faithfulness, occlusion, project, rules,
+topk, train (``speed`` holds what they share).
 """
 
 import importlib
@@ -12,7 +14,7 @@ import sys
 
 def main(argv):
     here = os.path.dirname(__file__)
-    names = sorted(m.name for m in pkgutil.iter_modules([here]) if not m.name.startswith("_"))
+    names = sorted(m.name for m in pkgutil.iter_modules([here]) if not m.name.startswith("_") and m.name != "speed")
     # Leading words that name benchmarks choose them; everything from the first option on is passed
     # to each benchmark's main (so "--images 6400" keeps its value).
     split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
