@@ -327,7 +327,7 @@ def sanity_curves_figure(table):
                 for mode, style in (("cascading", "-"), ("independent", "--")):
                     mean = [1.0] + table[mode][rule][target][metric]["mean"]
                     axis.plot(steps, mean, style, color=colour, marker="o", markersize=3, label=f"{rule} ({mode})")
-                if table.get("data"):
+                if table.get("data") and target in table["data"][rule]:
                     axis.plot([steps[-1] + 1], table["data"][rule][target][metric]["mean"], "s", color=colour, markersize=6)
             ticks = ["trained"] + layers + (["shuffled\nlabels"] if table.get("data") else [])
             axis.set_xticks(range(len(ticks)))

@@ -4,8 +4,9 @@ A projection that explains the model must change when the model's weights do. **
 randomisation**: re-initialise the layers with weights from the top down, one more at each step
 (*cascading*) or one at a time with the others trained (*independent*), recompute each backward
 rule's projections of the same images and units, and measure how similar they stay to the trained
-model's. **Data randomisation**: the same comparison against a model of the same architecture
-trained on shuffled labels. A rule whose maps stay alike has shown the image, not the model.
+model's. **Data randomisation**: the same comparison of the class-score maps against a model of the same
+architecture trained on shuffled labels (not of the units: a channel of a model trained apart is
+another feature). A rule whose maps stay alike has shown the image, not the model.
 
 Targets (what is projected): ``"class"``, the score of each image's class (the output layer's
 input gradient seed, :attr:`zfkeras.nn.probe.Probe.class_layer`; the paper's saliency map), and
@@ -206,7 +207,8 @@ class SanityResult:
         unit: the :class:`Targets` (labels, unit layer, channels, positions).
         cascading, independent: ``{rule: {target: {metric: float64 [layers, N]}}}``, and under
             the key ``"silent"`` int ``[layers]``: how many maps were all zero at each step.
-        data: the same ``[1, N]`` against the shuffled-label model, or None.
+        data: the same ``[1, N]`` against the shuffled-label model, for the class target only (a
+            unit of a model trained apart is another feature), or None.
         grid: ``{rule: {target: float32 [1 + layers, shown, H, W, C]}}``: the first ``shown``
             images' maps, trained then at each cascading step.
         images: N.
@@ -355,8 +357,11 @@ def sanity_check(
         other = _keras_probe(random_labels_model)
         if tuple(other.input_shape) != tuple(probe.input_shape) or other.projectable() != probe.projectable():
             raise ValueError("random_labels_model must have the model's architecture (input shape and projectable layers)")
+        # Class scores only: a unit (channel, position) of a model trained apart is another feature.
+        maps = project_targets(other, images, targets, rules, batch_size)
         data = {}
-        compare(project_targets(other, images, targets, rules, batch_size), data, 0, 1)
+        compare({rule: {"class": per["class"]} for rule, per in maps.items() if "class" in per}, data, 0, 1)
+        data = data or None
         step()
     grid = {rule: {target: np.stack(stack) for target, stack in per.items()} for rule, per in kept.items()}
     present = tuple(t for t in TARGETS if t in trained[rules[0]])
