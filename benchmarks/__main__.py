@@ -3,6 +3,8 @@
 
 Each module ``benchmarks/<name>.py`` has ``main(argv) -> dict`` that prints its own table and
 returns the measured numbers; every number is compared against a baseline measured in the same run.
+Every module here is a benchmark, found by name: data, faithfulness, occlusion, project, rules,
+topk, train (``speed`` holds what they share).
 """
 
 import importlib

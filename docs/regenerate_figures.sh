@@ -19,6 +19,14 @@ $ZF correspondence $MODEL --parts $EX/shirt-parts.json --out docs/figures/corres
 $ZF transfer $MODEL --data mnist_5k --per-class 1,5,10,15,30 --folds 5 --scratch-epochs 30 --seed 0 \
     --out docs/figures/transfer
 $ZF layers $MODEL --data mnist_5k --per-class 5,30 --folds 5 --seed 0 --out docs/figures/layers
+# Can a projection be trusted? (docs/trust.md): a model trained on shuffled labels for the data test.
+.venv/bin/python docs/examples/shuffled_labels.py out/shuffled-data --images 1000
+$ZF train --arch zfnet_small --data idx:out/shuffled-data --units fc6=512,fc7=512 --epochs 200 --batch-size 32 \
+    --dropout 0 --kernel-init glorot_uniform --val-split 0 --patience 1000 --checkpoint-epochs 200 \
+    --log-projections 0 --no-progress --seed 0 --out out/shuffled-run
+$ZF sanity $MODEL --data fashion_mnist --images 100 --random-labels-model out/shuffled-run/model.keras \
+    --out docs/figures/trust/sanity
+$ZF faithfulness $MODEL --data fashion_mnist --images 100 --out docs/figures/trust/faithfulness
 $ZF report $MODEL --data fashion_mnist --parts $EX/shirt-parts.json \
     --results docs/figures/transfer --results docs/figures/layers --out docs/figures/report/page
 # The README's screenshot of the page, by Debian's headless Chromium.

@@ -38,10 +38,11 @@ def show_grid(image, title, labels=(), dpi=100):
     return figure
 
 
-def topk_figure(layer, channels, crops, values, images_scanned):
+def topk_figure(layer, channels, crops, values, images_scanned, rule="deconvnet"):
     """Fig. 2 for one layer: per map, a grid of its top-k projections beside the matching patches.
 
-    ``values`` ``[maps, k]``: the kept activations (a map whose best is 0 is marked silent)."""
+    ``values`` ``[maps, k]``: the kept activations (a map whose best is 0 is marked silent);
+    ``rule``: the backward rule of the projections, named in the title."""
     from zfkeras.io.display import display_tiles, mosaic, pixels_to_display
 
     k = values.shape[1]
@@ -71,7 +72,7 @@ def topk_figure(layer, channels, crops, values, images_scanned):
                 f"map {channel}" + (" (silent)" if values[m, 0] <= 0 else ""),
             )
         )
-    title = f"{layer}: top-{k} activations of {maps} maps over {images_scanned} images (left: deconvnet projections, right: image patches)"
+    title = f"{layer}: top-{k} activations of {maps} maps over {images_scanned} images (left: {rule} projections, right: image patches)"
     return show_grid(grid, title, labels)
 
 
@@ -127,7 +128,8 @@ def occlusion_figure(result, class_names, name, box=None):
         figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
         axis.set_title(title, fontsize=9)
     axes[2].imshow(to_display(result.projection), cmap="gray", vmin=0, vmax=1)
-    axes[2].set_title(f"(c) projection of {result.layer} map {result.feature_map}\n(strongest activation, unoccluded)", fontsize=9)
+    rule = "" if result.rule == "deconvnet" else f", {result.rule} rule"
+    axes[2].set_title(f"(c) projection of {result.layer} map {result.feature_map}\n(strongest activation, unoccluded{rule})", fontsize=9)
     # one colour per class index, the same in every figure
     palette = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     colours = ListedColormap([palette(c % palette.N) for c in range(len(class_names))])
@@ -324,5 +326,97 @@ def masks_figure(named, parts, result, fill, random_shown=2):
                     y0, x0, y1, x1 = boxes[row]
                     axes[row, col].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=1))
         axes[row, 0].text(-2, images.shape[1] / 2, name, fontsize=7, rotation=90, va="center", ha="right")
+    figure.tight_layout()
+    return figure
+
+
+RULE_COLOURS = {"deconvnet": "tab:blue", "guided": "tab:orange", "gradient": "tab:green", "occlusion": "tab:purple", "random": "grey"}
+
+
+def sanity_curves_figure(table):
+    """Adebayo et al.'s Fig. 2 for ``table`` (:meth:`zfkeras.analysis.sanity.SanityResult.to_dict`):
+    similarity to the trained model's maps (rows: targets; columns: metrics) as layers are
+    re-initialised from the top (cascading, solid) or one at a time (independent, dashed); the
+    shuffled-label model's mean as a marker at the right."""
+    plt = pyplot()
+    targets, metrics, layers = table["targets"], table["metrics"], table["layers"]
+    names = {"spearman": "Spearman rank corr. (|map|)", "ssim": "SSIM", "hog": "HOG correlation"}
+    figure, axes = plt.subplots(len(targets), len(metrics), figsize=(4.2 * len(metrics), 3.3 * len(targets)), squeeze=False)
+    steps = np.arange(len(layers) + 1)
+    for row, target in enumerate(targets):
+        for col, metric in enumerate(metrics):
+            axis = axes[row, col]
+            for rule in table["rules"]:
+                colour = RULE_COLOURS.get(rule)
+                for mode, style in (("cascading", "-"), ("independent", "--")):
+                    mean = [1.0] + table[mode][rule][target][metric]["mean"]
+                    axis.plot(steps, mean, style, color=colour, marker="o", markersize=3, label=f"{rule} ({mode})")
+                if table.get("data") and target in table["data"][rule]:
+                    axis.plot([steps[-1] + 1], table["data"][rule][target][metric]["mean"], "s", color=colour, markersize=6)
+            ticks = ["trained"] + layers + (["shuffled\nlabels"] if table.get("data") else [])
+            axis.set_xticks(range(len(ticks)))
+            axis.set_xticklabels(ticks, rotation=60, fontsize=7)
+            axis.set_ylim(-0.2, 1.05)
+            axis.axhline(0, color="black", linewidth=0.5)
+            axis.set_title(f"{target}: {names.get(metric, metric)}", fontsize=9)
+            if row == 0 and col == 0:
+                axis.legend(fontsize=6, loc="lower left")
+    figure.suptitle(
+        f"Similarity to the trained model's maps over {table['images']} images as layers are re-initialised "
+        "(solid: from the top down, cumulative; dashed: that layer alone)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def sanity_grid_figure(grid, image, layers, title):
+    """The maps of one image as layers are re-initialised from the top down: ``grid``
+    ``{row label: [1 + layers, H, W, C]}`` (trained first), shown as |map| summed over channels,
+    each scaled to its 99th percentile (black: 0); ``image`` raw pixels first."""
+    from zfkeras.analysis.sanity import grey, normalised
+    from zfkeras.io.display import pixels_to_display
+
+    plt = pyplot()
+    rows, columns = len(grid), len(layers) + 2
+    figure, axes = plt.subplots(rows, columns, figsize=(1.25 * columns, 1.35 * rows + 0.6), squeeze=False)
+    for row, (label, maps) in enumerate(grid.items()):
+        shown = normalised(grey(maps))
+        axes[row, 0].imshow(pixels_to_display(image), cmap="gray")
+        axes[row, 0].set_ylabel(label, fontsize=7)
+        for step in range(len(maps)):
+            axes[row, step + 1].imshow(shown[step], cmap="gray", vmin=0, vmax=1)
+            if row == 0:
+                axes[row, step + 1].set_title("trained" if step == 0 else f"-{layers[step - 1]}", fontsize=7)
+    for axis in axes.ravel():
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title, fontsize=8)
+    return figure
+
+
+def faithfulness_figure(table):
+    """Mean deletion and insertion curves (± std over images, shaded) of every method, per target,
+    with the AUC in the legend (``table``: :meth:`zfkeras.analysis.faithfulness.FaithfulnessResult.to_dict`)."""
+    plt = pyplot()
+    targets = list(table["targets"])
+    figure, axes = plt.subplots(len(targets), 2, figsize=(10, 3.6 * len(targets)), squeeze=False)
+    fractions = np.asarray(table["fractions"])
+    scores = {"class": "p(class)", "unit": "unit activation"}
+    for row, target in enumerate(targets):
+        for col, kind in enumerate(("deletion", "insertion")):
+            axis = axes[row, col]
+            for method, kinds in table["targets"][target].items():
+                entry = kinds[kind]
+                mean = np.asarray(entry["mean_curve"])
+                colour = RULE_COLOURS.get(method)
+                axis.plot(fractions, mean, color=colour, label=f"{method}: AUC {entry['auc_mean']:.3f} ± {entry['auc_std']:.3f}")
+                spread = np.asarray(entry["std_curve"])
+                axis.fill_between(fractions, mean - spread, mean + spread, color=colour, alpha=0.08)
+            axis.set_xlabel(f"fraction of pixels {'removed' if kind == 'deletion' else 'inserted'}, most relevant first", fontsize=8)
+            axis.set_ylabel(scores.get(target, target), fontsize=8)
+            axis.set_title(f"{target}: {kind} ({'lower' if kind == 'deletion' else 'higher'} AUC = more faithful)", fontsize=9)
+            axis.legend(fontsize=7)
+    figure.suptitle(f"Deletion and insertion curves (Petsiuk et al. 2018), mean over {table['images']} images", fontsize=9)
     figure.tight_layout()
     return figure

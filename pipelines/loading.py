@@ -29,6 +29,41 @@ def open_model(path, option="MODEL"):
         raise click.BadParameter(str(error).strip().splitlines()[0], param_hint=option) from None
 
 
+def check_rule(probe, rule):
+    """A one-line error naming --rule when MODEL cannot project under ``rule`` (an export written
+    before the guided and gradient rules has the deconvnet's endpoints only)."""
+    if rule not in probe.rules:
+        raise click.BadParameter(
+            f"{probe.path}: this export has {', '.join(probe.rules)} projections only, no {rule} ones (exported before the rules or without them); "
+            f"re-export it with `zf export {probe.path}/model.keras --out DIR`, or give its model.keras as MODEL",
+            param_hint="--rule",
+        )
+    return rule
+
+
+def with_all_rules(probe, option="MODEL"):
+    """``probe`` if it projects under every rule and the class scores, else (an export written
+    before the rules) a Keras probe of its ``model.keras``, with its class names."""
+    from zfkeras.nn.probe import KerasProbe
+
+    if set(options.RULES) <= set(probe.rules) and probe.class_layer is not None:
+        return probe
+    return KerasProbe(keras_model(probe, option), class_names=probe.class_names, path=probe.path, record=probe.record)
+
+
+def labelled_images(data_spec, split, input_shape, count, skip_corrupt=False, data_dir=None):
+    """``(images float32 [N, S, S, C], labels int64 [N], source)``: the first ``count`` images of
+    the ``split`` of ``--data`` at a model's input shape, in memory."""
+    batches = image_batches(data_spec, split, input_shape, 256, count=count, skip_corrupt=skip_corrupt, data_dir=data_dir)
+    images, labels = [], []
+    for batch, batch_labels in batches.dataset().as_numpy_iterator():
+        images.append(batch)
+        labels.append(batch_labels)
+    if not images:
+        raise click.BadParameter(f"the {split} split of {data_spec} has no images", param_hint="--data")
+    return np.concatenate(images), np.concatenate(labels), batches.source
+
+
 def keras_model(probe, option="MODEL"):
     """``probe.keras_model`` (an export's ``model.keras``, loaded on first use), a one-line error if it cannot be."""
     try:
@@ -187,7 +222,7 @@ def image_batches(data_spec, split, input_shape, batch_size, count=None, start=0
     return ImageBatches(source, input_shape, batch_size, count=count, start=start)
 
 
-def labelled_images(source, input_shape, batch_size=64):
+def labelled_examples(source, input_shape, batch_size=64):
     """``(image [S, S, C] float32 raw pixels, label)`` of every example of an opened source, in
     order, at a model's input shape (the evaluation view, :class:`zfkeras.data.ImageBatches`)."""
     from zfkeras.data import ImageBatches

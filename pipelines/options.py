@@ -209,6 +209,26 @@ def maps_option(default, help="Maps per layer"):
     return decorate
 
 
+RULES = ("deconvnet", "guided", "gradient")  # zfkeras.nn.adjoint.RULES (tested equal), spelled here so --help needs no TF import
+
+
+def rule_option(function=None, *, help="Backward rule of the projections"):
+    """``--rule deconvnet|guided|gradient``: how projections go down through ReLUs (the paper's
+    deconvnet, guided backpropagation, or the plain input gradient; docs/trust.md)."""
+
+    def decorate(function):
+        return click.option(
+            "--rule",
+            type=click.Choice(RULES),
+            default="deconvnet",
+            show_default=True,
+            help=f"{help}: deconvnet (the paper's: ReLU of the signal), guided (guided backprop: also only where the unit fired) "
+            "or gradient (the input gradient).",
+        )(function)
+
+    return decorate(function) if function is not None else decorate
+
+
 def batch_size_option(default=64, help="Images per forward pass."):
     """``--batch-size N`` (>= 1): how many images go through the model at once (bounds memory)."""
     return click.option("--batch-size", default=default, show_default=True, type=click.IntRange(1), metavar="N", help=help)

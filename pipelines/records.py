@@ -106,3 +106,42 @@ def result_json(result, names, files, parts, objects, draws, seed):
         },
         "random_boxes": result.random_boxes.tolist(),
     }
+
+
+def mean_std(entry, index=None):
+    """``"0.61 ± 0.12"`` from ``{"mean", "std"}`` (lists: item ``index``); "n/a" where undefined."""
+    mean, std = (entry[key] if index is None else entry[key][index] for key in ("mean", "std"))
+    return "n/a" if mean is None or mean != mean else f"{mean:.2f} ± {std:.2f}"
+
+
+def sanity_rows(table, mode):
+    """``(header, rows)`` of one mode of ``zf sanity``'s table (``"cascading"``, ``"independent"``
+    or ``"data"``): per rule, target and metric, mean ± std over the images at each step."""
+    steps = ["shuffled labels"] if mode == "data" else [f"-{layer}" if mode == "independent" else f"..{layer}" for layer in table["layers"]]
+    header = ["rule", "target", "metric"] + steps
+    rows = []
+    for rule in table["rules"]:
+        for target in [t for t in table["targets"] if t in table[mode][rule]]:  # the data test: class scores only
+            entry = table[mode][rule][target]
+            for metric in table["metrics"]:
+                rows.append([rule, target, metric] + [mean_std(entry[metric], i) for i in range(len(steps))])
+            rows.append([rule, target, "silent maps"] + [str(count) for count in entry["silent"]])
+    return header, rows
+
+
+def faithfulness_rows(table):
+    """``(header, rows)``: mean ± std of the deletion and insertion AUCs per target and method."""
+    header = ["target", "method", "deletion AUC (lower: better)", "insertion AUC (higher: better)"]
+    rows = []
+    for target, methods in table["targets"].items():
+        for method, kinds in methods.items():
+            rows.append([target, method] + [f"{kinds[k]['auc_mean']:.3f} ± {kinds[k]['auc_std']:.3f}" for k in ("deletion", "insertion")])
+    return header, rows
+
+
+def rows_text(header, rows):
+    """A plain-text table, columns padded to their widest cell."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines) + "\n"

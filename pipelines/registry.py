@@ -23,6 +23,8 @@ COMMANDS = {
     "prepare": "pipelines.commands.prepare:prepare",
     "emoji": "pipelines.commands.emoji:emoji",
     "localization": "pipelines.commands.localization:localization",
+    "sanity": "pipelines.commands.sanity:sanity",
+    "faithfulness": "pipelines.commands.faithfulness:faithfulness",
 }
 
 HELP = {
@@ -44,6 +46,8 @@ HELP = {
     "prepare": "Write a data source as sharded TFRecords of resized JPEGs (--data tfrecord:DIR).",
     "localization": "Where occlusion hurts, against object boxes (Fig. 7 made quantitative).",
     "emoji": "Build Emoji-64, the many-class colour analogue of ImageNet (1,560 classes, 64x64).",
+    "sanity": "Do the projections depend on the weights? Randomisation tests (Adebayo et al. 2018).",
+    "faithfulness": "Deletion and insertion curves of occlusion and projection maps (Petsiuk et al. 2018).",
 }
 
 

@@ -35,8 +35,25 @@ READS_MODEL = {
     "layers",
     "report",
     "localization",
+    "sanity",
+    "faithfulness",
 }
-READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report", "prepare", "localization"}
+READS_DATA = {
+    "demo",
+    "train",
+    "evaluate",
+    "visualize",
+    "evolution",
+    "filters",
+    "transfer",
+    "layers",
+    "ablate",
+    "report",
+    "prepare",
+    "localization",
+    "sanity",
+    "faithfulness",
+}
 RANDOM = {
     "demo",
     "train",
@@ -51,7 +68,10 @@ RANDOM = {
     "prepare",
     "emoji",
     "localization",
+    "sanity",  # --seed: the new weights
+    "faithfulness",  # --seed: the random ranking
 }
+PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report"}  # take --rule (the backward rule)
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
 
 
@@ -111,6 +131,11 @@ def test_help_follows_the_convention(name):
     if name in RANDOM | DETERMINISTIC:
         assert ("--seed" in found) == (name in RANDOM), name
 
+    # --rule deconvnet|guided|gradient on every command that projects, the same choice everywhere.
+    assert ("--rule" in found) == (name in PROJECTS), name
+    if name in PROJECTS:
+        assert list(found["--rule"].type.choices) == list(cli_options.RULES) and found["--rule"].default == "deconvnet"
+
     # --maps is a selection wherever it exists.
     if "--maps" in found:
         assert isinstance(found["--maps"].type, cli_options.MapSelection), name
@@ -118,6 +143,12 @@ def test_help_follows_the_convention(name):
     # Every option says what it does.
     for opt, param in found.items():
         assert param.help and len(param.help.strip()) > 8, (name, opt)
+
+
+def test_the_rules_of_the_options_are_the_librarys():
+    from zfkeras.nn.adjoint import RULES
+
+    assert cli_options.RULES == RULES
 
 
 def test_no_command_is_missed():

@@ -203,18 +203,70 @@ def test_exported_probe_equals_keras_probe(model, exported, images):
         probe.predict(images[..., 0])
 
 
+def test_rule_endpoints_equal_the_keras_probe(model, exported, images):
+    """Every rule's endpoints (given position, strongest unit, whole map, class scores) are listed
+    in zfkeras.json and give what the Keras probe gives."""
+    probe, reference = load_exported(exported), KerasProbe(model, CLASSES)
+    meta = read_metadata(exported)
+    assert meta["rules"] == ["deconvnet", "guided", "gradient"] and meta["class_layer"] == "predictions"
+    assert {"project_conv3", "project_map_conv3", "project_conv3_guided", "project_map_conv3_gradient", "project_predictions_guided"} <= set(
+        meta["endpoints"]
+    )
+    assert probe.class_layer == "predictions" and probe.projectable() == LAYERS + ["predictions"]
+    for rule in ("deconvnet", "guided", "gradient"):
+        for layer, position in (("conv2", "max"), ("conv3", (3, 4)), ("conv4", "map"), ("predictions", "max")):
+            want = reference.project(images, layer, [1, 2, 0], position, rule=rule)
+            assert np.abs(want).max() > 0, (rule, layer)
+            got = probe.project(images, layer, [1, 2, 0], position, batch_size=2, rule=rule)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    guided, gradient = (reference.project(images, "conv4", 1, rule=rule) for rule in ("guided", "gradient"))
+    assert np.abs(guided - gradient).max() > 1e-3 * np.abs(gradient).max()  # the endpoints above are not one rule thrice
+
+
+def test_an_export_of_fewer_rules_says_so(model, tmp_path, images):
+    export_model(model, tmp_path / "lean", class_names=CLASSES, rules=["gradient", "deconvnet"])
+    probe = load_exported(tmp_path / "lean")
+    assert probe.rules == ["deconvnet", "gradient"] and not any(name.endswith("_guided") for name in probe.metadata["endpoints"])
+    np.testing.assert_allclose(
+        probe.project(images, "conv3", 1, rule="gradient"), KerasProbe(model).project(images, "conv3", 1, rule="gradient"), rtol=1e-5, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="has deconvnet, gradient projections only, no 'guided' ones"):
+        probe.project(images, "conv3", 1, rule="guided")
+    with pytest.raises(ValueError, match="rules must include deconvnet"):
+        export_model(model, tmp_path / "none", class_names=CLASSES, rules=["guided"])
+    with pytest.raises(ValueError, match="rule must be one of"):
+        export_model(model, tmp_path / "bad", class_names=CLASSES, rules=["lrp"])
+
+
+def test_export_written_before_the_rules_loads_and_says_what_it_lacks():
+    """The shipped export predates the rules: deconvnet projections as before, one clear line otherwise."""
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", "zfnet-fashion-mnist")
+    probe = load_exported(shipped)
+    assert probe.rules == ["deconvnet"] and probe.class_layer is None
+    images = np.random.default_rng(0).uniform(0, 255, (2, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(
+        probe.project(images, "conv2", 3), KerasProbe(probe.keras_model, probe.class_names).project(images, "conv2", 3), rtol=1e-5, atol=1e-4
+    )
+    with pytest.raises(ValueError) as error:
+        probe.project(images, "conv2", 3, rule="guided")
+    message = str(error.value)
+    assert "\n" not in message and "deconvnet projections only, no 'guided' ones" in message and "zf export" in message
+    with pytest.raises(ValueError, match="unknown layer 'predictions'"):
+        probe.project(images, "predictions", 3)
+
+
 def test_failed_export_leaves_nothing_and_keeps_the_old_one(model, exported, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(zfkeras.export.savedmodel.np, "save", broken)  # fails after the SavedModel and model.keras are written
     with pytest.raises(OSError, match="disk full"):
-        export_model(model, tmp_path / "new", class_names=CLASSES)
+        export_model(model, tmp_path / "new", class_names=CLASSES, rules=["deconvnet"])  # one rule: a third of the tracing
     assert os.listdir(tmp_path) == []  # no directory, no temporary left behind
 
     before = {name: os.path.getmtime(exported / name) for name in os.listdir(exported)}
     with pytest.raises(OSError, match="disk full"):
-        export_model(model, exported, class_names=CLASSES)
+        export_model(model, exported, class_names=CLASSES, rules=["deconvnet"])
     assert {name: os.path.getmtime(exported / name) for name in os.listdir(exported)} == before
     assert [name for name in os.listdir(exported.parent) if name.startswith(".")] == []
 

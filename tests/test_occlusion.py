@@ -65,8 +65,8 @@ class CountingProbe(Probe):
         self._count(images)
         return self.inner.features(images, layers, batch_size)
 
-    def project(self, images, layer, channel, position="max", batch_size=64):
-        return self.inner.project(images, layer, channel, position, batch_size)
+    def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
+        return self.inner.project(images, layer, channel, position, batch_size, rule)
 
 
 def naive_occlusion(probe, image, patch, stride, fill, layer, feature_map, label):

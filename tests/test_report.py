@@ -278,6 +278,8 @@ def test_report_page_in_chromium(tiny_run, browser, tmp_path):
         "occlusion",
         "invariance",
         "correspondence",
+        "sanity",
+        "faithfulness",
         "transfer",
         "layers",
     }
@@ -296,8 +298,11 @@ def test_report_page_in_chromium(tiny_run, browser, tmp_path):
     assert shot[..., :3].std() > 0.05  # not a blank page: header, tables and figures
     captions = browser.evaluate("[...document.querySelectorAll('figure')].map(f => f.querySelector('figcaption').textContent)")
     assert len(captions) == len(images) and min(map(len, captions)) > 40, captions
-    # what to look for: training curves, confusion matrix, 5 x Fig. 2, Fig. 4, Fig. 5 curves, Fig. 6, 2 x Fig. 7
-    assert sum("Look for" in caption for caption in captions) == 12, captions
+    # what to look for: training curves, confusion matrix, 5 x Fig. 2, Fig. 4, Fig. 5 curves, Fig. 6, 2 x Fig. 7,
+    # the sanity curves and the deletion / insertion curves
+    assert sum("Look for" in caption for caption in captions) == 14, captions
+    assert set(sections["sanity"]["rules"]) == {"deconvnet", "guided", "gradient"} and sections["sanity"]["images"] == 20
+    assert set(sections["faithfulness"]["targets"]["class"]) == {"deconvnet", "guided", "gradient", "occlusion", "random"}
 
     # The accuracy on the page is zf evaluate's, digit for digit, for the same 100 images.
     shown = browser.evaluate(
@@ -336,7 +341,7 @@ def test_shipped_export_accuracy_and_training_record(tiny_run, tmp_path):
     history.json the export carries."""
     _, data = tiny_run
     out = tmp_path / "report"
-    skip = "visualize,evolution,filters,occlusion,invariance,correspondence,transfer,layers"
+    skip = "visualize,evolution,filters,occlusion,invariance,correspondence,sanity,faithfulness,transfer,layers"
     result = zf("report", SHIPPED, "--data", f"idx:{data}", "--images", 50, "--skip", skip, "--out", out)
     assert result.exit_code == 0, result.output
     sections = json.loads((out / "results.json").read_text())["sections"]
@@ -372,7 +377,7 @@ def test_failure_mid_report_leaves_no_output(tiny_run, tmp_path):
     box = {"collar": [0, 10, 5, 18]}
     (tmp_path / "parts.json").write_text(json.dumps({"images": [{"file": "a.png", "parts": box}, {"file": "b.png", "parts": box}]}))
     out = tmp_path / "report"
-    skip = "visualize,evolution,filters,occlusion,invariance"
+    skip = "visualize,evolution,filters,occlusion,invariance,sanity,faithfulness"
     args = ("report", root / "run", "--data", f"idx:{data}", "--images", 20, "--skip", skip)
     assert zf(*args, "--out", out).exit_code == 0
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}

@@ -15,6 +15,7 @@ from pipelines import figures, loading, options, output, records, runtime
 @options.layers_option
 @options.maps_option("random:4")
 @options.batch_size_option()
+@options.rule_option
 @click.option(
     "--percentile",
     default=99.0,
@@ -31,7 +32,7 @@ from pipelines import figures, loading, options, output, records, runtime
 )
 @options.out_option(results="evolution.json")
 @options.seed_option
-def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, batch_size, percentile, probe_images, out, seed):
+def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, batch_size, rule, percentile, probe_images, out, seed):
     """Strongest activation of chosen maps at each kept epoch, projected to pixels (Fig. 4), and how
     settled every unit is at each epoch.
 
@@ -70,11 +71,12 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
             batch_size,
             scan_batches=scanned,
             on_checkpoint=lambda index: responses.append(peak_activations(probe, fixed, layer_names, batch_size)),
+            rule=rule,
         )
     except ValueError as error:
         raise click.UsageError(f"{model}: {error}") from None
-    report = {"run": model, "data": data_spec, "split": split, "images": tops[0].images_seen, "seed": seed, "epochs": epochs, "layers": {}}
-    report["correlation_images"] = len(fixed)
+    report = {"run": model, "data": data_spec, "split": split, "images": tops[0].images_seen, "seed": seed, "rule": rule}
+    report |= {"epochs": epochs, "layers": {}, "correlation_images": len(fixed)}
     if data_images.source.skipped:
         report["skipped_files"] = list(data_images.source.skipped_files)
     correlations = correlations_with_last(responses)

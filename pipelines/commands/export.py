@@ -44,7 +44,9 @@ def export(model, out, class_names):
 
     Endpoints: serve(images) -> probabilities, features(images) -> every conv layer and fc6/fc7,
     project_<conv>(images, channel, position) and project_map_<conv>(images, channel) -> deconvnet
-    reconstructions; plus model.keras, mean.npy and zfkeras.json (metadata). The training command,
+    reconstructions, the same with _guided and _gradient appended for the other backward rules, and
+    project_predictions[_RULE](images, class) for the class scores; plus model.keras, mean.npy and
+    zfkeras.json (metadata). The training command,
     config and last-epoch metrics come from the run directory's config.json / history.json.
     """
     from zfkeras.export import export_model, model_file

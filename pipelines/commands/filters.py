@@ -7,13 +7,14 @@ import click
 from pipelines import figures, loading, options, output, runtime
 
 
-def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_corrupt=False, data_dir=None):
+def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_corrupt=False, data_dir=None, rule="deconvnet"):
     """All numbers and picture arrays of one model (see zfkeras.analysis.first_layer for what is computed);
     ``maps``: a ``--maps`` selection (:class:`pipelines.options.MapSelection`)."""
     from zfkeras.analysis.first_layer import first_layer_report
     from zfkeras.io.display import filter_grid
 
     probe = loading.open_model(path)
+    loading.check_rule(probe, rule)
     loading.model_fields(probe)
     if len(probe.layer_names) < 2:
         raise click.UsageError(f"{path}: needs two conv layers, has {', '.join(probe.layer_names)}")
@@ -23,7 +24,7 @@ def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_
     data_images = loading.image_batches(data, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir)
     with output.progressbar(length=data_images.batches or 0, label=f"{os.path.basename(path.rstrip('/'))}: scan {data_images.label}") as bar:
         try:
-            result = first_layer_report(probe, model, data_images, chosen[second], threshold, batch_size, on_batch=lambda n: bar.update(1))
+            result = first_layer_report(probe, model, data_images, chosen[second], threshold, batch_size, on_batch=lambda n: bar.update(1), rule=rule)
         except ValueError as error:
             raise click.UsageError(f"{path}: {error}") from None
     report = {"model": path, **result.to_dict(), "skipped_files": list(data_images.source.skipped_files)}
@@ -44,9 +45,10 @@ def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_
     help="Dead filter: mean activation <= this fraction of the median filter's.",
 )
 @options.batch_size_option()
+@options.rule_option(help="Backward rule of the second-layer projections")
 @options.out_option(results="filters.json")
 @options.seed_option
-def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, threshold, batch_size, out, seed):
+def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, threshold, batch_size, rule, out, seed):
     """First-layer filters and second-layer projections of one or two models, with diagnostics (Fig. 6).
 
     Per MODEL: the first conv layer's filters (each scaled to its own range), the fraction of dead
@@ -63,7 +65,7 @@ def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, thre
     labels = model_labels(models)
     reports, pictures = [], []
     for path in models:
-        report, picture = diagnose(path, data_spec, split, images, maps, batch_size, threshold, seed, skip_corrupt, data_dir)
+        report, picture = diagnose(path, data_spec, split, images, maps, batch_size, threshold, seed, skip_corrupt, data_dir, rule)
         reports.append(report)
         pictures.append(picture)
     with atomic_output(out, directory=True) as target:
@@ -76,7 +78,8 @@ def filters(models, data_spec, data_dir, skip_corrupt, images, split, maps, thre
             plt.title(f"{label}\n{figures.caption(report)[0]}", fontsize=9, loc="left")
             output.save_figure(figure, os.path.join(target, f"{label}-{report['first_layer']['name']}.png"))
         output.write_json(
-            os.path.join(target, "filters.json"), {"data": data_spec, "split": split, "seed": seed, "models": dict(zip(labels, reports))}
+            os.path.join(target, "filters.json"),
+            {"data": data_spec, "split": split, "seed": seed, "rule": rule, "models": dict(zip(labels, reports))},
         )
     for label, report in zip(labels, reports):
         click.echo(f"{label}: " + "; ".join(line.replace("\n", ", ") for line in figures.caption(report)))

@@ -96,7 +96,7 @@ def localization(model, data_spec, data_dir, skip_corrupt, images, split, boxes_
     source = loading.open_source(data_spec, split, data_dir=data_dir, skip_corrupt=skip_corrupt)
     boxes = read_boxes(boxes_file or os.path.join(root, "boxes.json"), source, root)
     chosen = choose(np.asarray(source.labels), images or 200, seed)
-    picked = loading.labelled_images(subset(source, chosen), probe.input_shape, batch_size)
+    picked = loading.labelled_examples(subset(source, chosen), probe.input_shape, batch_size)
     rows, examples = [], []
     with output.progressbar(length=len(chosen), label=f"occluding {len(chosen)} images") as bar:
         for index, (image, label) in zip(chosen, picked):

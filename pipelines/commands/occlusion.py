@@ -25,6 +25,7 @@ def save_result(result, class_names, name, out):
         stride=result.stride,
         clean_probs=result.clean_probs,
         class_names=np.array(class_names),
+        rule=np.array(result.rule),
     )
     output.save_figure(figures.occlusion_figure(result, class_names, name), os.path.join(out, name + ".png"))
 
@@ -41,8 +42,9 @@ def save_result(result, class_names, name, out):
 @click.option("--layer", help="Conv layer for panels (b) and (c). Default: the top conv layer.")
 @click.option("--map", "feature_map", type=click.IntRange(min=0), help="Feature map of --layer. Default: the strongest in the unoccluded image.")
 @options.batch_size_option(help="Occluded copies per forward pass (bounds memory).")
+@options.rule_option(help="Backward rule of panel (c)'s projection")
 @options.out_option(results="occlusion.json", written=(".npz", ".png"))
-def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, out):
+def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, rule, out):
     """Occlusion sensitivity of MODEL on each IMAGE (any image file, or a built-in photo name).
 
     Slides a square over every grid position (it may run past the border and is clipped there)
@@ -54,6 +56,7 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     from zfkeras.io.atomic import atomic_output
 
     probe = loading.open_model(model)
+    loading.check_rule(probe, rule)
     class_names = list(probe.class_names)
     if layer is not None:
         loading.choose_layers(layer, probe.layer_names, "--layer")
@@ -82,7 +85,9 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     results = []
     with atomic_output(out, directory=True) as target, output.progressbar(length=total, label="occluding") as bar:
         for (name, image), evaluator, true_label in zip(named, evaluators, labels):
-            result = occlusion_map(probe, image, label=true_label, stride=stride, batch_size=batch_size, progress=bar.update, evaluator=evaluator)
+            result = occlusion_map(
+                probe, image, label=true_label, stride=stride, batch_size=batch_size, progress=bar.update, evaluator=evaluator, rule=rule
+            )
             save_result(result, class_names, name, target)
             results.append((name, result))
         output.write_json(

@@ -8,10 +8,11 @@ import numpy as np
 from pipelines import figures, loading, options, output, runtime
 
 
-def project_images(probe, images, layers, count, position="max"):
+def project_images(probe, images, layers, count, position="max", rule="deconvnet"):
     """``{layer: (maps [N, count], projections [N, count, H, W, C])}`` for the strongest maps.
 
     ``position``: ``"max"`` projects each map's strongest activation alone; ``"map"`` the whole map.
+    ``rule``: the backward rule (:meth:`zfkeras.nn.probe.Probe.project`).
     """
     from zfkeras.analysis.top_activations import strongest_maps
 
@@ -20,7 +21,7 @@ def project_images(probe, images, layers, count, position="max"):
     for layer in layers:
         maps = strongest_maps(features[layer], count).channels
         repeated = np.repeat(images, count, axis=0)
-        projections = probe.project(repeated, layer, maps.reshape(-1), position)
+        projections = probe.project(repeated, layer, maps.reshape(-1), position, rule=rule)
         results[layer] = (maps, projections.reshape(len(images), count, *images.shape[1:]))
     return results
 
@@ -89,10 +90,11 @@ def open_model(model, seed):
     show_default=True,
     help="Project each map's strongest activation alone (paper) or the whole map.",
 )
+@options.rule_option
 @options.out_option(results="projection.npz", help="Output directory: projection.png and projection.npz (the arrays).")
 @options.seed_option
-def project(model, images, layers, count, position, out, seed):
-    """Project the strongest feature maps of IMAGES to pixels with MODEL's deconvnet.
+def project(model, images, layers, count, position, rule, out, seed):
+    """Project the strongest feature maps of IMAGES to pixels with MODEL's deconvnet (or --rule).
 
     MODEL is a model, or random:zfnet, random:alexnet or random:zfnet_small for that architecture
     with the paper's random initial weights (seeded by --seed). IMAGES are image files (any size,
@@ -104,6 +106,7 @@ def project(model, images, layers, count, position, out, seed):
 
     runtime.seed_everything(seed)
     probe, title = open_model(model, seed)
+    loading.check_rule(probe, rule)
     layers = loading.choose_layers(layers, probe.layer_names)
     fewest = min(loading.map_counts(probe, layers).items(), key=lambda item: item[1])
     if count > fewest[1]:
@@ -113,10 +116,12 @@ def project(model, images, layers, count, position, out, seed):
     pixels = np.stack([fit_image(loading.read_photo(name), probe.input_shape).pixels for name in images])
     names = [os.path.basename(name) for name in images]
     click.echo(f"projecting {len(layers)} layers x {count} maps for {len(images)} image(s)", err=True)
-    results = project_images(probe, pixels, layers, count, position)
+    results = project_images(probe, pixels, layers, count, position, rule)
+    if rule != "deconvnet":
+        title = f"{title} ({rule} rule)"
     arrays = {f"{layer}_maps": maps for layer, (maps, _) in results.items()}
     arrays.update({f"{layer}_projections": p for layer, (_, p) in results.items()})
     with atomic_output(out, directory=True) as target:  # the figure and the arrays appear together
         output.save_figure(plot_projections(pixels, names, results, title), os.path.join(target, "projection.png"))
-        np.savez_compressed(os.path.join(target, "projection.npz"), images=pixels, **arrays)
+        np.savez_compressed(os.path.join(target, "projection.npz"), images=pixels, rule=np.array(rule), **arrays)
     click.echo(f"wrote {out}/projection.png, {out}/projection.npz")

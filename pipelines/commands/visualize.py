@@ -26,6 +26,7 @@ def parse_shard(text):
 @options.maps_option("random:16")
 @click.option("--k", default=9, show_default=True, type=click.IntRange(1), help="Activations kept per map.")
 @options.batch_size_option(help="Images per forward pass and projections per deconvnet call.")
+@options.rule_option
 @click.option("--shard", default=None, help="Scan only part I of N of the images (e.g. 2/4) and write topk.json, no figures.")
 @click.option(
     "--merge",
@@ -37,10 +38,10 @@ def parse_shard(text):
 )
 @options.out_option(results="summary.json")
 @options.seed_option
-def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, k, batch_size, shard, merge_dirs, out, seed):
+def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, k, batch_size, rule, shard, merge_dirs, out, seed):
     """Top-k activations of feature maps of MODEL across a data set, projected to pixels (Fig. 2).
 
-    Writes OUT/<layer>.png per layer (each map: a grid of its top-k deconvnet projections beside
+    Writes OUT/<layer>.png per layer (each map: a grid of its top-k projections (--rule) beside
     the matching image patches, both cut to the receptive field), OUT/topk.json
     (layer -> map -> [{image, y, x, value}], strongest first; image = index in the split) and
     OUT/summary.json.
@@ -51,6 +52,7 @@ def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     if shard and merge_dirs:
         raise click.UsageError("--shard and --merge exclude each other: scan shards first, then --merge their outputs")
     probe = loading.open_model(model)
+    loading.check_rule(probe, rule)
     fields = loading.model_fields(probe)
     layer_names = loading.choose_layers(layers, probe.layer_names)
     chosen = maps(loading.map_counts(probe, layer_names), seed)
@@ -73,6 +75,7 @@ def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
         "k": k,
         "distinct_images": True,
         "seed": seed,
+        "rule": rule,
         "maps": chosen,
         "shard": shard,
         "fields": {layer: records.field_json(fields[layer]) for layer in layer_names},
@@ -82,7 +85,7 @@ def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     if shard:
         _write_shard(out, top, summary, chosen, shard, start, k)
         return
-    _project_and_draw(probe, top, data_images, fields, layer_names, chosen, summary, start, batch_size, out)
+    _project_and_draw(probe, top, data_images, fields, layer_names, chosen, summary, start, batch_size, out, rule)
     for layer in layer_names:
         values = top.entries(layer)["value"][:, 0]
         extent = summary["extent"][layer]["median_pixels"]
@@ -120,7 +123,7 @@ def _write_shard(out, top, summary, chosen, shard, start, k):
     click.echo(f"shard {shard}: images {start}..{start + top.images_seen - 1}, top-{k} of {maps_kept} maps -> {out}/topk.json")
 
 
-def _project_and_draw(probe, top, data_images, fields, layer_names, chosen, summary, start, batch_size, out):
+def _project_and_draw(probe, top, data_images, fields, layer_names, chosen, summary, start, batch_size, out, rule):
     """Project every kept activation, one layer at a time (only its crops are in memory), and draw it."""
     from zfkeras.analysis.top_activations import project_topk
     from zfkeras.io.atomic import atomic_output
@@ -129,9 +132,11 @@ def _project_and_draw(probe, top, data_images, fields, layer_names, chosen, summ
     summary["figures"], summary["extent"] = {}, {}
     with atomic_output(out, directory=True) as target, output.progressbar(length=total, label=f"project {total} activations") as bar:
         for layer in layer_names:
-            crops = project_topk(probe, top, data_images, fields, layers=[layer], first_image=start, batch_size=batch_size, progress=bar.update)
+            crops = project_topk(
+                probe, top, data_images, fields, layers=[layer], first_image=start, batch_size=batch_size, progress=bar.update, rule=rule
+            )
             path = os.path.join(target, f"{layer}.png")
-            output.save_figure(figures.topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen), path)
+            output.save_figure(figures.topk_figure(layer, chosen[layer], crops[layer], top.entries(layer)["value"], top.images_seen, rule), path)
             summary["figures"][layer] = os.path.basename(path)
             summary["extent"][layer] = _extent(crops[layer]["projections"], top.entries(layer)["value"], probe.input_shape)
         output.write_json(os.path.join(target, "topk.json"), top.to_dict())

@@ -139,7 +139,7 @@ def layer_stability(epochs, tops, layer):
     return LayerStability(layer, epochs, stable, maps)
 
 
-def follow_maps(model, checkpoints, batches, maps, batch_size=64, scan_batches=None, on_checkpoint=None):
+def follow_maps(model, checkpoints, batches, maps, batch_size=64, scan_batches=None, on_checkpoint=None, rule="deconvnet"):
     """Fig. 4's data: at each checkpoint, the strongest activation of each chosen map across the
     data set, projected to pixels.
 
@@ -155,6 +155,7 @@ def follow_maps(model, checkpoints, batches, maps, batch_size=64, scan_batches=N
         scan_batches: ``(index, epoch, batches) -> iterable`` wrapping each scan (progress), or None.
         on_checkpoint: called with the index of each checkpoint done, while its weights are still
             in ``model`` (e.g. to compute more of that epoch), or None.
+        rule: the backward rule of the projections (:meth:`zfkeras.nn.probe.Probe.project`).
 
     Returns:
         ``(epochs, tops, tiles)``: the epochs, one k=1 :class:`~zfkeras.analysis.top_activations.TopK`
@@ -178,7 +179,7 @@ def follow_maps(model, checkpoints, batches, maps, batch_size=64, scan_batches=N
                 raise ValueError(f"the checkpoint of epoch {epoch} has a different architecture; all checkpoints must come from one run") from None
             scanned = scan_batches(index, epoch, batches) if scan_batches is not None else batches
             top = strongest(probe, scanned, maps)
-            crops = project_topk(probe, top, batches, fields, batch_size=batch_size)
+            crops = project_topk(probe, top, batches, fields, batch_size=batch_size, rule=rule)
             for layer in maps:
                 tiles[layer].append(crops[layer]["projections"][:, 0])
             epochs.append(epoch)

@@ -199,7 +199,7 @@ class FirstLayerReport:
         }
 
 
-def first_layer_report(probe, model, batches, maps=None, threshold=0.01, batch_size=64, on_batch=None):
+def first_layer_report(probe, model, batches, maps=None, threshold=0.01, batch_size=64, on_batch=None, rule="deconvnet"):
     """Dead filters, band shares and aliasing of ``model``'s first layer (Sec. 4.1, Fig. 6).
 
     Args:
@@ -211,6 +211,7 @@ def first_layer_report(probe, model, batches, maps=None, threshold=0.01, batch_s
         threshold: dead filter = mean activation <= ``threshold`` x the median filter's.
         batch_size: projections per deconvnet call.
         on_batch: called with the batch size after each scanned batch (progress bars).
+        rule: the backward rule of the second-layer projections (:meth:`zfkeras.nn.probe.Probe.project`).
 
     Returns:
         a :class:`FirstLayerReport`.
@@ -242,7 +243,9 @@ def first_layer_report(probe, model, batches, maps=None, threshold=0.01, batch_s
     entries = top.entries(second)
     images, ys, xs = entries["image"][:, 0], entries["y"][:, 0], entries["x"][:, 0]
     found = gather_images(batches, images)
-    projections = probe.project(np.stack([found[i] for i in images]), second, maps, np.stack([ys, xs], 1).astype("int32"), batch_size=batch_size)
+    projections = probe.project(
+        np.stack([found[i] for i in images]), second, maps, np.stack([ys, xs], 1).astype("int32"), batch_size=batch_size, rule=rule
+    )
     crops = np.stack([crop(p, fields[second], y, x, fill=np.nan) for p, y, x in zip(projections, ys, xs)])
     return FirstLayerReport(
         first=first,

@@ -51,13 +51,14 @@ class OcclusionResult:
         feature_activity: ``[rows, cols]`` sum of feature map ``feature_map`` of ``layer`` (panel b).
         true_class_prob: ``[rows, cols]`` probability of class ``label`` (panel d).
         top_label: int ``[rows, cols]`` most probable class (panel e).
-        projection: ``[H, W, C]`` deconvnet projection of the map's strongest activation in the
-            unoccluded image, in the model's mean-subtracted input space (panel c).
+        projection: ``[H, W, C]`` projection of the map's strongest activation in the unoccluded
+            image, in the model's mean-subtracted input space (panel c), by backward ``rule``.
         layer, feature_map: which feature map (b) and (c) show.
         label: the class whose probability (d) shows.
         patch, stride: square side and grid step in pixels.
         clean_activity: the map's total activity in the unoccluded image.
         clean_probs: ``[classes]`` probabilities of the unoccluded image.
+        rule: the backward rule of ``projection`` ("deconvnet", "guided" or "gradient").
     """
 
     image: np.ndarray
@@ -73,6 +74,7 @@ class OcclusionResult:
     stride: int
     clean_activity: float
     clean_probs: np.ndarray
+    rule: str = "deconvnet"
 
 
 def default_patch(input_shape):
@@ -326,7 +328,18 @@ def _incremental_forward(probe, layer, patch, keep=1.0):
 
 
 def occlusion_map(
-    probe, image, label=None, patch=None, stride=None, fill=None, layer=None, feature_map=None, batch_size=64, progress=None, evaluator=None
+    probe,
+    image,
+    label=None,
+    patch=None,
+    stride=None,
+    fill=None,
+    layer=None,
+    feature_map=None,
+    batch_size=64,
+    progress=None,
+    evaluator=None,
+    rule="deconvnet",
 ):
     """Occlusion sensitivity of ``probe`` on one image (Fig. 7 panels b-e).
 
@@ -343,6 +356,7 @@ def occlusion_map(
         progress: optional callable, called with the number of positions done after each batch.
         evaluator: optional :class:`OcclusionEvaluator` (or a subclass) already built for this
             image; ``image``, ``layer``, ``patch``, ``fill`` and ``feature_map`` are then its own.
+        rule: the backward rule of panel (c)'s projection (:meth:`zfkeras.nn.probe.Probe.project`).
 
     Returns:
         :class:`OcclusionResult`.
@@ -371,7 +385,7 @@ def occlusion_map(
         top[start : start + len(batch)] = np.argmax(batch_probs, axis=1)
         if progress is not None:
             progress(len(batch))
-    projection = probe.project(evaluator.image[None], evaluator.layer, evaluator.feature_map, "max")[0]
+    projection = probe.project(evaluator.image[None], evaluator.layer, evaluator.feature_map, "max", rule=rule)[0]
     grid = positions.shape[:2]
     return OcclusionResult(
         image=evaluator.image,
@@ -387,6 +401,7 @@ def occlusion_map(
         stride=stride,
         clean_activity=evaluator.clean_activity,
         clean_probs=evaluator.clean_probs,
+        rule=rule,
     )
 
 

@@ -186,8 +186,8 @@ def gather_images(batches, indices, first_image=0):
     return found
 
 
-def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_size=64, progress=None):
-    """Deconvnet projection of every kept activation, cropped to its receptive field, with its patch.
+def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_size=64, progress=None, rule="deconvnet"):
+    """Projection of every kept activation (deconvnet, or backward ``rule``), cropped to its receptive field, with its patch.
 
     Streams ``batches`` (the scanned data, same order) once more and projects entries as their
     images arrive, ``batch_size`` projections per deconvnet call, so only the crops are kept.
@@ -200,6 +200,7 @@ def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_
         layers: the layers of ``top`` to project (default all; fewer layers, less memory).
         first_image: global index of the first image of ``batches``.
         progress: optional callable, given the number of projections finished after each call.
+        rule: the backward rule of the projections (:meth:`zfkeras.nn.probe.Probe.project`).
 
     Returns:
         ``{layer: {"projections": float32 [maps, k, fh, fw, C], "patches": float32 [maps, k, fh, fw, C]}}``
@@ -228,7 +229,7 @@ def project_topk(probe, top, batches, fields, layers=None, first_image=0, batch_
         images = np.stack([image for image, *_ in requests])
         channel = top.maps[layer][[m for _, m, *_ in requests]]
         position = np.array([(y, x) for *_, y, x in requests], "int32")
-        projected = probe.project(images, layer, channel, position, batch_size=batch_size)
+        projected = probe.project(images, layer, channel, position, batch_size=batch_size, rule=rule)
         field = fields[layer]
         for (image, m, j, y, x), projection in zip(requests, projected):
             results[layer]["projections"][m, j] = crop(projection, field, y, x, fill=np.nan)

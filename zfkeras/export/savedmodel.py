@@ -25,7 +25,16 @@ and projections are returned in that pixel space:
 - ``project_<conv>(images, channel int32 [N], position int32 [N, 2])`` -> deconvnet reconstruction
   shaped like ``images``, from the activation at ``position`` (y, x) of map ``channel``, (-1, -1)
   meaning that map's strongest activation (:meth:`zfkeras.nn.deconv.Deconvnet.projection_function`);
-- ``project_map_<conv>(images, channel int32 [N])`` -> the same from the whole map.
+- ``project_map_<conv>(images, channel int32 [N])`` -> the same from the whole map;
+- ``project_<conv>_guided``, ``project_map_<conv>_guided``, ``project_<conv>_gradient`` and
+  ``project_map_<conv>_gradient`` -> the same under guided backpropagation and the plain gradient
+  (:mod:`zfkeras.nn.adjoint`; :func:`endpoint_name` spells them);
+- ``project_<class layer>(images, channel int32 [N])`` (and ``_guided``, ``_gradient``) -> the
+  projection of class score ``channel`` (the output layer before its softmax, seeded with 1).
+
+``zfkeras.json`` lists the endpoints, the ``rules`` and the ``class_layer``; an export written before
+the rules has the deconvnet's ``project_*`` endpoints only, and :class:`ExportedProbe` says so in one
+line when another rule or the class scores are asked of it.
 
 The directory is written beside its final place and renamed at the end, so a crash never leaves a
 half-written export (an older export at ``path`` stays whole until the new one replaces it).
@@ -43,7 +52,7 @@ import tensorflow as tf
 from zfkeras.data.transforms import load_size, native_to_input, train_padding
 from zfkeras.io.atomic import atomic_output
 from zfkeras.io.validation import positions as as_positions
-from zfkeras.nn.adjoint import as_channels
+from zfkeras.nn.adjoint import RULES, as_channels, check_rule
 from zfkeras.nn.fields import Field, receptive_fields
 from zfkeras.nn.probe import KerasProbe, Probe, batched
 from zfkeras.nn.table import LayerRow, architecture
@@ -69,10 +78,17 @@ def _jsonable(value):
     return value
 
 
-def _projection_endpoints(deconvnet, layer):
+def endpoint_name(layer, rule="deconvnet", whole_map=False):
+    """The endpoint projecting ``layer`` under ``rule``: ``project_<layer>`` (``project_map_<layer>``
+    with ``whole_map``) for the deconvnet, as exports always had, with ``_<rule>`` appended for the others."""
+    name = f"project_map_{layer}" if whole_map else f"project_{layer}"
+    return name if rule == "deconvnet" else f"{name}_{rule}"
+
+
+def _projection_endpoints(deconvnet, layer, rule):
     """``(images, channel, position)`` and whole-map ``(images, channel)`` projections of ``layer``."""
-    point = deconvnet.projection_function(layer)
-    whole = deconvnet.projection_function(layer, whole_map=True)
+    point = deconvnet.projection_function(layer, rule=rule)
+    whole = deconvnet.projection_function(layer, whole_map=True, rule=rule)
 
     def project(images, channel, position):
         return point(images, channel, position)
@@ -83,7 +99,7 @@ def _projection_endpoints(deconvnet, layer):
     return project, project_map
 
 
-def export_model(model, path, *, class_names, config=None, metrics=None, command=None, checkpoints=(), history=None):
+def export_model(model, path, *, class_names, config=None, metrics=None, command=None, checkpoints=(), history=None, rules=RULES):
     """Export ``model`` with its deconvnet to the directory ``path`` (see the module docstring).
 
     Args:
@@ -97,13 +113,18 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
             ``path/checkpoints/`` and listed in ``zfkeras.json`` (for the feature-evolution figure).
         history: the run's per-epoch history (``history.json`` of :func:`zfkeras.training.train`), written
             as ``path/history.json`` so the export carries its training curves (``zf report``), or None.
+        rules: the backward rules whose projection endpoints are exported (default all three; each
+            adds its endpoints' tracing time and size).
 
     Returns:
         The metadata written to ``zfkeras.json`` (a dict).
     """
     probe = KerasProbe(model, class_names=class_names)
-    archive, feature_shapes = _archive(model, probe)
-    metadata = _metadata(model, probe, feature_shapes, checkpoints, history)
+    rules = [rule for rule in RULES if rule in {check_rule(given) for given in rules}]  # checked, in RULES' order
+    if "deconvnet" not in rules:
+        raise ValueError(f"rules must include deconvnet (the project_<layer> endpoints), got {list(rules)}")
+    archive, feature_shapes = _archive(model, probe, rules)
+    metadata = _metadata(model, probe, feature_shapes, checkpoints, history, rules)
     metadata.update(training={"command": command, "config": _jsonable(config)}, metrics=_jsonable(metrics))
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"export path {path} exists and is not a directory")
@@ -125,7 +146,7 @@ def export_model(model, path, *, class_names, config=None, metrics=None, command
     return metadata
 
 
-def _archive(model, probe):
+def _archive(model, probe, rules):
     """The ``keras.export.ExportArchive`` with every endpoint, and ``{feature: shape}``."""
     deconvnet = probe.deconvnet
     height, width, channels = probe.input_shape
@@ -143,14 +164,18 @@ def _archive(model, probe):
     archive.add_endpoint("serve", lambda x: model(native_to_input(x, height), training=False), input_signature=[native])
     archive.add_endpoint("preprocess", lambda x: native_to_input(x, height), input_signature=[native])
     archive.add_endpoint("features", lambda x: feature_model(x, training=False), input_signature=[images])
-    for layer in probe.layer_names:
-        point, whole = _projection_endpoints(deconvnet, layer)
-        archive.add_endpoint(f"project_{layer}", point, input_signature=[images, channel, position])
-        archive.add_endpoint(f"project_map_{layer}", whole, input_signature=[images, channel])
+    for rule in rules:
+        for layer in probe.layer_names:
+            point, whole = _projection_endpoints(deconvnet, layer, rule)
+            archive.add_endpoint(endpoint_name(layer, rule), point, input_signature=[images, channel, position])
+            archive.add_endpoint(endpoint_name(layer, rule, whole_map=True), whole, input_signature=[images, channel])
+        if probe.class_layer is not None:  # a class score has no position: (images, channel) like a whole map
+            _, scores = _projection_endpoints(deconvnet, probe.class_layer, rule)
+            archive.add_endpoint(endpoint_name(probe.class_layer, rule), scores, input_signature=[images, channel])
     return archive, {name: list(selected(name).shape[1:]) for name in probe.feature_names}
 
 
-def _metadata(model, probe, feature_shapes, checkpoints, history):
+def _metadata(model, probe, feature_shapes, checkpoints, history, rules):
     """``zfkeras.json`` of an export, without the training record."""
     height, width, channels = probe.input_shape
     return {
@@ -181,8 +206,10 @@ def _metadata(model, probe, feature_shapes, checkpoints, history):
         "fields": {name: field.to_dict() for name, field in receptive_fields(model).items()},
         "architecture": [row.to_dict() for row in architecture(model)],
         "endpoints": ["serve", "preprocess", "features"]
-        + [f"project_{layer}" for layer in probe.layer_names]
-        + [f"project_map_{layer}" for layer in probe.layer_names],
+        + [endpoint_name(layer, rule, whole) for rule in rules for whole in (False, True) for layer in probe.layer_names]
+        + ([endpoint_name(probe.class_layer, rule) for rule in rules] if probe.class_layer else []),
+        "rules": list(rules),
+        "class_layer": probe.class_layer,
         "mean_image": "mean.npy",
         "checkpoints": [f"{RunDir.CHECKPOINTS}/{os.path.basename(p)}" for p in checkpoints],
         "history": RunDir.HISTORY if history is not None else None,
@@ -257,6 +284,8 @@ class ExportedProbe(Probe):
         self.feature_names = list(meta["feature_names"])
         self.feature_shapes = {name: tuple(shape) for name, shape in meta["feature_shapes"].items()}
         self.mean_image = np.load(os.path.join(self.path, meta["mean_image"]))
+        self.rules = list(meta.get("rules", ["deconvnet"]))  # exports written before the rules: the deconvnet's only
+        self.class_layer = meta.get("class_layer")
         self.record = (meta.get("training") or {}).get("config")
         self._keras = None
         if meta.get("fields") is not None:
@@ -289,20 +318,30 @@ class ExportedProbe(Probe):
             lambda x: {name: value.numpy() for name, value in self.saved_model.features(tf.constant(x)).items() if name in layers}, images, batch_size
         )
 
-    def project(self, images, layer, channel, position="max", batch_size=64):
+    def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
         images = self.check_images(images)
-        self.check_layers(layer, self.layer_names)
-        shape = self.feature_shapes.get(layer)
-        if shape is None:
-            raise ValueError(f"{self.path}: {METADATA_FILE} has no feature_shapes entry for {layer!r}; re-export its model.keras with `zf export`")
+        check_rule(rule)
+        if rule not in self.rules:
+            raise ValueError(
+                f"{self.path}: this export has {', '.join(self.rules)} projections only, no {rule!r} ones (written before zfkeras "
+                f"exported the guided and gradient rules, or without them); re-export its model.keras with `zf export`"
+            )
+        self.check_layers(layer, self.projectable())
         n = len(images)
-        channel = as_channels(channel, n, shape[-1])
-        whole_map = isinstance(position, str) and position == "map"
-        position = as_positions(position, n, shape[:2])
-        if whole_map:
-            function = getattr(self.saved_model, f"project_map_{layer}")
+        if layer == self.class_layer:
+            if not (isinstance(position, str) and position == "max"):
+                raise ValueError(f"position does not apply to the class scores of {layer!r}: leave it 'max', got {position!r}")
+            shape, whole_map = (len(self.class_names),), True  # (images, channel) like a whole map
         else:
-            function = getattr(self.saved_model, f"project_{layer}")
+            shape = self.feature_shapes.get(layer)
+            if shape is None:
+                raise ValueError(
+                    f"{self.path}: {METADATA_FILE} has no feature_shapes entry for {layer!r}; re-export its model.keras with `zf export`"
+                )
+            whole_map = isinstance(position, str) and position == "map"
+        channel = as_channels(channel, n, shape[-1])
+        position = as_positions(position, n, shape[:2] if len(shape) == 3 else (1, 1))
+        function = getattr(self.saved_model, endpoint_name(layer, rule, whole_map and layer != self.class_layer))
 
         def run(i):
             part = slice(i, i + batch_size)

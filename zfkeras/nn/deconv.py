@@ -27,6 +27,13 @@ backward pass replaced by a ReLU of the incoming signal (tested on ZFNet, VGG16,
 DenseNet121). Other non-linearities (swish, GELU, ReLU6, sigmoid gates, ...) and other layer types
 are refused, naming the layer.
 
+Guided backpropagation and the input gradient take the same walk (``rule="guided"`` /
+``"gradient"``, :mod:`zfkeras.nn.adjoint`): only the step at a ReLU (which then reads the forward
+output, recorded on the way up on whole images and on windows alike) and at LRN (its exact
+gradient) differ, so switches, windows, DAGs and speed are shared. Each equals its autodiff
+definition (tested on ZFNet, the shipped model and ResNet50). :attr:`Deconvnet.class_layer`
+projects a class score (the output Dense before its softmax), as Simonyan et al.'s saliency maps do.
+
 Single activations run on their receptive field only. One unit of a layer depends on a window of
 each tensor below it (:func:`zfkeras.nn.fields.unit_windows`, aligned to the strides; on a DAG
 the union of what each reader needs). :meth:`Deconvnet.project` with positions cuts the image to the
@@ -51,11 +58,13 @@ from zfkeras.nn.adjoint import (
     adjoint,
     adjoint_merge,
     as_channels,
+    check_rule,
     check_supported,
     crop_windows,
     forward,
     inside,
     is_relu_layer,
+    reads_output,
     select_activations,
     strongest_positions,
     window_inputs,
@@ -102,28 +111,48 @@ def _projectable(graph):
     return selected
 
 
+def _class_node(graph):
+    """The model's output node if it is a Dense with softmax or no activation (its linear outputs
+    are the class scores), else None."""
+    node = graph.producer.get(id(keras.tree.flatten(graph.model.outputs)[0]))
+    if node is not None and isinstance(node.layer, keras.layers.Dense) and activation_name(node.layer) in ("softmax", "linear"):
+        return node
+    return None
+
+
 class Deconvnet:
     """A deconvnet attached to every conv layer of ``model``, sharing its weights.
 
     Args:
         model: a Keras Sequential or Functional convnet with one image input: a chain or a DAG
             (see ``SUPPORTED_LAYERS``; other layer types are fine above the projected layer).
+        rule: the backward rule :meth:`project` uses unless told otherwise: ``"deconvnet"`` (the
+            paper's), ``"guided"`` (guided backpropagation) or ``"gradient"`` (the input gradient);
+            one walk, the rules differ only at ReLUs and LRN (:mod:`zfkeras.nn.adjoint`).
 
     Attributes:
         layer_names: the projectable maps, input to output (topological order): every conv
             layer's rectified, pre-pool map under the conv's name (its output with a built-in
             ReLU, else the ReLU it feeds, directly or through BatchNormalization), and every other
             ReLU layer's output under its own name (see :func:`_projectable`).
+        class_layer: the name of the output Dense whose class scores (its outputs before the
+            softmax) :meth:`project` also takes, each seeded with 1, so that the gradient rule
+            gives the class score's input gradient (Simonyan et al.); None if the model does not
+            end in a softmax or linear Dense.
+        rule: the default rule.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, rule="deconvnet"):
         self.model = model
+        self.rule = check_rule(rule)
         self.graph = Graph(model)
         if len(model.inputs[0].shape) != 4:
             raise ValueError(f"Deconvnet needs an [N, H, W, C] image input; {model.name!r} takes {tuple(model.inputs[0].shape)}")
         self.input_shape = tuple(model.inputs[0].shape[1:])
         self._selected = _projectable(self.graph)
         self.layer_names = list(self._selected)
+        self._class = _class_node(self.graph)
+        self.class_layer = self._class.layer.name if self._class is not None else None
         self._functions = {}
 
     def selection_layer(self, layer):
@@ -136,12 +165,18 @@ class Deconvnet:
         return self._windows(self._node(layer)) is not None
 
     def _node(self, layer):
-        """The node whose output is map ``layer``, after checking every layer below it."""
-        if layer not in self._selected:
-            raise ValueError(f"unknown layer {layer!r}; projectable layers: {', '.join(self.layer_names) or 'none'}")
-        node = self._selected[layer]
-        for below in self._below(node):
-            check_supported(below, self.graph)
+        """The node whose output is map ``layer`` (or the class scores), after checking every layer below it."""
+        if self._class is not None and layer == self.class_layer:
+            node = self._class
+            below = self._below(node)[:-1]  # its own softmax is not walked: the scores are its linear part
+        elif layer in self._selected:
+            node = self._selected[layer]
+            below = self._below(node)
+        else:
+            known = self.layer_names + ([self.class_layer] if self.class_layer else [])
+            raise ValueError(f"unknown layer {layer!r}; projectable layers: {', '.join(known) or 'none'}")
+        for each in below:
+            check_supported(each, self.graph)
         return node
 
     def _below(self, node):
@@ -177,8 +212,8 @@ class Deconvnet:
             values.update(zip(node.outputs, outputs))
         return values, recorded
 
-    def _backward(self, signal, top, values, switches, nodes):
-        """The way down from ``signal`` at ``top``'s output through ``nodes`` to the input."""
+    def _backward(self, signal, top, values, switches, nodes, rule):
+        """The way down under ``rule`` from ``signal`` at ``top``'s output through ``nodes`` to the input."""
         shapes = self.graph.shapes
         signals = {top.outputs[0]: signal}
         for node in reversed(nodes):
@@ -189,7 +224,8 @@ class Deconvnet:
             if isinstance(node.layer, (keras.layers.Add, keras.layers.Concatenate)):
                 parts = adjoint_merge(node.layer, signal, in_shapes, shapes[node.outputs[0]])
             else:
-                parts = [adjoint(node.layer, signal, in_shapes[0], values.get(node.inputs[0]), switches.get(node))]
+                y = values.get(node.outputs[0]) if reads_output(node.layer, rule) else None
+                parts = [adjoint(node.layer, signal, in_shapes[0], values.get(node.inputs[0]), switches.get(node), rule=rule, y=y)]
             _accumulate(signals, node.inputs, parts)
         return signals.get(self.graph.input, tf.zeros_like(values[self.graph.input]))
 
@@ -200,11 +236,12 @@ class Deconvnet:
         _, jump, offset = window
         return tf.constant(offset, tf.int32) + position * tf.constant(jump, tf.int32)
 
-    def _window_forward(self, images, position, windows):
+    def _window_forward(self, images, position, windows, rule):
         """The forward pass on the windows one unit per image (``position`` int32 ``[N, 2]``) depends on.
 
-        Returns (activations ``[N, 1, 1, K]`` of that unit, and for each max pool node its filled
-        input window and pooled output: what the way down needs).
+        Returns (activations ``[N, 1, 1, K]`` of that unit, and ``{node: (input, output)}`` on the
+        windows of what the way down needs: every max pool's filled input and pooled output, and
+        under the guided and gradient rules every ReLU's and LRN's (:func:`reads_output`)).
         """
         top = windows.nodes[-1].outputs[0]
         values = {
@@ -224,14 +261,15 @@ class Deconvnet:
                 x = inputs[node.inputs[0]]
                 start = self._starts(windows.reads[(node, 0)], position)
                 output, _ = forward(node.layer, x, start, switches=False, input_size=step.input_size)
-                if isinstance(node.layer, MAX_POOLS):
+                if isinstance(node.layer, MAX_POOLS) or reads_output(node.layer, rule):
                     pools[node] = (x, output)
             values[node.outputs[0]] = output
         return values[top], pools
 
-    def _window_backward(self, signal, pools, position, windows):
-        """The way down from ``signal`` ``[N, 1, 1, K]`` at unit ``position`` of the top through the
-        windows of :meth:`_window_forward`; returns the reconstruction pasted into zero images."""
+    def _window_backward(self, signal, pools, position, windows, rule):
+        """The way down under ``rule`` from ``signal`` ``[N, 1, 1, K]`` at unit ``position`` of the
+        top through the windows of :meth:`_window_forward`; returns the reconstruction pasted into
+        zero images."""
         channels = {key: shape[-1] for key, shape in self.graph.shapes.items()}
         signals = {windows.nodes[-1].outputs[0]: signal}
         for node in reversed(windows.nodes):
@@ -244,9 +282,9 @@ class Deconvnet:
             if isinstance(node.layer, (keras.layers.Add, keras.layers.Concatenate)):
                 parts = adjoint_merge(node.layer, signal, in_shapes, (*windows.tensors[node.outputs[0]][0], channels[node.outputs[0]]))
             else:
-                x, pooled = pools.get(node, (None, None))
+                x, output = pools.get(node, (None, None))
                 start = self._starts(reads[0], position)
-                parts = [adjoint(node.layer, signal, in_shapes[0], x, pooled, window=(start, step.input_size))]
+                parts = [adjoint(node.layer, signal, in_shapes[0], x, output, window=(start, step.input_size), rule=rule, y=output)]
             placed = []
             for part, read, key in zip(parts, reads, node.inputs):
                 # What lands on the layer's padding is dropped, as the full-size step crops it off.
@@ -256,28 +294,31 @@ class Deconvnet:
         start = self._starts(windows.tensors[self.graph.input], position)
         return crop_windows(signals[self.graph.input], -start, self.input_shape[:2])
 
-    def _project_given(self, images, channel, position, windows):
+    def _project_given(self, images, channel, position, windows, rule):
         """Single-activation projections, forward and way down on the unit's receptive-field windows."""
-        acts, pools = self._window_forward(images, position, windows)
+        acts, pools = self._window_forward(images, position, windows, rule)
         seed = acts * tf.one_hot(channel, tf.shape(acts)[-1], dtype=acts.dtype)[:, None, None, :]
-        return self._window_backward(seed, pools, position, windows)
+        return self._window_backward(seed, pools, position, windows, rule)
 
-    def _project_strongest(self, images, channel, position, windows):
+    def _project_strongest(self, images, channel, position, windows, rule):
         """As :meth:`_project_given`, but each (-1, -1) in ``position`` is first replaced by its
         map's strongest unit, found by a whole-image forward pass (no switches); the way down then
-        reads its max pools' windows from that pass's maps instead of recomputing them."""
+        reads its max pools' windows (and the rule's ReLU and LRN windows) from that pass's maps
+        instead of recomputing them."""
         top = windows.nodes[-1]
         values, _ = self._forward(images, windows.nodes, switches=False)
         acts = values[top.outputs[0]]
         position = strongest_positions(acts, channel, position)
         pools = {}
         for node in windows.nodes:
-            if isinstance(node.layer, MAX_POOLS):
+            if isinstance(node.layer, MAX_POOLS) or reads_output(node.layer, rule):
                 read, out = windows.reads[(node, 0)], windows.tensors[node.outputs[0]]
-                x = crop_windows(values[node.inputs[0]], self._starts(read, position), read[0], values[node.inputs[0]].dtype.min)
+                below = values[node.inputs[0]]
+                fill = below.dtype.min if isinstance(node.layer, MAX_POOLS) else 0.0
+                x = crop_windows(below, self._starts(read, position), read[0], fill)
                 pools[node] = (x, crop_windows(values[node.outputs[0]], self._starts(out, position), out[0]))
         seed = select_activations(crop_windows(acts, position, (1, 1)), channel, tf.zeros_like(position))
-        return self._window_backward(seed, pools, position, windows)
+        return self._window_backward(seed, pools, position, windows, rule)
 
     def _function(self, key, build):
         if key not in self._functions:
@@ -311,14 +352,17 @@ class Deconvnet:
         results = self._function(("activations", tuple(names)), build)(images)
         return {name: value.numpy() for name, value in zip(names, results)}
 
-    def projection_function(self, layer, whole_map=False):
+    def projection_function(self, layer, whole_map=False, rule=None):
         """A traceable ``tf.function(images, channel, position) -> reconstructions``.
 
         ``images`` float32 ``[N, H, W, C]`` raw pixels; ``channel`` int32 ``[N]``; ``position``
         int32 ``[N, 2]`` as (y, x), with (-1, -1) meaning the strongest activation of that map in
-        that image. With ``whole_map`` the whole map is projected and ``position`` is ignored.
-        Used by :meth:`project` and by SavedModel export.
+        that image. With ``whole_map`` the whole map is projected and ``position`` is ignored (and
+        for :attr:`class_layer`, whose ``channel`` is the class). ``rule``: one of
+        :data:`zfkeras.nn.adjoint.RULES` (default the Deconvnet's). Used by :meth:`project` and by
+        SavedModel export.
         """
+        rule = self.rule if rule is None else check_rule(rule)
         top = self._node(layer)
         windows = None if whole_map else self._windows(top)
 
@@ -330,43 +374,53 @@ class Deconvnet:
                 if windows is not None:
                     return tf.cond(
                         tf.reduce_any(position[:, 0] < 0),
-                        lambda: self._project_strongest(images, channel, position, windows),
-                        lambda: self._project_given(images, channel, position, windows),
+                        lambda: self._project_strongest(images, channel, position, windows, rule),
+                        lambda: self._project_given(images, channel, position, windows, rule),
                     )
                 nodes = self._below(top)
-                values, switches = self._forward(images, nodes)
-                seed = select_activations(values[top.outputs[0]], channel, position, whole_map)
-                return self._backward(seed, top, values, switches, nodes)
+                if top is self._class:  # the class scores (pre-softmax), each seeded with 1: their input gradient's seed
+                    values, switches = self._forward(images, nodes[:-1])
+                    seed = tf.one_hot(channel, self.graph.shapes[top.outputs[0]][-1], dtype=images.dtype)
+                else:
+                    values, switches = self._forward(images, nodes)
+                    seed = select_activations(values[top.outputs[0]], channel, position, whole_map)
+                return self._backward(seed, top, values, switches, nodes, rule)
 
             return project
 
-        return self._function(("project", layer, whole_map), build)
+        return self._function(("project", layer, whole_map, rule), build)
 
-    def project(self, images, layer, channel, position="max", batch_size=None):
+    def project(self, images, layer, channel, position="max", batch_size=None, rule=None):
         """Project activations of ``layer`` down to pixel space.
 
         Args:
             images: ``[N, H, W, C]`` raw pixels (0-255) at the model's input size.
-            layer: a name from :attr:`layer_names`.
-            channel: feature map index, an int or one per image (``[N]``).
+            layer: a name from :attr:`layer_names`, or :attr:`class_layer` (the class scores).
+            channel: feature map index (for :attr:`class_layer`, the class), an int or one per image (``[N]``).
             position: ``"max"`` (the strongest activation of that map in each image; all other
                 activations set to zero), ``"map"`` (the whole feature map), ``(y, x)``, or an int
                 array ``[N, 2]`` of (y, x) with (-1, -1) meaning max. Single activations run on
                 their receptive-field windows where the field is one (module docs); each
                 (image, map, position) triple is one row of the batch.
+                A class score has no position: leave it ``"max"``.
             batch_size: images per forward/backward pass (bounds memory); default all at once.
+            rule: ``"deconvnet"``, ``"guided"`` or ``"gradient"`` (:mod:`zfkeras.nn.adjoint`);
+                default the rule this Deconvnet was made with.
 
         Returns:
             float32 array shaped like ``images``: the reconstruction in the model's input space.
         """
+        rule = self.rule if rule is None else check_rule(rule)
         images = self._images(images)
         n = len(images)
         top = self._node(layer)
         shape = self.graph.shapes[top.outputs[0]]
         channel = as_channels(channel, n, int(shape[-1]))
+        if top is self._class and not (isinstance(position, str) and position == "max"):
+            raise ValueError(f"position does not apply to the class scores of {layer!r}: leave it 'max', got {position!r}")
         whole_map = isinstance(position, str) and position == "map"
-        position = as_positions(position, n, tuple(shape[:2]))
-        function = self.projection_function(layer, whole_map)
+        position = as_positions(position, n, tuple(shape[:2]) if len(shape) == 3 else (1, 1))
+        function = self.projection_function(layer, whole_map, rule)
         step = batch_size or max(n, 1)
         parts = [function(images[i : i + step], channel[i : i + step], position[i : i + step]).numpy() for i in range(0, n, step)]
         return np.concatenate(parts) if parts else np.zeros_like(images)

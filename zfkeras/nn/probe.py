@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from zfkeras.io.validation import layer_names
+from zfkeras.nn.adjoint import RULES
 from zfkeras.nn.applications import ImageNetPreprocessing
 from zfkeras.nn.deconv import Deconvnet
 from zfkeras.nn.fields import receptive_fields
@@ -29,6 +30,10 @@ class Probe:
             ResNet's block outputs), input to output.
         feature_names: every key :meth:`features` can return (conv layers, then fc6/fc7).
         class_names: one name per output class.
+        class_layer: the output layer whose class scores (before its softmax) :meth:`project`
+            also takes, channel = class (see :class:`zfkeras.nn.deconv.Deconvnet`), or None.
+        rules: the backward rules :meth:`project` can use (an export written before the rules:
+            the deconvnet's only).
         mean_image: ``(H, W, C)`` float32 raw-pixel mean the model subtracts first (for a Keras
             application, the pixel its preprocessing maps to 0).
         path: where the model was read from (None for a model made in memory).
@@ -39,6 +44,8 @@ class Probe:
     layer_names = ()
     feature_names = ()
     class_names = ()
+    class_layer = None
+    rules = RULES
     mean_image = None
     path = None
     record = None
@@ -67,9 +74,15 @@ class Probe:
         """``{name: array}``: conv layers' rectified pre-pool maps ``[N, h, w, K]``, fc ``[N, units]``."""
         raise NotImplementedError
 
-    def project(self, images, layer, channel, position="max", batch_size=64):
-        """Deconvnet reconstructions shaped like ``images`` (see :meth:`Deconvnet.project`)."""
+    def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
+        """Reconstructions shaped like ``images`` under backward ``rule`` ("deconvnet", "guided"
+        or "gradient"), of maps of ``layer`` or, with ``layer=class_layer``, of the class scores
+        ``channel`` (see :meth:`Deconvnet.project`)."""
         raise NotImplementedError
+
+    def projectable(self):
+        """The names :meth:`project` takes: :attr:`layer_names`, then :attr:`class_layer` if any."""
+        return list(self.layer_names) + ([self.class_layer] if self.class_layer else [])
 
     def check_images(self, images):
         """``images`` as float32 ``[N, H, W, C]``, or a ValueError naming the expected shape."""
@@ -110,6 +123,7 @@ class KerasProbe(Probe):
         self.deconvnet = Deconvnet(model)
         self.input_shape = self.deconvnet.input_shape
         self.layer_names = list(self.deconvnet.layer_names)
+        self.class_layer = self.deconvnet.class_layer
         classes = int(model.outputs[0].shape[-1])
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
         if len(self.class_names) != classes:
@@ -148,6 +162,6 @@ class KerasProbe(Probe):
         function = self._features[layers]
         return batched(lambda x: {k: v.numpy() for k, v in function(x).items()}, images, batch_size)
 
-    def project(self, images, layer, channel, position="max", batch_size=64):
-        self.check_layers(layer, self.layer_names)
-        return self.deconvnet.project(self.check_images(images), layer, channel, position, batch_size=batch_size)
+    def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
+        self.check_layers(layer, self.projectable())
+        return self.deconvnet.project(self.check_images(images), layer, channel, position, batch_size=batch_size, rule=rule)

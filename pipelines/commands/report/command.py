@@ -20,6 +20,7 @@ from pipelines.commands.report import html
 from pipelines.commands.report.context import Context
 from pipelines.commands.report.figure_sections import correspondence, evolution, filters, invariance, occlusion, visualize
 from pipelines.commands.report.model_sections import accuracy, architecture, layers, training, transfer
+from pipelines.commands.report.trust_sections import faithfulness, sanity
 
 SECTIONS = (
     "architecture",
@@ -31,6 +32,8 @@ SECTIONS = (
     "occlusion",
     "invariance",
     "correspondence",
+    "sanity",
+    "faithfulness",
     "transfer",
     "layers",
 )
@@ -46,6 +49,8 @@ SECTION_FUNCTIONS = {
     "occlusion": occlusion,
     "invariance": invariance,
     "correspondence": correspondence,
+    "sanity": sanity,
+    "faithfulness": faithfulness,
     "transfer": transfer,
     "layers": layers,
 }
@@ -125,9 +130,10 @@ class Steps:
     help="Comma list of sections to leave out: " + ", ".join(SECTIONS) + ".",
 )
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
+@options.rule_option(help="Backward rule of the projections in Fig. 2, 4, 6 and 7 (sanity and faithfulness compare all three)")
 @options.seed_option
 @options.out_option
-def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, examples, parts_file, results_dirs, skip, batch_size, seed, out):
+def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, examples, parts_file, results_dirs, skip, batch_size, rule, seed, out):
     """One self-contained HTML page about MODEL (a SavedModel directory, a run directory or a .keras
     file): what it is, how it was trained, how accurate it is, and the paper's figures on it.
 
@@ -141,6 +147,7 @@ def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, exampl
     if parts_file and "correspondence" not in skip:
         parts = loading.read_parts(parts_file)
     context = Context(model, seed, batch_size)
+    context.rule = loading.check_rule(context.probe, rule)
     context.batches = loading.image_batches(
         data_spec, split, context.probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir
     )

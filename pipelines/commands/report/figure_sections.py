@@ -31,9 +31,10 @@ def visualize(context, advance):
     top = scan(context.probe, counted(context.batches), context.chosen, k=9)
     body, numbers = [], {"images": top.images_seen, "maps": context.chosen, "layers": {}}
     for number, layer in enumerate(layers):
-        crops = project_topk(context.probe, top, context.batches, fields, layers=[layer], batch_size=64)
+        crops = project_topk(context.probe, top, context.batches, fields, layers=[layer], batch_size=64, rule=context.rule)
         values = top.entries(layer)["value"]
-        name = context.save(figures.topk_figure(layer, context.chosen[layer], crops[layer], values, top.images_seen), f"fig2-{layer}.png")
+        figure = figures.topk_figure(layer, context.chosen[layer], crops[layer], values, top.images_seen, context.rule)
+        name = context.save(figure, f"fig2-{layer}.png")
         size = fields[layer].size
         silent = int((values[:, 0] <= 0).sum())
         body.append(
@@ -42,7 +43,7 @@ def visualize(context, advance):
                 f"Fig. 2, {layer}",
                 (
                     f"For {len(context.chosen[layer])} maps of {layer}, the 9 strongest activations over {top.images_seen} images "
-                    f"(at most one per image): left, each projected to pixels by the deconvnet; right, the image patch under "
+                    f"(at most one per image): left, each projected to pixels by the {context.rule} rule; right, the image patch under "
                     f"the activation's {size[0]}x{size[1]} px receptive field (light blue: outside the image). Look for one "
                     "pattern repeated across the 9 different images of a map; lower layers pick edges and blobs, higher layers "
                     "larger, class-specific parts, with more variation in the patches than in the projections."
@@ -71,11 +72,13 @@ def evolution(context, advance):
             "no checkpoints",
         )
     if not hasattr(context, "chosen"):
-        context.chosen = context.maps(loading.loading.map_counts(context.probe, list(context.probe.layer_names)), context.seed)
+        context.chosen = context.maps(loading.map_counts(context.probe, list(context.probe.layer_names)), context.seed)
     maps = {layer: channels[:4] for layer, channels in context.chosen.items()}
     loaded = ((epoch, loading.load_checkpoint(file)) for epoch, file in checkpoints)
     try:
-        epochs, tops, tiles = follow_maps(context.keras, loaded, context.batches, maps, 64, on_checkpoint=lambda i: advance(i + 1, len(checkpoints)))
+        epochs, tops, tiles = follow_maps(
+            context.keras, loaded, context.batches, maps, 64, on_checkpoint=lambda i: advance(i + 1, len(checkpoints)), rule=context.rule
+        )
     except ValueError as error:
         raise click.UsageError(f"{context.path}: {error}") from None
     top = tops[-1]
@@ -128,7 +131,7 @@ def filters(context, advance):
         advance(done, total)
 
     try:
-        result = first_layer_report(context.probe, context.keras, context.batches, chosen, 0.01, 64, on_batch=on_batch)
+        result = first_layer_report(context.probe, context.keras, context.batches, chosen, 0.01, 64, on_batch=on_batch, rule=context.rule)
     except ValueError as error:
         return html.Section("filters", "First-layer filters", "Fig. 6", [html.note(str(error))], {}, "")
     numbers = result.to_dict()
@@ -155,7 +158,7 @@ def filters(context, advance):
             "Fig. 6, first-layer filters",
             (
                 " ".join(figures.caption(numbers)).replace("\n", "; ") + ". Top: each first-layer filter, scaled to its own "
-                f"range; bottom: the top-1 deconvnet projections of {len(chosen)} {second} maps. Look for dead (flat) "
+                f"range; bottom: the top-1 projections ({context.rule} rule) of {len(chosen)} {second} maps. Look for dead (flat) "
                 "filters and filters that are only high-frequency noise, and for a grid pattern in the projections "
                 "(aliasing from a large first-layer stride): the paper's Fig. 6 problems that smaller 7x7/2 filters fix."
             ),
@@ -179,7 +182,7 @@ def occlusion(context, advance):
             done += count
             advance(done, per_image * len(examples))
 
-        result = occlusion_map(context.probe, image, label=label, batch_size=64, progress=progress)
+        result = occlusion_map(context.probe, image, label=label, batch_size=64, progress=progress, rule=context.rule)
         figure = context.save(figures.occlusion_figure(result, context.class_names, name), f"fig7-{name}.png")
         summary = records.summary_json(result, context.class_names, name)
         numbers[name] = summary
