@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(__file__))
 from browser import needs_chromium, pixels  # noqa: E402
-from train_helpers import TINY_UNITS, fashion_subset, write_small_idx  # noqa: E402
+from train_helpers import TINY_UNITS, fashion_subset, write_idx, write_small_idx  # noqa: E402
 
 from pipelines.cli import main  # noqa: E402
 
@@ -45,10 +45,16 @@ def ok(result):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """An idx: source with 70 real Fashion-MNIST test images; returns (directory, images, labels)."""
+    """An idx: source of 70 Fashion-MNIST test images, 6 of them replaced by bright 8-pixel-periodic
+    patterns, where a map's maximum repeats at several positions (so the first-position rule
+    matters); returns (directory, images, labels)."""
     root = tmp_path_factory.mktemp("atlas-data")
     write_small_idx(str(root), n_train=8, n_test=70)
     _, _, images, labels = fashion_subset(8, 70)
+    rng = np.random.default_rng(1)
+    for index in (3, 17, 30, 44, 51, 66):
+        images[index] = np.tile(rng.integers(0, 256, (8, 8)), (4, 4))[:28, :28]
+    write_idx(os.path.join(root, "t10k-images-idx3-ubyte.gz"), images)
     return root, images[..., None].astype("float32"), labels.astype(int)
 
 
@@ -359,3 +365,14 @@ def test_bad_input_gives_one_line(data, tmp_path):
     except ImportError:
         result = CliRunner().invoke(main, ["atlas", SHIPPED, "--data", f"idx:{directory}", "--optimize", "--out", str(tmp_path / "a")])
         assert result.exit_code == 2 and "feature_visualization" in result.output
+
+
+def test_benchmark_smoke_mode_runs():
+    """``python -m benchmarks atlas --smoke``: every measurement runs (tiny sizes; the numbers are not checked)."""
+    from benchmarks.atlas import main as benchmark
+
+    results = benchmark(["--smoke"])
+    assert results["units"] == 352 and results["images"] == 128
+    assert results["scan_cpu_s"] > 0 and results["forward_cpu_s"] > 0
+    assert set(results["peak_heap_bytes"]) == {"64", "256"} and results["peak_heap_ratio"] > 0
+    assert results["atlas_files"] > 10 and results["atlas_bytes"] > 0

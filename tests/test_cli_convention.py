@@ -35,8 +35,23 @@ READS_MODEL = {
     "layers",
     "report",
     "localization",
+    "atlas",
 }
-READS_DATA = {"demo", "train", "evaluate", "visualize", "evolution", "filters", "transfer", "layers", "ablate", "report", "prepare", "localization"}
+READS_DATA = {
+    "demo",
+    "train",
+    "evaluate",
+    "visualize",
+    "evolution",
+    "filters",
+    "transfer",
+    "layers",
+    "ablate",
+    "report",
+    "prepare",
+    "localization",
+    "atlas",
+}
 RANDOM = {
     "demo",
     "train",
@@ -51,6 +66,7 @@ RANDOM = {
     "prepare",
     "emoji",
     "localization",
+    "atlas",
 }
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
 

@@ -239,6 +239,56 @@ class AtlasScan:
         return scan
 
 
+class Folder:
+    """Folds consecutive reduced batches into an :class:`AtlasScan`, ``images`` at a time, on a
+    thread of its own: the numpy bookkeeping of one group of batches runs while TensorFlow computes
+    the next ones, and fewer, larger updates cost less. Updates run one after another in batch
+    order, so the result is the same as folding each batch in turn.
+
+    Args:
+        scan: the :class:`AtlasScan` to update.
+        first_image: global index of the first image of the first batch.
+        images: images per update.
+    """
+
+    def __init__(self, scan, first_image, images=512):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.scan, self.next_image, self.images = scan, int(first_image), int(images)
+        self.pending, self.labels, self.running = [], [], []
+        self.worker = ThreadPoolExecutor(max_workers=1)
+
+    def add(self, reduced, labels):
+        """Queue one batch (``{layer: (peak, y, x, mean)}`` numpy ``[B, M]`` and its labels ``[B]``)."""
+        self.pending.append(reduced)
+        self.labels.append(np.asarray(labels, "int64").reshape(-1))
+        if sum(map(len, self.labels)) >= self.images:
+            self.submit()
+        finished = [job for job in self.running if job.done()]
+        for job in finished:
+            job.result()  # a failed update raises here, not at the end
+        self.running = [job for job in self.running if job not in finished]
+
+    def submit(self):
+        if not self.pending:
+            return
+        joined = {layer: tuple(np.concatenate([batch[layer][i] for batch in self.pending]) for i in range(4)) for layer in self.pending[0]}
+        labels = np.concatenate(self.labels)
+        self.running.append(self.worker.submit(self.scan.update, joined, self.next_image, labels))
+        self.next_image += len(labels)
+        self.pending, self.labels = [], []
+
+    def flush(self):
+        """Fold everything queued into the scan and wait for it."""
+        self.submit()
+        try:
+            for job in self.running:
+                job.result()
+        finally:
+            self.running = []
+            self.worker.shutdown(wait=True)
+
+
 def scan_units(probe, batches, maps, classes, first_image=0, reducer=None):
     """An :class:`AtlasScan` of ``batches`` (``(images, labels)`` raw-pixel batches in data set
     order, e.g. :meth:`zfkeras.data.ImageBatches.dataset`) in one streaming pass.
@@ -252,11 +302,11 @@ def scan_units(probe, batches, maps, classes, first_image=0, reducer=None):
     """
     reducer = reducer or unit_reducer(probe, maps)
     scan = AtlasScan(maps, classes)
-    index = int(first_image)
+    folder = Folder(scan, first_image)
     for images, labels in batches:
         reduced = reducer(tf.constant(np.asarray(images, "float32")))
-        scan.update({layer: tuple(v.numpy() for v in values) for layer, values in reduced.items()}, index, labels)
-        index += len(labels)
+        folder.add({layer: tuple(v.numpy() for v in values) for layer, values in reduced.items()}, labels)
+    folder.flush()
     return scan
 
 

@@ -17,7 +17,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from zfkeras.analysis.atlas import AtlasScan, unit_reducer
+from zfkeras.analysis.atlas import AtlasScan, Folder, unit_reducer
 from zfkeras.io.validation import positive_int
 
 
@@ -36,7 +36,7 @@ def local_replicas(strategy):
     return [int(i) for i in strategy.experimental_local_results(ids)]
 
 
-def scan_sharded(probe, read, count, maps, classes, *, batch_size, shard_images=2048, strategy=None, store=None, progress=None):
+def scan_sharded(probe, read, count, maps, classes, *, batch_size, shard_images=2048, strategy=None, store=None, progress=None, reducer=None):
     """The :class:`AtlasScan` of images ``0 .. count - 1``, shard by shard (module docstring).
 
     Args:
@@ -48,6 +48,8 @@ def scan_sharded(probe, read, count, maps, classes, *, batch_size, shard_images=
         strategy: a ``tf.distribute.Strategy`` (default: the current one).
         store: where finished shards are kept and found again (:class:`zfkeras.io.shards.ShardStore`), or None.
         progress: optional callable, given the number of images done (scanned or found in the store).
+        reducer: :func:`~zfkeras.analysis.atlas.unit_reducer` of ``probe`` and ``maps`` (made if None;
+            pass one to reuse its trace across scans).
 
     Returns:
         ``(scan, info)``: the merged :class:`AtlasScan` (the same on every process) and
@@ -70,7 +72,7 @@ def scan_sharded(probe, read, count, maps, classes, *, batch_size, shard_images=
             if progress is not None:
                 progress(shards[index][1])
     plan = [index for index in range(len(shards)) if owner[index] < 0]
-    reducer = unit_reducer(probe, maps)
+    reducer = reducer or unit_reducer(probe, maps)
     scanned = []
     for first in range(0, len(plan), replicas):
         mine = {replica: plan[first + replica] for replica in ids if first + replica < len(plan)}
@@ -96,7 +98,7 @@ def _scan_round(strategy, ids, reducer, read, shards, mine, setting, progress):
     maps, classes, input_shape = setting
     iterators = {replica: iter(read(*shards[index])) for replica, index in mine.items()}
     scans = {replica: AtlasScan(maps, classes) for replica in mine}
-    offsets = {replica: shards[index][0] for replica, index in mine.items()}
+    folders = {replica: Folder(scans[replica], shards[index][0]) for replica, index in mine.items()}
     idle = np.zeros((1, *input_shape), "float32")  # a replica without a batch runs one blank image (empty batches fail in max pools)
     while iterators:
         batches = {}
@@ -114,11 +116,11 @@ def _scan_round(strategy, ids, reducer, read, shards, mine, setting, progress):
         results = strategy.experimental_local_results(strategy.run(reducer, args=(values,)))
         for replica, result in zip(ids, results):
             if replica in batches:
-                reduced = {layer: tuple(np.asarray(v) for v in value) for layer, value in result.items()}
-                scans[replica].update(reduced, offsets[replica], batches[replica][1])
-                offsets[replica] += len(batches[replica][1])
+                folders[replica].add({layer: tuple(np.asarray(v) for v in value) for layer, value in result.items()}, batches[replica][1])
                 if progress is not None:
                     progress(len(batches[replica][1]))
+    for folder in folders.values():
+        folder.flush()
     return {mine[replica]: scan for replica, scan in scans.items()}
 
 

@@ -108,7 +108,7 @@ class TopK:
             return
         columns = np.nonzero(beats[rows].any(axis=0))[0]
         kept = {f: candidates[f][np.ix_(rows, columns)] for f in ENTRY_FIELDS}
-        best = _best({f: state[f][rows] for f in ENTRY_FIELDS}, kept, self.k)
+        best = _best({f: state[f][rows] for f in ENTRY_FIELDS}, kept, self.k, self.distinct_images)
         for f in ENTRY_FIELDS:
             state[f][rows] = best[f]
 
@@ -125,7 +125,7 @@ class TopK:
         for layer in self.maps:
             mine, theirs = self._state[layer], other._state[layer]
             both = {f: np.concatenate([mine[f], theirs[f]], axis=1) for f in ENTRY_FIELDS}
-            merged._state[layer] = _best(_empty(len(self.maps[layer]), self.k), both, self.k)
+            merged._state[layer] = _best(_empty(len(self.maps[layer]), self.k), both, self.k, self.distinct_images)
             _check_disjoint(merged._state[layer], layer)
         return merged
 
@@ -164,7 +164,7 @@ class TopK:
                 for j, entry in enumerate(entries):
                     for field in ENTRY_FIELDS:
                         state[field][m, j] = entry[field]
-            top._state[layer] = _best(_empty(len(maps[layer]), k), state, k)
+            top._state[layer] = _best(_empty(len(maps[layer]), k), state, k, distinct_images)
         return top
 
     @classmethod
@@ -178,7 +178,7 @@ class TopK:
             if given is None or any(np.shape(given.get(f)) != (len(channels), top.k) for f in ENTRY_FIELDS):
                 raise ValueError(f"entries of {layer!r} must hold {', '.join(ENTRY_FIELDS)}, each [{len(channels)}, {top.k}]")
             state = {f: np.array(given[f], dtype=top._state[layer][f].dtype) for f in ENTRY_FIELDS}
-            ordered = _best(_empty(len(channels), top.k), state, top.k)
+            ordered = _best(_empty(len(channels), top.k), state, top.k, distinct_images)
             if any(not np.array_equal(ordered[f], state[f]) for f in ENTRY_FIELDS):
                 raise ValueError(f"entries of {layer!r} are not a top-{top.k} in order (strongest first, one entry per slot)")
             top._state[layer] = state
@@ -409,13 +409,22 @@ def _candidates(acts, first_image, k, distinct_images):
     return {"image": np.where(filler, -1, image + first_image), "y": y, "x": x, "value": value}
 
 
-def _best(state, candidates, k):
-    """The first ``k`` of ``state`` and ``candidates`` together, in the module's order."""
+def _best(state, candidates, k, distinct=False):
+    """The first ``k`` of ``state`` and ``candidates`` together, in the module's order.
+
+    ``distinct``: no two entries of a row share an image (distinct_images), so (value, image)
+    decides the order alone and one sort of a combined key replaces the five-key lexsort."""
     both = {f: np.concatenate([np.asarray(state[f]), np.asarray(candidates[f])], axis=1) for f in ENTRY_FIELDS}
-    value = both["value"].astype("float32")
-    # empty slots (image -1) go last whatever their value; lexsort's last key is the primary one
+    value = both["value"].astype("float32") + np.float32(0)  # -0.0 -> 0.0: equal values, equal keys
+    # empty slots (image -1) go last whatever their value
     empty = both["image"] < 0
-    order = np.lexsort((both["x"], both["y"], both["image"], -value, empty), axis=1)[:, :k]
+    if distinct and both["image"].max(initial=0) < 2**32:
+        bits = value.view(np.uint32)
+        ascending = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))  # float order as unsigned ints
+        key = ((~ascending).astype(np.uint64) << np.uint64(32)) | np.maximum(both["image"], 0).astype(np.uint64)
+        order = np.argsort(np.where(empty, np.uint64(2**64 - 1), key), axis=1, kind="stable")[:, :k]
+    else:  # lexsort's last key is the primary one
+        order = np.lexsort((both["x"], both["y"], both["image"], -value, empty), axis=1)[:, :k]
     return {f: np.take_along_axis(both[f], order, axis=1).astype(state[f].dtype) for f in ENTRY_FIELDS}
 
 
