@@ -10,8 +10,9 @@ images (Debian's files; generated noise where they are missing), in memory so no
   counts, histograms and sums, shards of 2,048) against the model's plain forward pass
   (``probe.predict``, the export's ``serve``) over the same ``--images`` images in batches of 64,
   interleaved, median of ``--repeats``; the throughput ratio forward time / scan time (target >= 0.8);
-- **memory**: the scan's peak resident memory over ``--small`` and ``--large`` images, each in a
-  fresh process (flat: ratio near 1), and its peak traced heap (tracemalloc: numpy's allocations);
+- **memory**: the scan's peak resident memory over ``--small`` and ``--large`` images (shards of
+  512, so both merge several), each in a fresh process (flat: ratio near 1), and its peak traced
+  heap (tracemalloc: numpy's allocations); the images are made batch by batch, as a pipeline reads them;
 - **atlas**: ``zf atlas`` of the whole model over the first ``--atlas-images`` test images (written
   as an ``idx:`` source) in a subprocess, evolution across its 6 checkpoints included: wall and CPU
   time, files and bytes on disk.
@@ -34,22 +35,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "saved_models", "zfnet-fashion-mnist")
 FASHION = "/usr/share/datasets/fashion-mnist"
 BATCH = 64
+MEMORY_SHARD = 512  # shards in the memory runs: both sizes merge several, as every large job does
 DEFAULTS = {"images": 2000, "repeats": 3, "small": 1000, "large": 10000, "atlas_images": 10000}
 SMOKE = {"images": 128, "repeats": 1, "small": 64, "large": 256, "atlas_images": 64}
 
 
-def test_images(count):
-    """``(images float32 [count, 28, 28, 1], labels)``: Fashion-MNIST test images, repeated if more are asked for."""
-    try:
-        from zfkeras.data.sources.idx import load_idx
+SOURCE = {}
 
-        images = load_idx(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz"))
-        labels = load_idx(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz"))
-    except FileNotFoundError:
-        rng = np.random.default_rng(0)
-        images, labels = rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 10000)
-    index = np.arange(count) % len(images)
-    return images[index][..., None].astype("float32"), labels[index].astype("int64")
+
+def source():
+    """``(uint8 images [10000, 28, 28], labels)``: the Fashion-MNIST test images, read once (generated
+    noise where Debian's files are missing)."""
+    if not SOURCE:
+        try:
+            from zfkeras.data.sources.idx import load_idx
+
+            SOURCE["images"] = load_idx(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz"))
+            SOURCE["labels"] = load_idx(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz")).astype("int64")
+        except FileNotFoundError:
+            rng = np.random.default_rng(0)
+            SOURCE["images"], SOURCE["labels"] = rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 10000)
+    return SOURCE["images"], SOURCE["labels"]
+
+
+def read(start, count):
+    """``(float32 images [B, 28, 28, 1], labels)`` batches of images ``start .. start + count - 1``
+    (the test set repeated past 10,000), made batch by batch as a data pipeline would."""
+    images, labels = source()
+    for first in range(start, start + count, BATCH):
+        index = np.arange(first, min(first + BATCH, start + count)) % len(images)
+        yield images[index][..., None].astype("float32"), labels[index]
 
 
 def write_idx(path, array):
@@ -62,20 +77,15 @@ def write_idx(path, array):
         handle.write(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
 
 
-def scan(probe, images, labels, maps, reducer=None):
+def scan(probe, count, maps, reducer=None, shard_images=2048):
     from zfkeras.analysis.atlas_shards import scan_sharded
 
-    def read(start, count):
-        for first in range(start, start + count, BATCH):
-            stop = min(first + BATCH, start + count)
-            yield images[first:stop], labels[first:stop]
-
-    return scan_sharded(probe, read, len(images), maps, 10, batch_size=BATCH, reducer=reducer)[0]
+    return scan_sharded(probe, read, count, maps, 10, batch_size=BATCH, shard_images=shard_images, reducer=reducer)[0]
 
 
-def forward(probe, images):
-    for first in range(0, len(images), BATCH):
-        probe.predict(images[first : first + BATCH], batch_size=BATCH)
+def forward(probe, count):
+    for images, _ in read(0, count):
+        probe.predict(images, batch_size=BATCH)
 
 
 def setting():
@@ -89,18 +99,18 @@ def setting():
 def memory_child(sizes):
     """In a fresh process (:func:`isolated_peaks`): print the peak RSS of a scan of the chosen size."""
     probe, maps = setting()
-    methods = {str(n): (lambda n=n: scan(probe, *test_images(n), maps)) for n in sizes}
+    source()  # the data set is not the scan's memory
+    methods = {str(n): (lambda n=n: scan(probe, n, maps, shard_images=MEMORY_SHARD)) for n in sizes}
     report_peak(methods, "memory")
 
 
 def throughput(probe, maps, count, repeats):
     from zfkeras.analysis.atlas import unit_reducer
 
-    images, labels = test_images(count)
     reducer = unit_reducer(probe, maps)  # traced once, as in one zf atlas run
-    scan(probe, images[:BATCH], labels[:BATCH], maps, reducer)  # trace both paths first
-    forward(probe, images[:BATCH])
-    methods = {"forward": lambda: forward(probe, images), "scan": lambda: scan(probe, images, labels, maps, reducer)}
+    scan(probe, BATCH, maps, reducer)  # trace both paths first
+    forward(probe, BATCH)
+    methods = {"forward": lambda: forward(probe, count), "scan": lambda: scan(probe, count, maps, reducer)}
     medians, _ = interleaved(methods, repeats)
     return {
         "images": count,
@@ -114,12 +124,12 @@ def throughput(probe, maps, count, repeats):
 
 
 def heap_peaks(probe, maps, sizes):
+    source()
     peaks = {}
     for size in sizes:
-        images, labels = test_images(size)
         tracemalloc.start()
         baseline = tracemalloc.get_traced_memory()[0]
-        scan(probe, images, labels, maps)
+        scan(probe, size, maps, shard_images=MEMORY_SHARD)
         peaks[size] = tracemalloc.get_traced_memory()[1] - baseline
         tracemalloc.stop()
     return peaks
@@ -129,9 +139,9 @@ def whole_atlas(count, smoke):
     """``zf atlas`` of the shipped model in a subprocess: seconds (wall, CPU) and size on disk."""
     work = tempfile.mkdtemp(prefix="zf-atlas-bench-")
     out = os.path.join(work, "atlas")
-    images, labels = test_images(count)
-    write_idx(os.path.join(work, "t10k-images-idx3-ubyte.gz"), images[..., 0])
-    write_idx(os.path.join(work, "t10k-labels-idx1-ubyte.gz"), labels)
+    images, labels = source()
+    write_idx(os.path.join(work, "t10k-images-idx3-ubyte.gz"), images[:count])
+    write_idx(os.path.join(work, "t10k-labels-idx1-ubyte.gz"), labels[:count])
     args = [sys.executable, "-m", "pipelines.cli", "atlas", SHIPPED, "--data", f"idx:{work}", "--out", out]
     if smoke:
         args += ["--maps", "random:2", "--no-evolution"]

@@ -31,8 +31,9 @@ fires most, which is what their top-9 pictures show. It is computed from the kep
 
 **Merging.** A scan can be split into shards (disjoint image ranges with their global indices) whose
 :meth:`AtlasScan.merge` gives exactly the result of one scan: the top lists, counts and histograms are
-exact in any merge order; the float sums (means) are kept per part (the first image of each shard)
-and added in image order when read, so any split of the same shards, merged in any order, gives the
+exact in any merge order; the float sums (means) are kept per part (each shard's image range) and
+added in image order (:func:`fold_parts` adds the run of parts from image 0 as it forms, so a scan
+merged shard by shard keeps one), so any split of the same shards, merged in any order, gives the
 same bits.
 """
 
@@ -99,7 +100,7 @@ class AtlasScan:
         self.fires = {layer: np.zeros(len(c), "int64") for layer, c in self.maps.items()}
         self.histogram = {layer: np.zeros((len(c), HISTOGRAM_BINS), "int64") for layer, c in self.maps.items()}
         self.class_images = np.zeros(self.classes, "int64")
-        self.parts = {}  # first image -> {layer: (mean sums [M], class sums [classes, M])}, float64
+        self.parts = {}  # first image -> [images, {layer: (mean sums [M], class sums [classes, M])}], float64
         self.label_images, self.label_values = np.zeros(0, "int64"), np.zeros(0, "int64")
 
     @property
@@ -113,7 +114,13 @@ class AtlasScan:
         if len(labels) and (labels.min() < 0 or labels.max() >= self.classes):
             raise ValueError(f"labels must be class indices 0-{self.classes - 1}, got {labels.min()}..{labels.max()}")
         first_image = int(first_image)
-        part = self.parts.setdefault(first_image if not self.parts else min(self.parts), {})
+        if not self.parts:
+            self.parts[first_image] = [0, {}]
+        start, (count, part) = next(iter(self.parts.items()))
+        if len(self.parts) > 1 or start + count != first_image:
+            raise ValueError(
+                f"update takes consecutive batches of one image range (next image {start + count}, got {first_image}); merge scans instead"
+            )
         for layer, channels in self.maps.items():
             peak, y, x, mean = (np.asarray(v) for v in reduced[layer])
             if peak.shape != (len(labels), len(channels)):
@@ -128,6 +135,7 @@ class AtlasScan:
             sums, by_class = part.get(layer, (np.zeros(len(channels)), np.zeros((self.classes, len(channels)))))
             np.add.at(by_class, labels, mean)
             part[layer] = (sums + mean.sum(axis=0), by_class)
+        self.parts[start][0] += len(labels)
         self.class_images += np.bincount(labels, minlength=self.classes)
         self.top.images_seen += len(labels)
         self._remember_labels(np.arange(first_image, first_image + len(labels)), labels)
@@ -158,7 +166,7 @@ class AtlasScan:
         merged.class_images = self.class_images + other.class_images
         if set(self.parts) & set(other.parts):
             raise ValueError("merged scans start at the same image: shards must cover disjoint images")
-        merged.parts = {**self.parts, **other.parts}
+        merged.parts = fold_parts({**self.parts, **other.parts})
         merged.label_images = np.concatenate([self.label_images, other.label_images])
         merged.label_values = np.concatenate([self.label_values, other.label_values])
         merged._prune_labels()
@@ -169,9 +177,9 @@ class AtlasScan:
         total = np.zeros(len(self.maps[layer]))
         by_class = np.zeros((self.classes, len(self.maps[layer])))
         for first in sorted(self.parts):
-            if layer in self.parts[first]:
-                total = total + self.parts[first][layer][0]
-                by_class = by_class + self.parts[first][layer][1]
+            if layer in self.parts[first][1]:
+                total = total + self.parts[first][1][layer][0]
+                by_class = by_class + self.parts[first][1][layer][1]
         return total, by_class
 
     def labels_of(self, images):
@@ -197,6 +205,7 @@ class AtlasScan:
             "label_images": self.label_images,
             "label_values": self.label_values,
             "parts": np.asarray(sorted(self.parts), "int64"),
+            "part_images": np.asarray([self.parts[first][0] for first in sorted(self.parts)], "int64"),
         }
         for index, layer in enumerate(self.maps):
             prefix = f"layer{index}"
@@ -207,7 +216,7 @@ class AtlasScan:
             for field, value in self.top.entries(layer).items():
                 arrays[f"{prefix}/top_{field}"] = value
             for number, first in enumerate(sorted(self.parts)):
-                sums, by_class = self.parts[first].get(layer, (np.zeros(len(self.maps[layer])), np.zeros((self.classes, len(self.maps[layer])))))
+                sums, by_class = self.parts[first][1].get(layer, (np.zeros(len(self.maps[layer])), np.zeros((self.classes, len(self.maps[layer])))))
                 arrays[f"{prefix}/part{number}_sums"], arrays[f"{prefix}/part{number}_classes"] = sums, by_class
         return arrays
 
@@ -222,12 +231,12 @@ class AtlasScan:
             entries = {name: {f: arrays[f"layer{i}/top_{f}"] for f in ENTRY_FIELDS} for i, name in enumerate(names)}
             scan.top = TopK.from_entries(maps, int(arrays["k"]), entries, images_seen=int(arrays["images"]))
             parts = [int(first) for first in arrays["parts"]]
-            scan.parts = {first: {} for first in parts}
+            scan.parts = {first: [int(count), {}] for first, count in zip(parts, arrays["part_images"])}
             for i, name in enumerate(names):
                 scan.fires[name] = np.asarray(arrays[f"layer{i}/fires"], "int64")
                 scan.histogram[name] = np.asarray(arrays[f"layer{i}/histogram"], "int64")
                 for number, first in enumerate(parts):
-                    scan.parts[first][name] = (
+                    scan.parts[first][1][name] = (
                         np.asarray(arrays[f"layer{i}/part{number}_sums"]),
                         np.asarray(arrays[f"layer{i}/part{number}_classes"]),
                     )
@@ -287,6 +296,19 @@ class Folder:
         finally:
             self.running = []
             self.worker.shutdown(wait=True)
+
+
+def fold_parts(parts):
+    """``parts`` with the run of consecutive parts from image 0 added into one, in image order (the
+    order :meth:`AtlasScan.sums` adds them in, so the result is the same bits): a scan merged shard
+    by shard from the first keeps one part, whatever the number of images."""
+    parts = dict(parts)
+    while 0 in parts and parts[0][0] in parts:
+        count, first = parts[0]
+        following, after = parts.pop(count)
+        sums = {layer: (first[layer][0] + after[layer][0], first[layer][1] + after[layer][1]) for layer in first}
+        parts[0] = [count + following, sums]
+    return parts
 
 
 def scan_units(probe, batches, maps, classes, first_image=0, reducer=None):
