@@ -355,7 +355,12 @@ def test_224_zfnet_and_a_resnet50_dag(tmp_path):
 
 def test_bad_input_gives_one_line(data, tmp_path):
     directory, _, _ = data
-    cases = [(("--strategy", "gpu:9"), "--strategy"), (("--layers", "conv9"), "conv9"), (("--maps", "random:0"), "--maps")]
+    cases = [
+        (("--strategy", "gpu:9"), "--strategy"),
+        (("--layers", "conv9"), "conv9"),
+        (("--maps", "random:0"), "--maps"),
+        (("--state", ROOT), "--state"),  # a directory that is not one of shards: left alone
+    ]
     for extra, named in cases:
         result = CliRunner().invoke(main, ["atlas", SHIPPED, "--data", f"idx:{directory}", *extra, "--out", str(tmp_path / "a")])
         assert result.exit_code == 2 and named in result.output and "Traceback" not in result.output, result.output

@@ -36,6 +36,9 @@ class ShardStore:
         self.job = json.loads(json.dumps(job))
         self.stale = False
         os.makedirs(self.directory, exist_ok=True)
+        foreign = [name for name in os.listdir(self.directory) if not (name == JOB_FILE or name.startswith(("shard-", f".{JOB_FILE}", ".shard-")))]
+        if foreign:
+            raise ValueError(f"{self.directory} holds {foreign[0]!r}, so it is not a directory of shards; give an empty or new directory")
         path = os.path.join(self.directory, JOB_FILE)
         try:
             with open(path) as handle:

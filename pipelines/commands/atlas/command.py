@@ -83,7 +83,10 @@ def atlas(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps,
     from zfkeras.training import worker_role
 
     job = _job(model, probe, data_spec, split, batches.count, chosen, batch_size, shard_images)
-    store = ShardStore(state or _state_dir(out), job)
+    try:
+        store = ShardStore(state or _state_dir(out), job)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--state") from None
     if store.stale:
         click.echo(f"{store.directory}: held shards of another atlas; starting afresh", err=True)
     started = time.monotonic()
