@@ -110,13 +110,9 @@ def atlas(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps,
 
 
 def _optimizer():
-    """``maximize_units`` of :mod:`zfkeras.analysis.feature_visualization`, or a one-line error where that module is missing."""
-    try:
-        from zfkeras.analysis.feature_visualization import maximize_units
-    except ImportError:
-        raise click.UsageError(
-            "--optimize needs zfkeras.analysis.feature_visualization (feature visualization by optimization), not in this zfkeras"
-        ) from None
+    """:func:`zfkeras.analysis.feature_visualization.maximize_units` (imported where asked for)."""
+    from zfkeras.analysis.feature_visualization import maximize_units
+
     return maximize_units
 
 

@@ -25,7 +25,7 @@ p.caption { font-size: 13px; color: #33414d; max-width: 1000px; }
 .flag { display: inline-block; padding: 0 4px; border-radius: 3px; font-size: 10px; color: #fff; }
 .dead { background: #8a1c1c; } .dup { background: #9a6a00; }
 .pair { display: flex; gap: 22px; align-items: flex-start; flex-wrap: wrap; }
-.pair figure { margin: 0; } figcaption { font-size: 12px; color: #33414d; }
+.pair figure { margin: 0; } figcaption { font-size: 12px; color: #33414d; max-width: 320px; }
 .bar { background: #4a7fb0; height: 11px; display: inline-block; vertical-align: middle; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 13px; } dt { font-weight: bold; }
 svg text { font-size: 10px; fill: #33414d; }
@@ -132,8 +132,6 @@ def unit_page(header, name, record, unit, neighbours):
     body += ["<h2>The classes it prefers</h2>", _classes(header, unit_record)]
     if unit_record.get("evolution"):
         body += ["<h2>Across training (Fig. 4)</h2>", _evolution(files, unit_record)]
-    if unit_record.get("optimized"):
-        body += ["<h2>Feature visualization by optimization</h2>", _optimized(files, unit_record)]
     title = f"{name} unit {unit}"
     return page(f"atlas: {title}", 1, site_header(header, title), nav, body)
 
@@ -162,7 +160,7 @@ def _top9(header, files, unit_record):
     figures = "".join(
         f'<figure><img src="{escape(files[key])}" width="{files["width"] * scale}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
         for key, caption in (("projections", "deconvnet projections"), ("patches", "image patches (light blue: outside the image)"))
-    )
+    ) + (_optimized(files, unit_record) if unit_record.get("optimized") else "")
     rows = "".join(
         f'<tr><td class="n">{e["rank"]}</td><td class="n">{e["image"]}</td><td>{escape(e["class"])}</td><td class="n">{number(e["value"], 4)}</td>'
         f'<td class="n">{e["y"]}, {e["x"]}</td></tr>'
@@ -240,10 +238,13 @@ def _evolution(files, unit_record):
 
 
 def _optimized(files, unit_record):
+    """The unit's optimised image, as a figure beside its top-9."""
     optimized = unit_record["optimized"]
+    caption = (
+        f"the image that maximises it, by optimization: the unit's activation on it {number(optimized['activation'], 4)}, "
+        f"on its best data image {number(optimized['top1'], 4)}"
+    )
     return (
-        f'<div class="pair"><figure><img src="{escape(files["optimized"])}" width="{files["optimized_width"]}" alt="optimized image">'
-        "<figcaption>the image that maximises the unit</figcaption></figure></div>"
-        f'<p class="caption">Found by gradient ascent from noise (decorrelated image, random jitter, scale and rotation). The unit\'s '
-        f"strongest activation on it: {number(optimized['activation'], 4)}, against {number(optimized['top1'], 4)} on its best data image.</p>"
+        f'<figure><img src="{escape(files["optimized"])}" width="{files["optimized_width"]}" alt="optimized image">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
     )
