@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZF=${ZF:-.venv/bin/zf}
+PYTHON=${PYTHON:-.venv/bin/python}
 MODEL=saved_models/zfnet-fashion-mnist
 EX=docs/examples
 set -x
@@ -35,3 +36,9 @@ chromium --headless --no-sandbox --disable-gpu --disable-background-networking -
     --disable-sync --no-first-run --user-data-dir="$profile" --hide-scrollbars --window-size=1385,2400 \
     --screenshot="$PWD/docs/figures/report/screenshot.png" "file://$PWD/docs/figures/report/page/index.html"
 rm -rf "$profile"
+# The atlas: the whole one (10 MB, not shipped) for the screenshots, and a small complete one shipped.
+$ZF atlas $MODEL --data fashion_mnist --out out/atlas
+$PYTHON tests/browser.py out/atlas/index.html docs/figures/atlas/index.png 420
+$PYTHON tests/browser.py out/atlas/conv5/index.html docs/figures/atlas/conv5-layer.png 760
+$PYTHON tests/browser.py out/atlas/conv5/37.html docs/figures/atlas/conv5-unit.png 2000
+$ZF atlas $MODEL --data fashion_mnist --layers conv1,conv3,conv5 --maps random:6 --out docs/figures/atlas/site

@@ -64,6 +64,35 @@ def labelled_images(data_spec, split, input_shape, count, skip_corrupt=False, da
     return np.concatenate(images), np.concatenate(labels), batches.source
 
 
+RANDOM_ARCHITECTURES = ("zfnet", "alexnet", "zfnet_small")
+
+
+def open_model_or_random(model, seed):
+    """``(probe, title)`` for MODEL: a model (:func:`open_model`), or ``random:ARCH`` for a new ARCH
+    (:data:`RANDOM_ARCHITECTURES`) with the paper's random initial weights, seeded by ``seed``."""
+    if not model.startswith("random:"):
+        return open_model(model), os.path.basename(os.path.normpath(model))
+    arch = model[len("random:") :]
+    if arch not in RANDOM_ARCHITECTURES:
+        raise click.BadParameter(f"{model}: use random:ARCH with ARCH one of {', '.join(RANDOM_ARCHITECTURES)}", param_hint="MODEL")
+    import zfkeras.nn.models
+    from zfkeras.nn.probe import KerasProbe
+
+    title = f"{arch} with random paper-init weights (seed {seed}): structure comes from the image, not training"
+    return KerasProbe(getattr(zfkeras.nn.models, arch)(seed=seed)), title
+
+
+def distribution(name, option="--strategy"):
+    """The ``tf.distribute`` strategy named ``name`` (:func:`zfkeras.training.make_strategy`), a
+    one-line error naming ``option``. Call it before TensorFlow runs anything (``cpu:N``, ``multiworker``)."""
+    from zfkeras.training import make_strategy
+
+    try:
+        return make_strategy(name)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
+
+
 def keras_model(probe, option="MODEL"):
     """``probe.keras_model`` (an export's ``model.keras``, loaded on first use), a one-line error if it cannot be."""
     try:
@@ -325,3 +354,16 @@ def train_config(recipe, train_source, **fields):
         return TrainConfig(**{**values, **fields})
     except ValueError as error:
         raise click.UsageError(str(error).splitlines()[0]) from None
+
+
+def read_atlas(directory, option="--atlas"):
+    """The ``atlas.json`` of a ``zf atlas`` output directory, or a one-line error naming ``option``."""
+    path = os.path.join(directory, "atlas.json")
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+        data["layers"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not the atlas.json of zf atlas"
+        raise click.BadParameter(f"{path}: {reason}", param_hint=option) from None
+    return data

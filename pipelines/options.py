@@ -169,6 +169,11 @@ class MapSelection(click.ParamType):
         if callable(value):
             return value
         text = str(value).strip()
+        selection = self.selection(text, param, ctx)
+        selection.text = text  # what was asked for, for the command line a command records
+        return selection
+
+    def selection(self, text, param, ctx):
         if text == "all":
             return lambda counts, seed: {layer: list(range(count)) for layer, count in counts.items()}
         if re.fullmatch(r"random:\d+", text) and int(text[7:]) > 0:

@@ -117,6 +117,28 @@ def write_results(out, results, table, csv_rows, figure=None, files=None):
             handle.write(json_text(results) + "\n")
 
 
+def command_text(ctx, name, *arguments):
+    """``zf NAME ARGUMENTS...`` with the options given on the command line of the running command
+    ``ctx`` (defaults left out), quoted for a shell."""
+    import shlex
+
+    words = ["zf", name, *map(str, arguments)]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name not in ctx.params or ctx.get_parameter_source(param.name).name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            words.append(param.opts[0] if value or not param.secondary_opts else param.secondary_opts[0])
+        elif param.multiple:
+            for item in value:
+                words += [param.opts[0], str(item)]
+        elif callable(value):  # a converted selection (--maps) keeps its text
+            words += [param.opts[0], str(getattr(value, "text", value))]
+        else:
+            words += [param.opts[0], ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return shlex.join(words)
+
+
 def percent(mean, std):
     """``"86.5 ± 0.5"`` from fractions."""
     return f"{100 * mean:.1f} ± {100 * std:.1f}"

@@ -37,6 +37,7 @@ READS_MODEL = {
     "localization",
     "sanity",
     "faithfulness",
+    "atlas",
 }
 READS_DATA = {
     "demo",
@@ -53,6 +54,7 @@ READS_DATA = {
     "localization",
     "sanity",
     "faithfulness",
+    "atlas",
 }
 RANDOM = {
     "demo",
@@ -70,6 +72,7 @@ RANDOM = {
     "localization",
     "sanity",  # --seed: the new weights
     "faithfulness",  # --seed: the random ranking
+    "atlas",
 }
 PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report"}  # take --rule (the backward rule)
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}

@@ -9,6 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 
 import zfkeras.export.savedmodel
@@ -190,6 +191,8 @@ def test_exported_probe_equals_keras_probe(model, exported, images):
     got = probe.features(images, ["conv3", "fc6"])
     assert sorted(got) == ["conv3", "fc6"]
     np.testing.assert_allclose(got["conv3"], reference.features(images, ["conv3"])["conv3"], rtol=1e-5, atol=1e-4)
+    tensors = probe.feature_tensors(tf.constant(np.asarray(images, "float32")), ["conv3", "fc6"])  # the endpoint's tensors
+    assert sorted(tensors) == ["conv3", "fc6"] and np.array_equal(tensors["conv3"].numpy(), got["conv3"])
     for position in ("max", "map", (3, 4)):
         np.testing.assert_allclose(
             probe.project(images, "conv2", 1, position, batch_size=2), reference.project(images, "conv2", 1, position), rtol=1e-5, atol=1e-3

@@ -36,6 +36,13 @@ def test_probe_numbers_are_the_models(model):
     expected = reference_projection(model, x, "conv2", [0, 1, 2, 3, 4], [(0, 0), (2, 3), "max", (6, 1), (4, 4)])
     assert_close(probe.project(x, "conv2", np.arange(5), positions, batch_size=2), expected)
     np.testing.assert_array_equal(probe.mean_image, np.full((28, 28, 1), 90.0))
+    # feature_tensors: the same maps as TF tensors, inside a tf.function too
+    import tensorflow as tf
+
+    traced = tf.function(lambda images: probe.feature_tensors(images, ["conv4", "fc7"]))(tf.constant(x))
+    assert set(traced) == {"conv4", "fc7"}
+    np.testing.assert_allclose(traced["conv4"].numpy(), reference[0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(traced["fc7"].numpy(), reference[1].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_probe_errors_name_the_bad_thing(model):

@@ -25,17 +25,20 @@ def run(command, args):
     help="Output directory (one folder per step inside).",
 )
 @options.data_options(
-    images="Use only the first N images of each split in every step (default: all for training and evaluation, 2000 for the Fig. 2 scan)."
+    images="Use only the first N images of each split in every step (default: all for training and evaluation, 2000 for the scans)."
 )
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1), help="Training epochs (the shipped model used 30).")
 @click.option("--photo", default="chelsea", show_default=True, help="Photo projected through a 224x224 ZFNet at the end.")
 @options.seed_option
 def demo(out, data_spec, data_dir, skip_corrupt, images, epochs, photo, seed):
-    """Train zfnet_small, export it, evaluate it, and project its features to pixels.
+    """Train zfnet_small, export it, evaluate it, project its features to pixels, and end on its
+    report linked to its atlas.
 
     Writes OUT/run (checkpoints, TensorBoard logs), OUT/model (SavedModel + .keras + zfkeras.json),
-    OUT/evaluate/results.json, OUT/visualize (Fig. 2-style top-9 grids) and OUT/photo/projection.png
-    (a real photo's strongest maps through the full 224x224 ZFNet, random paper-init weights).
+    OUT/evaluate/results.json, OUT/visualize (Fig. 2-style top-9 grids), OUT/photo/projection.png
+    (a real photo's strongest maps through the full 224x224 ZFNet, random paper-init weights),
+    OUT/atlas (every unit of every layer, browsable) and OUT/report/index.html (the model's page,
+    each Fig. 2 map linked to its atlas page); prints the file:// address of the report.
     """
     model = os.path.join(out, "model")
     data = ["--data", data_spec, *(["--data-dir", data_dir] if data_dir else []), *(["--skip-corrupt"] if skip_corrupt else [])]
@@ -72,4 +75,8 @@ def demo(out, data_spec, data_dir, skip_corrupt, images, epochs, photo, seed):
         [model, *data, "--images", str(images or 2000), "--maps", "random:8", "--seed", str(seed), "--out", os.path.join(out, "visualize")],
     )
     run("project", ["random:zfnet", photo, "--layers", "conv1,conv2,conv5", "--top", "6", "--seed", str(seed), "--out", os.path.join(out, "photo")])
-    click.echo(f"\ndemo done: see {out}/")
+    scanned = ["--images", str(images or 2000)]
+    run("atlas", [model, *data, *scanned, "--seed", str(seed), "--out", os.path.join(out, "atlas")])
+    run("report", [model, *data, *scanned, "--atlas", os.path.join(out, "atlas"), "--seed", str(seed), "--out", os.path.join(out, "report")])
+    page = os.path.abspath(os.path.join(out, "report", "index.html"))
+    click.echo(f"\ndemo done: see {out}/; open the report (each Fig. 2 map links to its unit in the atlas):\nfile://{page}")

@@ -52,24 +52,6 @@ def plot_projections(images, names, results, title):
     return figure
 
 
-RANDOM_ARCHITECTURES = ("zfnet", "alexnet", "zfnet_small")
-
-
-def open_model(model, seed):
-    """``(probe, title)`` for MODEL: a model (:func:`pipelines.loading.open_model`), or
-    ``random:ARCH`` for a new ARCH with the paper's random initial weights, seeded by ``seed``."""
-    if not model.startswith("random:"):
-        return loading.open_model(model), os.path.basename(os.path.normpath(model))
-    arch = model[len("random:") :]
-    if arch not in RANDOM_ARCHITECTURES:
-        raise click.BadParameter(f"{model}: use random:ARCH with ARCH one of {', '.join(RANDOM_ARCHITECTURES)}", param_hint="MODEL")
-    import zfkeras.nn.models
-    from zfkeras.nn.probe import KerasProbe
-
-    title = f"{arch} with random paper-init weights (seed {seed}): structure comes from the image, not training"
-    return KerasProbe(getattr(zfkeras.nn.models, arch)(seed=seed)), title
-
-
 @click.command()
 @options.model_argument
 @options.images_argument
@@ -105,7 +87,7 @@ def project(model, images, layers, count, position, rule, out, seed):
     from zfkeras.io.atomic import atomic_output
 
     runtime.seed_everything(seed)
-    probe, title = open_model(model, seed)
+    probe, title = loading.open_model_or_random(model, seed)
     loading.check_rule(probe, rule)
     layers = loading.choose_layers(layers, probe.layer_names)
     fewest = min(loading.map_counts(probe, layers).items(), key=lambda item: item[1])

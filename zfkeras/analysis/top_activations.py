@@ -76,9 +76,41 @@ class TopK:
             if batch is not None and len(acts) != batch:
                 raise ValueError(f"features disagree on batch size: {batch} and {len(acts)} ({layer!r})")
             batch = len(acts)
-            candidates = _candidates(acts[..., channels], int(first_image), self.k, self.distinct_images)
-            self._state[layer] = _best(self._state[layer], candidates, self.k)
+            self.offer(layer, _candidates(acts[..., channels], int(first_image), self.k, self.distinct_images))
         self.images_seen += batch or 0
+
+    def offer(self, layer, candidates):
+        """Fold candidate entries of ``layer`` into its top ``k`` (``images_seen`` is not changed).
+
+        Args:
+            candidates: ``{"image", "y", "x", "value"}``, each ``[maps, n]`` (row ``m``: map
+                ``maps[layer][m]``; ``image`` -1 marks a filler). With ``distinct_images`` at most
+                one entry per image and map, e.g. :func:`image_peaks`.
+
+        Only candidates that come before a map's current ``k``-th entry in the module's order can
+        enter, so the others are dropped before sorting: an exact shortcut that makes a scan's
+        bookkeeping cheap once the top ``k`` have settled.
+        """
+        state = self._state[layer]
+        candidates = {f: np.asarray(candidates[f]) for f in ENTRY_FIELDS}
+        if candidates["value"].shape[0] != state["value"].shape[0]:
+            raise ValueError(f"candidates for {layer!r} must have one row per map ({state['value'].shape[0]}), got {candidates['value'].shape}")
+        last = {f: state[f][:, -1:] for f in ENTRY_FIELDS}
+        value = candidates["value"]
+        ties = value == last["value"]
+        before = (candidates["image"] < last["image"]) | (
+            (candidates["image"] == last["image"])
+            & ((candidates["y"] < last["y"]) | ((candidates["y"] == last["y"]) & (candidates["x"] < last["x"])))
+        )
+        beats = (candidates["image"] >= 0) & ((last["image"] < 0) | (value > last["value"]) | (ties & before))
+        rows = np.nonzero(beats.any(axis=1))[0]
+        if not len(rows):
+            return
+        columns = np.nonzero(beats[rows].any(axis=0))[0]
+        kept = {f: candidates[f][np.ix_(rows, columns)] for f in ENTRY_FIELDS}
+        best = _best({f: state[f][rows] for f in ENTRY_FIELDS}, kept, self.k, self.distinct_images)
+        for f in ENTRY_FIELDS:
+            state[f][rows] = best[f]
 
     def merge(self, other):
         """A new TopK holding the top ``k`` of both (which must cover disjoint images)."""
@@ -93,7 +125,7 @@ class TopK:
         for layer in self.maps:
             mine, theirs = self._state[layer], other._state[layer]
             both = {f: np.concatenate([mine[f], theirs[f]], axis=1) for f in ENTRY_FIELDS}
-            merged._state[layer] = _best(_empty(len(self.maps[layer]), self.k), both, self.k)
+            merged._state[layer] = _best(_empty(len(self.maps[layer]), self.k), both, self.k, self.distinct_images)
             _check_disjoint(merged._state[layer], layer)
         return merged
 
@@ -132,7 +164,35 @@ class TopK:
                 for j, entry in enumerate(entries):
                     for field in ENTRY_FIELDS:
                         state[field][m, j] = entry[field]
-            top._state[layer] = _best(_empty(len(maps[layer]), k), state, k)
+            top._state[layer] = _best(_empty(len(maps[layer]), k), state, k, distinct_images)
+        return top
+
+    @classmethod
+    def from_entries(cls, maps, k, entries, distinct_images=True, images_seen=0):
+        """Rebuild from :meth:`entries` arrays ``{layer: {field: [maps, k]}}`` (e.g. read back from
+        a saved shard), checked to be in the module's order."""
+        top = cls(maps, k, distinct_images)
+        top.images_seen = int(images_seen)
+        for layer, channels in top.maps.items():
+            given = entries.get(layer)
+            if given is None or any(np.shape(given.get(f)) != (len(channels), top.k) for f in ENTRY_FIELDS):
+                raise ValueError(f"entries of {layer!r} must hold {', '.join(ENTRY_FIELDS)}, each [{len(channels)}, {top.k}]")
+            state = {f: np.array(given[f], dtype=top._state[layer][f].dtype) for f in ENTRY_FIELDS}
+            ordered = _best(_empty(len(channels), top.k), state, top.k, distinct_images)
+            if any(not np.array_equal(ordered[f], state[f]) for f in ENTRY_FIELDS):
+                raise ValueError(f"entries of {layer!r} are not a top-{top.k} in order (strongest first, one entry per slot)")
+            top._state[layer] = state
+        return top
+
+    def first(self, k):
+        """A new TopK of the first ``k`` entries of each map (``k`` <= this one's): the exact top ``k``,
+        since the order is total (the top-9 of Fig. 2 from a top-100)."""
+        positive_int("k", k)
+        if k > self.k:
+            raise ValueError(f"k must be at most {self.k}, got {k}")
+        top = TopK(self.maps, k, self.distinct_images)
+        top.images_seen = self.images_seen
+        top._state = {layer: {f: v[:, :k].copy() for f, v in state.items()} for layer, state in self._state.items()}
         return top
 
 
@@ -158,6 +218,23 @@ def scan(probe, batches, maps, k=9, first_image=0, distinct_images=True):
         top.update(probe.features(images, layers=layers, batch_size=max(len(images), 1)), index)
         index += len(images)
     return top
+
+
+def image_peaks(activations, first_image):
+    """Each map's strongest activation in each image, as :meth:`TopK.offer` candidates.
+
+    Args:
+        activations: ``[B, h, w, M]`` one layer's maps for a batch.
+        first_image: global index of the batch's first image.
+
+    Returns:
+        ``{"image", "y", "x", "value"}``, each ``[M, B]``: the peak of map ``m`` in image ``b`` and
+        where it is (the first in row-major order among equal values).
+    """
+    activations = np.asarray(activations)
+    if activations.ndim != 4:
+        raise ValueError(f"activations must be [B, h, w, M], got shape {activations.shape}")
+    return _candidates(activations, int(first_image), 1, True)
 
 
 def gather_images(batches, indices, first_image=0):
@@ -333,13 +410,22 @@ def _candidates(acts, first_image, k, distinct_images):
     return {"image": np.where(filler, -1, image + first_image), "y": y, "x": x, "value": value}
 
 
-def _best(state, candidates, k):
-    """The first ``k`` of ``state`` and ``candidates`` together, in the module's order."""
+def _best(state, candidates, k, distinct=False):
+    """The first ``k`` of ``state`` and ``candidates`` together, in the module's order.
+
+    ``distinct``: no two entries of a row share an image (distinct_images), so (value, image)
+    decides the order alone and one sort of a combined key replaces the five-key lexsort."""
     both = {f: np.concatenate([np.asarray(state[f]), np.asarray(candidates[f])], axis=1) for f in ENTRY_FIELDS}
-    value = both["value"].astype("float32")
-    # empty slots (image -1) go last whatever their value; lexsort's last key is the primary one
+    value = both["value"].astype("float32") + np.float32(0)  # -0.0 -> 0.0: equal values, equal keys
+    # empty slots (image -1) go last whatever their value
     empty = both["image"] < 0
-    order = np.lexsort((both["x"], both["y"], both["image"], -value, empty), axis=1)[:, :k]
+    if distinct and both["image"].max(initial=0) < 2**32:
+        bits = value.view(np.uint32)
+        ascending = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))  # float order as unsigned ints
+        key = ((~ascending).astype(np.uint64) << np.uint64(32)) | np.maximum(both["image"], 0).astype(np.uint64)
+        order = np.argsort(np.where(empty, np.uint64(2**64 - 1), key), axis=1, kind="stable")[:, :k]
+    else:  # lexsort's last key is the primary one
+        order = np.lexsort((both["x"], both["y"], both["image"], -value, empty), axis=1)[:, :k]
     return {f: np.take_along_axis(both[f], order, axis=1).astype(state[f].dtype) for f in ENTRY_FIELDS}
 
 

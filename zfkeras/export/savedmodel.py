@@ -318,6 +318,10 @@ class ExportedProbe(Probe):
             lambda x: {name: value.numpy() for name, value in self.saved_model.features(tf.constant(x)).items() if name in layers}, images, batch_size
         )
 
+    def feature_tensors(self, images, layers=None):
+        layers = self.check_layers(layers)
+        return {name: value for name, value in self.saved_model.features(images).items() if name in layers}
+
     def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
         images = self.check_images(images)
         check_rule(rule)

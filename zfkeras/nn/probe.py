@@ -74,6 +74,11 @@ class Probe:
         """``{name: array}``: conv layers' rectified pre-pool maps ``[N, h, w, K]``, fc ``[N, units]``."""
         raise NotImplementedError
 
+    def feature_tensors(self, images, layers=None):
+        """:meth:`features` as TensorFlow tensors for a ``tf.Tensor`` batch, traceable inside a
+        ``tf.function`` (so reductions of the maps run in the same graph, e.g. the atlas scan's)."""
+        raise NotImplementedError
+
     def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
         """Reconstructions shaped like ``images`` under backward ``rule`` ("deconvnet", "guided"
         or "gradient"), of maps of ``layer`` or, with ``layer=class_layer``, of the class scores
@@ -161,6 +166,13 @@ class KerasProbe(Probe):
             self._features[layers] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         function = self._features[layers]
         return batched(lambda x: {k: v.numpy() for k, v in function(x).items()}, images, batch_size)
+
+    def feature_tensors(self, images, layers=None):
+        layers = tuple(self.check_layers(layers))
+        key = ("tensors", layers)
+        if key not in self._features:
+            self._features[key] = keras.Model(self.model.inputs[0], {name: self._feature_tensors[name] for name in layers})
+        return self._features[key](images, training=False)
 
     def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
         self.check_layers(layer, self.projectable())

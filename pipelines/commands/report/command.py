@@ -10,7 +10,6 @@ page's HTML in :mod:`.html`.
 
 import json
 import os
-import shlex
 from functools import partial
 
 import click
@@ -129,11 +128,20 @@ class Steps:
     default=None,
     help="Comma list of sections to leave out: " + ", ".join(SECTIONS) + ".",
 )
+@click.option(
+    "--atlas",
+    "atlas_dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Output directory of zf atlas for this model: each Fig. 2 map links to its unit's page there.",
+)
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
 @options.rule_option(help="Backward rule of the projections in Fig. 2, 4, 6 and 7 (sanity and faithfulness compare all three)")
 @options.seed_option
 @options.out_option
-def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, examples, parts_file, results_dirs, skip, batch_size, rule, seed, out):
+def report(
+    model, data_spec, data_dir, skip_corrupt, split, images, maps, examples, parts_file, results_dirs, skip, atlas_dir, batch_size, rule, seed, out
+):
     """One self-contained HTML page about MODEL (a SavedModel directory, a run directory or a .keras
     file): what it is, how it was trained, how accurate it is, and the paper's figures on it.
 
@@ -146,8 +154,12 @@ def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, exampl
     parts = None
     if parts_file and "correspondence" not in skip:
         parts = loading.read_parts(parts_file)
+    atlas = None
+    if atlas_dir:  # links from the page, relative to where the page will live
+        atlas = (os.path.relpath(os.path.abspath(atlas_dir), os.path.abspath(out)), loading.read_atlas(atlas_dir))
     context = Context(model, seed, batch_size)
     context.rule = loading.check_rule(context.probe, rule)
+    context.atlas = atlas
     context.batches = loading.image_batches(
         data_spec, split, context.probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir
     )
@@ -156,7 +168,7 @@ def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, exampl
     context.parts, context.results = parts, results
     steps = [(name, partial(SECTION_FUNCTIONS[name], context)) for name in SECTIONS if name not in skip]
     progress = Steps([name for name, _ in steps])
-    command = command_text(model, click.get_current_context())
+    command = output.command_text(click.get_current_context(), "report", model)
     from zfkeras.io.atomic import atomic_output
     from zfkeras.version import __version__
 
@@ -182,23 +194,6 @@ def report(model, data_spec, data_dir, skip_corrupt, split, images, maps, exampl
         if section.summary:
             click.echo(f"{section.key}: {section.summary}")
     click.echo(f"wrote {os.path.join(out, 'index.html')}")
-
-
-def command_text(model, ctx):
-    """``zf report MODEL ...`` with the options given on the command line (defaults left out)."""
-    words = ["zf", "report", model]
-    for param in ctx.command.params:
-        if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name).name != "COMMANDLINE":
-            continue
-        value = ctx.params[param.name]
-        if param.is_flag:
-            words.append(param.opts[0])
-        elif param.multiple:
-            for item in value:
-                words += [param.opts[0], str(item)]
-        else:
-            words += [param.opts[0], ",".join(map(str, value)) if isinstance(value, list) else str(value)]
-    return shlex.join(words)
 
 
 def read_results(directory):

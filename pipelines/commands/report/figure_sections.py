@@ -52,8 +52,20 @@ def visualize(context, advance):
             )
         )
         numbers["layers"][layer] = {"field": list(size), "top1_median": float(np.median(values[:, 0])), "silent_maps": silent}
+        if context.atlas is not None:
+            body.append(atlas_links(context.atlas, layer, context.chosen[layer], numbers["layers"][layer]))
         advance(total + (number + 1) * total // len(layers), 2 * total)
     return html.Section("visualize", "Top-9 activations", "Fig. 2", body, numbers, f"{len(layers)} layers over {top.images_seen} images")
+
+
+def atlas_links(atlas, layer, channels, numbers):
+    """The maps of one Fig. 2 figure, each linked to its unit's page in the atlas (``--atlas``) where
+    the atlas has it; ``numbers`` gets the linked maps' relative addresses."""
+    home, data = atlas
+    units = data["layers"].get(layer, {}).get("units", {})
+    links = {int(c): f"{home}/{layer}/{int(c)}.html" for c in channels if str(int(c)) in units}
+    numbers["atlas"] = {str(c): href for c, href in links.items()}
+    return html.links(f"In the atlas, {layer} maps:", [(str(int(c)), links.get(int(c))) for c in channels])
 
 
 def evolution(context, advance):

@@ -67,6 +67,12 @@ def facts(pairs, caption=None):
     return f"<dl>{items}</dl>" + (f'<p class="caption">{escape(caption)}</p>' if caption else "")
 
 
+def links(label, items):
+    """``label`` then each ``(text, href)``: a link where ``href`` is given, plain text where it is None."""
+    parts = [f'<a href="{escape(href)}">{escape(text)}</a>' if href else escape(text) for text, href in items]
+    return f'<p class="caption">{escape(label)} {", ".join(parts)}</p>'
+
+
 def note(text):
     return f'<p class="note">{escape(text)}</p>'
 
