@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from zfkeras.data.transforms import load_size, native_to_input, train_padding
 from zfkeras.io.atomic import atomic_output
+from zfkeras.io.paths import inside
 from zfkeras.io.validation import positions as as_positions
 from zfkeras.nn.adjoint import as_channels
 from zfkeras.nn.fields import Field, receptive_fields
@@ -54,6 +55,7 @@ METADATA_FILE = "zfkeras.json"
 FORMAT = "zfkeras-export"
 FORMAT_VERSION = 2  # 2: serve takes native images of any size; preprocess endpoint
 REQUIRED_METADATA = ("input_shape", "class_names", "layer_names", "feature_names", "feature_shapes", "mean_image")
+FILE_ENTRIES = ("mean_image", "keras_model", "history")  # zfkeras.json entries naming one file of the export (and checkpoints: a list)
 
 
 def _jsonable(value):
@@ -230,13 +232,28 @@ def read_metadata(path):
             f"{meta_path}: missing {', '.join(missing)} (an export from an older zfkeras, or not "
             f"zfkeras's); re-export its model.keras with `zf export`"
         )
+    export_files(path, metadata)
     return metadata
+
+
+def export_files(path, metadata):
+    """``{entry: file}`` of every file the export ``path``'s ``zfkeras.json`` (``metadata``) names
+    (``mean_image``, ``keras_model``, ``history``, ``checkpoints[i]``), each checked to resolve inside
+    ``path`` (:func:`zfkeras.io.paths.inside`: a ValueError naming the entry otherwise)."""
+    meta_path = os.path.join(path, METADATA_FILE)
+    files = {key: inside(path, metadata[key], key, meta_path) for key in FILE_ENTRIES if metadata.get(key) is not None}
+    checkpoints = metadata.get("checkpoints") or []
+    if not isinstance(checkpoints, list):
+        raise ValueError(f"{meta_path}: checkpoints must be a list of file names inside {path}, got {checkpoints!r}")
+    files.update({f"checkpoints[{i}]": inside(path, name, f"checkpoints[{i}]", meta_path) for i, name in enumerate(checkpoints)})
+    return files
 
 
 class ExportedProbe(Probe):
     """:class:`zfkeras.nn.probe.Probe` over an export directory, through ``tf.saved_model.load`` only.
 
     Attributes (besides the Probe ones): ``path``; ``metadata`` (the ``zfkeras.json`` dict);
+    ``files`` (``{entry: path}`` of the files it names, each inside ``path``: :func:`export_files`);
     ``saved_model`` (the loaded SavedModel object with its endpoints).
     """
 
@@ -256,7 +273,8 @@ class ExportedProbe(Probe):
         self.layer_names = list(meta["layer_names"])
         self.feature_names = list(meta["feature_names"])
         self.feature_shapes = {name: tuple(shape) for name, shape in meta["feature_shapes"].items()}
-        self.mean_image = np.load(os.path.join(self.path, meta["mean_image"]))
+        self.files = export_files(self.path, meta)
+        self.mean_image = np.load(self.files["mean_image"])
         self.record = (meta.get("training") or {}).get("config")
         self._keras = None
         if meta.get("fields") is not None:
@@ -267,7 +285,7 @@ class ExportedProbe(Probe):
         """The export's ``model.keras``, loaded on first use only (weights, and the receptive
         fields and layer table of an export written before ``zfkeras.json`` recorded them)."""
         if self._keras is None:
-            file = os.path.join(self.path, self.metadata.get("keras_model", RunDir.MODEL))
+            file = self.files.get("keras_model") or inside(self.path, RunDir.MODEL, "keras_model", os.path.join(self.path, METADATA_FILE))
             try:
                 self._keras = keras.saving.load_model(file, compile=False)
             except Exception as error:  # corrupt or missing: one line naming the file
