@@ -46,19 +46,23 @@ def model_fields(probe):
 
 
 def read_photo(name_or_path):
-    """uint8 ``[H, W, C]`` from an image file, or from a built-in photo name (:data:`BUILTIN_PHOTOS`)."""
+    """uint8 ``[H, W, C]`` from an image file, or from a built-in photo name (:data:`BUILTIN_PHOTOS`).
+    A file is read as a browser shows it (:func:`zfkeras.data.read_image`): refused from its header
+    above ``--max-pixels``, then decoded and turned as its EXIF orientation says."""
     if name_or_path in BUILTIN_PHOTOS:
         import skimage.data
 
         return np.asarray(getattr(skimage.data, name_or_path)())
     if not os.path.exists(name_or_path):
         raise click.BadParameter(f"{name_or_path}: no such file, nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE")
-    import tensorflow as tf
+    from zfkeras.data import read_image
 
     try:
         with quiet_libjpeg():
-            return tf.io.decode_image(tf.io.read_file(name_or_path), expand_animations=False).numpy()
-    except Exception:
+            return read_image(name_or_path, max_pixels=options.max_pixels())
+    except ValueError as error:
+        if getattr(error, "reason", ""):  # above --max-pixels: the line names the size and the limit
+            raise click.BadParameter(str(error).splitlines()[0], param_hint="IMAGE") from None
         raise click.BadParameter(
             f"{name_or_path}: not a readable image (JPEG, PNG, BMP or GIF) nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE"
         ) from None
@@ -77,7 +81,9 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
     quiet = quiet_libjpeg() if isinstance(spec, str) and spec.strip().startswith("folder:") else contextlib.nullcontext()
     try:
         with quiet:
-            source = data.load_source(spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
+            source = data.load_source(
+                spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt, max_pixels=options.max_pixels()
+            )
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         message = str(error).strip().splitlines()
         message = message[0] if message else type(error).__name__
@@ -97,7 +103,8 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
 
 
 def report_skipped(source):
-    """Say on stderr which unreadable images of ``source`` were skipped (``--skip-corrupt``), if any."""
+    """Say on stderr which unreadable (or too large) images of ``source`` were skipped
+    (``--skip-corrupt``), if any, and why where a reason is known (tfrecord shards, the pixel limit)."""
     if source.skipped:
         click.echo(f"skipped {source.skipped} unreadable image(s) of the {source.split} split of {source.name}:", err=True)
         for name in source.skipped_files:

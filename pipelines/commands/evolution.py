@@ -19,7 +19,7 @@ from pipelines import figures, loading, options, output, records, runtime
     "--percentile",
     default=99.0,
     show_default=True,
-    type=click.FloatRange(50, 100),
+    type=options.Number(50, 100),
     help="Contrast: |values| above this percentile of each projection saturate.",
 )
 @click.option(

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipelines import figures, loading, options, output, records
 
-NUMBERS = options.CommaList(float, "a comma-separated list of numbers like -8,0,8")
+NUMBERS = options.CommaList(options.finite_float, "a comma-separated list of finite numbers like -8,0,8")
 
 
 class Fill(click.ParamType):
