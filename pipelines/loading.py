@@ -125,13 +125,14 @@ def limit_images(source, images):
     )
 
 
-def choose_layers(given, valid, option="--layers", what="valid layers"):
-    """``given`` layer names (a name, a list, or None for all of ``valid``) as a list, each one of
-    ``valid``; else a one-line error naming ``option`` (:func:`zfkeras.validation.layer_names`)."""
-    from zfkeras.io.validation import layer_names
-
+def choose_layers(given, probe, option="--layers", names=None):
+    """``given`` layer names (a name, a list, or None for all of ``names``: the probe's projectable
+    maps, ``probe.layer_names``, by default) as a list of those names, each alias the probe accepts
+    (``probe.layer_aliases``, e.g. ResNet's ``..._relu`` for its ``..._conv`` map) replaced by the
+    name it stands for (:meth:`zfkeras.nn.probe.Probe.check_layers`); else a one-line error naming
+    ``option``."""
     try:
-        return layer_names(given, valid, what)
+        return probe.check_layers(given, probe.layer_names if names is None else names)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=option) from None
 
@@ -175,8 +176,12 @@ def check_feature_layer(model, names, option):
     """``names`` if every one is a layer with features (conv or hidden Dense), else a one-line
     error naming ``option`` and listing the valid layers."""
     from zfkeras.experiments.transfer import feature_layers
+    from zfkeras.io.validation import layer_names
 
-    return choose_layers(names, feature_layers(model), option, what="layers with features")
+    try:
+        return layer_names(names, feature_layers(model), "layers with features")
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 def image_batches(data_spec, split, input_shape, batch_size, count=None, start=0, skip_corrupt=False, data_dir=None):

@@ -41,7 +41,7 @@ def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed
     files, given_files, parts, objects = loading.read_parts(parts_file)
     probe = loading.open_model(model)
     if layers is not None:
-        loading.choose_layers(layers, probe.feature_names)
+        layers = loading.choose_layers(layers, probe, names=probe.feature_names)
     named = loading.load_images(files, probe.input_shape)
     images = np.stack([image for _, image in named])
     try:

@@ -61,7 +61,7 @@ def invariance(model, images, label, shifts, scales, angles, layers, fill, batch
 
     probe = loading.open_model(model)
     class_names = list(probe.class_names)
-    layers = loading.choose_layers(layers or default_layers(probe), probe.feature_names)
+    layers = loading.choose_layers(layers or default_layers(probe), probe, names=probe.feature_names)
     if scales is not None and min(scales) <= 0:
         raise click.BadParameter(f"scale factors must be > 0, got {min(scales):g}", param_hint="--scales")
     labels = options.parse_labels(label, class_names, len(images))

@@ -178,6 +178,7 @@ def _metadata(model, probe, feature_shapes, checkpoints, history):
         "preprocessing": _preprocessing(height),
         "class_names": list(probe.class_names),
         "layer_names": list(probe.layer_names),
+        "layer_aliases": dict(probe.layer_aliases),
         "feature_names": list(probe.feature_names),
         "feature_shapes": feature_shapes,
         "fields": {name: field.to_dict() for name, field in receptive_fields(model).items()},
@@ -271,6 +272,7 @@ class ExportedProbe(Probe):
         self.input_shape = tuple(meta["input_shape"])
         self.class_names = list(meta["class_names"])
         self.layer_names = list(meta["layer_names"])
+        self.layer_aliases = dict(meta.get("layer_aliases") or {})  # exports before they were recorded: none
         self.feature_names = list(meta["feature_names"])
         self.feature_shapes = {name: tuple(shape) for name, shape in meta["feature_shapes"].items()}
         self.files = export_files(self.path, meta)
@@ -309,7 +311,7 @@ class ExportedProbe(Probe):
 
     def project(self, images, layer, channel, position="max", batch_size=64):
         images = self.check_images(images)
-        self.check_layers(layer, self.layer_names)
+        layer = self.check_layers(layer, self.layer_names)[0]
         shape = self.feature_shapes.get(layer)
         if shape is None:
             raise ValueError(f"{self.path}: {METADATA_FILE} has no feature_shapes entry for {layer!r}; re-export its model.keras with `zf export`")
