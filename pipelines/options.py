@@ -92,15 +92,19 @@ class Number(click.FloatRange):
     """``click.FloatRange`` that also refuses NaN and infinities (which FloatRange lets through:
     ``--lr nan`` would train a whole epoch before diverging). Every float option uses it."""
 
+    what = "a finite number"
+
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
+            self.fail(f"{value!r} is not {self.what}.", param, ctx)
         return number
 
 
 class PixelValue(Number):
     """A raw pixel value 0-255."""
+
+    what = "a pixel value in the range 0<=x<=255"
 
     def __init__(self):
         super().__init__(0, 255)
