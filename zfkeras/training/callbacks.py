@@ -51,7 +51,7 @@ class GuardedBackup(keras.callbacks.BackupAndRestore):
 
     def on_epoch_end(self, epoch, logs=None):
         variables = list(self.model.weights) + (list(self.model.optimizer.variables) if self.model.optimizer is not None else [])
-        needed = int(1.1 * sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)) + 2**18
+        needed = int(1.1 * sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)) + 2**18  # bfloat16 too
         os.makedirs(self.backup_dir, exist_ok=True)
         if shutil.disk_usage(self.backup_dir).free < needed:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(self.backup_dir, "latest.weights.h5"))
