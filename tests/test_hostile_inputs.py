@@ -363,3 +363,11 @@ def test_a_corrupt_record_loses_the_rest_of_its_shard_and_says_so(setup, records
     assert "1 records read" in result.stderr and "3 of its 4 records lost" in result.stderr
     assert "skipped 3 unreadable image(s)" in result.stderr
     assert json.load(open(tmp_path / "e" / "results.json"))["num_images"] == 5
+
+
+def test_a_record_above_the_pixel_limit_is_named(setup, records, tmp_path):
+    out, shards = records
+    result = zf("evaluate", setup["model"], "--data", f"tfrecord:{out}", "--max-pixels", "700", "--out", tmp_path / "e")
+    assert_fails(result, 2, "--data", str(shards[0]), "record 1 is an image of 28x28 pixels, above the limit of 700")
+    result = zf("evaluate", setup["model"], "--data", f"tfrecord:{out}", "--max-pixels", "784", "--out", tmp_path / "e")
+    assert result.exit_code == 0, result.output

@@ -211,5 +211,11 @@ def read_or_fail(path, decoded):
     error whose message names ``path`` and the reason when it was not read (:func:`corrupt_file_in`
     and :func:`corrupt_reason_in` read them back)."""
     image, ok, reason = decoded
-    with tf.control_dependencies([tf.debugging.Assert(ok, [tf.strings.join([_CORRUPT_MARK, path, ">"]), reason])]):
+    with tf.control_dependencies([read_check(path, ok, reason)]):
         return tf.identity(image)
+
+
+def read_check(path, ok, reason):
+    """The op that fails, unless ``ok``, with a TF error naming ``path`` and ``reason``
+    (:func:`corrupt_file_in`, :func:`corrupt_reason_in` read them back); for control dependencies."""
+    return tf.debugging.Assert(ok, [tf.strings.join([_CORRUPT_MARK, path, ">"]), reason])

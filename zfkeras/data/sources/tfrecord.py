@@ -6,7 +6,7 @@ import os
 
 import tensorflow as tf
 
-from zfkeras.data.decode import MAX_PIXELS, read_or_fail
+from zfkeras.data.decode import MAX_PIXELS, read_check
 from zfkeras.data.source import Source
 from zfkeras.io.paths import inside
 from zfkeras.io.validation import first_line
@@ -53,80 +53,53 @@ def read_tfrecord_index(directory: str) -> dict:
     return index
 
 
-def _shard_records(file, size, expected):
-    """``(record, number, lost, reason)`` of each record of the shard ``file`` (``size`` bytes,
-    ``expected`` records, -1 when unknown), numbered from 1 with ``lost`` 1 and ``reason`` "";
-    then, when the shard did not read whole, one more element whose ``reason`` says so and whose
-    ``lost`` counts the records lost (at least 1). A truncated or corrupt record ends a TFRecord
-    reader, so all that follows it is lost: the reader's error is dropped, and the records and
-    bytes read (each record takes its length + 16 framing bytes) are compared with the file's."""
-    records = tf.data.TFRecordDataset(file).ignore_errors()
-    tagged = records.map(lambda record: (record, False)).concatenate(tf.data.Dataset.from_tensors((tf.constant(""), True)))
+def _shard_examples(file, size, expected, channels, max_pixels):
+    """``(image, label, index, ok, reason, lost, file, keep)`` of each record of the shard ``file``
+    (``size`` bytes, ``expected`` records, -1 when unknown), in order, ``keep`` True; then one more
+    element, kept (``keep``) only when the shard did not read whole, with ``ok`` False, a
+    ``reason`` saying so and ``lost`` counting the records lost (at least 1).
 
-    def step(state, element):
-        count, length = state
-        record, last = element
-        framed = tf.cast(tf.strings.length(record), tf.int64) + 16
-        grown = (count + tf.cast(tf.logical_not(last), tf.int64), length + tf.where(last, tf.constant(0, tf.int64), framed))
-        return grown, (record, last, grown[0], grown[1])
-
-    zero = tf.constant(0, tf.int64)
-    scanned = tagged.scan((zero, zero), step)
-
-    def broken(count, length):
-        return tf.logical_or(tf.not_equal(length, size), tf.logical_and(expected >= 0, tf.not_equal(count, expected)))
-
-    def shaped(record, last, count, length):
-        number = tf.strings.as_string
-        missing = tf.maximum(expected - count, 1)
-        told = tf.where(expected >= 0, tf.strings.join([", ", number(missing), " of its ", number(expected), " records lost"]), "")
-        reason = tf.strings.join(
-            [
-                "a truncated or corrupt TFRecord shard (",
-                number(count),
-                " records read, ",
-                number(length),
-                " of its ",
-                number(size),
-                " bytes",
-                told,
-                ")",
-            ]
-        )
-        lost = tf.where(last, tf.where(expected >= 0, missing, 1), 1)
-        return record, count, lost, tf.where(last, reason, "")
-
-    return scanned.filter(lambda record, last, count, length: tf.logical_or(tf.logical_not(last), broken(count, length))).map(shaped)
-
-
-def _decoded(channels, max_pixels):
-    """``one(record, number, reason)`` -> a one-element dataset ``(image, label, index, ok,
-    reason)``: the record parsed and its JPEG decoded, unless its header says it is above
-    ``max_pixels`` pixels (then not decoded); a record that does not parse or decode (or the
-    shard's broken-shard element, ``reason`` set) gives ``ok`` False and an empty image instead of
-    an error (as :func:`zfkeras.data.decode.read_images` does)."""
+    A record's JPEG is decoded unless its header says it is above ``max_pixels`` pixels (then ``ok``
+    is False, ``reason`` names the record and its size, ``lost`` 1). A truncated or corrupt record
+    ends a TFRecord reader, losing all that follows it, and a record that does not parse or decode
+    is dropped: both errors are dropped where they happen, and the records and bytes that did read
+    (each record takes its length + 16 framing bytes) are compared with the file's at the end. No
+    per-record dataset and no string built for a good record: the check costs little.
+    """
     limit = f" pixels, above the limit of {max_pixels:,} (max_pixels; zf: --max-pixels)"
 
-    def read(record, number):
+    def read(record):
         example = tf.io.parse_single_example(record, TFRECORD_FEATURES)
         jpeg = example["image/jpeg"]
-        shape = tf.image.extract_jpeg_shape(jpeg)
-        small = tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64) <= max_pixels
+        shape = tf.cast(tf.image.extract_jpeg_shape(jpeg), tf.int64)
+        small = shape[0] * shape[1] <= max_pixels
         image = tf.cond(small, lambda: tf.io.decode_jpeg(jpeg, channels=channels), lambda: tf.zeros([0, 0, channels], tf.uint8))
-        size = [tf.strings.as_string(shape[1]), "x", tf.strings.as_string(shape[0])]
-        big = tf.strings.join(["record ", tf.strings.as_string(number), " is an image of ", *size, limit])
-        return image, example["image/label"], example["image/index"], small, tf.where(small, "", big)
+        framed = tf.cast(tf.strings.length(record), tf.int64) + 16
+        return image, example["image/label"], example["image/index"], small, framed, shape[1], shape[0], False
 
-    def one(record, number, reason):
-        decoded = tf.data.Dataset.from_tensors((record, number)).filter(lambda r, n: tf.equal(tf.strings.length(reason), 0)).map(read).ignore_errors()
-        unread = tf.where(
-            tf.equal(tf.strings.length(reason), 0), tf.strings.join(["record ", tf.strings.as_string(number), " does not parse or decode"]), reason
-        )
-        minus = tf.constant(-1, tf.int64)
-        fallback = tf.data.Dataset.from_tensors((tf.zeros([0, 0, channels], tf.uint8), minus, minus, False, unread))
-        return decoded.concatenate(fallback).take(1)
+    records = tf.data.TFRecordDataset(file).ignore_errors().map(read, num_parallel_calls=_AUTOTUNE, deterministic=True).ignore_errors()
+    zero = tf.constant(0, tf.int64)
+    end = (tf.zeros([0, 0, channels], tf.uint8), zero, zero, tf.constant(True), zero, zero, zero, tf.constant(True))
 
-    return one
+    def step(state, element):
+        image, label, index, small, framed, width, height, last = element
+        count, length = state[0] + tf.cast(tf.logical_not(last), tf.int64), state[1] + framed
+        whole = tf.equal(length, size) & ((expected < 0) | tf.equal(count, expected))
+        missing = tf.maximum(expected - count, 1)
+
+        def why():  # built only for what is refused
+            text = tf.strings.as_string
+            told = tf.where(expected >= 0, tf.strings.join([", ", text(missing), " of its ", text(expected), " records lost"]), "")
+            shard = ["a truncated or corrupt TFRecord shard, or records in it that do not decode (", text(count), " records read, "]
+            broken = tf.strings.join([*shard, text(length), " of its ", text(size), " bytes", told, ")"])
+            return tf.where(last, broken, tf.strings.join(["record ", text(count), " is an image of ", text(width), "x", text(height), limit]))
+
+        ok = small & tf.logical_not(last)
+        reason = tf.cond(ok | (last & whole), lambda: tf.constant(""), why)
+        lost = tf.where(last & (expected >= 0), missing, 1)
+        return (count, length), (image, label, index, ok, reason, lost, file, tf.logical_not(last & whole))
+
+    return records.concatenate(tf.data.Dataset.from_tensors(end)).scan((zero, zero), step)
 
 
 def tfrecord_examples(files, channels: int, *, shuffle_seed=None, skip_corrupt=False, max_pixels=MAX_PIXELS, expected=None, on_corrupt=None):
@@ -137,10 +110,11 @@ def tfrecord_examples(files, channels: int, *, shuffle_seed=None, skip_corrupt=F
     an int reshuffles the file order each iteration from that seed (the same on every worker, so
     FILE auto-sharding splits each epoch's order into disjoint sets of whole files).
 
-    Bad data: a record that does not parse or decode, a JPEG above ``max_pixels`` pixels (read
-    from its header only), or a truncated or corrupt shard (the records after the bad one are lost;
-    each shard is checked against its size in bytes and, given ``expected``, its record count, one
-    per file) stops the read with a TF error naming the shard and what is wrong
+    Bad data: a JPEG above ``max_pixels`` pixels (read from its header only; the record is named),
+    or a shard that does not read whole (truncated, a record failing its checksum: the records
+    after it are lost; or records that do not parse or decode; each shard is checked against its
+    size in bytes and, given ``expected``, its record count, one per file) stops the read with a TF
+    error naming the shard and what is wrong
     (:func:`zfkeras.data.decode.corrupt_file_in`, :func:`~zfkeras.data.decode.corrupt_reason_in`);
     with ``skip_corrupt`` it is left out, and ``on_corrupt("SHARD: reason", records lost)`` is
     called if given.
@@ -153,29 +127,26 @@ def tfrecord_examples(files, channels: int, *, shuffle_seed=None, skip_corrupt=F
         names = names.shuffle(len(files), seed=int(shuffle_seed), reshuffle_each_iteration=True)
 
     def shard(file, size, count):
-        return _shard_records(file, size, count).map(lambda record, number, lost, reason: (record, number, lost, reason, file))
+        return _shard_examples(file, size, count, channels, max_pixels)
 
-    records = names.interleave(shard, cycle_length=max(1, min(4, len(files))), block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True)
-    one = _decoded(channels, max_pixels)
-
-    def example(record, number, lost, reason, file):
-        return one(record, number, reason).map(lambda image, label, index, ok, why: (image, label, index, ok, why, file, lost))
-
-    examples = records.interleave(example, cycle_length=8, block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    examples = names.interleave(shard, cycle_length=max(1, min(4, len(files))), block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True)
     if not skip_corrupt:
-        return examples.map(lambda image, label, index, ok, why, file, lost: (read_or_fail(file, (image, ok, why)), label, index))
 
-    def note(file, why, lost):
-        if on_corrupt is not None:
-            on_corrupt(f"{file.numpy().decode()}: {why.numpy().decode()}", int(lost.numpy()))
-        return False
+        def kept(image, label, index, ok, reason, lost, file, keep):
+            with tf.control_dependencies([read_check(file, ok | tf.logical_not(keep), reason)]):
+                return tf.identity(keep)
 
-    kept = examples.filter(
-        lambda image, label, index, ok, why, file, lost: tf.cond(
-            ok, lambda: tf.constant(True), lambda: tf.py_function(note, [file, why, lost], tf.bool)
-        )
-    )
-    return kept.map(lambda image, label, index, ok, why, file, lost: (image, label, index))
+    else:
+
+        def note(file, why, lost):
+            if on_corrupt is not None:
+                on_corrupt(f"{file.numpy().decode()}: {why.numpy().decode()}", int(lost.numpy()))
+            return False
+
+        def kept(image, label, index, ok, reason, lost, file, keep):
+            return tf.cond(ok | tf.logical_not(keep), lambda: keep, lambda: tf.py_function(note, [file, reason, lost], tf.bool))
+
+    return examples.filter(kept).map(lambda image, label, index, ok, reason, lost, file, keep: (image, label, index))
 
 
 def load(directory: str, split: str, name: str, *, skip_corrupt: bool, max_pixels: int = MAX_PIXELS) -> Source:
