@@ -307,6 +307,27 @@ def test_exif_orientation_of_an_image_argument(tmp_path):
     assert np.abs(as_stored.astype(int) - stored).mean() < 8  # the JPEG holds what was saved
 
 
+def test_zf_sees_the_photo_standing_up(setup, tmp_path):
+    # zf occlusion on the sideways JPEG (orientation 6) gives exactly what it gives on the same
+    # pixels turned upright and saved without EXIF (a lossless PNG of the turned decode).
+    sideways(tmp_path / "phone.jpg", 6)
+    upright = np.rot90(tf.io.decode_jpeg(tf.io.read_file(str(tmp_path / "phone.jpg"))).numpy(), k=-1)
+    Image.fromarray(np.ascontiguousarray(upright)).save(tmp_path / "upright.png")
+    result = zf("occlusion", setup["model"], tmp_path / "phone.jpg", tmp_path / "upright.png", "--stride", "7", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    phone, standing = np.load(tmp_path / "o" / "phone.npz"), np.load(tmp_path / "o" / "upright.npz")
+    assert sorted(phone) == sorted(standing)
+    for key in phone:
+        np.testing.assert_array_equal(phone[key], standing[key])
+    sideways_pixels = tf.io.decode_jpeg(tf.io.read_file(str(tmp_path / "phone.jpg"))).numpy()
+    Image.fromarray(sideways_pixels).save(tmp_path / "lying.png")  # the photo as stored: the model sees another image
+    assert zf("occlusion", setup["model"], tmp_path / "lying.png", "--stride", "7", "--out", tmp_path / "o3").exit_code == 0
+    lying = np.load(tmp_path / "o3" / "lying.npz")
+    assert not np.array_equal(lying["feature_activity"], standing["feature_activity"]) and not np.array_equal(
+        lying["projection"], standing["projection"]
+    )
+
+
 def test_exif_orientation_of_a_folder_through_zf_prepare(tmp_path):
     for label in ("a", "b"):
         os.makedirs(tmp_path / "photos" / label)
