@@ -6,7 +6,7 @@ import os
 import click
 
 from pipelines.registry import COMMANDS, HELP, command
-from pipelines.runtime import os_error_line
+from pipelines.runtime import full_disk_line, os_error_line
 
 # Set before TensorFlow is first imported: hide its C++ log lines and retracing notices (the few
 # start-up lines this does not hide are dropped by LazyGroup.invoke).
@@ -38,7 +38,10 @@ class LazyGroup(click.Group):
 
                 named = corrupt_data_error(error)
                 if named is None:
-                    raise
+                    full_disk = full_disk_line(error)  # TensorFlow's or h5py's own error: PATH: reason
+                    if full_disk is None:
+                        raise
+                    raise click.ClickException(full_disk) from None
                 raise named from None
         except OSError as error:  # unwritable output, full disk, missing file...: one line naming the path
             raise click.ClickException(os_error_line(error)) from None

@@ -110,19 +110,23 @@ def model_fields(probe):
 
 
 def read_photo(name_or_path):
-    """uint8 ``[H, W, C]`` from an image file, or from a built-in photo name (:data:`BUILTIN_PHOTOS`)."""
+    """uint8 ``[H, W, C]`` from an image file, or from a built-in photo name (:data:`BUILTIN_PHOTOS`).
+    A file is read as a browser shows it (:func:`zfkeras.data.read_image`): refused from its header
+    above ``--max-pixels``, then decoded and turned as its EXIF orientation says."""
     if name_or_path in BUILTIN_PHOTOS:
         import skimage.data
 
         return np.asarray(getattr(skimage.data, name_or_path)())
     if not os.path.exists(name_or_path):
         raise click.BadParameter(f"{name_or_path}: no such file, nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE")
-    import tensorflow as tf
+    from zfkeras.data import read_image
 
     try:
         with quiet_libjpeg():
-            return tf.io.decode_image(tf.io.read_file(name_or_path), expand_animations=False).numpy()
-    except Exception:
+            return read_image(name_or_path, max_pixels=options.max_pixels())
+    except ValueError as error:
+        if getattr(error, "reason", ""):  # above --max-pixels: the line names the size and the limit
+            raise click.BadParameter(str(error).splitlines()[0], param_hint="IMAGE") from None
         raise click.BadParameter(
             f"{name_or_path}: not a readable image (JPEG, PNG, BMP or GIF) nor a built-in photo ({', '.join(BUILTIN_PHOTOS)})", param_hint="IMAGE"
         ) from None
@@ -141,7 +145,9 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
     quiet = quiet_libjpeg() if isinstance(spec, str) and spec.strip().startswith("folder:") else contextlib.nullcontext()
     try:
         with quiet:
-            source = data.load_source(spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
+            source = data.load_source(
+                spec, split, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt, max_pixels=options.max_pixels()
+            )
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         message = str(error).strip().splitlines()
         message = message[0] if message else type(error).__name__
@@ -161,7 +167,8 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
 
 
 def report_skipped(source):
-    """Say on stderr which unreadable images of ``source`` were skipped (``--skip-corrupt``), if any."""
+    """Say on stderr which unreadable (or too large) images of ``source`` were skipped
+    (``--skip-corrupt``), if any, and why where a reason is known (tfrecord shards, the pixel limit)."""
     if source.skipped:
         click.echo(f"skipped {source.skipped} unreadable image(s) of the {source.split} split of {source.name}:", err=True)
         for name in source.skipped_files:
@@ -182,13 +189,16 @@ def limit_images(source, images):
     )
 
 
-def choose_layers(given, valid, option="--layers", what="valid layers"):
-    """``given`` layer names (a name, a list, or None for all of ``valid``) as a list, each one of
-    ``valid``; else a one-line error naming ``option`` (:func:`zfkeras.validation.layer_names`)."""
+def choose_layers(given, probe, option="--layers", names=None, what="valid layers"):
+    """``given`` layer names (a name, a list, or None for all of ``names``: the probe's projectable
+    maps, ``probe.layer_names``, by default) as a list of those names, each alias the probe accepts
+    (``probe.layer_aliases``, e.g. ResNet's ``..._relu`` for its ``..._conv`` map) replaced by the
+    name it stands for; else a one-line error naming ``option`` and listing ``what`` is valid."""
     from zfkeras.io.validation import layer_names
 
+    valid = probe.layer_names if names is None else names
     try:
-        return layer_names(given, valid, what)
+        return layer_names(given, valid, what, aliases=probe.layer_aliases)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=option) from None
 
@@ -232,8 +242,12 @@ def check_feature_layer(model, names, option):
     """``names`` if every one is a layer with features (conv or hidden Dense), else a one-line
     error naming ``option`` and listing the valid layers."""
     from zfkeras.experiments.transfer import feature_layers
+    from zfkeras.io.validation import layer_names
 
-    return choose_layers(names, feature_layers(model), option, what="layers with features")
+    try:
+        return layer_names(names, feature_layers(model), "layers with features")
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 def image_batches(data_spec, split, input_shape, batch_size, count=None, start=0, skip_corrupt=False, data_dir=None):

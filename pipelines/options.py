@@ -5,6 +5,7 @@ training options mean the same thing everywhere (docs/cli.md; ``tests/test_cli_c
 checks every command). Nothing here imports TensorFlow, so a bad option is refused at once.
 """
 
+import math
 import re
 import zlib
 
@@ -21,8 +22,13 @@ BUILTIN_PHOTOS = {
 }
 
 
+SEED_RANGE = click.IntRange(0, 2**32 - 1)  # what numpy, Python and TF seeds accept
+
+
 def seed_option(function):
-    return click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same numbers on CPU).")(function)
+    return click.option("--seed", default=0, show_default=True, type=SEED_RANGE, help="Random seed 0..2**32-1 (same seed, same numbers on CPU).")(
+        function
+    )
 
 
 def weights_option(function):
@@ -43,22 +49,95 @@ def weights_option(function):
 
 
 def skip_corrupt_option(function):
-    return click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images of folder: sources (count and names reported on stderr).")(
-        function
-    )
+    return click.option(
+        "--skip-corrupt",
+        is_flag=True,
+        help="Skip unreadable or too large images of folder: sources and bad records of tfrecord: ones (count and names reported on stderr).",
+    )(function)
 
 
-class PixelValue(click.FloatRange):
-    """A raw pixel value 0-255 (NaN refused, which FloatRange lets through)."""
+MAX_PIXELS = 100_000_000  # zfkeras.data.MAX_PIXELS, spelled here so --help needs no TF import (tested equal)
+MAX_PIXELS_KEY = "zfkeras.max_pixels"
+
+
+def max_pixels_option(function):
+    """``--max-pixels N``: an image file larger than N pixels (width x height, read from its header)
+    is refused before it is decoded. Kept on the click context, where :func:`max_pixels` reads it
+    for :func:`pipelines.loading.open_source` and :func:`~pipelines.loading.read_photo` (commands
+    need no extra parameter)."""
+
+    def remember(ctx, param, value):
+        ctx.meta[MAX_PIXELS_KEY] = value
+        return value
+
+    return click.option(
+        "--max-pixels",
+        default=MAX_PIXELS,
+        show_default=True,
+        type=click.IntRange(1),
+        metavar="N",
+        expose_value=False,
+        callback=remember,
+        help="Refuse images larger than N pixels (width x height, from the file's header, before decoding): IMAGE files, folder: and tfrecord: data.",
+    )(function)
+
+
+def max_pixels():
+    """The running command's ``--max-pixels`` (:data:`MAX_PIXELS` outside a command)."""
+    context = click.get_current_context(silent=True)
+    return (context.meta.get(MAX_PIXELS_KEY) if context is not None else None) or MAX_PIXELS
+
+
+class Number(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinities (which FloatRange lets through:
+    ``--lr nan`` would train a whole epoch before diverging). Every float option uses it."""
+
+    what = "a finite number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not {self.what}.", param, ctx)
+        return number
+
+
+class PixelValue(Number):
+    """A raw pixel value 0-255."""
+
+    what = "a pixel value in the range 0<=x<=255"
 
     def __init__(self):
         super().__init__(0, 255)
 
+
+def finite_float(text):
+    """``float(text)`` if finite, else a ValueError (for :class:`CommaList` items)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text!r} is not a finite number")
+    return number
+
+
+class IntList(click.ParamType):
+    """Comma-separated ints in ``minimum..maximum`` (e.g. epochs ``1,2,5``); the text is kept as
+    given once checked (it is recorded in the training command), ``""`` allowed when ``empty``."""
+
+    name = "LIST"
+
+    def __init__(self, minimum, maximum=None, example="1,2,5", empty=True):
+        self.minimum, self.maximum, self.example, self.empty = minimum, maximum, example, empty
+
     def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if number != number:
-            self.fail(f"{value!r} is not a pixel value in the range 0<=x<=255.", param, ctx)
-        return number
+        text = str(value)
+        if not text.strip() and self.empty:
+            return text
+        bound = f"{self.minimum}..{self.maximum}" if self.maximum is not None else f">= {self.minimum}"
+        for item in (part.strip() for part in text.split(",")):
+            if not re.fullmatch(r"-?\d+", item):
+                self.fail(f"{item!r} in {text!r}: expected comma-separated ints like {self.example}", param, ctx)
+            if int(item) < self.minimum or (self.maximum is not None and int(item) > self.maximum):
+                self.fail(f"{item!r} in {text!r}: each must be {bound}", param, ctx)
+        return text
 
 
 DEFAULT_SOURCE = "fashion_mnist"  # zfkeras.data.DEFAULT_SOURCE, spelled here so --help needs no TF import
@@ -118,8 +197,9 @@ def model_argument(function=None, *, many=False, metavar=None):
 
 
 def images_argument(function):
-    """The positional ``IMAGE...``: image files or built-in photo names (:data:`BUILTIN_PHOTOS`)."""
-    return click.argument("images", nargs=-1, required=True, metavar="IMAGE...")(function)
+    """The positional ``IMAGE...``: image files or built-in photo names (:data:`BUILTIN_PHOTOS`),
+    and ``--max-pixels`` (:func:`max_pixels_option`)."""
+    return click.argument("images", nargs=-1, required=True, metavar="IMAGE...")(max_pixels_option(function))
 
 
 def images_option(function=None, *, help="Use only the first N images of the split (default: all)."):
@@ -132,12 +212,13 @@ def images_option(function=None, *, help="Use only the first N images of the spl
 
 
 def data_options(function=None, *, default=DEFAULT_SOURCE, images="Use only the first N images of the split (default: all)."):
-    """``--data SOURCE``, ``--data-dir`` (a prepared TFDS copy), ``--skip-corrupt`` and ``--images N``
-    (help text ``images``), for every command that reads data; ``@data_options`` or
+    """``--data SOURCE``, ``--data-dir`` (a prepared TFDS copy), ``--skip-corrupt``, ``--max-pixels``
+    and ``--images N`` (help text ``images``), for every command that reads data; ``@data_options`` or
     ``@data_options(default="mnist_5k")``."""
 
     def decorate(function):
         function = images_option(function, help=images)
+        function = max_pixels_option(function)
         function = skip_corrupt_option(function)
         function = click.option(
             "--data-dir", type=click.Path(file_okay=False), metavar="DIR", help="TFDS data directory holding a prepared copy (tfds: sources)."
@@ -291,7 +372,7 @@ def parse_labels(values, class_names, count, option="--label"):
 def penalty_option(help):
     """``--C``: the linear heads' weight of the data term against the L2 penalty
     (:func:`zfkeras.linear.fit_linear`), shared by ``zf transfer`` and ``zf layers``."""
-    return click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True), help=help)
+    return click.option("--C", "C", default=1.0, show_default=True, type=Number(0, min_open=True), help=help)
 
 
 def fold_options(default_per_class):
@@ -338,6 +419,7 @@ PARTS_FORMAT = (
 # ---- the training recipe (zf train, zf ablate) --------------------------------------------------
 
 ARCHITECTURES = ("zfnet_small", "zfnet", "alexnet", "zfnet64", "alexnet64")  # zfkeras.nn.models.ARCHITECTURES (tested equal)
+WIDTH_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")  # every architecture's (--units keys; --without 1-7)
 PAPER = "paper: "
 RECIPE = "zfkeras.recipe"
 
@@ -357,6 +439,8 @@ class KeyValues(click.ParamType):
         except ValueError as error:
             self.fail(str(error), param, ctx)
         for key, number in pairs:
+            if key not in WIDTH_LAYERS:
+                self.fail(f"{key}={number}: {key!r} is not a layer with a width; use {', '.join(WIDTH_LAYERS)}", param, ctx)
             if not number.isdigit() or int(number) < 1:
                 self.fail(f"{key}={number!r}: expected LAYER=UNITS with a positive int, e.g. conv3=512,fc6=2048", param, ctx)
         return {key: int(number) for key, number in pairs}
@@ -397,11 +481,14 @@ def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
         ("--input-size", dict(type=click.IntRange(8, 1024), help="Model input side S (default: the architecture's, 28, 64 or 224).")),
         ("--channels", dict(type=click.Choice(["1", "3"]), help="Model input channels (default: the data's).")),
         ("--units", dict(type=KeyValues(), default="", help="Layer widths, e.g. conv3=512,fc6=2048 (Table 3 variants).")),
-        ("--without", dict(default="", help="Layers removed, e.g. 3,4 (conv3, conv4) or 6,7 (fc6, fc7) (Table 3 variants).")),
+        (
+            "--without",
+            dict(default="", type=IntList(1, 7, "3,4"), help="Layers removed, e.g. 3,4 (conv3, conv4) or 6,7 (fc6, fc7) (Table 3 variants)."),
+        ),
         ("--epochs", dict(default=epochs, type=click.IntRange(1), help=epochs_help)),
         ("--batch-size", dict(default=128, type=click.IntRange(1), help="Global batch, split across replicas.")),
-        ("--lr", dict(default=1e-2, type=click.FloatRange(0, min_open=True), help="SGD learning rate.")),
-        ("--momentum", dict(default=0.9, type=click.FloatRange(0, 1, max_open=True), help="SGD momentum.")),
+        ("--lr", dict(default=1e-2, type=Number(0, min_open=True), help="SGD learning rate.")),
+        ("--momentum", dict(default=0.9, type=Number(0, 1, max_open=True), help="SGD momentum.")),
         (
             "--patience",
             dict(default=3, type=click.IntRange(1), help="Epochs without validation-loss improvement before lr is multiplied by --anneal-factor."),
@@ -410,13 +497,13 @@ def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
             "--anneal-factor",
             dict(
                 default=0.1,
-                type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                type=Number(0, 1, min_open=True, max_open=True),
                 help="Learning-rate factor when validation loss stops improving (paper: 1/10).",
             ),
         ),
-        ("--min-delta", dict(default=1e-4, type=click.FloatRange(0), help="Smallest loss drop that counts.")),
-        ("--min-lr", dict(default=1e-6, type=click.FloatRange(0, min_open=True), help="Annealing never takes the learning rate below this.")),
-        ("--dropout", dict(default=0.5, type=click.FloatRange(0, 1, max_open=True), help="On fc6 and fc7.")),
+        ("--min-delta", dict(default=1e-4, type=Number(0), help="Smallest loss drop that counts.")),
+        ("--min-lr", dict(default=1e-6, type=Number(0, min_open=True), help="Annealing never takes the learning rate below this.")),
+        ("--dropout", dict(default=0.5, type=Number(0, 1, max_open=True), help="On fc6 and fc7.")),
         (
             "--kernel-init",
             dict(
@@ -425,13 +512,13 @@ def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
                 help="normal = N(0, --init-std) (paper); biases are 0.",
             ),
         ),
-        ("--init-std", dict(default=1e-2, type=click.FloatRange(0, min_open=True), help="Standard deviation of --kernel-init normal (paper: 1e-2).")),
-        ("--filter-radius", dict(default=0.1, type=click.FloatRange(0), help="Cap on each conv filter's RMS (0 = off).")),
+        ("--init-std", dict(default=1e-2, type=Number(0, min_open=True), help="Standard deviation of --kernel-init normal (paper: 1e-2).")),
+        ("--filter-radius", dict(default=0.1, type=Number(0), help="Cap on each conv filter's RMS (0 = off).")),
         (
             "--val-split",
             dict(
                 default=0.1,
-                type=click.FloatRange(0, 1, max_open=True),
+                type=Number(0, 1, max_open=True),
                 help="Fraction of the training data held out for validation when no --val-data (0 = none).",
             ),
         ),

@@ -24,6 +24,7 @@ from pipelines import figures, loading, options, output, records, runtime
 @click.option("--fill", type=options.PixelValue(), help="Raw pixel value (0-255) of the masks. Default: the training mean image.")
 @options.batch_size_option()
 @options.out_option(results="correspondence.json")
+@options.max_pixels_option
 @options.seed_option
 def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed):
     """Part correspondence of MODEL (Table 1): mask the same part in every image of --parts and
@@ -40,7 +41,7 @@ def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed
     files, given_files, parts, objects = loading.read_parts(parts_file)
     probe = loading.open_model(model)
     if layers is not None:
-        loading.choose_layers(layers, probe.feature_names)
+        layers = loading.choose_layers(layers, probe, names=probe.feature_names)
     named = loading.load_images(files, probe.input_shape)
     images = np.stack([image for _, image in named])
     try:

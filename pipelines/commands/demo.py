@@ -42,6 +42,7 @@ def demo(out, data_spec, data_dir, skip_corrupt, images, epochs, photo, seed):
     """
     model = os.path.join(out, "model")
     data = ["--data", data_spec, *(["--data-dir", data_dir] if data_dir else []), *(["--skip-corrupt"] if skip_corrupt else [])]
+    data += ["--max-pixels", str(options.max_pixels())]
     limit = ["--images", str(images)] if images else []
     run(
         "train",

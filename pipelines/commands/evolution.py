@@ -20,7 +20,7 @@ from pipelines import figures, loading, options, output, records, runtime
     "--percentile",
     default=99.0,
     show_default=True,
-    type=click.FloatRange(50, 100),
+    type=options.Number(50, 100),
     help="Contrast: |values| above this percentile of each projection saturate.",
 )
 @click.option(
@@ -50,7 +50,7 @@ def evolution(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     checkpoints = loading.find_checkpoints(model)
     first = loading.load_checkpoint(checkpoints[0][1])  # fixes geometry, layers, maps and data
     probe = KerasProbe(first)
-    layer_names = loading.choose_layers(layers, probe.layer_names)
+    layer_names = loading.choose_layers(layers, probe)
     chosen = maps(loading.map_counts(probe, layer_names), seed)
     data_images = loading.image_batches(data_spec, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir)
     fixed = _first_images(data_images, probe_images)

@@ -55,7 +55,7 @@ def faithfulness(model, image_files, data_spec, data_dir, skip_corrupt, images, 
         pixels, labels, source = loading.labelled_images(data_spec, split, probe.input_shape, images or 100, skip_corrupt, data_dir)
         names, where = [f"{split}-{i}" for i in range(len(pixels))], f"{source.name} {split} images 0-{len(pixels) - 1}"
     if unit_layer is not None:
-        loading.choose_layers(unit_layer, probe.layer_names, "--unit-layer", what="projectable layers")
+        loading.choose_layers(unit_layer, probe, "--unit-layer", what="projectable layers")
     with output.progressbar(length=100, label=f"deletion/insertion on {len(pixels)} images") as bar:
 
         def progress(done, total):

@@ -41,7 +41,7 @@ def diagnose(path, data, split, images, maps, batch_size, threshold, seed, skip_
     "--threshold",
     default=0.01,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=options.Number(0, 1),
     help="Dead filter: mean activation <= this fraction of the median filter's.",
 )
 @options.batch_size_option()

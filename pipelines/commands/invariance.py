@@ -8,7 +8,7 @@ import numpy as np
 
 from pipelines import figures, loading, options, output, records
 
-NUMBERS = options.CommaList(float, "a comma-separated list of numbers like -8,0,8")
+NUMBERS = options.CommaList(options.finite_float, "a comma-separated list of finite numbers like -8,0,8")
 
 
 class Fill(click.ParamType):
@@ -61,7 +61,7 @@ def invariance(model, images, label, shifts, scales, angles, layers, fill, batch
 
     probe = loading.open_model(model)
     class_names = list(probe.class_names)
-    layers = loading.choose_layers(layers or default_layers(probe), probe.feature_names)
+    layers = loading.choose_layers(layers or default_layers(probe), probe, names=probe.feature_names)
     if scales is not None and min(scales) <= 0:
         raise click.BadParameter(f"scale factors must be > 0, got {min(scales):g}", param_hint="--scales")
     labels = options.parse_labels(label, class_names, len(images))

@@ -59,7 +59,7 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
     loading.check_rule(probe, rule)
     class_names = list(probe.class_names)
     if layer is not None:
-        loading.choose_layers(layer, probe.layer_names, "--layer")
+        layer = loading.choose_layers(layer, probe, "--layer")[0]
     labels = options.parse_labels(label, class_names, len(images))
     named = loading.load_images(images, probe.input_shape)
     size = f"{probe.input_shape[0]}x{probe.input_shape[1]}"

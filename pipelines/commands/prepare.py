@@ -11,7 +11,7 @@ Layout of ``--out DIR`` (built beside it, swapped in whole, ``dataset.json`` wri
     DIR/train-00000-of-00008.tfrecord ...   tf.train.Example: image/jpeg, image/label, image/index
     DIR/test-00000-of-00008.tfrecord ...    (when the source has a test split)
     DIR/dataset.json                        format, class names, channels, size, per split: shard
-                                            files, examples, class counts, skipped files
+                                            files, examples (and per shard), class counts, skipped files
 """
 
 import os
@@ -73,6 +73,7 @@ def write_split(source, directory, split, size, shards, seed, limit, quality, ba
     names = [f"{split}-{k:05d}-of-{shards:05d}.tfrecord" for k in range(shards)]
     writers = [tf.io.TFRecordWriter(os.path.join(directory, name)) for name in names]
     counts = np.zeros(len(source.class_names), np.int64)
+    per_shard = np.zeros(shards, np.int64)
     files = source.files or ()
     position = 0  # next entry of order not yet written or skipped
     written = 0
@@ -88,6 +89,7 @@ def write_split(source, directory, split, size, shards, seed, limit, quality, ba
                 index, shard = written, int(shard_rng.integers(shards))
             writers[shard].write(tfrecord_example(jpeg, label, index))
             counts[label] += 1
+            per_shard[shard] += 1
             written += 1
             bar.update(1)
     finally:
@@ -96,6 +98,7 @@ def write_split(source, directory, split, size, shards, seed, limit, quality, ba
     return {
         "files": names,
         "examples": written,
+        "shard_examples": per_shard.tolist(),
         "class_counts": counts.tolist(),
         "skipped_files": list(source.skipped_files),
         "holdout": source.holdout,

@@ -89,7 +89,7 @@ def project(model, images, layers, count, position, rule, out, seed):
     runtime.seed_everything(seed)
     probe, title = loading.open_model_or_random(model, seed)
     loading.check_rule(probe, rule)
-    layers = loading.choose_layers(layers, probe.layer_names)
+    layers = loading.choose_layers(layers, probe)
     fewest = min(loading.map_counts(probe, layers).items(), key=lambda item: item[1])
     if count > fewest[1]:
         raise click.BadParameter(f"{count}: {fewest[0]} has only {fewest[1]} maps; use 1-{fewest[1]}", param_hint="--top")

@@ -68,9 +68,9 @@ def sanity(model, data_spec, data_dir, skip_corrupt, images, split, layers, unit
     if layers is not None:
         from zfkeras.analysis.sanity import weighted_layers
 
-        loading.choose_layers(layers, weighted_layers(probe.keras_model), what="layers with weights")
+        loading.choose_layers(layers, probe, names=weighted_layers(probe.keras_model), what="layers with weights")
     if unit_layer is not None:
-        loading.choose_layers(unit_layer, probe.layer_names, "--unit-layer", what="projectable layers")
+        loading.choose_layers(unit_layer, probe, "--unit-layer", what="projectable layers")
     other = None
     if random_labels is not None:
         other = loading.keras_model(loading.open_model(random_labels, option="--random-labels-model"), option="--random-labels-model")

@@ -63,6 +63,7 @@ def command_line(ctx):
 @click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR", help="TFDS data directory holding a prepared copy (tfds: sources).")
 @click.option("--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs).")
 @options.skip_corrupt_option
+@options.max_pixels_option
 @click.option(
     "--cache",
     default="auto",
@@ -79,6 +80,7 @@ def command_line(ctx):
     "--checkpoint-epochs",
     default="1,2,5,10,20,30,40,64",
     show_default=True,
+    type=options.IntList(1),
     help="Epochs whose model is kept in OUT/checkpoints (clipped to --epochs).",
 )
 @click.option("--strategy", default="auto", show_default=True, help="auto, mirrored, multiworker (TF_CONFIG) or cpu:N.")
@@ -203,6 +205,8 @@ def resume_notice(run_dir, epochs):
 
     class ResumeNotice(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
+            if (logs or {}).get("backup"):  # the backup was truncated by a kill: what was done about it
+                click.echo((logs or {})["backup"], err=True)
             done = getattr(self.model, "_initial_epoch", None) or 0  # set by BackupAndRestore, which runs first
             if done:
                 click.echo(f"resuming from epoch {done + 1} of {run_dir} ({done} of {epochs} epochs done)", err=True)

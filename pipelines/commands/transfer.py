@@ -36,7 +36,7 @@ METHOD_NAMES = {"scratch": "Non-pretrained convnet", "pretrained": "Pretrained c
 @click.option("--finetune", is_flag=True, help="Also fine-tune every layer from the pretrained weights (--scratch-epochs epochs).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="SGD batch of scratch and fine-tuning runs.")
 @click.option(
-    "--lr", default=1e-2, show_default=True, type=click.FloatRange(0, min_open=True), help="SGD learning rate of scratch and fine-tuning runs."
+    "--lr", default=1e-2, show_default=True, type=options.Number(0, min_open=True), help="SGD learning rate of scratch and fine-tuning runs."
 )
 @options.penalty_option(help="Softmax head: weight of the data term against the L2 penalty.")
 @options.out_option

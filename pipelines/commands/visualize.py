@@ -54,7 +54,7 @@ def visualize(model, data_spec, data_dir, skip_corrupt, images, split, layers, m
     probe = loading.open_model(model)
     loading.check_rule(probe, rule)
     fields = loading.model_fields(probe)
-    layer_names = loading.choose_layers(layers, probe.layer_names)
+    layer_names = loading.choose_layers(layers, probe)
     chosen = maps(loading.map_counts(probe, layer_names), seed)
     reading = dict(skip_corrupt=skip_corrupt, data_dir=data_dir)
     start, count = _shard_range(shard, data_spec, split, probe, batch_size, images, reading) if shard else (0, images)

@@ -1,7 +1,8 @@
 """Data: sources named by one string, the paper's crops, evaluation batches and training epochs.
 
 - :mod:`.sources` (``load_source("folder:PATH")``), one module per kind of source;
-- :mod:`.source` (:class:`Source`, subsets), :mod:`.decode` (reading files, corrupt files named);
+- :mod:`.source` (:class:`Source`, subsets), :mod:`.decode` (reading files: headers first, a pixel
+  limit, EXIF orientation, corrupt files named; :func:`read_image` reads one file or upload);
 - :mod:`.transforms` (resize, crops, ``native_to_input``, ``fit_image``);
 - :mod:`.batches` (evaluation batches, :class:`ImageBatches`), :mod:`.epochs` (shuffled training
   epochs that scale), :mod:`.mean` (the mean image);
@@ -25,7 +26,16 @@ from zfkeras.data.transforms import (  # isort: skip
     to_channels,
     train_padding,
 )
-from zfkeras.data.decode import corrupt_file_error, corrupt_file_in, find_corrupt, naming_corrupt_files  # isort: skip
+from zfkeras.data.decode import (  # isort: skip
+    MAX_PIXELS,
+    check_image,
+    corrupt_file_error,
+    corrupt_file_in,
+    corrupt_reason_in,
+    find_corrupt,
+    naming_corrupt_files,
+    read_image,
+)
 from zfkeras.data.batches import ImageBatches, eval_dataset, prepare_images, resized_dataset  # isort: skip
 from zfkeras.data.mean import compute_mean_image  # isort: skip
 from zfkeras.data.epochs import TrainingImages, plan_cache, train_dataset  # isort: skip
@@ -34,6 +44,7 @@ from zfkeras.data.sources.folder import describe_holdout, holdout_files  # isort
 
 __all__ = [
     "ACCEPTED_FORMS",
+    "MAX_PIXELS",
     "DEFAULT_SOURCE",
     "CorruptImageError",
     "FittedImage",
@@ -41,9 +52,11 @@ __all__ = [
     "Source",
     "TrainingImages",
     "center_crop",
+    "check_image",
     "compute_mean_image",
     "corrupt_file_error",
     "corrupt_file_in",
+    "corrupt_reason_in",
     "describe_holdout",
     "eval_dataset",
     "find_corrupt",
@@ -58,6 +71,7 @@ __all__ = [
     "plan_cache",
     "prepare_images",
     "random_crop_flip",
+    "read_image",
     "resize_and_center_crop",
     "resized_dataset",
     "resolve_source",

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from zfkeras.data.batches import prepare_images
-from zfkeras.data.decode import corrupt_file_error, corrupt_file_in, read_images, read_or_fail
+from zfkeras.data.decode import corrupt_file_error, corrupt_file_in, corrupt_reason_in, read_images, read_or_fail
 from zfkeras.data.mean import compute_mean_image
 from zfkeras.data.source import Source
 from zfkeras.data.transforms import load_size, random_crop_flip, train_padding
@@ -148,7 +148,7 @@ class TrainingImages:
         labels = np.asarray(self.source.labels, np.int64)[ids]
         known = tf.data.Dataset.from_tensor_slices((labels, ids))
         # read_images never fails: a bad file gives ok=False, so the three streams stay aligned.
-        examples = tf.data.Dataset.zip((paths, known, read_images(paths, self.channels)))
+        examples = tf.data.Dataset.zip((paths, known, read_images(paths, self.channels, self.source.max_pixels)))
         if self.skip_corrupt:
 
             def note(i):
@@ -293,7 +293,7 @@ class TrainingImages:
         """A :class:`zfkeras.data.CorruptImageError` naming the file whose read raised ``error``,
         or ``error`` itself when it came from elsewhere."""
         path = corrupt_file_in(error)
-        return error if path is None else corrupt_file_error(path)
+        return error if path is None else corrupt_file_error(path, corrupt_reason_in(error))
 
 
 def train_dataset(

@@ -11,12 +11,13 @@ _AUTOTUNE = tf.data.AUTOTUNE
 
 
 class CorruptImageError(ValueError):
-    """A folder source holds an unreadable image file (``skip_corrupt=True`` skips such files);
-    ``path`` names it."""
+    """A folder source holds an unreadable image file, or one above its pixel limit, or a
+    tfrecord source a bad record or truncated shard (``skip_corrupt=True`` skips them); ``path``
+    names the file, ``reason`` says what is wrong (``""``: it does not decode)."""
 
-    def __init__(self, message, path=None):
+    def __init__(self, message, path=None, reason=""):
         super().__init__(message)
-        self.path = path
+        self.path, self.reason = path, reason
 
 
 @dataclasses.dataclass
@@ -58,6 +59,9 @@ class Source:
             training epoch reads these by id, and names the file when one is corrupt.
         skip_corrupt: skip unreadable files where they are read (counted and named) instead of
             stopping with an error naming the file.
+        max_pixels: files (folder sources) larger than this many pixels are not decoded: refused
+            like corrupt files (skipped with ``skip_corrupt``), the error naming the limit; None:
+            :data:`zfkeras.data.decode.MAX_PIXELS`.
     """
 
     dataset: tf.data.Dataset
@@ -74,6 +78,7 @@ class Source:
     files: tuple | None = None
     skip_corrupt: bool = False
     stream: object = None
+    max_pixels: int | None = None
 
 
 def in_memory_source(images, labels, class_names, name, split):

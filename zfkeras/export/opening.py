@@ -15,6 +15,7 @@ import os
 import zipfile
 
 from zfkeras.export.savedmodel import METADATA_FILE, load_exported
+from zfkeras.io.paths import inside
 from zfkeras.nn.applications import load as load_application
 from zfkeras.nn.probe import KerasProbe
 from zfkeras.training.rundir import RunDir
@@ -39,7 +40,7 @@ def model_file(path):
         if os.path.exists(meta):
             with open(meta) as handle:
                 name = json.load(handle).get("keras_model", name)
-        path = os.path.join(path, name)
+        path = inside(path, name, "keras_model", meta)  # a name read from zfkeras.json stays inside the export
     if not (os.path.isfile(path) and path.endswith(".keras")):
         raise ValueError(f"{path}: MODEL must be {MODEL_FORMS}")
     return path

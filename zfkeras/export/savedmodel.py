@@ -51,6 +51,7 @@ import tensorflow as tf
 
 from zfkeras.data.transforms import load_size, native_to_input, train_padding
 from zfkeras.io.atomic import atomic_output
+from zfkeras.io.paths import inside
 from zfkeras.io.validation import positions as as_positions
 from zfkeras.nn.adjoint import RULES, as_channels, check_rule
 from zfkeras.nn.fields import Field, receptive_fields
@@ -63,6 +64,7 @@ METADATA_FILE = "zfkeras.json"
 FORMAT = "zfkeras-export"
 FORMAT_VERSION = 2  # 2: serve takes native images of any size; preprocess endpoint
 REQUIRED_METADATA = ("input_shape", "class_names", "layer_names", "feature_names", "feature_shapes", "mean_image")
+FILE_ENTRIES = ("mean_image", "keras_model", "history")  # zfkeras.json entries naming one file of the export (and checkpoints: a list)
 
 
 def _jsonable(value):
@@ -201,6 +203,7 @@ def _metadata(model, probe, feature_shapes, checkpoints, history, rules):
         "preprocessing": _preprocessing(height),
         "class_names": list(probe.class_names),
         "layer_names": list(probe.layer_names),
+        "layer_aliases": dict(probe.layer_aliases),
         "feature_names": list(probe.feature_names),
         "feature_shapes": feature_shapes,
         "fields": {name: field.to_dict() for name, field in receptive_fields(model).items()},
@@ -257,13 +260,28 @@ def read_metadata(path):
             f"{meta_path}: missing {', '.join(missing)} (an export from an older zfkeras, or not "
             f"zfkeras's); re-export its model.keras with `zf export`"
         )
+    export_files(path, metadata)
     return metadata
+
+
+def export_files(path, metadata):
+    """``{entry: file}`` of every file the export ``path``'s ``zfkeras.json`` (``metadata``) names
+    (``mean_image``, ``keras_model``, ``history``, ``checkpoints[i]``), each checked to resolve inside
+    ``path`` (:func:`zfkeras.io.paths.inside`: a ValueError naming the entry otherwise)."""
+    meta_path = os.path.join(path, METADATA_FILE)
+    files = {key: inside(path, metadata[key], key, meta_path) for key in FILE_ENTRIES if metadata.get(key) is not None}
+    checkpoints = metadata.get("checkpoints") or []
+    if not isinstance(checkpoints, list):
+        raise ValueError(f"{meta_path}: checkpoints must be a list of file names inside {path}, got {checkpoints!r}")
+    files.update({f"checkpoints[{i}]": inside(path, name, f"checkpoints[{i}]", meta_path) for i, name in enumerate(checkpoints)})
+    return files
 
 
 class ExportedProbe(Probe):
     """:class:`zfkeras.nn.probe.Probe` over an export directory, through ``tf.saved_model.load`` only.
 
     Attributes (besides the Probe ones): ``path``; ``metadata`` (the ``zfkeras.json`` dict);
+    ``files`` (``{entry: path}`` of the files it names, each inside ``path``: :func:`export_files`);
     ``saved_model`` (the loaded SavedModel object with its endpoints).
     """
 
@@ -281,9 +299,11 @@ class ExportedProbe(Probe):
         self.input_shape = tuple(meta["input_shape"])
         self.class_names = list(meta["class_names"])
         self.layer_names = list(meta["layer_names"])
+        self.layer_aliases = dict(meta.get("layer_aliases") or {})  # exports before they were recorded: none
         self.feature_names = list(meta["feature_names"])
         self.feature_shapes = {name: tuple(shape) for name, shape in meta["feature_shapes"].items()}
-        self.mean_image = np.load(os.path.join(self.path, meta["mean_image"]))
+        self.files = export_files(self.path, meta)
+        self.mean_image = np.load(self.files["mean_image"])
         self.rules = list(meta.get("rules", ["deconvnet"]))  # exports written before the rules: the deconvnet's only
         self.class_layer = meta.get("class_layer")
         self.record = (meta.get("training") or {}).get("config")
@@ -296,7 +316,7 @@ class ExportedProbe(Probe):
         """The export's ``model.keras``, loaded on first use only (weights, and the receptive
         fields and layer table of an export written before ``zfkeras.json`` recorded them)."""
         if self._keras is None:
-            file = os.path.join(self.path, self.metadata.get("keras_model", RunDir.MODEL))
+            file = self.files.get("keras_model") or inside(self.path, RunDir.MODEL, "keras_model", os.path.join(self.path, METADATA_FILE))
             try:
                 self._keras = keras.saving.load_model(file, compile=False)
             except Exception as error:  # corrupt or missing: one line naming the file
@@ -330,7 +350,7 @@ class ExportedProbe(Probe):
                 f"{self.path}: this export has {', '.join(self.rules)} projections only, no {rule!r} ones (written before zfkeras "
                 f"exported the guided and gradient rules, or without them); re-export its model.keras with `zf export`"
             )
-        self.check_layers(layer, self.projectable())
+        layer = self.check_layers(layer, self.projectable())[0]
         n = len(images)
         if layer == self.class_layer:
             if not (isinstance(position, str) and position == "max"):

@@ -14,12 +14,15 @@ No TensorFlow here: the ``zf`` command imports this before deciding to load TF.
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 
 __all__ = ["atomic_output", "clean_stale", "make_parents", "save_model", "swap_directory", "write_json"]
+
+_FULL_DISK = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 
 def _owner_alive(entry, prefix):
@@ -105,7 +108,9 @@ def atomic_output(*paths, directory=False):
     that becomes ``path``, replacing an existing directory whole.
 
     Parent directories are created, and removed again if the block fails. Leftovers of killed
-    writers of the same paths are cleaned first (:func:`clean_stale`).
+    writers of the same paths are cleaned first (:func:`clean_stale`). An error of the block that
+    names no file or only a temporary one (a full disk: ``[Errno 28]`` from a plain ``write``, or
+    TensorFlow's own error) is re-raised as an OSError naming the output, ``PATH: reason``.
     """
     if not paths:
         raise TypeError("atomic_output needs at least one path")
@@ -128,23 +133,43 @@ def atomic_output(*paths, directory=False):
         name = os.path.basename(paths[0])
         temp = tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=parent)
         try:
-            if directory:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(temp, 0o777 & ~umask)  # mkdtemp makes it private; an output is an ordinary directory
-                yield temp
-                swap_directory(temp, paths[0])
-            else:
-                targets = [os.path.join(temp, os.path.basename(p)) for p in paths]
-                yield targets[0] if len(targets) == 1 else targets
-                for target, path in zip(targets, paths):
-                    os.replace(target, path)
+            with _naming_output(paths[0], temp):
+                if directory:
+                    umask = os.umask(0)
+                    os.umask(umask)
+                    os.chmod(temp, 0o777 & ~umask)  # mkdtemp makes it private; an output is an ordinary directory
+                    yield temp
+                    swap_directory(temp, paths[0])
+                else:
+                    targets = [os.path.join(temp, os.path.basename(p)) for p in paths]
+                    yield targets[0] if len(targets) == 1 else targets
+                    for target, path in zip(targets, paths):
+                        os.replace(target, path)
             done = True
         finally:
             shutil.rmtree(temp, ignore_errors=True)
     finally:
         if not done:
             _remove_created(created)
+
+
+@contextlib.contextmanager
+def _naming_output(path, temp):
+    """Errors of writing into ``temp`` that name no file, or only the temporary one, re-raised as
+    an OSError naming the output ``path`` (``PATH: reason``): a full disk surfaces as a bare
+    ``[Errno 28]`` from ``write``, or as a TensorFlow or h5py error of its own kind."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno is not None and (error.filename is None or os.fspath(error.filename).startswith(temp)):
+            raise OSError(error.errno, error.strerror or os.strerror(error.errno), path) from None
+        if error.errno is None and _FULL_DISK in str(error):
+            raise OSError(errno.ENOSPC, _FULL_DISK, path) from None
+        raise
+    except Exception as error:  # TensorFlow's writers (SavedModel, TFRecord) raise their own errors
+        if _FULL_DISK in str(error):
+            raise OSError(errno.ENOSPC, _FULL_DISK, path) from None
+        raise
 
 
 def write_json(path, obj, text=None):

@@ -33,12 +33,16 @@ def positive_int(name, value):
     return int(value)
 
 
-def layer_names(layers, valid, what="valid layers"):
-    """``layers`` (a name, a list of names, or None for all of ``valid``) as a list, or a
-    ValueError ``unknown layer 'NAME'; valid layers: ...`` (``what`` replaces "valid layers"
-    there, e.g. "projectable layers")."""
+def layer_names(layers, valid, what="valid layers", aliases=None):
+    """``layers`` (a name, a list of names, or None for all of ``valid``) as a list of names of
+    ``valid``, or a ValueError ``unknown layer 'NAME'; valid layers: ...`` (``what`` replaces
+    "valid layers" there, e.g. "projectable layers"). ``aliases``: ``{other name: name of valid}``
+    also accepted and given back as the valid name (a Probe's ``layer_aliases``: Keras' own name of
+    the layer whose output a map is, e.g. ResNet50's ``conv3_block2_2_relu`` for ``conv3_block2_2_conv``)."""
     valid = list(valid)
+    aliases = aliases or {}
     layers = valid if layers is None else [layers] if isinstance(layers, str) else list(layers)
+    layers = [name if name in valid else aliases.get(name, name) for name in layers]
     unknown = [name for name in layers if name not in valid]
     if unknown:
         raise ValueError(f"unknown layer {unknown[0]!r}; {what}: {', '.join(valid) or 'none'}")

@@ -38,6 +38,10 @@ class Probe:
             application, the pixel its preprocessing maps to 0).
         path: where the model was read from (None for a model made in memory).
         record: the training run's ``config.json`` contents, when known (else None).
+        layer_aliases: ``{name: listed name}``: other names accepted wherever a layer is named (every
+            check goes through :meth:`check_layers`): the Keras name of the layer whose output a
+            map is, when the map is listed under its conv's name (ResNet50's ``conv3_block2_2_relu``
+            is the map ``conv3_block2_2_conv``).
     """
 
     input_shape = ()
@@ -49,6 +53,7 @@ class Probe:
     mean_image = None
     path = None
     record = None
+    layer_aliases = {}
 
     @property
     def keras_model(self):
@@ -97,8 +102,10 @@ class Probe:
         return images
 
     def check_layers(self, layers, names=None):
-        """``layers`` (default all of ``names``) as a list, or a ValueError listing valid names."""
-        return layer_names(layers, self.feature_names if names is None else names)
+        """``layers`` (default all of ``names``, itself :attr:`feature_names` by default) as a list
+        of those names, aliases (:attr:`layer_aliases`) replaced by the names they stand for, or a
+        ValueError listing the valid names."""
+        return layer_names(layers, self.feature_names if names is None else names, aliases=self.layer_aliases)
 
 
 def batched(function, images, batch_size):
@@ -129,6 +136,8 @@ class KerasProbe(Probe):
         self.input_shape = self.deconvnet.input_shape
         self.layer_names = list(self.deconvnet.layer_names)
         self.class_layer = self.deconvnet.class_layer
+        selected = {name: self.deconvnet.selection_layer(name).name for name in self.layer_names}
+        self.layer_aliases = {own: name for name, own in selected.items() if own != name}
         classes = int(model.outputs[0].shape[-1])
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
         if len(self.class_names) != classes:
@@ -175,5 +184,5 @@ class KerasProbe(Probe):
         return self._features[key](images, training=False)
 
     def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
-        self.check_layers(layer, self.projectable())
+        layer = self.check_layers(layer, self.projectable())[0]
         return self.deconvnet.project(self.check_images(images), layer, channel, position, batch_size=batch_size, rule=rule)

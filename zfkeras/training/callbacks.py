@@ -4,7 +4,9 @@
 :class:`ProjectionLogger` (Fig. 4 live) is one a caller passes in (``zf train --log-projections``).
 """
 
+import errno
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -35,6 +37,25 @@ class FirstLayerFilters(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
+
+
+class GuardedBackup(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` that first checks the disk has room for the backup.
+
+    h5py crashes the whole process (a segmentation fault) when the disk fills up while it writes
+    the backup weights, so each epoch's backup is written only when the free space holds the
+    weights and optimizer state (their bytes + 10% + 256 KiB of HDF5's own); otherwise an OSError
+    names the backup file:
+    ``PATH: No space left on device``. Same arguments as ``BackupAndRestore``.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = list(self.model.weights) + (list(self.model.optimizer.variables) if self.model.optimizer is not None else [])
+        needed = int(1.1 * sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)) + 2**18  # bfloat16 too
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if shutil.disk_usage(self.backup_dir).free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(self.backup_dir, "latest.weights.h5"))
+        super().on_epoch_end(epoch, logs)
 
 
 class EpochCheckpoints(keras.callbacks.Callback):

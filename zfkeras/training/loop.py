@@ -30,7 +30,7 @@ from zfkeras.data import Source, eval_dataset, subset
 from zfkeras.data.epochs import READ_ERRORS, TrainingImages
 from zfkeras.io.atomic import save_model, write_json
 from zfkeras.nn.models import build_model
-from zfkeras.training.callbacks import EpochCheckpoints, FirstLayerFilters
+from zfkeras.training.callbacks import EpochCheckpoints, FirstLayerFilters, GuardedBackup
 from zfkeras.training.config import TrainConfig
 from zfkeras.training.rundir import HISTORY_KEYS, RunDir
 from zfkeras.training.strategy import make_strategy, worker_role
@@ -233,7 +233,7 @@ def _callbacks(config, run, chief, model, steps, progress, extra, histograms):
             keras.callbacks.TensorBoard(run.logs_dir, histogram_freq=int(histograms), write_graph=False, profile_batch=0),
             FirstLayerFilters(run.logs_dir),
         ]
-    built_in.append(keras.callbacks.BackupAndRestore(run.backup_dir, double_checkpoint=True))
+    built_in.append(GuardedBackup(run.backup_dir, double_checkpoint=True))  # BackupAndRestore, refusing a full disk before h5py crashes on it
     if progress:
         built_in.append(keras.callbacks.ProgbarLogger())
     return keras.callbacks.CallbackList(built_in + list(extra), model=model, verbose=1 if progress else 0, epochs=config.epochs, steps=steps)
@@ -273,7 +273,8 @@ def train(
         compute_mean: set the model's mean image from the training set (default: only when the
             model is built here; a pretrained model keeps the mean it was trained with).
         callbacks: extra ``keras.callbacks.Callback`` objects, called after the built-in ones
-            (``logs`` of ``on_epoch_end`` hold loss, accuracy, val_loss, val_accuracy, lr, seconds).
+            (``logs`` of ``on_epoch_end`` hold loss, accuracy, val_loss, val_accuracy, lr, seconds;
+            of ``on_train_begin``, ``backup``: what :meth:`RunDir.recover_backup` did, if anything).
         progress: show Keras's progress bar for each epoch.
         strategy: a ``tf.distribute.Strategy``; default ``make_strategy(config.strategy)``.
         metadata: extra JSON-able entries for ``config.json`` (e.g. ``{"command": ...}``).
@@ -302,7 +303,7 @@ def train(
 
     model.stop_training = False
     model._initial_epoch = None
-    callback_list.on_train_begin()
+    callback_list.on_train_begin({"backup": note} if (note := run.recover_backup()) else None)  # a backup a kill truncated: the one before
     first_epoch = model._initial_epoch or 0  # set by BackupAndRestore when resuming
     history = run.load_history(first_epoch)
     monitor = "val_loss" if val_dataset is not None else "loss"

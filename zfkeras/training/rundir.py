@@ -4,7 +4,9 @@
 
     <run_dir>/config.json                  TrainConfig, data sources, class names, metadata (command)
     <run_dir>/checkpoints/epoch-001.keras  the model after each kept epoch (1-based, no optimizer)
-    <run_dir>/backup/                      BackupAndRestore state while the run is unfinished
+    <run_dir>/backup/                      BackupAndRestore state while the run is unfinished: the
+                                           weights and epoch of the last two epochs (latest.weights.h5,
+                                           training_metadata.json, and the previous ones as *.bkp)
     <run_dir>/logs/                        TensorBoard: loss, accuracy, lr, histograms, conv1 filters
     <run_dir>/history.json                 per-epoch loss, accuracy, val_loss, val_accuracy, lr, seconds
     <run_dir>/skipped_files.json           unreadable images skipped so far (``skip_corrupt`` sources)
@@ -33,6 +35,10 @@ class RunDir:
     LOGS = "logs"
     BACKUP = "backup"
     SKIPPED = "skipped_files.json"
+    # The files keras.callbacks.BackupAndRestore(double_checkpoint=True) keeps in backup/.
+    BACKUP_WEIGHTS = "latest.weights.h5"
+    BACKUP_STATE = "training_metadata.json"
+    PREVIOUS = ".bkp"
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -128,6 +134,55 @@ class RunDir:
                 "resume it with the same settings or choose another run directory"
             )
 
+    def recover_backup(self):
+        """Make the backup of an unfinished run loadable before it resumes; returns a sentence
+        saying what was done, or None when the backup is whole (or there is none).
+
+        A backup is the weights and the epoch of the last epoch (``latest.weights.h5`` and
+        ``training_metadata.json``) and of the one before (the same names + ``.bkp``); a run killed
+        while writing it leaves the latest weights truncated (or written before their epoch). Then
+        the previous pair, when whole, replaces it: the run resumes one epoch earlier, with the same
+        result (each epoch depends only on the seed and its number). With no whole pair: a backup
+        whose epoch was never recorded is dropped (the run starts again from epoch 1); otherwise a
+        ValueError names the file and what to do.
+        """
+        latest, previous = self._backup_pair(""), self._backup_pair(self.PREVIOUS)
+        weights = os.path.join(self.backup_dir, self.BACKUP_WEIGHTS)
+        if not os.path.exists(weights):
+            return None
+        problem = _unreadable_weights(weights)
+        same_epoch = latest["epoch"] is not None and latest["epoch"] == previous["epoch"]
+        if problem is None and latest["epoch"] is not None and not (same_epoch and previous["whole"]):
+            return None
+        if previous["whole"]:
+            for name in (self.BACKUP_WEIGHTS, self.BACKUP_STATE):
+                os.replace(os.path.join(self.backup_dir, name + self.PREVIOUS), os.path.join(self.backup_dir, name))
+            if problem is None:  # killed between writing the weights and their epoch: the previous pair is the consistent one
+                return None
+            return f"{weights} is unreadable ({problem}): resuming from the backup of the epoch before (epoch {previous['epoch']} done)"
+        if latest["epoch"] is None and previous["epoch"] is None:
+            import shutil
+
+            shutil.rmtree(self.backup_dir)
+            return f"{weights} is unreadable ({problem or 'no epoch recorded with it'}): the run was killed while writing its first backup; starting again from epoch 1"
+        raise ValueError(
+            f"{weights}: the backup of this unfinished run is unreadable ({problem or 'no epoch recorded with it'}) and no earlier backup is whole; "
+            f"delete {self.backup_dir} to train this run again from epoch 1 (its kept checkpoints stay in {self.checkpoints_dir})"
+        )
+
+    def _backup_pair(self, suffix):
+        """``{"epoch": int or None, "whole": bool}`` of the backup weights + state ending in ``suffix``."""
+        state = os.path.join(self.backup_dir, self.BACKUP_STATE + suffix)
+        weights = os.path.join(self.backup_dir, self.BACKUP_WEIGHTS + suffix)
+        epoch = None
+        try:
+            with open(state) as handle:
+                epoch = int(json.load(handle)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        whole = epoch is not None and os.path.exists(weights) and _unreadable_weights(weights) is None
+        return {"epoch": epoch, "whole": whole}
+
     @classmethod
     def holding(cls, path):
         """The run (or export) directory a model path belongs to: ``path`` itself if a directory,
@@ -147,3 +202,20 @@ class RunDir:
             if option in words[:-1]:
                 return cls(words[words.index(option) + 1])
         return None
+
+
+def _unreadable_weights(path):
+    """None if the HDF5 weights file ``path`` opens and every array in it reads, else the first line
+    of why not (a killed writer leaves it truncated: h5py's "truncated file" and the like)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            arrays = []
+            handle.visititems(lambda name, item: arrays.append(item) if isinstance(item, h5py.Dataset) else None)
+            for array in arrays:
+                array[()]
+    except Exception as error:  # h5py raises OSError, KeyError, RuntimeError... for damaged files
+        text = str(error).strip().splitlines()
+        return text[0] if text else type(error).__name__
+    return None

@@ -72,7 +72,9 @@ def atlas(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps,
     runtime.seed_everything(seed)
     probe, _ = loading.open_model_or_random(model, seed)
     fields = loading.model_fields(probe)
-    layer_names = loading.choose_layers(layers, [name for name in probe.layer_names if name in fields], what="layers with a receptive field")
+    layer_names = loading.choose_layers(
+        layers, probe, names=[name for name in probe.layer_names if name in fields], what="layers with a receptive field"
+    )
     counts = loading.map_counts(probe, layer_names)
     chosen = maps(counts, seed)
     batches = loading.image_batches(data_spec, split, probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir)

@@ -77,20 +77,9 @@ def training(context, advance):
         numbers["metrics"] = metrics
     if history and history.get("epoch"):
         name = context.save(_curves_figure(history), "training-curves.png")
-        best = int(np.nanargmin([np.nan if v is None else v for v in history.get("val_loss") or [np.nan]]))
-        body.append(
-            html.figure(
-                name,
-                "Training curves",
-                (
-                    "Loss and accuracy per epoch on the training batches (random crops and flips) and on the validation "
-                    "images, and the learning rate (log scale). Look for validation loss following training loss down; "
-                    "a widening gap is over-fitting. The learning rate drops 10x when validation loss stops improving "
-                    f"(the paper's annealing). Lowest validation loss at epoch {history['epoch'][best]}."
-                ),
-            )
-        )
+        body.append(html.figure(name, "Training curves", _curves_caption(history)))
         numbers["epochs"] = len(history["epoch"])
+        numbers["validation"] = any(v is not None for v in history.get("val_loss") or [])
     else:
         body.append(
             html.note(
@@ -209,6 +198,26 @@ def _result_section(context, kind, title, paper, table, caption):
             )
         numbers[directory] = results.get("summary")
     return html.Section(kind, title, paper, body, numbers, f"{len(found)} result(s)")
+
+
+def _curves_caption(history):
+    """What the training curves show, and what is missing: a run without validation images
+    (``zf train --val-split 0``) has no validation curve and annealed on the training loss."""
+    validated = [(epoch, v) for epoch, v in zip(history["epoch"], history.get("val_loss") or []) if v is not None]
+    if not validated:
+        return (
+            "Loss and accuracy per epoch on the training batches (random crops and flips), and the learning rate (log "
+            "scale). This run held out no validation images (zf train --val-split 0, no --val-data), so there is no "
+            "validation curve to compare against: over-fitting cannot be read here, and the learning rate dropped 10x "
+            "when the training loss stopped improving."
+        )
+    best = min(validated, key=lambda pair: pair[1])[0]
+    return (
+        "Loss and accuracy per epoch on the training batches (random crops and flips) and on the validation "
+        "images, and the learning rate (log scale). Look for validation loss following training loss down; "
+        "a widening gap is over-fitting. The learning rate drops 10x when validation loss stops improving "
+        f"(the paper's annealing). Lowest validation loss at epoch {best}."
+    )
 
 
 def _curves_figure(history):

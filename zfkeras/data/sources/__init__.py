@@ -14,6 +14,7 @@ Sources yield ``(image uint8 [H, W, C], label int64)``:
 
 from __future__ import annotations
 
+from zfkeras.data.decode import MAX_PIXELS
 from zfkeras.data.source import Source
 from zfkeras.data.sources import csv_file, folder, idx, tfds, tfrecord
 
@@ -49,7 +50,9 @@ def resolve_source(spec: str) -> str:
     raise ValueError(f"unknown data source {spec!r}: use {ACCEPTED_FORMS}")
 
 
-def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=None, skip_corrupt: bool = False) -> Source:
+def load_source(
+    spec: str, split: str = "train", *, data_dir=None, manual_dir=None, skip_corrupt: bool = False, max_pixels: int = MAX_PIXELS
+) -> Source:
     """Open the data source named by ``spec`` (see module docstring) for ``split``.
 
     Args:
@@ -62,11 +65,15 @@ def load_source(spec: str, split: str = "train", *, data_dir=None, manual_dir=No
         manual_dir: TFDS manual download directory (e.g. ImageNet tarballs); TFDS only.
         skip_corrupt: folder and tfrecord: leave out unreadable images when read (recorded in
             ``Source.skipped``/``skipped_files``) instead of raising an error naming the file.
+        max_pixels: folder and tfrecord: images larger than this (width x height) are refused from
+            their header, never decoded (:data:`zfkeras.data.decode.MAX_PIXELS` by default); as
+            unreadable files, they stop the read with an error naming the file and the limit, or
+            are skipped with ``skip_corrupt``.
     """
     concrete = resolve_source(spec)
     prefix, _, rest = concrete.partition(":")
     if prefix == "tfds":
         return tfds.load(rest, split, concrete, data_dir=data_dir, manual_dir=manual_dir)
     if prefix in ("folder", "tfrecord"):
-        return READERS[prefix].load(rest, split, concrete, skip_corrupt=skip_corrupt)
+        return READERS[prefix].load(rest, split, concrete, skip_corrupt=skip_corrupt, max_pixels=max_pixels)
     return READERS[prefix].load(rest, split, concrete)

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from zfkeras.data.decode import HEADER_SAMPLE, IMAGE_EXTENSIONS, corrupt_file_error, probe_files, read_images, read_or_fail
+from zfkeras.data.decode import HEADER_SAMPLE, IMAGE_EXTENSIONS, MAX_PIXELS, corrupt_file_error, probe_files, read_images, read_or_fail
 from zfkeras.data.source import Source
 
 _AUTOTUNE = tf.data.AUTOTUNE
@@ -39,10 +39,11 @@ def _image_files(directory: str) -> list:
     return found
 
 
-def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
+def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt, max_pixels=MAX_PIXELS):
     """``select(indices)`` of a folder source: ``(uint8 [H, W, channels], int64)`` of the files
-    ``indices`` in the given order, decoded on both cores. A corrupt file raises an error naming it
-    (``on_corrupt`` None) or is left out after ``on_corrupt(path)`` is called (once per read)."""
+    ``indices`` in the given order, decoded on both cores (headers first: above ``max_pixels`` a
+    file is refused undecoded). A corrupt or too large file raises an error naming it (``on_corrupt``
+    None) or is left out after ``on_corrupt(path)`` is called (once per read)."""
     paths_by_index = np.empty(len(files), dtype=object)
     paths_by_index[:] = files
 
@@ -51,7 +52,7 @@ def _folder_select(files: list, labels: np.ndarray, channels: int, on_corrupt):
         if len(indices) and (indices.min() < 0 or indices.max() >= len(files)):
             raise ValueError(f"indices must lie in 0..{len(files) - 1}, got {indices.min()}..{indices.max()}")
         paths = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths_by_index[indices]), tf.string))
-        examples = tf.data.Dataset.zip((paths, tf.data.Dataset.from_tensor_slices(labels[indices]), read_images(paths, channels)))
+        examples = tf.data.Dataset.zip((paths, tf.data.Dataset.from_tensor_slices(labels[indices]), read_images(paths, channels, max_pixels)))
         if on_corrupt is None:
 
             def named(path, label, decoded):
@@ -99,11 +100,13 @@ def describe_holdout(holdout) -> str:
     )
 
 
-def load(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source:
+def load(directory: str, split: str, name: str, *, skip_corrupt: bool, max_pixels: int = MAX_PIXELS) -> Source:
     """Source from an image folder with one sub-folder per class (see :func:`load_source`).
 
     Opening lists the files and reads at most :data:`HEADER_SAMPLE` headers (grey or colour); no
-    image is decoded, so corrupt files are found when first read (see :class:`Source`).
+    image is decoded, so corrupt files are found when first read (see :class:`Source`), and so are
+    files above ``max_pixels`` pixels (refused from their header, never decoded). Photos are turned
+    as their EXIF orientation says (:func:`zfkeras.data.decode.orient`).
     """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"image folder not found: {directory}")
@@ -154,7 +157,7 @@ def load(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source
             source.skipped_files = source.skipped_files + (path,)
             source.skipped = len(source.skipped_files)
 
-    select = _folder_select(files, labels, channels, skipped if skip_corrupt else None)
+    select = _folder_select(files, labels, channels, skipped if skip_corrupt else None, max_pixels)
     source = Source(
         dataset=select(np.arange(len(files))),
         class_names=class_names,
@@ -167,6 +170,7 @@ def load(directory: str, split: str, name: str, *, skip_corrupt: bool) -> Source
         holdout=holdout,
         files=tuple(files),
         skip_corrupt=skip_corrupt,
+        max_pixels=max_pixels,
     )
     holder.append(source)
     return source
