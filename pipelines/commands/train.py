@@ -36,13 +36,14 @@ def epoch_summary(epochs, run_dir):
     return EpochSummary()
 
 
-def command_line(ctx):
-    """The full ``zf train`` command with every option spelled out (defaults included), so the
-    recorded command retrains the same model even if defaults change."""
+def command_line(ctx, **resolved):
+    """The full ``zf train`` command with every option spelled out (defaults included, ``resolved``
+    values such as the precision ``auto`` chose in place of the given ones), so the recorded
+    command retrains the same model even if defaults change."""
     words = ctx.command_path.split()
     if words and words[0] != "zf":
         words = ["zf", "train"]
-    values = {**ctx.params, **options.recipe()}
+    values = {**ctx.params, **options.recipe(), **resolved}
     for param in ctx.command.params:
         value = values.get(param.name)
         if not isinstance(param, click.Option) or value is None:
@@ -81,7 +82,14 @@ def command_line(ctx):
     show_default=True,
     help="Epochs whose model is kept in OUT/checkpoints (clipped to --epochs).",
 )
-@click.option("--strategy", default="auto", show_default=True, help="auto, mirrored, multiworker (TF_CONFIG) or cpu:N.")
+@click.option("--strategy", default="auto", show_default=True, help="auto (every GPU, else one device), mirrored, multiworker (TF_CONFIG) or cpu:N.")
+@click.option(
+    "--xla",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="XLA-compile the training step: auto = on GPUs only (on CPUs it measured slower, docs/benchmarks.md).",
+)
 @click.option(
     "--out", "run_dir", type=click.Path(file_okay=False), metavar="DIR", help="Run directory (required); an unfinished run there is resumed."
 )
@@ -112,6 +120,7 @@ def train(
     val_data,
     checkpoint_epochs,
     strategy,
+    xla,
     run_dir,
     old_run_dir,
     export_path,
@@ -138,16 +147,16 @@ def train(
     output.check_output(run_dir, option)
     if export_path:
         output.check_output(export_path, "--export", results="zfkeras.json")
-    command = command_line(click.get_current_context())
     reading = dict(data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
     train_source, val_source, test_source = _sources(data_spec, val_data, export_path, images, reading)
     recipe = options.recipe()
     fields = dict(checkpoint_epochs=options.int_list(checkpoint_epochs, "--checkpoint-epochs"), seed=seed, strategy=strategy, data=data_spec)
     fields.update(val_data=val_data, val_split=0.0 if val_data else recipe["val_split"])
-    config = loading.train_config(recipe, train_source, **fields)
+    config = loading.train_config(recipe, train_source, **fields).resolved(run_dir)
+    command = command_line(click.get_current_context(), precision=config.precision)
     click.echo(
         f"training {config.arch} {config.input_shape} on {train_source.name} ({train_source.num_examples} images, "
-        f"{config.num_classes} classes), {distribution.num_replicas_in_sync} replica(s), {config.epochs} epochs -> {run_dir}",
+        f"{config.num_classes} classes), {distribution.num_replicas_in_sync} replica(s), {config.precision}, {config.epochs} epochs -> {run_dir}",
         err=True,
     )
     callbacks = [resume_notice(run_dir, config.epochs), epoch_summary(config.epochs, run_dir)]
@@ -156,8 +165,8 @@ def train(
     metadata = {"command": command}
     if train_source.holdout:
         metadata["test_split"] = {"held_out": True, **train_source.holdout}
-    caching = dict(cache=_checked_cache(cache, train_source), cache_budget=cache_budget * 1024**2)
-    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, caching)
+    settings = dict(cache=_checked_cache(cache, train_source), cache_budget=cache_budget * 1024**2, jit_compile=xla)
+    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, settings)
     from zfkeras.training import worker_role
 
     if not worker_role(distribution)[0]:
@@ -223,14 +232,22 @@ def projection_logger(source, config, maps, run_dir, images=64):
     return ProjectionLogger(batch.numpy(), chosen, os.path.join(RunDir(run_dir).logs_dir, "projections"))
 
 
-def _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, caching):
+def _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, settings):
     from zfkeras.training import train as train_model
 
     started = time.monotonic()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # progress (Keras's bar, a line per epoch) goes to stderr
             model, history = train_model(
-                config, train_source, val_source, run_dir, callbacks=callbacks, progress=progress, strategy=distribution, metadata=metadata, **caching
+                config,
+                train_source,
+                val_source,
+                run_dir,
+                callbacks=callbacks,
+                progress=progress,
+                strategy=distribution,
+                metadata=metadata,
+                **settings,
             )
     except (ValueError, FloatingPointError) as error:
         raise click.ClickException(str(error)) from None
