@@ -2,17 +2,18 @@
 
 Each module ``benchmarks/<name>.py`` has ``main(argv) -> dict`` that prints its own table and
 returns the measured numbers; every number is compared against a baseline measured in the same run.
+``--smoke`` runs each on tiny sizes in seconds, no timing meant (``tests/test_benchmarks.py``).
 """
 
 import importlib
 import os
-import pkgutil
 import sys
+
+from benchmarks import registered
 
 
 def main(argv):
-    here = os.path.dirname(__file__)
-    names = sorted(m.name for m in pkgutil.iter_modules([here]) if not m.name.startswith("_"))
+    names = registered()
     # Leading words that name benchmarks choose them; everything from the first option on is passed
     # to each benchmark's main (so "--images 6400" keeps its value).
     split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
