@@ -1,7 +1,8 @@
 """Training speed by precision: the training step of the 224 ZFNet and of the 64-px model, the whole
 ``zf train`` loop at 64 px, and the tf.data input that feeds them, in images per second.
 
-``python -m benchmarks train [--steps=N] [--rounds=R] [--images=N] [--smoke]``
+``python -m benchmarks train [--steps=N] [--rounds=R] [--images=N] [--smoke]``, and
+``python -m benchmarks train --profile``: where zfnet64's step spends its time (TF profiler).
 
 - **step**: :class:`zfkeras.training.steps.Stepper`, the step ``zf train`` runs (forward, loss,
   backward, SGD with momentum, filter-RMS cap), on one fixed batch: ZFNet (Fig. 3, 224x224x3, 1,000
@@ -49,12 +50,13 @@ def specs(smoke):
 
 
 def compiled(spec, seed=0):
-    """``build_model(spec)`` compiled as ``zf train`` compiles it (SGD 1e-2, momentum 0.9), mean 120."""
+    """``build_model(spec)`` compiled as ``zf train`` compiles it (SGD 1e-2, momentum 0.9), mean 120,
+    glorot_uniform weights and no dropout (the Emoji-64 reproduction's recipe)."""
     import keras
 
     from zfkeras.nn.models import build_model
 
-    model = build_model(spec.replace(kernel_init="he_normal"), seed=seed)
+    model = build_model(spec.replace(kernel_init="glorot_uniform", dropout=0.0), seed=seed)
     model.get_layer("subtract_mean").set_mean(np.full(spec.input_shape, 120.0, "float32"))
     model.compile(optimizer=keras.optimizers.SGD(1e-2, momentum=0.9), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.optimizer.build(model.trainable_variables)
@@ -151,7 +153,7 @@ def loop_rates(spec, source, rounds):
         for precision in times:
             config = TrainConfig(
                 arch="zfnet64", input_shape=spec.input_shape, num_classes=spec.num_classes, units=units, epochs=2, val_split=0.0,
-                checkpoint_epochs=(), kernel_init="he_normal", precision=precision, seed=round_index,
+                checkpoint_epochs=(), kernel_init="glorot_uniform", dropout=0.0, precision=precision, seed=round_index,
             )  # fmt: skip
             run_dir = tempfile.mkdtemp(prefix="zf-bench-train-")
             timer = EpochTimer()
@@ -164,8 +166,75 @@ def loop_rates(spec, source, rounds):
     return {p: (count * len(runs) / sum(t[0] for t in runs), count * len(runs) / sum(t[1] for t in runs)) for p, runs in times.items()}
 
 
+# Op types of a training step by what they do, for --profile (first match wins).
+OP_GROUPS = (
+    ("convolutions (forward and both backprops)", ("Conv2D",)),
+    ("local response normalization", ("LRN",)),
+    ("dense layers (fc6, fc7, the classifier)", ("MatMul",)),
+    ("softmax and cross-entropy", ("Softmax", "SoftmaxCrossEntropy", "Log")),
+    ("max pooling", ("MaxPool",)),
+    ("casts (16-bit <-> float32)", ("Cast",)),
+)
+
+
+def op_seconds(logdir):
+    """``{op type: seconds}`` summed over the host ops of the TF profiler trace in ``logdir``."""
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as handle:
+        space.ParseFromString(handle.read())
+    totals = {}
+    for plane in space.planes:
+        names = {key: value.name for key, value in plane.event_metadata.items()}
+        for line in plane.lines if "host" in plane.name.lower() else ():
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" in name and "/" in name.split(":")[0]:  # "scope/op:OpType": a kernel, not a wrapper
+                    kind = name.rsplit(":", 1)[1]
+                    totals[kind] = totals.get(kind, 0.0) + event.duration_ps / 1e12
+    return totals
+
+
+def profile(spec, batch, steps):
+    """Where a training step's kernel time goes, per precision: ``{precision: {group: share}}``."""
+    import keras
+    import tensorflow as tf
+
+    from zfkeras.training.steps import Stepper
+
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensors((rng.uniform(0, 255, (batch, *spec.input_shape)).astype("float32"), rng.integers(0, spec.num_classes, batch)))
+    shares = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        stepper, nothing = Stepper(compiled(spec), tf.distribute.get_strategy(), precision), keras.callbacks.CallbackList([])
+        stepper.train_epoch(data.repeat(2), nothing)  # trace and warm up
+        logdir = tempfile.mkdtemp(prefix="zf-bench-profile-")
+        try:
+            tf.profiler.experimental.start(logdir)
+            stepper.train_epoch(data.repeat(steps), nothing)
+            tf.profiler.experimental.stop()
+            totals = op_seconds(logdir)
+        finally:
+            shutil.rmtree(logdir, ignore_errors=True)
+        grouped = {label: sum(v for k, v in totals.items() if any(p in k for p in parts)) for label, parts in OP_GROUPS}
+        grouped["everything else"] = sum(totals.values()) - sum(grouped.values())
+        shares[precision] = {label: seconds / sum(totals.values()) for label, seconds in grouped.items()}
+    return shares
+
+
 def main(argv):
     smoke, argv = smoke_mode(argv)
+    if "--profile" in argv:  # where zfnet64's step spends its time, by op group (TF profiler)
+        spec, batch = specs(smoke)["zfnet64"]
+        shares = profile(spec, batch, 2 if smoke else 6)
+        print(f"zfnet64 training step (batch {batch}, {spec.num_classes} classes): share of kernel time")
+        print(f"{'':44}" + "".join(f"{p:>16}" for p in shares))
+        for label in shares["float32"]:
+            print(f"{label:44}" + "".join(f"{100 * shares[p][label]:15.1f}%" for p in shares))
+        return shares
     args = options(argv, SMOKE if smoke else DEFAULTS, "train")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     chosen = specs(smoke)

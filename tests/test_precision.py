@@ -160,7 +160,34 @@ def test_auto_precision_resumes_as_recorded(tmp_path):
     assert TrainConfig(precision="mixed_bfloat16").resolved(run.path).precision == "mixed_bfloat16"
 
 
-def test_compiled_forward_and_xla_step_match_the_plain_ones(model, idx_dir, tmp_path):
+@pytest.fixture
+def no_op_determinism():
+    """TensorFlow's op determinism off for one test (zf commands run in-process by other tests turn
+    it on; XLA has no deterministic max-pool gradient), restored afterwards."""
+    from tensorflow.python.framework import config
+
+    was = config.is_op_determinism_enabled()
+    config.disable_op_determinism()
+    yield
+    if was:
+        config.enable_op_determinism()
+
+
+def test_xla_is_refused_under_op_determinism(model):
+    from tensorflow.python.framework import config
+
+    was = config.is_op_determinism_enabled()
+    config.enable_op_determinism()
+    try:
+        assert resolve_jit("auto", tf.distribute.get_strategy(), model) is False
+        with pytest.raises(ValueError, match="XLA: XLA has no deterministic max-pool gradient"):
+            resolve_jit("on", tf.distribute.get_strategy(), model)
+    finally:
+        if not was:
+            config.disable_op_determinism()
+
+
+def test_compiled_forward_and_xla_step_match_the_plain_ones(model, idx_dir, tmp_path, no_op_determinism):
     x = tf.constant(images())
     np.testing.assert_allclose(compilable_forward(model)(x, training=False).numpy(), model(x, training=False).numpy(), rtol=1e-6, atol=1e-7)
     strategy = tf.distribute.get_strategy()

@@ -84,13 +84,6 @@ def command_line(ctx, **resolved):
 )
 @click.option("--strategy", default="auto", show_default=True, help="auto (every GPU, else one device), mirrored, multiworker (TF_CONFIG) or cpu:N.")
 @click.option(
-    "--xla",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="XLA-compile the training step: auto = on GPUs only (on CPUs it measured slower, docs/benchmarks.md).",
-)
-@click.option(
     "--out", "run_dir", type=click.Path(file_okay=False), metavar="DIR", help="Run directory (required); an unfinished run there is resumed."
 )
 @click.option("--run-dir", "old_run_dir", type=click.Path(file_okay=False), hidden=True, help="Deprecated name of --out.")
@@ -120,7 +113,6 @@ def train(
     val_data,
     checkpoint_epochs,
     strategy,
-    xla,
     run_dir,
     old_run_dir,
     export_path,
@@ -165,8 +157,8 @@ def train(
     metadata = {"command": command}
     if train_source.holdout:
         metadata["test_split"] = {"held_out": True, **train_source.holdout}
-    settings = dict(cache=_checked_cache(cache, train_source), cache_budget=cache_budget * 1024**2, jit_compile=xla)
-    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, settings)
+    caching = dict(cache=_checked_cache(cache, train_source), cache_budget=cache_budget * 1024**2)
+    model, history, seconds = _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, caching)
     from zfkeras.training import worker_role
 
     if not worker_role(distribution)[0]:
@@ -232,22 +224,14 @@ def projection_logger(source, config, maps, run_dir, images=64):
     return ProjectionLogger(batch.numpy(), chosen, os.path.join(RunDir(run_dir).logs_dir, "projections"))
 
 
-def _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, settings):
+def _train(config, train_source, val_source, run_dir, distribution, progress, metadata, callbacks, caching):
     from zfkeras.training import train as train_model
 
     started = time.monotonic()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # progress (Keras's bar, a line per epoch) goes to stderr
             model, history = train_model(
-                config,
-                train_source,
-                val_source,
-                run_dir,
-                callbacks=callbacks,
-                progress=progress,
-                strategy=distribution,
-                metadata=metadata,
-                **settings,
+                config, train_source, val_source, run_dir, callbacks=callbacks, progress=progress, strategy=distribution, metadata=metadata, **caching
             )
     except (ValueError, FloatingPointError) as error:
         raise click.ClickException(str(error)) from None

@@ -14,7 +14,8 @@ replicas and divided by the global batch size, gradients all-reduced by the opti
   :class:`~zfkeras.nn.layers.SwitchMaxPool`) has no XLA kernel, so the compiled step runs the
   model's own layers as a chain with plain max pooling in place of each SwitchMaxPool
   (:func:`compilable_forward`: same layers, so same weights; nothing is copied). On a CPU XLA is
-  slower (measured: docs/benchmarks.md), so :func:`resolve_jit` turns it on only for GPU replicas.
+  slower (measured: docs/benchmarks.md), so :func:`resolve_jit` turns it on only for GPU replicas,
+  and never under op determinism (``zf`` commands), since XLA's max-pool gradient is not deterministic.
 """
 
 import keras
@@ -48,10 +49,22 @@ def compilable_forward(model):
     return forward
 
 
+def op_determinism():
+    """Whether TensorFlow's op determinism is on (``tf.config.experimental.enable_op_determinism``,
+    which ``zf`` commands turn on: same seed, same numbers). TF has no public getter; Keras reads
+    the same flag to keep XLA off."""
+    try:
+        from tensorflow.python.framework.config import is_op_determinism_enabled
+    except ImportError:  # a TensorFlow without it: assume off
+        return False
+    return bool(is_op_determinism_enabled())
+
+
 def resolve_jit(jit_compile, strategy, model):
-    """Whether the training step is XLA-compiled: ``"on"``/True (a ValueError if ``model`` is not a
-    chain :func:`compilable_forward` handles), ``"off"``/False, or ``"auto"``: on when the
-    strategy's replicas are GPUs and the model is a chain, off on CPUs (where XLA measured slower)."""
+    """Whether the training step is XLA-compiled: ``"on"``/True, ``"off"``/False, or ``"auto"``: on
+    when the strategy's replicas are GPUs, off on CPUs (where XLA measured slower). XLA needs a chain
+    :func:`compilable_forward` handles, and op determinism off (XLA has no deterministic max-pool
+    gradient): ``"auto"`` is off without them, ``"on"`` a ValueError saying which is missing."""
     choice = {True: "on", False: "off"}.get(jit_compile, jit_compile)
     if choice not in JIT_CHOICES:
         raise ValueError(f"jit_compile must be one of {', '.join(JIT_CHOICES)}, got {jit_compile!r}")
@@ -59,6 +72,8 @@ def resolve_jit(jit_compile, strategy, model):
         return False
     try:
         compilable_forward(model)
+        if op_determinism():
+            raise ValueError("XLA has no deterministic max-pool gradient, and TensorFlow's op determinism is on (zf commands turn it on)")
     except ValueError as error:
         if choice == "on":
             raise ValueError(f"XLA: {error}") from None
