@@ -1,5 +1,8 @@
 # One command for the main job (`make demo`), one for the tests (`make test`); each sets itself up.
 PYTHON ?= python3
+# Which TensorFlow wheel the set-up installs (a setup.cfg extra): cpu (the CPU-only wheel) or
+# and-cuda (NVIDIA GPUs), e.g. `make setup TENSORFLOW=and-cuda`.
+TENSORFLOW ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -11,7 +14,7 @@ $(BIN)/activate:
 
 $(VENV)/.installed: $(BIN)/activate setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,$(TENSORFLOW)]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -1,22 +1,20 @@
 """Run benchmarks: ``python -m benchmarks`` (all) or ``python -m benchmarks train occlusion``
-(train, topk, project, occlusion, data, feature_visualization).
+(every module of this package with a ``main``: see ``benchmarks.registered``).
 
 Each module ``benchmarks/<name>.py`` has ``main(argv) -> dict`` that prints its own table and
 returns the measured numbers; every number is compared against a baseline measured in the same run.
-Every module here is a benchmark, found by name: data, faithfulness, occlusion, project, rules,
-topk, train (``speed`` holds what they share).
+``--smoke`` runs each on tiny sizes in seconds, no timing meant (``tests/test_benchmarks.py``).
 """
 
 import importlib
 import os
-import pkgutil
 import sys
+
+from benchmarks import registered
 
 
 def main(argv):
-    here = os.path.dirname(__file__)
-    shared = {"speed"}  # the timing helpers the benchmarks share, not a benchmark
-    names = sorted(m.name for m in pkgutil.iter_modules([here]) if not m.name.startswith("_") and m.name not in shared)
+    names = registered()
     # Leading words that name benchmarks choose them; everything from the first option on is passed
     # to each benchmark's main (so "--images 6400" keeps its value).
     split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))

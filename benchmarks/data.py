@@ -1,6 +1,6 @@
 """The input pipeline on ImageNet-shaped data: can it feed ZFNet-224, in flat memory, class-mixed?
 
-``python -m benchmarks data [--images=N] [--big=N] [--batch=B] [--steps=S] [--classes=C]``
+``python -m benchmarks data [--images=N] [--big=N] [--batch=B] [--steps=S] [--classes=C] [--smoke]``
 
 On a generated ``folder:`` of real JPEG files at ImageNet's typical size (500x375 and 375x500,
 smooth random scenes, ~30 kB each; classes sorted on disk, ``class_00/`` first):
@@ -27,9 +27,10 @@ import time
 
 import numpy as np
 
-from benchmarks.speed import options
+from benchmarks.speed import TINY_WIDTHS, options, smoke_mode
 
 DEFAULTS = {"images": 2000, "big": 20000, "batch": 32, "steps": 4, "classes": 10}
+SMOKE = {"images": 8, "big": 16, "batch": 4, "steps": 1, "classes": 2}  # --smoke: tiny ZFNet widths, one round
 CHILD = "ZFKERAS_BENCHMARK_DATA_EPOCH"  # set in the memory-measuring subprocesses: "FOLDER:BATCH"
 FIRST_BATCHES = 20
 
@@ -109,7 +110,8 @@ def largest_shares(labels_per_batch, classes):
 def main(argv):
     if os.environ.get(CHILD):
         return epoch_peak_child()
-    args = options(argv, DEFAULTS, "data")
+    smoke, argv = smoke_mode(argv)
+    args = dict(options(argv, SMOKE if smoke else DEFAULTS, "data"), smoke=smoke)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     workdir = tempfile.mkdtemp(prefix="zf-bench-data-")
     try:
@@ -133,6 +135,7 @@ def _run(args, workdir):
 
     import zfkeras
     from zfkeras import data
+    from zfkeras.nn.models import zfnet_spec
 
     batch = args["batch"]
     source = open_folder(small)
@@ -144,7 +147,8 @@ def _run(args, workdir):
     reference = largest_shares([order[i : i + batch] for i in range(0, len(shares) * batch, batch)], args["classes"])
 
     # Input rate vs the ZFNet-224 training step, alternated so both see the same background load.
-    model = zfkeras.zfnet(num_classes=args["classes"], seed=0)
+    spec = zfnet_spec(num_classes=args["classes"])
+    model = zfkeras.build_model(spec.with_units(**TINY_WIDTHS) if args["smoke"] else spec, seed=0)
     model.get_layer("subtract_mean").set_mean(np.full((224, 224, 3), 120.0, "float32"))
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy")
     x = tf.random.uniform((batch, 224, 224, 3), 0, 255, seed=0)
@@ -153,7 +157,7 @@ def _run(args, workdir):
     for _ in data.train_dataset(source, 224, 3, batch, 0).take(2):
         pass  # trace the pipeline's functions
     times = {"input": [], "train": []}
-    for round_index in range(3):
+    for round_index in range(1 if args["smoke"] else 3):
         # input: one whole first epoch of a new pipeline, so every image is decoded exactly once
         # whatever the pipeline caches or buffers; train: --steps training steps.
         wall, cpu = time.perf_counter(), time.process_time()

@@ -1,6 +1,6 @@
 """Occlusion positions per second on the full 224x224 ZFNet: incremental against a batched full forward.
 
-    python -m benchmarks occlusion [--positions=256] [--batch-size=32] [--repeats=3] [--keep=80]
+    python -m benchmarks occlusion [--positions=256] [--batch-size=32] [--repeats=3] [--keep=80] [--smoke]
 
 On the full ZFNet (random weights) and one real photo (skimage's ``chelsea``), for a square of 32 px
 on an 8 px grid and of 16 px on a 4 px grid, ``--positions`` grid positions spread evenly over the
@@ -10,6 +10,8 @@ image (borders included) are evaluated by, interleaved in one run (median of rep
                  image and run each batch through the model (conv5 maps and probabilities in one pass)
     exact        :class:`zfkeras.occlusion.OcclusionEvaluator`: incremental, exact
     full         the same evaluator with ``incremental=False`` (zfkeras before the incremental path)
+    full bf16    APPROXIMATE: ``full`` computing in mixed_bfloat16 (``KerasProbe(precision=...)``): why
+                 ``zf occlusion --precision`` keeps the exact incremental path where there is one
     approx       APPROXIMATE: ``approximate=--keep/100`` (Krypton's projective-field threshold)
 
 Prints positions/s (wall and CPU), the ratio to the baseline, the largest differences from it
@@ -20,7 +22,7 @@ tracing included, each path in a fresh process, above the memory of the built mo
 
 import numpy as np
 
-from benchmarks.speed import interleaved, isolated_peaks, options, peak_target, photo, report_peak, zfnet_224
+from benchmarks.speed import interleaved, isolated_peaks, options, peak_target, photo, report_peak, smoke_mode, zfnet_224
 
 
 def full_forward_baseline(model, selected, image, fill, corners, patch, channel, batch):
@@ -47,11 +49,13 @@ def full_forward_baseline(model, selected, image, fill, corners, patch, channel,
 
 
 def main(argv=()):
-    chosen = options(argv, {"positions": 256, "batch-size": 32, "repeats": 3, "keep": 80}, "occlusion")
+    smoke, argv = smoke_mode(argv)  # --smoke: tiny widths, 4 positions, no memory subprocesses
+    defaults = {"positions": 256, "batch-size": 32, "repeats": 3, "keep": 80}
+    chosen = options(argv, {**defaults, "positions": 4, "batch-size": 2, "repeats": 1} if smoke else defaults, "occlusion")
     from zfkeras.analysis.occlusion import OcclusionEvaluator, occluder_grid
     from zfkeras.nn.probe import KerasProbe
 
-    model = zfnet_224()
+    model = zfnet_224(tiny=smoke)
     probe = KerasProbe(model)
     image = photo()
     batch = chosen["batch-size"]
@@ -86,13 +90,14 @@ def main(argv=()):
             return evaluate
 
         approx = OcclusionEvaluator(probe, image, patch=patch, feature_map=exact.feature_map, approximate=min(chosen["keep"], 100) / 100)
-        methods = {"baseline": baseline, "exact": by(exact), "full": by(full), "approx": by(approx)}
+        bf16 = OcclusionEvaluator(KerasProbe(model, precision="mixed_bfloat16"), image, patch=patch, incremental=False, feature_map=exact.feature_map)
+        methods = {"baseline": baseline, "exact": by(exact), "full": by(full), "full bf16": by(bf16), "approx": by(approx)}
         if peak_target():
             return report_peak(methods, label)
         for function in methods.values():
             function()  # trace first
         times, results = interleaved(methods, chosen["repeats"])
-        memory = isolated_peaks("occlusion", argv, label, methods)
+        memory = dict.fromkeys(methods) if smoke else isolated_peaks("occlusion", argv, label, methods)
         base_wall, base_cpu = times["baseline"]
         want_activity, want_probs = results["baseline"]
         report[label] = {}

@@ -1,6 +1,6 @@
 """Single-activation deconvnet projections per second: zfkeras against a gradient-override deconvnet.
 
-    python -m benchmarks project [--projections=64] [--repeats=3]
+    python -m benchmarks project [--projections=64] [--repeats=3] [--smoke]
 
 On the full 224x224 ZFNet (random weights) and one real photo (skimage's ``chelsea``), ``N``
 projections, each of one activation: map ``m`` (0..N-1) at that map's strongest position in the
@@ -19,7 +19,7 @@ relative difference from the baseline, and each path's peak resident memory.
 
 import numpy as np
 
-from benchmarks.speed import interleaved, isolated_peaks, options, peak_target, photo, relative_error, report_peak, zfnet_224
+from benchmarks.speed import interleaved, isolated_peaks, options, peak_target, photo, relative_error, report_peak, smoke_mode, zfnet_224
 
 
 def gradient_override_deconvnet(model, layer):
@@ -81,10 +81,11 @@ def gradient_override_deconvnet(model, layer):
 
 
 def main(argv=()):
-    chosen = options(argv, {"projections": 64, "repeats": 3}, "project")
+    smoke, argv = smoke_mode(argv)  # --smoke: tiny widths, 2 projections, no memory subprocesses
+    chosen = options(argv, {"projections": 2, "repeats": 1} if smoke else {"projections": 64, "repeats": 3}, "project")
     from zfkeras.nn.deconv import Deconvnet
 
-    model = zfnet_224()
+    model = zfnet_224(tiny=smoke)
     deconv = Deconvnet(model)
     count = chosen["projections"]
     images = np.repeat(photo()[None], count, axis=0)
@@ -116,7 +117,7 @@ def main(argv=()):
             function()
         deconv.project(images, layer, channel, strongest)
         times, results = interleaved(methods, chosen["repeats"])
-        memory = isolated_peaks("project", argv, layer, methods)
+        memory = dict.fromkeys(methods) if smoke else isolated_peaks("project", argv, layer, methods)
         base_wall, base_cpu = times["baseline"]
         report[layer] = {}
         for name, (wall, cpu) in times.items():

@@ -1,9 +1,18 @@
-"""Shared by the projection and occlusion benchmarks: the model, the photo, options, timing, memory."""
+"""Shared by the benchmarks: the smoke mode, options, the model, the photo, timing, memory."""
 
 import os
 import time
 
 import numpy as np
+
+SMOKE = "--smoke"
+
+
+def smoke_mode(argv):
+    """``(smoke?, argv without --smoke)``. Every benchmark takes ``--smoke``: its code on tiny sizes in
+    seconds, no timing meant (``tests/test_benchmarks.py`` runs them all, so none can rot)."""
+    argv = list(argv)
+    return SMOKE in argv, [arg for arg in argv if arg != SMOKE]
 
 
 def options(argv, defaults, name):
@@ -18,15 +27,20 @@ def options(argv, defaults, name):
     return chosen
 
 
-def zfnet_224():
-    """Full ZFNet (Fig. 3), 1000 classes, random he_normal weights (so deep maps stay alive), mean 120."""
+TINY_WIDTHS = dict(conv1=4, conv2=4, conv3=4, conv4=4, conv5=4, fc6=8, fc7=8)  # --smoke: ZFNet's geometry, 4 maps a layer
+
+
+def zfnet_224(tiny=False):
+    """Full ZFNet (Fig. 3), 1000 classes, random he_normal weights (so deep maps stay alive), mean 120;
+    ``tiny``: the same geometry with :data:`TINY_WIDTHS` (smoke runs)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     from zfkeras.nn.models import build_model, zfnet_spec
 
     keras.utils.set_random_seed(0)
-    model = build_model(zfnet_spec().replace(kernel_init="he_normal"), seed=0)
+    spec = zfnet_spec().replace(kernel_init="he_normal")
+    model = build_model(spec.with_units(**TINY_WIDTHS) if tiny else spec, seed=0)
     model.get_layer("subtract_mean").set_mean(np.full((224, 224, 3), 120.0, "float32"))
     return model
 

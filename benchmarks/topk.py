@@ -1,6 +1,6 @@
 """Top-k scan: cost of the bookkeeping and memory against the number of images.
 
-``python -m benchmarks topk [--images=N]``. On the small ZFNet (28x28, random weights, generated
+``python -m benchmarks topk [--images=N] [--smoke]``. On the small ZFNet (28x28, random weights, generated
 images so no data I/O is timed), all five conv layers, every map, k = 9:
 
 - CPU time of ``zfkeras.topk.scan`` over N images against a plain loop of ``probe.features`` on the
@@ -14,6 +14,8 @@ import time
 import tracemalloc
 
 import numpy as np
+
+from benchmarks.speed import smoke_mode
 
 
 def _batches(n, batch_size, seed):
@@ -32,8 +34,9 @@ def main(argv):
     from zfkeras.nn.models import zfnet_small
     from zfkeras.nn.probe import KerasProbe
 
-    n = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--images=")), 2000)
-    batch_size = 100
+    smoke, argv = smoke_mode(argv)  # --smoke: 20 and 200 images
+    batch_size = 10 if smoke else 100
+    n = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--images=")), 2 * batch_size if smoke else 2000)
     probe = KerasProbe(zfnet_small(seed=0))
     layers = list(probe.layer_names)
     counts = {name: value.shape[-1] for name, value in probe.features(np.zeros((1, 28, 28, 1), "float32"), layers).items()}

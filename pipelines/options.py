@@ -48,6 +48,31 @@ def weights_option(function):
     )(function)
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # zfkeras.nn.precision.PRECISIONS (tested equal)
+PRECISION = "zfkeras.precision"
+
+
+def precision_option(function):
+    """``--precision`` of the scans (forward passes over many images): what the model's forward
+    passes compute in, float32 (exact) by default; kept on the click context, where
+    :func:`pipelines.loading.open_model` reads it (commands need no extra parameter)."""
+
+    def remember(ctx, param, value):
+        ctx.meta[PRECISION] = value
+        return value
+
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default="float32",
+        show_default=True,
+        expose_value=False,
+        callback=remember,
+        help="What the forward passes compute in: float32 (exact), or mixed_bfloat16 / mixed_float16 (faster on hardware with "
+        "16-bit units; maps and probabilities to ~1e-2 relative, docs/benchmarks.md). Deconvnet projections are always float32.",
+    )(function)
+
+
 def skip_corrupt_option(function):
     return click.option(
         "--skip-corrupt",
@@ -504,6 +529,16 @@ def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
         ("--min-delta", dict(default=1e-4, type=Number(0), help="Smallest loss drop that counts.")),
         ("--min-lr", dict(default=1e-6, type=Number(0, min_open=True), help="Annealing never takes the learning rate below this.")),
         ("--dropout", dict(default=0.5, type=Number(0, 1, max_open=True), help="On fc6 and fc7.")),
+        (
+            "--precision",
+            dict(
+                type=click.Choice(("auto", *PRECISIONS)),
+                default="auto",
+                help="What the training step computes in; weights, checkpoints, validation and exports stay float32. auto: the precision "
+                "an unfinished run in --out began with, else mixed_bfloat16 on CPUs with AVX-512 BF16 or AMX and on GPUs of compute "
+                "capability 8+, mixed_float16 (with loss scaling) on GPUs 7.x, float32 elsewhere.",
+            ),
+        ),
         (
             "--kernel-init",
             dict(

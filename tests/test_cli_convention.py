@@ -76,6 +76,9 @@ RANDOM = {
 }
 PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report"}  # take --rule (the backward rule)
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance"}
+# --precision: the scans' forward passes (float32 by default: exact), and the training step (auto).
+PRECISION_SCANS = {"visualize", "occlusion", "evaluate"}
+TRAINS = {"train", "ablate"}
 
 
 def command(name):
@@ -138,6 +141,13 @@ def test_help_follows_the_convention(name):
     assert ("--rule" in found) == (name in PROJECTS), name
     if name in PROJECTS:
         assert list(found["--rule"].type.choices) == list(cli_options.RULES) and found["--rule"].default == "deconvnet"
+    # --precision: float32 by default on the scans, auto on training, nowhere else.
+    if name in PRECISION_SCANS | TRAINS:
+        precision = found["--precision"]
+        assert precision.default == ("float32" if name in PRECISION_SCANS else "auto"), name
+        assert set(precision.type.choices) - {"auto"} == set(cli_options.PRECISIONS), name
+    else:
+        assert "--precision" not in found, name
 
     # --maps is a selection wherever it exists.
     if "--maps" in found:
@@ -217,6 +227,37 @@ def test_images_limits_the_images_read(tiny, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.load(open(tmp_path / "v" / "summary.json"))["images"] == 7
+
+
+def test_scans_take_a_precision(tiny, tmp_path):
+    from zfkeras.nn.precision import PRECISIONS
+
+    assert cli_options.PRECISIONS == PRECISIONS
+    import json
+
+    results = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        result = zf("evaluate", tiny["file"], "--data", tiny["idx"], "--crops", "single", "--precision", precision, "--out", tmp_path / precision)
+        assert result.exit_code == 0, result.output
+        (results[precision],) = json.load(open(tmp_path / precision / "results.json"))["models"].values()
+    assert abs(results["mixed_bfloat16"]["top5_error"] - results["float32"]["top5_error"]) <= 1 / 12
+    result = zf(
+        "visualize",
+        tiny["file"],
+        "--data",
+        tiny["idx"],
+        "--layers",
+        "conv1",
+        "--maps",
+        "0",
+        "--k",
+        "2",
+        "--precision",
+        "bf16",
+        "--out",
+        tmp_path / "v",
+    )
+    assert result.exit_code == 2 and "--precision" in result.stderr and "'bf16' is not one of" in result.stderr
 
 
 def test_progress_on_stderr_and_results_on_stdout(tiny, tmp_path):

@@ -107,6 +107,45 @@ def test_logical_cpus_too_late_is_a_clear_error():
     assert make_strategy("auto").num_replicas_in_sync == 1  # no GPU here: the default strategy
 
 
+AUTO_ON_GPUS = """
+import sys
+from unittest import mock
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(3)])
+stand_ins = tf.config.list_logical_devices("CPU")
+listed = tf.config.list_logical_devices
+with mock.patch.object(tf.config, "list_logical_devices", lambda kind=None: stand_ins if kind == "GPU" else listed(kind)):
+    from pipelines.cli import main
+
+    main(sys.argv[1:], standalone_mode=False)
+"""
+
+
+def test_strategy_auto_mirrors_over_every_gpu(idx_dir, tmp_path):
+    """``zf train --strategy auto`` with GPUs: MirroredStrategy over all of them. This machine has none,
+    so three logical CPU devices stand in for them (TensorFlow's GPU device list is patched to give
+    them), and the command trains one epoch on the three replicas."""
+    args = ["train", "--data", f"idx:{idx_dir}", "--units", ",".join(f"{k}={v}" for k, v in TINY_UNITS.items()), "--epochs", "1"]
+    args += ["--batch-size", "48", "--kernel-init", "he_normal", "--strategy", "auto", "--out", str(tmp_path / "run"), "--no-progress"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", AUTO_ON_GPUS, *args],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    text = output.decode()
+    assert process.returncode == 0, text[-3000:]
+    assert "3 replica(s)" in text and "epoch   1/1" in text, text[-3000:]
+
+
 def test_annealed_lr_by_hand():
     config = TrainConfig(lr=1.0, patience=2, anneal_factor=0.1, min_delta=0.01, min_lr=1e-3)
     assert annealed_lr(config, []) == 1.0

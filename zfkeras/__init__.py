@@ -12,7 +12,9 @@ independent of each other):
 - :mod:`zfkeras.experiments`: Sec. 5 (ablation, transfer, layer probes).
 """
 
-from zfkeras.version import __version__  # isort: skip
+from zfkeras.version import __version__, check_tensorflow  # isort: skip
+
+check_tensorflow()  # a missing or old TensorFlow: one line saying how to install it  # isort: skip
 from zfkeras.nn import layers  # registers the custom layers for .keras loading  # isort: skip
 from zfkeras.data import Source, load_source
 from zfkeras.export import export_model, open_model

@@ -57,6 +57,7 @@ def format_table(result):
     help="ten: single centre crop AND 10-crop numbers; single: centre crop only (10x faster).",
 )
 @options.batch_size_option(100)
+@options.precision_option
 @options.out_option(required=False, help="Output directory: results.json (default: only print the table).")
 def evaluate(models, data_spec, data_dir, skip_corrupt, images, split, crops, batch_size, out):
     """Top-1 and top-5 error of each MODEL and of their average.

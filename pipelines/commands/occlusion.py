@@ -43,6 +43,7 @@ def save_result(result, class_names, name, out):
 @click.option("--map", "feature_map", type=click.IntRange(min=0), help="Feature map of --layer. Default: the strongest in the unoccluded image.")
 @options.batch_size_option(help="Occluded copies per forward pass (bounds memory).")
 @options.rule_option(help="Backward rule of panel (c)'s projection")
+@options.precision_option
 @options.out_option(results="occlusion.json", written=(".npz", ".png"))
 def occlusion(model, images, label, patch, stride, fill, layer, feature_map, batch_size, rule, out):
     """Occlusion sensitivity of MODEL on each IMAGE (any image file, or a built-in photo name).

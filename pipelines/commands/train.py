@@ -36,13 +36,14 @@ def epoch_summary(epochs, run_dir):
     return EpochSummary()
 
 
-def command_line(ctx):
-    """The full ``zf train`` command with every option spelled out (defaults included), so the
-    recorded command retrains the same model even if defaults change."""
+def command_line(ctx, **resolved):
+    """The full ``zf train`` command with every option spelled out (defaults included, ``resolved``
+    values such as the precision ``auto`` chose in place of the given ones), so the recorded
+    command retrains the same model even if defaults change."""
     words = ctx.command_path.split()
     if words and words[0] != "zf":
         words = ["zf", "train"]
-    values = {**ctx.params, **options.recipe()}
+    values = {**ctx.params, **options.recipe(), **resolved}
     for param in ctx.command.params:
         value = values.get(param.name)
         if not isinstance(param, click.Option) or value is None:
@@ -83,7 +84,7 @@ def command_line(ctx):
     type=options.IntList(1),
     help="Epochs whose model is kept in OUT/checkpoints (clipped to --epochs).",
 )
-@click.option("--strategy", default="auto", show_default=True, help="auto, mirrored, multiworker (TF_CONFIG) or cpu:N.")
+@click.option("--strategy", default="auto", show_default=True, help="auto (every GPU, else one device), mirrored, multiworker (TF_CONFIG) or cpu:N.")
 @click.option(
     "--out", "run_dir", type=click.Path(file_okay=False), metavar="DIR", help="Run directory (required); an unfinished run there is resumed."
 )
@@ -140,16 +141,16 @@ def train(
     output.check_output(run_dir, option)
     if export_path:
         output.check_output(export_path, "--export", results="zfkeras.json")
-    command = command_line(click.get_current_context())
     reading = dict(data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt)
     train_source, val_source, test_source = _sources(data_spec, val_data, export_path, images, reading)
     recipe = options.recipe()
     fields = dict(checkpoint_epochs=options.int_list(checkpoint_epochs, "--checkpoint-epochs"), seed=seed, strategy=strategy, data=data_spec)
     fields.update(val_data=val_data, val_split=0.0 if val_data else recipe["val_split"])
-    config = loading.train_config(recipe, train_source, **fields)
+    config = loading.train_config(recipe, train_source, **fields).resolved(run_dir)
+    command = command_line(click.get_current_context(), precision=config.precision)
     click.echo(
         f"training {config.arch} {config.input_shape} on {train_source.name} ({train_source.num_examples} images, "
-        f"{config.num_classes} classes), {distribution.num_replicas_in_sync} replica(s), {config.epochs} epochs -> {run_dir}",
+        f"{config.num_classes} classes), {distribution.num_replicas_in_sync} replica(s), {config.precision}, {config.epochs} epochs -> {run_dir}",
         err=True,
     )
     callbacks = [resume_notice(run_dir, config.epochs), epoch_summary(config.epochs, run_dir)]

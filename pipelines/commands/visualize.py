@@ -27,6 +27,7 @@ def parse_shard(text):
 @click.option("--k", default=9, show_default=True, type=click.IntRange(1), help="Activations kept per map.")
 @options.batch_size_option(help="Images per forward pass and projections per deconvnet call.")
 @options.rule_option
+@options.precision_option
 @click.option("--shard", default=None, help="Scan only part I of N of the images (e.g. 2/4) and write topk.json, no figures.")
 @click.option(
     "--merge",

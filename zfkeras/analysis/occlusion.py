@@ -38,6 +38,7 @@ from zfkeras.io.validation import positive_int as _check_positive
 from zfkeras.nn.adjoint import crop_windows, forward, inside
 from zfkeras.nn.fields import changed_start, changed_windows, layer_steps
 from zfkeras.nn.graph import Graph
+from zfkeras.nn.precision import compute_function
 from zfkeras.nn.probe import KerasProbe
 
 
@@ -159,7 +160,17 @@ class OcclusionEvaluator:
         _check_positive("patch", self.patch)
         self.patch = int(self.patch)
         self.fill = fill_values(probe, fill)
-        self._fused = _fused_function(probe, self.layer) if isinstance(probe, KerasProbe) else None
+        keep = 1.0 if approximate is None else approximate
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+            raise ValueError(f"approximate must be None or a fraction in (0, 1], got {approximate!r}")
+        use = incremental and isinstance(probe, KerasProbe)
+        self.incremental = _incremental_forward(probe, self.layer, self.patch, keep) if use else None
+        if approximate is not None and self.incremental is None:
+            raise ValueError("approximate needs the incremental path: a Keras chain of conv/pool/LRN layers and incremental=True")
+        # The incremental path is float32 (exact, and faster than full passes in bfloat16), so its
+        # clean pass is too; full passes compute in the probe's precision.
+        precision = "float32" if self.incremental is not None else probe.precision
+        self._fused = _fused_function(probe, self.layer, precision) if isinstance(probe, KerasProbe) else None
         maps, probs = self._forward(self.image[None])
         self.clean_maps, self.clean_probs = maps[0], probs[0]
         depth = self.clean_maps.shape[-1]
@@ -169,13 +180,6 @@ class OcclusionEvaluator:
             raise ValueError(f"feature_map must be an int in [0, {depth}) for layer {self.layer!r}, got {feature_map!r}")
         self.feature_map = int(feature_map)
         self.clean_activity = float(self.clean_maps[..., self.feature_map].sum())
-        keep = 1.0 if approximate is None else approximate
-        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
-            raise ValueError(f"approximate must be None or a fraction in (0, 1], got {approximate!r}")
-        use = incremental and self._fused is not None
-        self.incremental = _incremental_forward(probe, self.layer, self.patch, keep) if use else None
-        if approximate is not None and self.incremental is None:
-            raise ValueError("approximate needs the incremental path: a Keras chain of conv/pool/LRN layers and incremental=True")
         if self.incremental is not None:
             self._clean_pass = self.incremental.clean_pass(self.image)
 
@@ -413,19 +417,21 @@ def num_positions(input_shape, stride):
 _FUSED = weakref.WeakKeyDictionary()  # probe -> {layer: traced function}, so images share one trace
 
 
-def _fused_function(probe, layer):
-    """``tf.function(images) -> (maps of layer, probabilities)``: one forward pass of a Keras model."""
+def _fused_function(probe, layer, precision="float32"):
+    """``tf.function(images) -> (maps of layer, probabilities)``: one forward pass of a Keras model
+    computing in ``precision`` (results float32)."""
     import keras
     import tensorflow as tf
 
     cache = _FUSED.setdefault(probe, {})
-    if layer in cache:
-        return cache[layer]
+    key = (layer, precision)
+    if key in cache:
+        return cache[key]
     model = probe.model
     fused = keras.Model(model.inputs, [probe.deconvnet.selection_layer(layer).output, model.outputs[0]])
     spec = tf.TensorSpec((None, *probe.input_shape), tf.float32)
-    cache[layer] = tf.function(lambda x: fused(x, training=False), input_signature=[spec])
-    return cache[layer]
+    cache[key] = compute_function(model, lambda x: fused(x, training=False), precision, input_signature=[spec])
+    return cache[key]
 
 
 @dataclasses.dataclass

@@ -26,7 +26,7 @@ from zfkeras.analysis.first_layer import first_layer_report
 from zfkeras.data import ImageBatches, eval_dataset
 from zfkeras.io.validation import parse_pairs
 from zfkeras.nn.probe import KerasProbe
-from zfkeras.training import RunDir, split_source, train
+from zfkeras.training import RunDir, TrainConfig, split_source, train
 
 VARIANT_SYNTAX = (
     "'base', or clauses joined by ';': without=L,L (layer numbers 1-7 or names conv3, fc6), "
@@ -272,8 +272,11 @@ def _finished_run(run, config, train_source):
     if not run.finished:
         return None
     record = run.read_config()
-    before = {**record.get("config", {}), "data": record.get("data"), "num_train": record.get("num_train")}
+    # Keys a run from an older zfkeras did not record count as their defaults (precision: float32).
+    before = {**TrainConfig().to_dict(), **record.get("config", {}), "data": record.get("data"), "num_train": record.get("num_train")}
     now = {**config.to_dict(), "data": train_source.name, "num_train": train_source.num_examples}
+    if now["precision"] == "auto":  # auto takes the precision the run was trained in
+        now["precision"] = before["precision"]
     changed = [key for key in now if key != "strategy" and before.get(key) != now[key]]
     if changed:
         key = changed[0]
@@ -346,6 +349,7 @@ def run_ablation(
             metadata_ = {"ablation_variant": variant.to_dict(), **(metadata or {})}
             model, _ = train(config, fit_source, val_source, run.path, callbacks=extra, strategy=strategy, metadata=metadata_)
         report(index, variant, "evaluate")
+        config = config.replace(precision=run.read_config()["config"].get("precision", "float32"))  # what auto chose
         probe = KerasProbe(model, class_names=train_source.class_names)
         result = _evaluate_variant(variant, config, run, probe, sources, batch_size, reused)
         if (variant.is_base or variant.changes_first_layer) and len(probe.layer_names) >= 2:

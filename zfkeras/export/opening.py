@@ -17,6 +17,7 @@ import zipfile
 from zfkeras.export.savedmodel import METADATA_FILE, load_exported
 from zfkeras.io.paths import inside
 from zfkeras.nn.applications import load as load_application
+from zfkeras.nn.precision import check_precision
 from zfkeras.nn.probe import KerasProbe
 from zfkeras.training.rundir import RunDir
 
@@ -80,29 +81,32 @@ def load_keras(path):
         raise ValueError(f"cannot load Keras model {file}: {str(error).strip().splitlines()[0]}") from None
 
 
-def open_model(path, weights=None):
+def open_model(path, weights=None, precision="float32"):
     """The :class:`~zfkeras.nn.probe.Probe` of MODEL ``path`` (see the module docstring).
 
     Args:
         path: an export directory, a ``.keras`` file, a run directory or ``keras:NAME[@HxW]``.
         weights: for ``keras:NAME`` only: a weights file, ``"none"`` (random) or None (ImageNet's).
+        precision: what the probe's ``predict`` and ``features`` compute in
+            (:data:`zfkeras.nn.precision.PRECISIONS`); projections are float32 whatever it is.
 
     Raises:
         ValueError with one line naming ``path`` and what is accepted.
     """
     path = os.fspath(path)
+    check_precision(precision)
     if path.startswith("keras:"):
         model, class_names = load_application(path, weights or "imagenet")
-        return KerasProbe(model, class_names=class_names, path=path)
+        return KerasProbe(model, class_names=class_names, path=path, precision=precision)
     if is_export(path):
         try:
-            return load_exported(path)
+            return load_exported(path, precision)
         except ValueError as error:  # not a zfkeras export, or inconsistent metadata
             message = str(error).splitlines()[0]
             raise ValueError(message if message.startswith(path) else f"{path}: {message}") from None
     file, model = load_keras(path)
     class_names, record = _described(file)
     try:
-        return KerasProbe(model, class_names=class_names, path=file, record=record)
+        return KerasProbe(model, class_names=class_names, path=file, record=record, precision=precision)
     except ValueError as error:
         raise ValueError(f"{path}: {str(error).splitlines()[0]}") from None

@@ -55,6 +55,7 @@ from zfkeras.io.paths import inside
 from zfkeras.io.validation import positions as as_positions
 from zfkeras.nn.adjoint import RULES, as_channels, check_rule
 from zfkeras.nn.fields import Field, receptive_fields
+from zfkeras.nn.precision import check_precision
 from zfkeras.nn.probe import KerasProbe, Probe, batched
 from zfkeras.nn.table import LayerRow, architecture
 from zfkeras.training.rundir import RunDir
@@ -283,10 +284,16 @@ class ExportedProbe(Probe):
     Attributes (besides the Probe ones): ``path``; ``metadata`` (the ``zfkeras.json`` dict);
     ``files`` (``{entry: path}`` of the files it names, each inside ``path``: :func:`export_files`);
     ``saved_model`` (the loaded SavedModel object with its endpoints).
+
+    ``precision`` other than float32: ``predict`` and ``features`` run the export's ``model.keras``
+    in that precision (a :class:`KerasProbe`, loaded on first use); the SavedModel's endpoints are
+    float32 and projections always come from them.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, precision="float32"):
         self.path = os.fspath(path)
+        self.precision = check_precision(precision)
+        self._computing = None
         self.metadata = read_metadata(self.path)
         try:
             self.saved_model = tf.saved_model.load(self.path)
@@ -327,11 +334,24 @@ class ExportedProbe(Probe):
         rows = self.metadata.get("architecture")
         return [LayerRow.from_dict(row) for row in rows] if rows is not None else super().layer_table()
 
+    def computing_probe(self):
+        """The :class:`KerasProbe` of ``model.keras`` that answers ``predict`` and ``features`` in a
+        16-bit precision, or None in float32 (the SavedModel answers)."""
+        if self.precision == "float32":
+            return None
+        if self._computing is None:
+            self._computing = KerasProbe(self.keras_model, self.class_names, self.path, self.record, precision=self.precision)
+        return self._computing
+
     def predict(self, images, batch_size=256):
+        if self.computing_probe() is not None:
+            return self.computing_probe().predict(images, batch_size)
         images = self.check_images(images)
         return batched(lambda x: self.saved_model.serve(tf.constant(x)).numpy(), images, batch_size)
 
     def features(self, images, layers=None, batch_size=256):
+        if self.computing_probe() is not None:
+            return self.computing_probe().features(images, layers, batch_size)
         images = self.check_images(images)
         layers = self.check_layers(layers)
         return batched(
@@ -377,6 +397,6 @@ class ExportedProbe(Probe):
         return np.concatenate(parts) if parts else np.zeros_like(images)
 
 
-def load_exported(path):
+def load_exported(path, precision="float32"):
     """An :class:`ExportedProbe` for the export directory ``path`` (ValueError if it is not one)."""
-    return ExportedProbe(path)
+    return ExportedProbe(path, precision)

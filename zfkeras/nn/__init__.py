@@ -2,7 +2,7 @@
 fields, the per-layer forward and adjoint steps, the deconvnet and the probe.
 
 Import order is the dependency order: ``layers`` -> ``models``, ``applications`` -> ``graph`` ->
-``fields`` -> ``adjoint`` -> ``deconv`` -> ``table`` -> ``probe``.
+``precision`` -> ``fields`` -> ``adjoint`` -> ``deconv`` -> ``table`` -> ``probe``.
 """
 
 from zfkeras.nn import layers
@@ -11,6 +11,7 @@ from zfkeras.nn.deconv import Deconvnet
 from zfkeras.nn.fields import Field, receptive_fields
 from zfkeras.nn.graph import Graph
 from zfkeras.nn.models import ARCHITECTURES, ConvSpec, ModelSpec, PoolSpec, build_model
+from zfkeras.nn.precision import PRECISIONS
 from zfkeras.nn.probe import KerasProbe, Probe
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ImageNetPreprocessing",
     "KerasProbe",
     "ModelSpec",
+    "PRECISIONS",
     "PoolSpec",
     "Probe",
     "build_model",

@@ -10,7 +10,6 @@ Analyses (top-k, occlusion, invariance, ...) take a :class:`Probe`, so they run 
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from zfkeras.io.validation import layer_names
 from zfkeras.nn.adjoint import RULES
@@ -18,6 +17,7 @@ from zfkeras.nn.applications import ImageNetPreprocessing
 from zfkeras.nn.deconv import Deconvnet
 from zfkeras.nn.fields import receptive_fields
 from zfkeras.nn.layers import SubtractMean
+from zfkeras.nn.precision import check_precision, compute_function
 from zfkeras.nn.table import architecture
 
 
@@ -42,6 +42,9 @@ class Probe:
             check goes through :meth:`check_layers`): the Keras name of the layer whose output a
             map is, when the map is listed under its conv's name (ResNet50's ``conv3_block2_2_relu``
             is the map ``conv3_block2_2_conv``).
+        precision: what :meth:`predict` and :meth:`features` compute in
+            (:data:`zfkeras.nn.precision.PRECISIONS`; results always come back float32). The
+            deconvnet's projections are float32 whatever it is.
     """
 
     input_shape = ()
@@ -54,6 +57,7 @@ class Probe:
     path = None
     record = None
     layer_aliases = {}
+    precision = "float32"
 
     @property
     def keras_model(self):
@@ -128,10 +132,13 @@ class KerasProbe(Probe):
             hidden ReLU Dense layers (fc6, fc7; VGG16's fc1, fc2).
         class_names: names of the outputs; default ``"0"``, ``"1"``, ...
         path, record: where the model was read from and its training record, if known.
+        precision: what ``predict`` and ``features`` compute in (:mod:`zfkeras.nn.precision`);
+            the model itself, its weights and the deconvnet stay float32.
     """
 
-    def __init__(self, model, class_names=None, path=None, record=None):
+    def __init__(self, model, class_names=None, path=None, record=None, precision="float32"):
         self.model, self.path, self.record = model, path, record
+        self.precision = check_precision(precision)
         self.deconvnet = Deconvnet(model)
         self.input_shape = self.deconvnet.input_shape
         self.layer_names = list(self.deconvnet.layer_names)
@@ -156,7 +163,7 @@ class KerasProbe(Probe):
             self.mean_image = np.broadcast_to(pixels[0].mean_pixel, self.input_shape).astype("float32")
         else:
             self.mean_image = np.zeros(self.input_shape, "float32")
-        self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._predict = compute_function(model, lambda x: model(x, training=False), self.precision)
         self._features = {}
 
     @property
@@ -172,7 +179,7 @@ class KerasProbe(Probe):
         layers = tuple(self.check_layers(layers))
         if layers not in self._features:
             model = keras.Model(self.model.inputs[0], {name: self._feature_tensors[name] for name in layers})
-            self._features[layers] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self._features[layers] = compute_function(self.model, lambda x: model(x, training=False), self.precision)
         function = self._features[layers]
         return batched(lambda x: {k: v.numpy() for k, v in function(x).items()}, images, batch_size)
 

@@ -5,6 +5,8 @@ from typing import Optional
 
 from zfkeras.data import DEFAULT_SOURCE
 from zfkeras.nn.models import ARCHITECTURES, KERNEL_INITS
+from zfkeras.nn.precision import check_precision, default_precision
+from zfkeras.training.rundir import RunDir
 
 PAPER_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 30, 40, 64)
 
@@ -29,7 +31,9 @@ class TrainConfig:
         dropout, kernel_init, init_std, filter_radius: see ``zfkeras.nn.models.ModelSpec``.
         checkpoint_epochs: 1-based epochs whose model is kept (clipped to ``epochs``).
         seed: initialization, validation split, shuffling, crops and dropout.
-        strategy: ``make_strategy`` name. data, val_data: source specs, recorded for the record
+        strategy: ``make_strategy`` name. precision: what the training step computes in, one of
+            ``zfkeras.nn.precision.PRECISIONS`` (variables, checkpoints and exports stay float32),
+            or ``"auto"``, which :meth:`resolved` turns into one. data, val_data: source specs, recorded for the record
             (the caller opens them). val_split: fraction of the training source held out for
             validation when no validation source is given (0 = none).
         flip: random horizontal flips of the training crops (off for data a mirror changes).
@@ -57,6 +61,7 @@ class TrainConfig:
     checkpoint_epochs: tuple = PAPER_CHECKPOINT_EPOCHS
     seed: int = 0
     strategy: str = "auto"
+    precision: str = "float32"
     data: str = DEFAULT_SOURCE
     val_data: Optional[str] = None
     val_split: float = 0.1
@@ -92,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
         if not 0 <= self.val_split < 1:
             raise ValueError(f"val_split must be in [0, 1), got {self.val_split!r}")
+        if self.precision != "auto":
+            check_precision(self.precision)
         if any(e < 1 for e in self.checkpoint_epochs):
             raise ValueError(f"checkpoint_epochs must be epoch numbers >= 1, got {self.checkpoint_epochs}")
         self.model_spec()  # validates units, dropout, kernel_init, init_std, filter_radius
@@ -129,3 +136,13 @@ class TrainConfig:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+    def resolved(self, run_dir=None):
+        """This config with ``precision="auto"`` made concrete: the precision an unfinished run in
+        ``run_dir`` was started with (float32 for runs from before precisions were recorded), so it
+        resumes as it began; otherwise this machine's :func:`~zfkeras.nn.precision.default_precision`."""
+        if self.precision != "auto":
+            return self
+        recorded = RunDir(run_dir).unfinished_config() if run_dir is not None else None
+        precision = recorded.get("precision", "float32") if recorded is not None else default_precision()
+        return self.replace(precision=precision)

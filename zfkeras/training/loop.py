@@ -14,7 +14,9 @@ Keras callbacks (progress bar, TensorBoard, ``BackupAndRestore``, your own) are 
 learning rate only on the recorded validation losses, so a killed run resumed from its backup ends
 with the same weights as an uninterrupted one.
 
-The run directory's layout is :class:`zfkeras.training.rundir.RunDir`'s.
+``config.precision`` is what the training step computes in (``"auto"``: :meth:`TrainConfig.resolved`);
+the model's variables, its checkpoints, ``model.keras``, validation and exports stay float32
+(:mod:`zfkeras.training.steps`). The run directory's layout is :class:`zfkeras.training.rundir.RunDir`'s.
 """
 
 import dataclasses
@@ -33,6 +35,7 @@ from zfkeras.nn.models import build_model
 from zfkeras.training.callbacks import EpochCheckpoints, FirstLayerFilters, GuardedBackup
 from zfkeras.training.config import TrainConfig
 from zfkeras.training.rundir import HISTORY_KEYS, RunDir
+from zfkeras.training.steps import Stepper, resolve_jit
 from zfkeras.training.strategy import make_strategy, worker_role
 from zfkeras.version import __version__
 
@@ -74,16 +77,6 @@ def _epoch_seed(seed, epoch):
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 1) % (2**31 - 1)
 
 
-def _sharded(dataset):
-    # Sources built from tensors have no files to shard by: shard by element, unless the dataset
-    # chose its own policy (tfrecord: sources shard by FILE, so each worker reads distinct files).
-    if dataset.options().experimental_distribute.auto_shard_policy != tf.data.experimental.AutoShardPolicy.AUTO:
-        return dataset
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
 def annealed_lr(config, monitored):
     """Learning rate for the next epoch, given the watched loss of each epoch so far.
 
@@ -100,65 +93,6 @@ def annealed_lr(config, monitored):
             if wait >= config.patience:
                 lr, wait = max(lr * config.anneal_factor, config.min_lr), 0
     return lr
-
-
-class _Stepper:
-    """Distributed SGD and evaluation steps of one model: sums of (loss, correct, count) per call."""
-
-    def __init__(self, model, strategy):
-        self.model, self.strategy = model, strategy
-        self._train = tf.function(self._distributed(self._train_replica), reduce_retracing=True)
-        self._test = tf.function(self._distributed(self._test_replica), reduce_retracing=True)
-
-    def _distributed(self, replica_fn):
-        def step(batch):
-            sums = self.strategy.run(replica_fn, args=batch)
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
-
-        return step
-
-    @staticmethod
-    def _sums(labels, probs):
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
-        correct = tf.cast(tf.equal(tf.argmax(probs, axis=-1), labels), tf.float32)
-        count = tf.cast(tf.shape(labels)[0], tf.float32)
-        return tf.stack([tf.reduce_sum(per_example), tf.reduce_sum(correct), count])
-
-    def _train_replica(self, images, labels):
-        context = tf.distribute.get_replica_context()
-        # The mean over the GLOBAL batch (a partial last batch included): sum / global count,
-        # so the all-reduced (summed) gradients equal the single-device gradient.
-        global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(labels)[0], tf.float32))
-        with tf.GradientTape() as tape:
-            probs = self.model(images, training=True)
-            sums = self._sums(labels, probs)
-            loss = sums[0] / tf.maximum(global_count, 1.0)
-            if self.model.losses:
-                loss += tf.add_n(self.model.losses) / context.num_replicas_in_sync
-        variables = self.model.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        self.model.optimizer.apply_gradients(zip(gradients, variables))
-        return sums
-
-    def _test_replica(self, images, labels):
-        return self._sums(labels, self.model(images, training=False))
-
-    def train_epoch(self, dataset, callbacks):
-        """One pass over ``dataset`` (global batches); returns ``{"loss", "accuracy"}`` means."""
-        totals = tf.zeros(3)
-        for step, batch in enumerate(self.strategy.experimental_distribute_dataset(_sharded(dataset))):
-            callbacks.on_train_batch_begin(step)
-            totals += self._train(batch)
-            callbacks.on_train_batch_end(step, {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]})
-        loss, correct, count = totals.numpy().tolist()
-        return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1)}
-
-    def evaluate(self, dataset):
-        totals = tf.zeros(3)
-        for batch in self.strategy.experimental_distribute_dataset(_sharded(dataset)):
-            totals += self._test(batch)
-        loss, correct, count = totals.numpy().tolist()
-        return {"val_loss": loss / max(count, 1), "val_accuracy": correct / max(count, 1)}
 
 
 def _reset_dropout_seeds(model, seed, epoch):
@@ -200,9 +134,10 @@ def _prepare_model(config, strategy, images, model, compute_mean):
             trained.get_layer("subtract_mean").set_mean(images.mean_image(limit=MEAN_IMAGES, seed=config.seed))
         for name in config.frozen:
             trained.get_layer(name).trainable = False
-        trained.compile(
-            optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-        )
+        optimizer = keras.optimizers.SGD(config.lr, momentum=config.momentum)
+        if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        trained.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         trained.optimizer.build(trained.trainable_variables)
     return trained
 
@@ -254,11 +189,12 @@ def train(
     histograms=True,
     cache="auto",
     cache_budget=None,
+    jit_compile="auto",
 ):
     """Train a model as ``config`` says and write ``run_dir`` (see the module docstring).
 
-    If ``run_dir`` holds the backup of an unfinished run with the same config, training resumes
-    from its last completed epoch. The global Python/NumPy/TF seeds are set to ``config.seed``.
+    An unfinished run in ``run_dir`` with the same config resumes from its last completed epoch.
+    The global Python/NumPy/TF seeds are set to ``config.seed``.
 
     Args:
         config: a :class:`TrainConfig`.
@@ -266,28 +202,28 @@ def train(
         val_source: a Source for validation, or None to hold out ``config.val_split`` of the
             training source (:func:`split_source`; none if ``val_split`` is 0).
         run_dir: output directory.
-        model: a Keras model to train instead of building ``config.model_spec()``: pretrained (fine-
-            tuning; ``config.frozen`` layers kept fixed) or pre-built (any zfkeras-layered convnet
-            with ``config.input_shape`` and ``config.num_classes``). A copy is trained; ``model``
-            itself is not changed. Pass the same model again to resume.
+        model: a Keras model to train instead of building ``config.model_spec()``: pretrained (fine-tuning;
+            ``config.frozen`` layers kept fixed) or pre-built (any zfkeras-layered convnet with ``config.input_shape``
+            and ``config.num_classes``). A copy is trained, ``model`` is not changed; pass it again to resume.
         compute_mean: set the model's mean image from the training set (default: only when the
             model is built here; a pretrained model keeps the mean it was trained with).
         callbacks: extra ``keras.callbacks.Callback`` objects, called after the built-in ones
             (``logs`` of ``on_epoch_end`` hold loss, accuracy, val_loss, val_accuracy, lr, seconds;
             of ``on_train_begin``, ``backup``: what :meth:`RunDir.recover_backup` did, if anything).
         progress: show Keras's progress bar for each epoch.
-        strategy: a ``tf.distribute.Strategy``; default ``make_strategy(config.strategy)``.
+        strategy: a ``tf.distribute.Strategy`` (default ``make_strategy(config.strategy)``).
         metadata: extra JSON-able entries for ``config.json`` (e.g. ``{"command": ...}``).
-        histograms: log weight histograms to TensorBoard every epoch (~0.6 s an epoch, small model).
-        cache, cache_budget: where resized training images come from (:mod:`zfkeras.data.epochs`);
-            never changes the batches. A ``skip_corrupt`` source's unreadable files are skipped,
-            counted in ``logs["skipped"]`` and named in ``skipped_files.json``; otherwise the epoch
-            stops with a CorruptImageError naming the file.
+        histograms: weight histograms in TensorBoard every epoch (~0.6 s an epoch, small model).
+        cache, cache_budget: where resized training images come from (:mod:`zfkeras.data.epochs`); never
+            changes the batches. A ``skip_corrupt`` source's unreadable files are skipped, counted in
+            ``logs["skipped"]``, named in ``skipped_files.json``; else a CorruptImageError names the file.
+        jit_compile: XLA for the training step, ``"auto"`` (GPUs only), ``"on"`` or ``"off"`` (:func:`resolve_jit`).
 
     Returns:
         ``(model, history)``: the trained Keras model and ``{key: [one value per epoch]}``.
     """
     strategy = strategy if strategy is not None else make_strategy(config.strategy)
+    config = config.resolved(run_dir)
     # TF's global seed enters tf.data's shuffles: fix it so a run depends on config.seed alone.
     keras.utils.set_random_seed(config.seed)
     train_source, val_source = _sources(config, train_source, val_source)
@@ -296,7 +232,7 @@ def train(
     compute_mean = model is None if compute_mean is None else compute_mean
     images = TrainingImages(train_source, config.input_shape[0], config.input_shape[2], cache=cache, cache_budget=cache_budget)
     model = _prepare_model(config, strategy, images, model, compute_mean)
-    stepper = _Stepper(model, strategy)
+    stepper = Stepper(model, strategy, config.precision, resolve_jit(jit_compile, strategy, model))
     val_dataset = _validation_batches(config, val_source)
     steps = math.ceil(train_source.num_examples / config.batch_size) if train_source.num_examples else None
     callback_list = _callbacks(config, run, chief, model, steps, progress, callbacks, histograms)

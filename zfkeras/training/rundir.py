@@ -117,15 +117,22 @@ class RunDir:
             raise ValueError(f"{self.history_file} does not record the {epochs_done} epochs the backup has; cannot resume this run")
         return history
 
+    def unfinished_config(self):
+        """The recorded ``TrainConfig`` dict of an unfinished run here (one with a backup to resume
+        from), or None."""
+        if not (os.path.isdir(self.backup_dir) and os.path.exists(self.config_file)):
+            return None
+        return self.read_config().get("config", {})
+
     def check_trainable(self, record, defaults):
         """A ValueError unless a run recorded as ``record`` may train here: a finished run is never
         overwritten, and an unfinished one resumes only with the same config (``defaults``: the
         values of config keys an older run did not record)."""
         if self.finished:
             raise ValueError(f"{self.path} already holds a finished run ({self.MODEL}); choose another run directory")
-        if not (os.path.isdir(self.backup_dir) and os.path.exists(self.config_file)):
+        before, now = self.unfinished_config(), record["config"]
+        if before is None:
             return
-        before, now = self.read_config().get("config", {}), record["config"]
         changed = [key for key in now if key != "strategy" and before.get(key, defaults.get(key)) != now[key]]
         if changed:
             key = changed[0]

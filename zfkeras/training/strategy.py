@@ -11,8 +11,8 @@ STRATEGY_FORMS = "'auto', 'mirrored', 'multiworker' or 'cpu:N'"
 def make_strategy(name="auto"):
     """A ``tf.distribute.Strategy`` from a name.
 
-    ``auto``: MirroredStrategy over the visible GPUs, or the default (one device) strategy without
-    GPUs. ``mirrored``: MirroredStrategy over all visible devices. ``multiworker``:
+    ``auto``: MirroredStrategy over every visible GPU (:func:`auto_strategy`), or the default (one
+    device) strategy without GPUs. ``mirrored``: MirroredStrategy over all visible devices. ``multiworker``:
     MultiWorkerMirroredStrategy over the cluster in ``TF_CONFIG``. ``cpu:N``: MirroredStrategy over N
     logical CPU devices (so the distributed path runs on a CPU machine).
 
@@ -23,9 +23,7 @@ def make_strategy(name="auto"):
         raise ValueError(f"strategy must be a string ({STRATEGY_FORMS}), got {name!r}")
     key = name.strip().lower()
     if key == "auto":
-        if tf.config.list_physical_devices("GPU"):
-            return tf.distribute.MirroredStrategy()
-        return tf.distribute.get_strategy()
+        return auto_strategy(tf.config.list_logical_devices("GPU"))
     if key == "mirrored":
         return tf.distribute.MirroredStrategy()
     if key == "multiworker":
@@ -43,6 +41,14 @@ def make_strategy(name="auto"):
         _logical_cpus(int(count))
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(int(count))])
     raise ValueError(f"unknown strategy {name!r}: use {STRATEGY_FORMS}")
+
+
+def auto_strategy(gpus):
+    """The ``auto`` strategy for the logical devices ``gpus`` (``tf.config.list_logical_devices("GPU")``):
+    MirroredStrategy over every one of them, or the default (one device) strategy when there are none."""
+    if not gpus:
+        return tf.distribute.get_strategy()
+    return tf.distribute.MirroredStrategy([device.name for device in gpus])
 
 
 def _check_tf_config():

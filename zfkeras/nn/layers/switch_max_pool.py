@@ -34,9 +34,13 @@ class SwitchMaxPool(keras.layers.Layer):
         self.padding = check_padding(padding)
 
     def call(self, inputs):
-        pooled, switches = tf.nn.max_pool_with_argmax(
-            inputs, ksize=(1, *self.pool_size, 1), strides=(1, *self.strides, 1), padding=self.padding.upper(), include_batch_in_index=True
-        )
+        window = dict(ksize=(1, *self.pool_size, 1), strides=(1, *self.strides, 1), padding=self.padding.upper())
+        # Two ops, not one: the pooled maps (and their gradient) come from plain max pooling, the
+        # switches from max_pool_with_argmax. A traced graph that never reads the switches (training,
+        # predict, features) drops the argmax op, which costs ~20x a plain pool on CPU; the values
+        # are the same (the maximum of the same window).
+        pooled = tf.nn.max_pool2d(inputs, **window)
+        _, switches = tf.nn.max_pool_with_argmax(inputs, **window, include_batch_in_index=True)
         return pooled, switches
 
     def compute_output_spec(self, inputs):
