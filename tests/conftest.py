@@ -11,3 +11,6 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+from browser import browser  # noqa: E402, F401  (the headless-Chromium fixture of the page tests)

@@ -1,180 +1,29 @@
 """``zf report``: the page is built for a small trained model and checked in a real browser
-(Debian's headless Chromium, driven over the DevTools protocol on a pipe: no port, no network).
+(Debian's headless Chromium, driven over the DevTools protocol on a pipe: no port, no network;
+``tests/browser.py``).
 
 Checks: every <img> loaded, no console errors, a screenshot that is not blank, and the page's
 accuracy figures equal to ``zf evaluate``'s JSON for the same model and data. The browser check is
 itself tested on a page with a broken image and a console error, so it can fail.
 """
 
-import base64
-import fcntl
-import io
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(__file__))
+from browser import needs_chromium, pixels  # noqa: E402
 from train_helpers import TINY_UNITS, write_small_idx  # noqa: E402
 
 from pipelines.cli import main  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "saved_models", "zfnet-fashion-mnist")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-needs_chromium = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (make test installs it with apt-get where apt is available)"
-)
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-default-apps",
-    "--mute-audio",
-    "--remote-debugging-pipe",
-]
-
-
-class Browser:
-    """Headless Chromium with a fresh profile, spoken to over ``--remote-debugging-pipe``
-    (commands on the child's fd 3, answers and events on its fd 4, each message ending in NUL)."""
-
-    def __init__(self, timeout=60):
-        self.profile = tempfile.mkdtemp(prefix="zf-chromium-")
-        to_child, self.send_fd = os.pipe()
-        self.read_fd, from_child = os.pipe()
-        # Move the child's ends above 4 so dup2 into 3 and 4 cannot clobber one with the other.
-        child_in, child_out = fcntl.fcntl(to_child, fcntl.F_DUPFD, 10), fcntl.fcntl(from_child, fcntl.F_DUPFD, 10)
-        os.close(to_child), os.close(from_child)
-
-        def wire():
-            os.dup2(child_in, 3)
-            os.dup2(child_out, 4)
-
-        self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            preexec_fn=wire,
-            pass_fds=(3, 4),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(child_in), os.close(child_out)
-        self.timeout, self.buffer, self.next_id, self.events = timeout, b"", 0, []
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            self.call(f"{domain}.enable", session=True)
-
-    def _message(self):
-        deadline = time.monotonic() + self.timeout
-        while b"\0" not in self.buffer:
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"chromium gave no answer (exit code {self.process.poll()})")
-            chunk = os.read(self.read_fd, 1 << 20)
-            if not chunk:
-                raise RuntimeError("chromium closed the DevTools pipe")
-            self.buffer += chunk
-        message, self.buffer = self.buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def call(self, method, session=False, **params):
-        """Send one DevTools command and return its result; events that arrive meanwhile are kept."""
-        self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = self.session
-        os.write(self.send_fd, json.dumps(message).encode() + b"\0")
-        while True:
-            answer = self._message()
-            if answer.get("id") == self.next_id:
-                if "error" in answer:
-                    raise RuntimeError(f"{method}: {answer['error']}")
-                return answer.get("result", {})
-            self.events.append(answer)
-
-    def wait_for(self, method):
-        while not any(event.get("method") == method for event in self.events):
-            self.events.append(self._message())
-
-    def open(self, path, width=1400, height=1000):
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height, deviceScaleFactor=1, mobile=False)
-        self.events.clear()
-        self.call("Page.navigate", session=True, url="file://" + os.path.abspath(path))
-        self.wait_for("Page.loadEventFired")
-
-    def evaluate(self, expression):
-        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def errors(self):
-        """Console errors, uncaught exceptions and failed loads reported since the last :meth:`open`."""
-        found = []
-        for event in self.events:
-            method, params = event.get("method"), event.get("params", {})
-            if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                found.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
-            elif method == "Runtime.exceptionThrown":
-                found.append(params["exceptionDetails"].get("text", "exception"))
-            elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
-                found.append(f"{params['entry'].get('text')} {params['entry'].get('url', '')}")
-        return found
-
-    def images(self):
-        """``[{src, width}]`` of every <img>, after each has finished loading or failing."""
-        return self.evaluate(
-            "Promise.all([...document.images].map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })))"
-            ".then(() => [...document.images].map(i => ({src: i.getAttribute('src'), width: i.naturalWidth})))"
-        )
-
-    def screenshot(self, height=None):
-        """PNG bytes of the viewport, or of the page's top ``height`` pixels."""
-        params = {"format": "png"}
-        if height:
-            width = self.evaluate("document.documentElement.scrollWidth")
-            params.update(clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1}, captureBeyondViewport=True)
-        return base64.b64decode(self.call("Page.captureScreenshot", session=True, **params)["data"])
-
-    def close(self):
-        try:
-            self.call("Browser.close")
-        except RuntimeError:
-            pass
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        os.close(self.send_fd), os.close(self.read_fd)
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
-def pixels(png):
-    import matplotlib.image
-
-    return matplotlib.image.imread(io.BytesIO(png), format="png")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (make test installs it with apt-get where apt is available)")
-    chrome = Browser()
-    yield chrome
-    chrome.close()
 
 
 def zf(*args):
@@ -440,14 +289,3 @@ def test_architecture_rows_of_zfnet_small():
     assert rows["subtract_mean"].params == 28 * 28 and rows["subtract_mean"].trainable_params == 0
     assert rows["predictions"].params == 256 * 10 + 10 and rows["predictions"].settings == "10 units, softmax"
     assert "images" not in rows
-
-
-if __name__ == "__main__":  # python tests/test_report.py PAGE.html SHOT.png [HEIGHT]: a screenshot for the README
-    chrome = Browser()
-    try:
-        chrome.open(sys.argv[1])
-        assert chrome.errors() == [], chrome.errors()
-        with open(sys.argv[2], "wb") as handle:
-            handle.write(chrome.screenshot(int(sys.argv[3]) if len(sys.argv) > 3 else None))
-    finally:
-        chrome.close()
