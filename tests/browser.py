@@ -107,7 +107,7 @@ class Browser:
         """Load a file, or an ``http://`` address (a server on this machine), and wait for its load event."""
         self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height, deviceScaleFactor=1, mobile=False)
         self.events.clear()
-        url = path if path.startswith(("http://", "https://")) else "file://" + os.path.abspath(path)
+        url = path if str(path).startswith(("http://", "https://")) else "file://" + os.path.abspath(path)
         self.call("Page.navigate", session=True, url=url)
         self.wait_for("Page.loadEventFired")
 
