@@ -22,6 +22,7 @@ COMMANDS = {
     "report": "pipelines.commands.report:report",
     "prepare": "pipelines.commands.prepare:prepare",
     "emoji": "pipelines.commands.emoji:emoji",
+    "toolbox": "pipelines.commands.toolbox:toolbox",
 }
 
 HELP = {
@@ -42,6 +43,7 @@ HELP = {
     "report": "One HTML page about one model: architecture, training, accuracy and the paper's figures.",
     "prepare": "Write a data source as sharded TFRecords of resized JPEGs (--data tfrecord:DIR).",
     "emoji": "Build Emoji-64, the many-class colour analogue of ImageNet (1,560 classes, 64x64).",
+    "toolbox": "The live Deep Visualization Toolbox in the browser: webcam, maps, projections, occlusion.",
 }
 
 
