@@ -71,7 +71,8 @@ def png_url(picture):
     ``data:image/png;base64`` URL of an 8-bit PNG, pixel for pixel."""
     from PIL import Image
 
-    array = np.round(np.clip(np.nan_to_num(np.asarray(picture, "float64")), 0, 1) * 255).astype("uint8")
+    array = np.asarray(picture, "float32")
+    array = np.rint(np.clip(np.nan_to_num(array, copy=False) * 255, 0, 255)).astype("uint8")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     buffer = io.BytesIO()
@@ -79,18 +80,25 @@ def png_url(picture):
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def maps_grid(maps, pad=1):
-    """Every map ``[h, w, K]`` of a layer as one grey grid (maps in rows, about square), each scaled
-    by the layer's largest activation in this frame (so quiet maps stay dark, as in the Deep
-    Visualization Toolbox). ``(picture [H, W] in [0, 1], geometry dict for the page)``."""
-    from zfkeras.io.display import mosaic
+GRID_FILL = 0.25  # the grey between maps
 
+
+def maps_grid(maps, pad=1):
+    """Every map ``[h, w, K]`` of a layer as one grey grid, maps in rows, about square: map ``k`` at
+    row ``k // columns``, column ``k % columns``, its top-left pixel at ``pad + index * (side + pad)``
+    (the layout of :func:`zfkeras.io.display.mosaic`, built here by reshaping: ZFNet's conv1 has
+    96 maps of 110x110). Each map is scaled by the layer's largest activation in this frame, so
+    quiet maps stay dark, as in the Deep Visualization Toolbox.
+    ``(picture float32 [H, W] in [0, 1], geometry dict for the page)``."""
     height, width, count = maps.shape
     columns = max(1, int(np.ceil(np.sqrt(count * height / width))))
+    rows = -(-count // columns)
     largest = float(maps.max()) if maps.size else 0.0
-    tiles = np.moveaxis(maps, -1, 0)[..., None] / (largest if largest > 0 else 1.0)
-    grid = mosaic(np.clip(tiles, 0, 1), columns, pad=pad, fill=0.25)[..., 0]
-    geometry = {"count": count, "columns": columns, "rows": -(-count // columns), "tile": [height, width], "pad": pad, "max": largest}
+    cells = np.full((rows * columns, height + pad, width + pad), GRID_FILL, "float32")
+    cells[:count, pad:, pad:] = np.moveaxis(np.clip(maps / (largest if largest > 0 else 1.0), 0, 1), -1, 0)
+    grid = cells.reshape(rows, columns, height + pad, width + pad).transpose(0, 2, 1, 3).reshape(rows * (height + pad), columns * (width + pad))
+    grid = np.pad(grid, ((0, pad), (0, pad)), constant_values=GRID_FILL)
+    geometry = {"count": count, "columns": columns, "rows": rows, "tile": [height, width], "pad": pad, "max": largest}
     return grid, geometry
 
 
