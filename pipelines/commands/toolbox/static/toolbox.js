@@ -181,7 +181,8 @@ function render(answer, frame, milliseconds) {
   state.stamps = [...state.stamps.slice(-9), now];
   const rate = state.stamps.length > 1 ? (1000 * (state.stamps.length - 1)) / (now - state.stamps[0]) : 0;
   const timing = Object.entries(answer.timing_ms).map(([step, ms]) => `${step} ${ms.toFixed(0)}`).join(", ");
-  $("status").textContent = `${rate.toFixed(1)} frames/s · round trip ${milliseconds.toFixed(0)} ms (server ms: ${timing})`;
+  const live = state.source === "webcam" ? `${rate.toFixed(1)} frames/s · ` : "";
+  $("status").textContent = `${live}round trip ${milliseconds.toFixed(0)} ms (server ms: ${timing})`;
   $("view").src = answer.view;
   const [height, width] = answer.source_size;
   if (state.source !== "webcam") $("frame-caption").textContent = `${$("frame-caption").textContent.split(" (")[0]} (${width}x${height})`;
