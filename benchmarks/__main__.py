@@ -1,5 +1,5 @@
 """Run benchmarks: ``python -m benchmarks`` (all) or ``python -m benchmarks train occlusion``
-(train, topk, project, occlusion, data, feature_visualization).
+(train, topk, project, occlusion, data, feature_visualization, toolbox).
 
 Each module ``benchmarks/<name>.py`` has ``main(argv) -> dict`` that prints its own table and
 returns the measured numbers; every number is compared against a baseline measured in the same run.

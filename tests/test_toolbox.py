@@ -199,14 +199,28 @@ def keras_probe():
     return KerasProbe(build_model(spec, seed=3))
 
 
-@pytest.mark.parametrize("which", ["export", "keras"])
-def test_live_probe_equals_the_probe(which, shipped, keras_probe, files):
-    from zfkeras.analysis.live import LiveProbe
+@pytest.fixture(scope="module")
+def resnet_probe():
+    """ResNet50 (a DAG: its projectable maps are block outputs) at 64x64 with random weights."""
+    from zfkeras.nn.applications import build
+    from zfkeras.nn.probe import KerasProbe
 
-    probe = shipped if which == "export" else keras_probe
+    return KerasProbe(build("resnet50", weights=None, input_shape=(64, 64, 3)))
+
+
+@pytest.mark.parametrize("which", ["export", "keras", "resnet50"])
+def test_live_probe_equals_the_probe(which, shipped, keras_probe, files, request):
+    import skimage.data
+
+    from zfkeras.analysis.live import LiveProbe
+    from zfkeras.data.transforms import fit_image
+
+    probe = {"export": shipped, "keras": keras_probe}.get(which) or request.getfixturevalue("resnet_probe")
     live = LiveProbe(probe)
-    image = files["images"][5].astype("float32")
-    for layer in probe.layer_names:
+    image = files["images"][5].astype("float32") if which != "resnet50" else fit_image(skimage.data.coffee(), probe.input_shape).pixels
+    names = probe.layer_names
+    layers = names if which != "resnet50" else [names[0], names[len(names) // 2], names[-1]]
+    for layer in layers:
         maps = probe.features(image[None], [layer])[layer][0]
         unit = int(np.argmax(maps.max(axis=(0, 1))))  # a unit that fires on this image
         look = live.look(image, layer, unit)
@@ -223,12 +237,12 @@ def test_live_probe_equals_the_probe(which, shipped, keras_probe, files):
     other = ((y + 1) % look.maps.shape[0], x)
     moved = probe.project(image[None], look.layer, look.unit, np.array([other], "int32"))[0]
     assert not np.allclose(moved, look.projection, atol=1e-5 * np.abs(look.projection).max())
-    with pytest.raises(ValueError, match="conv1"):
+    with pytest.raises(ValueError, match=names[0]):
         live.look(image, "conv9")
     with pytest.raises(ValueError, match="has maps 0-"):
-        live.look(image, "conv1", 999)
+        live.look(image, names[0], 9999)
     with pytest.raises(ValueError, match="integer"):
-        live.look(image, "conv1", 1.5)
+        live.look(image, names[0], 1.5)
 
 
 def test_uploads_decode_as_tensorflow_does_and_bad_ones_are_refused(files):
