@@ -26,7 +26,7 @@ data:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
-# Debian's Chromium, for the report's browser test (tests/test_report.py); skipped where apt is not available.
+# Debian's Chromium, for the page tests (tests/test_report.py, tests/test_toolbox.py); skipped where apt is not available.
 browser:
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

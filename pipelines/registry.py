@@ -26,6 +26,7 @@ COMMANDS = {
     "localization": "pipelines.commands.localization:localization",
     "sanity": "pipelines.commands.sanity:sanity",
     "faithfulness": "pipelines.commands.faithfulness:faithfulness",
+    "toolbox": "pipelines.commands.toolbox:toolbox",
 }
 
 HELP = {
@@ -50,6 +51,7 @@ HELP = {
     "emoji": "Build Emoji-64, the many-class colour analogue of ImageNet (1,560 classes, 64x64).",
     "sanity": "Do the projections depend on the weights? Randomisation tests (Adebayo et al. 2018).",
     "faithfulness": "Deletion and insertion curves of occlusion and projection maps (Petsiuk et al. 2018).",
+    "toolbox": "The live Deep Visualization Toolbox in the browser: webcam, maps, projections, occlusion.",
 }
 
 

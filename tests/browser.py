@@ -1,7 +1,8 @@
 """Headless Chromium for the tests that check pages we write (``zf report``, ``zf atlas``): Debian's
 ``/usr/bin/chromium`` driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: no
-port, no network). :class:`Browser` opens a file, lists its images (loaded or not), the requests it
-made and its console errors, and takes screenshots; :func:`pixels` reads a screenshot.
+port, no network). :class:`Browser` opens a file (or a page of a server on this machine), lists its
+images (loaded or not), the requests it made and its console errors, clicks, chooses files for a
+file input, and takes screenshots; :func:`pixels` reads a screenshot.
 
 Run as a script it takes a screenshot for the docs::
 
@@ -43,7 +44,8 @@ class Browser:
     """Headless Chromium with a fresh profile, spoken to over ``--remote-debugging-pipe``
     (commands on the child's fd 3, answers and events on its fd 4, each message ending in NUL)."""
 
-    def __init__(self, timeout=60):
+    def __init__(self, timeout=60, flags=()):
+        """``flags``: more Chromium switches, e.g. a fake webcam (``--use-fake-device-for-media-stream``)."""
         self.profile = tempfile.mkdtemp(prefix="zf-chromium-")
         to_child, self.send_fd = os.pipe()
         self.read_fd, from_child = os.pipe()
@@ -56,7 +58,7 @@ class Browser:
             os.dup2(child_out, 4)
 
         self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            [CHROMIUM, *FLAGS, *flags, f"--user-data-dir={self.profile}", "about:blank"],
             preexec_fn=wire,
             pass_fds=(3, 4),
             stdin=subprocess.DEVNULL,
@@ -102,9 +104,11 @@ class Browser:
             self.events.append(self._message())
 
     def open(self, path, width=1400, height=1000):
+        """Load a file, or an ``http://`` address (a server on this machine), and wait for its load event."""
         self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height, deviceScaleFactor=1, mobile=False)
         self.events.clear()
-        self.call("Page.navigate", session=True, url="file://" + os.path.abspath(path))
+        url = path if str(path).startswith(("http://", "https://")) else "file://" + os.path.abspath(path)
+        self.call("Page.navigate", session=True, url=url)
         self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression):
@@ -137,6 +141,18 @@ class Browser:
         """URLs of every request the page made since the last :meth:`open` (documents, images,
         style sheets, scripts, fonts: anything fetched)."""
         return [event["params"]["request"]["url"] for event in self.events if event.get("method") == "Network.requestWillBeSent"]
+
+    def click(self, x, y):
+        """A left click at viewport pixel ``(x, y)``, as a mouse makes it (press, then release)."""
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", session=True, type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def choose_files(self, selector, paths):
+        """Set the files of the ``<input type=file>`` matching CSS ``selector`` as a person choosing
+        them would (the page gets its change event)."""
+        root = self.call("DOM.getDocument", session=True)["root"]["nodeId"]
+        node = self.call("DOM.querySelector", session=True, nodeId=root, selector=selector)["nodeId"]
+        self.call("DOM.setFileInputFiles", session=True, nodeId=node, files=[os.path.abspath(p) for p in paths])
 
     def links(self):
         """``href`` of every ``<a>`` and ``<link>`` of the page, as written."""
