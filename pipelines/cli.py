@@ -8,11 +8,21 @@ import click
 from pipelines.registry import COMMANDS, HELP, command
 from pipelines.runtime import full_disk_line, os_error_line
 
-# Set before TensorFlow is first imported: hide its C++ log lines and retracing notices (the few
-# start-up lines this does not hide are dropped by LazyGroup.invoke).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Set before TensorFlow is first imported: hide its C++ log lines (3: errors too, such as the
+# harmless "NodeDef mentions attribute use_unbounded_threadpool" of every folder: source, "oneDNN
+# supports DT_UINT8 only on platforms with AVX-512" or "failed call to cuInit"; fatal ones still
+# show) and its retracing notices. TF_CPP_MIN_LOG_LEVEL=0 or 1 shows them. The start-up lines this
+# does not hide are dropped when TensorFlow is imported (zfkeras.io.quiet).
+if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("2", "3"):
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 logging.getLogger("absl").setLevel(logging.ERROR)  # e.g. TFDS's "Variant folder ... has no dataset_info.json"
+
+
+class UsageLine(click.ClickException):
+    """A usage error (a bad option, a missing argument, a bad value) shown as one line, exit code 2."""
+
+    exit_code = 2
 
 
 class LazyGroup(click.Group):
@@ -23,16 +33,14 @@ class LazyGroup(click.Group):
         return command(name) if name in COMMANDS else None
 
     def invoke(self, ctx):
-        # Every command imports TensorFlow; do it now, without its start-up chatter (not for --help).
-        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
-        if words and not {"--help", "-h"} & set(words):
-            from pipelines.runtime import import_tensorflow_quietly
-
-            import_tensorflow_quietly()
         # Library code raises ValueError with a message naming the bad input: show that one line.
         try:
             try:
-                return super().invoke(ctx)
+                return self.run_command(ctx)
+            except click.UsageError as error:  # Click's usage line and hint dropped: the error alone
+                raise UsageLine(error.format_message()) from None
+            except click.ClickException:
+                raise
             except Exception as error:  # a corrupt image found while reading --data (TF error): one line naming it
                 from pipelines.runtime import corrupt_data_error
 
@@ -42,12 +50,31 @@ class LazyGroup(click.Group):
                     if full_disk is None:
                         raise
                     raise click.ClickException(full_disk) from None
-                raise named from None
+                raise UsageLine(named.format_message()) from None
         except OSError as error:  # unwritable output, full disk, missing file...: one line naming the path
             raise click.ClickException(os_error_line(error)) from None
         except ValueError as error:
             message = str(error).strip().splitlines()
             raise click.ClickException(message[0] if message else type(error).__name__) from None
+
+    def run_command(self, ctx):
+        """click.Group.invoke (not chained), with TensorFlow imported only once Click has parsed and
+        checked the sub-command's arguments: a bad option is refused before TensorFlow loads."""
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if not args:
+            return super().invoke(ctx)
+        ctx.args, ctx._protected_args = [], []
+        with ctx:
+            name, cmd, args = self.resolve_command(ctx, args)
+            ctx.invoked_subcommand = name
+            click.Command.invoke(self, ctx)
+            sub_ctx = cmd.make_context(name, args, parent=ctx)  # parses; --help exits here
+            with sub_ctx:
+                # Every command imports TensorFlow; do it now, without its start-up chatter.
+                from pipelines.runtime import import_tensorflow_quietly
+
+                import_tensorflow_quietly()
+                return sub_ctx.command.invoke(sub_ctx)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]

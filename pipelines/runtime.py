@@ -1,10 +1,8 @@
 """The process a command runs in: TensorFlow imported without its start-up chatter, seeds, and
 errors met mid-command turned into one line (a corrupt image named, ``PATH: reason``)."""
 
-import contextlib
 import os
 import re
-import tempfile
 
 import click
 
@@ -18,55 +16,18 @@ def seed_everything(seed):
     tf.config.experimental.enable_op_determinism()
 
 
-def jpeg_noise(line):
-    """The JPEG decoder's own complaints ("Corrupt JPEG data: ...", "Improper call to JPEG library
-    ...", TF's "E0000 ... jpeg_mem.cc:331] Premature end of JPEG data") and absl's one-off notice
-    before its first log line."""
-    return "JPEG" in line or "absl::InitializeLog()" in line
-
-
-def tensorflow_noise(line):
-    """TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not hide (measured, TF 2.21):
-    absl's "All log messages before absl::InitializeLog() ..." and info/warning lines such as
-    "I0000 ... port.cc:153] oneDNN custom operations are on ..."; errors (E...) pass."""
-    return "absl::InitializeLog()" in line or re.match(r"[IW]\d{4} [\d:. ]+\d+ \S+:\d+\] ", line) is not None
-
-
-@contextlib.contextmanager
-def quiet_stderr(noise):
-    """Drop the lines ``noise(line)`` picks from what C++ libraries write straight to file
-    descriptor 2 while the block runs; other stderr output passes through (at the end)."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            kept = [line for line in lines if not noise(line)]
-            if kept:
-                os.write(2, "".join(kept).encode())
-
-
 def import_tensorflow_quietly():
-    """``import tensorflow`` without its start-up chatter (:func:`tensorflow_noise`)."""
-    import sys
+    """``import tensorflow`` without its start-up chatter (:func:`zfkeras.io.quiet.import_tensorflow_quietly`)."""
+    from zfkeras.io import quiet
 
-    if "tensorflow" not in sys.modules:
-        with quiet_stderr(tensorflow_noise):
-            import tensorflow  # noqa: F401
+    quiet.import_tensorflow_quietly()
 
 
 def quiet_libjpeg():
-    """Drop the decoder's own lines about corrupt JPEGs (:func:`jpeg_noise`) while files are decoded."""
-    return quiet_stderr(jpeg_noise)
+    """Drop the decoder's own lines about corrupt JPEGs (:func:`zfkeras.io.quiet.jpeg_noise`) while files are decoded."""
+    from zfkeras.io import quiet
+
+    return quiet.quiet_stderr(quiet.jpeg_noise)
 
 
 def corrupt_data_error(error, option="--data"):

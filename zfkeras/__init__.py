@@ -15,6 +15,9 @@ independent of each other):
 from zfkeras.version import __version__, check_tensorflow  # isort: skip
 
 check_tensorflow()  # a missing or old TensorFlow: one line saying how to install it  # isort: skip
+from zfkeras.io.quiet import import_tensorflow_quietly  # isort: skip
+
+import_tensorflow_quietly()  # without the absl/oneDNN lines TensorFlow's C++ prints (twice) on import  # isort: skip
 from zfkeras.nn import layers  # registers the custom layers for .keras loading  # isort: skip
 from zfkeras.data import Source, load_source
 from zfkeras.export import export_model, open_model

@@ -10,7 +10,6 @@ import numpy as np
 from pipelines import figures
 from pipelines.commands.report import html
 from pipelines.commands.report.context import find_run
-from zfkeras.training import RunDir
 
 
 def architecture(context, advance):
@@ -63,6 +62,8 @@ def architecture(context, advance):
 
 
 def training(context, advance):
+    from zfkeras.training import RunDir  # imported when run: zf report refuses a bad option before TensorFlow loads
+
     command = ((context.meta or {}).get("training") or {}).get("command") or (context.record or {}).get("command")
     run_dir, looked = find_run(context.path, command)
     history = RunDir(run_dir).read_history() if run_dir else None
