@@ -18,15 +18,17 @@ from pipelines.runtime import quiet_libjpeg
 def open_model(path, option="MODEL"):
     """The :class:`~zfkeras.nn.probe.Probe` of MODEL ``path``, opened once
     (:func:`zfkeras.export.open_model`: an export, a ``.keras`` file, a run directory, or
-    ``keras:NAME`` with the command's ``--weights``), computing in the command's ``--precision``
-    (:func:`pipelines.options.precision_option`; float32 without one); one-line errors naming ``option``."""
+    ``keras:NAME`` with the command's ``--weights``, random ones with ``--weights none`` seeded by its
+    ``--seed``), computing in the command's ``--precision`` (:func:`pipelines.options.precision_option`;
+    float32 without one); one-line errors naming ``option``."""
     from zfkeras.export import open_model as open_probe
 
     context = click.get_current_context(silent=True)
     weights = context.meta.get("zfkeras.weights") if context else None
     precision = context.meta.get(options.PRECISION, "float32") if context else "float32"
+    seed = context.meta.get(options.SEED) if context else None
     try:
-        return open_probe(path, weights, precision)
+        return open_probe(path, weights, precision, seed)
     except ValueError as error:
         raise click.BadParameter(str(error).strip().splitlines()[0], param_hint=option) from None
 

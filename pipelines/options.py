@@ -25,10 +25,37 @@ BUILTIN_PHOTOS = {
 SEED_RANGE = click.IntRange(0, 2**32 - 1)  # what numpy, Python and TF seeds accept
 
 
+SEED = "zfkeras.seed"
+
+
+def remember_seed(ctx, param, value):
+    ctx.meta[SEED] = value  # pipelines.loading.open_model seeds --weights none with it
+    return value
+
+
 def seed_option(function):
-    return click.option("--seed", default=0, show_default=True, type=SEED_RANGE, help="Random seed 0..2**32-1 (same seed, same numbers on CPU).")(
-        function
-    )
+    return click.option(
+        "--seed",
+        default=0,
+        show_default=True,
+        type=SEED_RANGE,
+        callback=remember_seed,
+        help="Random seed 0..2**32-1 (same seed, same numbers on CPU).",
+    )(function)
+
+
+def weights_seed_option(function):
+    """``--seed`` of a command whose only randomness is MODEL ``keras:NAME --weights none``: kept
+    on the click context, where :func:`pipelines.loading.open_model` reads it (no extra parameter)."""
+    return click.option(
+        "--seed",
+        default=0,
+        show_default=True,
+        type=SEED_RANGE,
+        expose_value=False,
+        callback=remember_seed,
+        help="Seed 0..2**32-1 of the random weights of MODEL keras:NAME --weights none (nothing else here is random).",
+    )(function)
 
 
 def weights_option(function):

@@ -76,8 +76,9 @@ RANDOM = {
     "faithfulness",  # --seed: the random ranking
     "atlas",
 }
+# Their only randomness is MODEL keras:NAME --weights none (random weights), seeded by --seed.
+RANDOM_WEIGHTS_ONLY = {"export", "evaluate", "occlusion", "invariance", "toolbox"}
 PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report"}  # take --rule (the backward rule)
-DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance", "toolbox"}
 SERVES = {"toolbox"}  # a web app until Ctrl-C: it writes nothing, so it has no --out
 # --precision: the scans' forward passes (float32 by default: exact), and the training step (auto).
 PRECISION_SCANS = {"visualize", "occlusion", "evaluate"}
@@ -137,9 +138,13 @@ def test_help_follows_the_convention(name):
     else:
         assert not {"--data", "--data-dir"} & set(found), (name, sorted(found))
 
-    # --seed exactly where there is randomness.
-    if name in RANDOM | DETERMINISTIC:
-        assert ("--seed" in found) == (name in RANDOM), name
+    # --seed exactly where there is randomness: random weights (--weights none) wherever a model is
+    # read (MODEL keras:NAME), and the commands' own.
+    assert ("--weights" in found) == (name in READS_MODEL), name
+    assert ("--seed" in found) == (name in RANDOM | READS_MODEL), name
+    assert not RANDOM_WEIGHTS_ONLY & RANDOM and RANDOM_WEIGHTS_ONLY <= READS_MODEL
+    if name in RANDOM_WEIGHTS_ONLY:
+        assert "--weights none" in found["--seed"].help, name
 
     # --rule deconvnet|guided|gradient on every command that projects, the same choice everywhere.
     assert ("--rule" in found) == (name in PROJECTS), name
@@ -169,7 +174,7 @@ def test_the_rules_of_the_options_are_the_librarys():
 
 
 def test_no_command_is_missed():
-    assert set(COMMANDS) - {"report"} <= RANDOM | DETERMINISTIC
+    assert set(COMMANDS) <= RANDOM | READS_MODEL  # every command is classified (and so takes --seed)
     listed = CliRunner().invoke(main, ["--help"]).output
     for name in COMMANDS:
         assert f"  {name} " in listed

@@ -47,6 +47,7 @@ def format_table(result):
 
 @click.command()
 @options.model_argument(many=True)
+@options.weights_seed_option
 @options.data_options(images="Evaluate only the first N images of the split (default: all).")
 @click.option("--split", default="test", show_default=True, help="Split of the source to evaluate on.")
 @click.option(

@@ -36,6 +36,7 @@ def _metrics_at(history, model_path):
 
 @click.command()
 @options.model_argument
+@options.weights_seed_option
 @options.out_option(results="zfkeras.json", help="Export directory, e.g. saved_models/NAME.")
 @click.option("--class-names", metavar="LIST", help="Comma-separated class names (default: from the run's config.json, else 0..C-1).")
 def export(model, out, class_names):

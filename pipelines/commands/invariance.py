@@ -30,6 +30,7 @@ class Fill(click.ParamType):
 
 @click.command()
 @options.model_argument
+@options.weights_seed_option
 @options.images_argument
 @options.label_option
 @click.option(

@@ -32,6 +32,7 @@ def save_result(result, class_names, name, out):
 
 @click.command()
 @options.model_argument
+@options.weights_seed_option
 @options.images_argument
 @options.label_option
 @click.option("--patch", type=click.IntRange(min=1), help="Side of the grey square in model-input pixels. Default: input height / 4.")

@@ -81,7 +81,7 @@ def load_keras(path):
         raise ValueError(f"cannot load Keras model {file}: {str(error).strip().splitlines()[0]}") from None
 
 
-def open_model(path, weights=None, precision="float32"):
+def open_model(path, weights=None, precision="float32", seed=None):
     """The :class:`~zfkeras.nn.probe.Probe` of MODEL ``path`` (see the module docstring).
 
     Args:
@@ -89,6 +89,7 @@ def open_model(path, weights=None, precision="float32"):
         weights: for ``keras:NAME`` only: a weights file, ``"none"`` (random) or None (ImageNet's).
         precision: what the probe's ``predict`` and ``features`` compute in
             (:data:`zfkeras.nn.precision.PRECISIONS`); projections are float32 whatever it is.
+        seed: for ``keras:NAME`` with ``weights="none"``: the seed of the random weights.
 
     Raises:
         ValueError with one line naming ``path`` and what is accepted.
@@ -96,7 +97,7 @@ def open_model(path, weights=None, precision="float32"):
     path = os.fspath(path)
     check_precision(precision)
     if path.startswith("keras:"):
-        model, class_names = load_application(path, weights or "imagenet")
+        model, class_names = load_application(path, weights or "imagenet", seed=seed)
         return KerasProbe(model, class_names=class_names, path=path, precision=precision)
     if is_export(path):
         try:

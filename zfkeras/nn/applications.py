@@ -13,8 +13,10 @@ offline), None (random, from Keras' initializers and its global seed), or a weig
 Class names: :func:`imagenet_class_names` (offline, from Keras' cached index or Debian's opencv-doc).
 """
 
+import contextlib
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -104,7 +106,7 @@ def parse_name(text):
     return name, (int(parts[0]), int(parts[1]), 3)
 
 
-def build(name, weights="imagenet", input_shape=None):
+def build(name, weights="imagenet", input_shape=None, seed=None):
     """``keras.applications.<name>`` taking raw 0-255 RGB pixels (module docs).
 
     Args:
@@ -112,6 +114,8 @@ def build(name, weights="imagenet", input_shape=None):
         weights: "imagenet", None (random) or the path of a weights file.
         input_shape: ``(H, W, 3)``; default the application's own (224x224, 299x299 for
             InceptionV3). Other sizes need weights other than ImageNet's with their Dense top.
+        seed: with ``weights=None``, the seed of the random initial weights (Keras' global seed,
+            ``keras.utils.set_random_seed``: the same seed gives the same weights); None: unseeded.
 
     Raises:
         ValueError: unknown name, missing weights file, or no ImageNet weights (not cached and
@@ -126,8 +130,12 @@ def build(name, weights="imagenet", input_shape=None):
     shape = tuple(input_shape) if input_shape is not None else default
     inputs = keras.Input(shape, name="images")
     preprocessed = ImageNetPreprocessing(mode, name="preprocess")(inputs)
+    if weights is None and seed is not None:
+        keras.utils.set_random_seed(int(seed))
     try:
-        return getattr(keras.applications, constructor)(weights=weights, input_tensor=preprocessed, input_shape=shape)
+        # Keras prints "Downloading data from ..." to stdout, where results go: it is progress.
+        with contextlib.redirect_stdout(sys.stderr):
+            return getattr(keras.applications, constructor)(weights=weights, input_tensor=preprocessed, input_shape=shape)
     except Exception as error:  # Keras' own errors: a failed download, a mismatched file, a bad size
         line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if weights == "imagenet":
@@ -158,12 +166,12 @@ def imagenet_class_names():
     return None
 
 
-def load(text, weights="imagenet"):
-    """``(model, class_names)`` for ``"keras:NAME[@HxW]"``; ``weights`` as in :func:`build`, with
+def load(text, weights="imagenet", seed=None):
+    """``(model, class_names)`` for ``"keras:NAME[@HxW]"``; ``weights`` and ``seed`` as in :func:`build`, with
     the string "none" meaning None. Class names default to "0".."999" where none are found."""
     name, input_shape = parse_name(text)
     if isinstance(weights, str) and weights.lower() == "none":
         weights = None
-    model = build(name, weights=weights, input_shape=input_shape)
+    model = build(name, weights=weights, input_shape=input_shape, seed=seed)
     names = imagenet_class_names() or [str(i) for i in range(1000)]
     return model, names

@@ -86,7 +86,7 @@ class Steps:
 
 
 @click.command()
-@click.argument("model", metavar="MODEL", type=click.Path())
+@options.model_argument
 @options.data_options
 @click.option(
     "--split",

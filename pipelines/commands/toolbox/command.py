@@ -59,6 +59,7 @@ async def serve(app, host, port, ready):
 
 @click.command()
 @options.model_argument
+@options.weights_seed_option
 @click.option(
     "--atlas",
     "atlas_dir",
