@@ -74,6 +74,7 @@ def test_missing_imagenet_weights_name_the_option(tmp_path, monkeypatch):
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert "no ImageNet weights for vgg16" in last and "--weights FILE" in last and "Traceback" not in result.output
+    assert result.stdout == ""  # Keras' "Downloading data from ..." is progress: on stderr
     assert not (tmp_path / "p").exists()
     result = zf("project", "keras:vgg16", "chelsea", "--weights", tmp_path / "missing.h5", "--out", tmp_path / "p")
     assert result.exit_code == 2 and "missing.h5: no such weights file (--weights takes" in result.output
