@@ -96,6 +96,16 @@ def test_same_seed_same_shards_other_seed_other_order(folder, prepared, tmp_path
     assert read_shard(other / "train-00000-of-00004.tfrecord")[2] != read_shard(prepared / "train-00000-of-00004.tfrecord")[2]
 
 
+def test_images_takes_the_first_n_of_each_split(folder, tmp_path):
+    # --images N means the first N images of the split on every command (the CLI convention).
+    out = tmp_path / "first"
+    assert zf("prepare", "--data", f"folder:{folder}", "--out", out, "--shards", "2", "--size", "12", "--images", "7").exit_code == 0
+    for split in ("train", "test"):
+        entry = json.load(open(out / "dataset.json"))["splits"][split]
+        indices = [i for name in entry["files"] for i in read_shard(out / name)[2]]
+        assert sorted(indices) == list(range(min(7, 4 * (10 if split == "train" else 3)))), (split, indices)
+
+
 def test_tfrecord_source_streams_every_example(prepared):
     source = data.load_source(f"tfrecord:{prepared}", "train")
     assert (source.num_examples, source.channels, source.class_names, source.select) == (40, 3, list(CLASSES), None)

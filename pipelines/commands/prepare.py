@@ -40,13 +40,14 @@ def resize_smaller_side(image, size):
 
 def _examples(source, seed, limit):
     """``(dataset of (image, label), order, shard_rng)``: the examples of ``source`` to write, in the
-    order to write them. Sources with ``select`` are read in a seeded permutation ``order`` (source
-    indices; ``shard_rng`` None); streamed sources in their own order (``order`` None), each example
-    then sent to a random shard drawn from ``shard_rng``."""
+    order to write them: the first ``limit`` examples (all with None), as every ``--images N`` takes.
+    Sources with ``select`` are read in a seeded permutation ``order`` of them (source indices;
+    ``shard_rng`` None); streamed sources in their own order (``order`` None), each example then
+    sent to a random shard drawn from ``shard_rng``."""
     rng = np.random.default_rng(seed)
     total = source.num_examples
     if source.select is not None and total is not None:
-        order = rng.permutation(total)[:limit]
+        order = rng.permutation(total if limit is None else min(limit, total))
         return source.select(order), order, None
     dataset = source.dataset if limit is None else source.dataset.take(limit)
     return dataset, None, rng
@@ -106,7 +107,7 @@ def write_split(source, directory, split, size, shards, seed, limit, quality, ba
 
 
 @click.command()
-@options.data_options(default=None, images="At most this many images per split (a seeded random subset; default: all).")
+@options.data_options(default=None, images="Only the first N images of each split (written in a seeded shuffled order; default: all).")
 @options.out_option(results="dataset.json", help="Output directory (built beside it, then swapped in whole); read it with --data tfrecord:DIR.")
 @click.option(
     "--size",
