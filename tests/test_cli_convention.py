@@ -158,6 +158,12 @@ def test_help_follows_the_convention(name):
     else:
         assert "--precision" not in found, name
 
+    # A directory is DIR everywhere (not Click's DIRECTORY).
+    for opt, param in found.items():
+        if isinstance(param.type, click.Path) and not param.type.file_okay:
+            assert param.metavar == "DIR", (name, opt)
+    assert "DIRECTORY" not in result.output, name
+
     # --maps is a selection wherever it exists.
     if "--maps" in found:
         assert isinstance(found["--maps"].type, cli_options.MapSelection), name

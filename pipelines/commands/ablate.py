@@ -160,6 +160,7 @@ def epoch_progress(variant, epochs):
     "--runs",
     "runs_dir",
     type=click.Path(file_okay=False),
+    metavar="DIR",
     help="Directory of the per-variant runs, kept between runs so a rerun skips finished variants "
     "(default: OUT-runs beside --out, which is replaced whole).",
 )

@@ -62,7 +62,7 @@ def command_line(ctx, **resolved):
 @options.training_options()
 @click.option("--data", "data_spec", default="fashion_mnist", show_default=True, metavar="SOURCE", help=f"Training source: {options.SOURCE_FORMS}.")
 @click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR", help="TFDS data directory holding a prepared copy (tfds: sources).")
-@click.option("--manual-dir", type=click.Path(file_okay=False), help="TFDS manual download directory (e.g. ImageNet tarballs).")
+@click.option("--manual-dir", type=click.Path(file_okay=False), metavar="DIR", help="TFDS manual download directory (e.g. ImageNet tarballs).")
 @options.skip_corrupt_option
 @options.max_pixels_option
 @click.option(
@@ -93,7 +93,8 @@ def command_line(ctx, **resolved):
     "--export",
     "export_path",
     type=click.Path(file_okay=False),
-    help="Then evaluate on the test split and export here (e.g. saved_models/NAME), kept checkpoints included.",
+    metavar="DIR",
+    help="Then evaluate on the test split and export here (e.g. out/NAME), kept checkpoints included.",
 )
 @click.option(
     "--log-projections",

@@ -120,6 +120,7 @@ class Steps:
     "results_dirs",
     multiple=True,
     type=click.Path(file_okay=False),
+    metavar="DIR",
     help="Output directory of zf transfer or zf layers (holding results.json) to show (repeatable).",
 )
 @click.option(
