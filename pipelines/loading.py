@@ -166,7 +166,11 @@ def open_source(spec, split, option="--data", *, data_dir=None, manual_dir=None,
     else:
         report_skipped(source)
     if source.holdout:
-        click.echo(f"{source.name}: {data.describe_holdout(source.holdout)}", err=True)
+        note = f"{source.name}: {data.describe_holdout(source.holdout)}"
+        said = context.meta.setdefault("zfkeras.notes", set()) if context is not None else set()
+        if note not in said:  # once per command, though it opens the train and the test split
+            said.add(note)
+            click.echo(note, err=True)
     return source
 
 
