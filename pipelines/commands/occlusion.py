@@ -94,7 +94,11 @@ def occlusion(model, images, label, patch, stride, fill, layer, feature_map, bat
             results.append((name, result))
         output.write_json(
             os.path.join(target, "occlusion.json"),
-            {"model": model, "images": {name: records.summary_json(result, class_names, path) for (name, result), path in zip(results, images)}},
+            {
+                "model": model,
+                "seed": click.get_current_context().meta.get(options.SEED),
+                "images": {name: records.summary_json(result, class_names, path) for (name, result), path in zip(results, images)},
+            },
         )
     for name, result in results:
         worst = np.unravel_index(np.argmin(result.true_class_prob), result.true_class_prob.shape)

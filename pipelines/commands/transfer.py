@@ -135,7 +135,9 @@ def _trained_runs(names, model, source, folds_by_n, config, min_steps, out, seed
 
     classes = len(source.class_names)
     runs = []
-    work = tempfile.mkdtemp(prefix=".transfer-runs-", dir=os.path.dirname(os.path.abspath(out)))
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)  # --out out/transfer in a fresh clone: out/ is made as the output would be
+    work = tempfile.mkdtemp(prefix=".transfer-runs-", dir=parent)
     try:
         for method in names:
             for n, draws in folds_by_n.items():
