@@ -109,7 +109,7 @@ def evolution(context, advance):
     name = context.save(
         figures.combined_figure(blocks, maps, epochs, 99.0, {"images": top.images_seen, "layers": numbers["layers"]}), "fig4-evolution.png"
     )
-    stable = ", ".join(f"{layer} {v['stable_epoch']}" for layer, v in numbers["layers"].items())
+    stable = ", ".join(f"{v['stable_epoch']} ({layer})" for layer, v in numbers["layers"].items())  # "30 (conv1), 12 (conv5)"
     body = [
         html.figure(
             name,
@@ -123,7 +123,12 @@ def evolution(context, advance):
         )
     ]
     return html.Section(
-        "evolution", "Feature evolution during training", "Fig. 4", body, numbers, f"{len(epochs)} checkpoints; stable from epoch {stable}"
+        "evolution",
+        "Feature evolution during training",
+        "Fig. 4",
+        body,
+        numbers,
+        f"{len(epochs)} checkpoints; top-1 image stable from epoch {stable}",
     )
 
 
