@@ -20,6 +20,14 @@ $ZF correspondence $MODEL --parts $EX/shirt-parts.json --out docs/figures/corres
 $ZF transfer $MODEL --data mnist_5k --per-class 1,5,10,15,30 --folds 5 --scratch-epochs 30 --seed 0 \
     --out docs/figures/transfer
 $ZF layers $MODEL --data mnist_5k --per-class 5,30 --folds 5 --seed 0 --out docs/figures/layers
+# A Keras application with random weights (seeded: --seed 0), on scikit-image's photos (docs/models-and-export.md).
+$PYTHON -c "
+import os; from skimage import data, io
+for name, label in [('chelsea', 'cat'), ('coffee', 'cup'), ('astronaut', 'person'), ('rocket', 'rocket')]:
+    os.makedirs(f'out/photos/{label}', exist_ok=True); io.imsave(f'out/photos/{label}/{name}.png', getattr(data, name)())"
+$ZF visualize keras:resnet50 --weights none --data folder:out/photos --split train \
+    --layers conv2_block1_2_conv,conv4_block6_out --maps random:4 --k 4 --out docs/figures/resnet50/visualize
+$ZF occlusion keras:resnet50 --weights none chelsea coffee --stride 32 --out docs/figures/resnet50/occlusion
 # Can a projection be trusted? (docs/trust.md): a model trained on shuffled labels for the data test.
 .venv/bin/python docs/examples/shuffled_labels.py out/shuffled-data --images 1000
 $ZF train --arch zfnet_small --data idx:out/shuffled-data --units fc6=512,fc7=512 --epochs 200 --batch-size 32 \
