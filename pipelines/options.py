@@ -33,29 +33,17 @@ def remember_seed(ctx, param, value):
     return value
 
 
-def seed_option(function):
-    return click.option(
-        "--seed",
-        default=0,
-        show_default=True,
-        type=SEED_RANGE,
-        callback=remember_seed,
-        help="Random seed 0..2**32-1 (same seed, same numbers on CPU).",
-    )(function)
+def seed_option(function, help="Random seed 0..2**32-1 (same seed, same numbers on CPU).", expose_value=True):
+    return click.option("--seed", default=0, show_default=True, type=SEED_RANGE, expose_value=expose_value, callback=remember_seed, help=help)(
+        function
+    )
 
 
 def weights_seed_option(function):
     """``--seed`` of a command whose only randomness is MODEL ``keras:NAME --weights none``: kept
     on the click context, where :func:`pipelines.loading.open_model` reads it (no extra parameter)."""
-    return click.option(
-        "--seed",
-        default=0,
-        show_default=True,
-        type=SEED_RANGE,
-        expose_value=False,
-        callback=remember_seed,
-        help="Seed 0..2**32-1 of the random weights of MODEL keras:NAME --weights none (nothing else here is random).",
-    )(function)
+    help = "Seed 0..2**32-1 of the random weights of MODEL keras:NAME --weights none (nothing else here is random)."
+    return seed_option(function, help, expose_value=False)
 
 
 def weights_option(function):
