@@ -32,6 +32,14 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         return command(name) if name in COMMANDS else None
 
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:  # plain `zf`: the help
+            raise
+        except click.UsageError as error:  # `zf --bogus`: one line, as for a command's options
+            raise UsageLine(error.format_message()) from None
+
     def invoke(self, ctx):
         # Library code raises ValueError with a message naming the bad input: show that one line.
         try:
