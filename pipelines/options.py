@@ -499,6 +499,14 @@ def recipe():
     return dict(click.get_current_context().meta.get(RECIPE, {}))
 
 
+TRAINING_PRECISION_HELP = (
+    "What the training step computes in; weights, checkpoints, validation and exports stay float32. auto: the precision "
+    "an unfinished run in --out began with, else mixed_bfloat16 on CPUs with AVX-512 BF16 or AMX and on GPUs of compute "
+    "capability 8+, mixed_float16 (with loss scaling) on GPUs 7.x, float32 elsewhere."
+)
+KERNEL_INITS = ("normal", "he_normal", "glorot_uniform")
+
+
 def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
     """The paper's training recipe (Sec. 3) as options, the same on ``zf train`` and ``zf ablate``:
     architecture and input, widths and removed layers, epochs, SGD, annealing, dropout, init and
@@ -544,24 +552,8 @@ def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
         ("--min-delta", dict(default=1e-4, type=Number(0), help="Smallest loss drop that counts.")),
         ("--min-lr", dict(default=1e-6, type=Number(0, min_open=True), help="Annealing never takes the learning rate below this.")),
         ("--dropout", dict(default=0.5, type=Number(0, 1, max_open=True), help="On fc6 and fc7.")),
-        (
-            "--precision",
-            dict(
-                type=click.Choice(("auto", *PRECISIONS)),
-                default="auto",
-                help="What the training step computes in; weights, checkpoints, validation and exports stay float32. auto: the precision "
-                "an unfinished run in --out began with, else mixed_bfloat16 on CPUs with AVX-512 BF16 or AMX and on GPUs of compute "
-                "capability 8+, mixed_float16 (with loss scaling) on GPUs 7.x, float32 elsewhere.",
-            ),
-        ),
-        (
-            "--kernel-init",
-            dict(
-                type=click.Choice(["normal", "he_normal", "glorot_uniform"]),
-                default="normal",
-                help="normal = N(0, --init-std) (paper); biases are 0.",
-            ),
-        ),
+        ("--precision", dict(type=click.Choice(("auto", *PRECISIONS)), default="auto", help=TRAINING_PRECISION_HELP)),
+        ("--kernel-init", dict(type=click.Choice(KERNEL_INITS), default="normal", help="normal = N(0, --init-std) (paper); biases are 0.")),
         ("--init-std", dict(default=1e-2, type=Number(0, min_open=True), help="Standard deviation of --kernel-init normal (paper: 1e-2).")),
         ("--filter-radius", dict(default=0.1, type=Number(0), help="Cap on each conv filter's RMS (0 = off).")),
         (

@@ -228,7 +228,6 @@ def train(
     keras.utils.set_random_seed(config.seed)
     train_source, val_source = _sources(config, train_source, val_source)
     chief, run = _open_run(config, strategy, run_dir, train_source, val_source, model, metadata)
-
     compute_mean = model is None if compute_mean is None else compute_mean
     images = TrainingImages(train_source, config.input_shape[0], config.input_shape[2], cache=cache, cache_budget=cache_budget)
     model = _prepare_model(config, strategy, images, model, compute_mean)
