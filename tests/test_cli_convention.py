@@ -77,7 +77,7 @@ RANDOM = {
     "atlas",
 }
 PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report"}  # take --rule (the backward rule)
-DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance", "toolbox"}
+DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance", "toolbox", "findings"}
 SERVES = {"toolbox"}  # a web app until Ctrl-C: it writes nothing, so it has no --out
 # --precision: the scans' forward passes (float32 by default: exact), and the training step (auto).
 PRECISION_SCANS = {"visualize", "occlusion", "evaluate"}
