@@ -27,6 +27,7 @@ COMMANDS = {
     "sanity": "pipelines.commands.sanity:sanity",
     "faithfulness": "pipelines.commands.faithfulness:faithfulness",
     "toolbox": "pipelines.commands.toolbox:toolbox",
+    "findings": "pipelines.commands.findings:findings",
 }
 
 HELP = {
@@ -51,6 +52,7 @@ HELP = {
     "emoji": "Build Emoji-64, the many-class colour analogue of ImageNet (1,560 classes, 64x64).",
     "sanity": "Do the projections depend on the weights? Randomisation tests (Adebayo et al. 2018).",
     "faithfulness": "Deletion and insertion curves of occlusion and projection maps (Petsiuk et al. 2018).",
+    "findings": "Check each of the paper's findings on a reproduction's records (docs/reproduction.md).",
     "toolbox": "The live Deep Visualization Toolbox in the browser: webcam, maps, projections, occlusion.",
 }
 

@@ -79,6 +79,7 @@ RANDOM = {
 # Their only randomness is MODEL keras:NAME --weights none (random weights), seeded by --seed.
 RANDOM_WEIGHTS_ONLY = {"export", "evaluate", "occlusion", "invariance", "toolbox"}
 PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report"}  # take --rule (the backward rule)
+DETERMINISTIC = {"findings"}  # no randomness at all (reads no model): no --seed
 SERVES = {"toolbox"}  # a web app until Ctrl-C: it writes nothing, so it has no --out
 # --precision: the scans' forward passes (float32 by default: exact), and the training step (auto).
 PRECISION_SCANS = {"visualize", "occlusion", "evaluate"}
@@ -180,7 +181,8 @@ def test_the_rules_of_the_options_are_the_librarys():
 
 
 def test_no_command_is_missed():
-    assert set(COMMANDS) <= RANDOM | READS_MODEL  # every command is classified (and so takes --seed)
+    assert set(COMMANDS) <= RANDOM | READS_MODEL | DETERMINISTIC  # every command is classified
+    assert not DETERMINISTIC & (RANDOM | READS_MODEL)
     listed = CliRunner().invoke(main, ["--help"]).output
     for name in COMMANDS:
         assert f"  {name} " in listed

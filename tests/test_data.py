@@ -114,6 +114,29 @@ def test_idx_plain_and_gz(tmp_path):
     assert data.load_source(f"idx:{digits}").class_names == [str(i) for i in range(10)]
 
 
+def test_idx_classes_file_and_the_library_writer(tmp_path):
+    """classes.txt names (and counts) the classes; idx.write_idx writes what the hand-written
+    writer above writes, byte for byte once decompressed."""
+    x = RNG.integers(0, 256, (5, 4, 3), dtype=np.uint8)
+    y = np.array([0, 2, 1, 1, 0], np.uint8)
+    for name in ("train", "t10k"):
+        idx.write_idx(tmp_path / f"{name}-images-idx3-ubyte.gz", x)
+        idx.write_idx(tmp_path / f"{name}-labels-idx1-ubyte.gz", y)
+    write_idx(tmp_path / "reference", x)
+    with gzip.open(tmp_path / "train-images-idx3-ubyte.gz") as handle:
+        assert handle.read() == (tmp_path / "reference").read_bytes()
+    assert data.load_source(f"idx:{tmp_path}").class_names == [str(i) for i in range(10)]
+    (tmp_path / "classes.txt").write_text("Shirt\nSneaker\nBag\n")
+    source = data.load_source(f"idx:{tmp_path}", "test")
+    assert source.class_names == ["Shirt", "Sneaker", "Bag"]
+    assert collect(source.dataset)[1] == y.tolist()
+    (tmp_path / "classes.txt").write_text("Shirt\nSneaker\n")
+    with pytest.raises(ValueError, match="classes.txt names 2 classes, the labels go up to 2"):
+        data.load_source(f"idx:{tmp_path}")
+    with pytest.raises(ValueError, match="uint8"):
+        idx.write_idx(tmp_path / "x.gz", np.zeros(3, np.int32))
+
+
 def test_idx_errors_name_the_file(tmp_path):
     x = np.zeros((2, 3, 3), np.uint8)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([1, 2], np.uint8))

@@ -8,21 +8,13 @@ OUT gets the first N training images (default 10000) with their labels permuted 
 """
 
 import argparse
-import gzip
 import os
-import struct
 
 import numpy as np
 
-from zfkeras.data.sources.idx import load_idx
+from zfkeras.data.sources.idx import load_idx, write_idx
 
 FASHION = "/usr/share/datasets/fashion-mnist"
-
-
-def write_idx(path, array):
-    array = np.asarray(array, np.uint8)
-    with gzip.open(path, "wb") as handle:
-        handle.write(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
 
 
 def main():

@@ -202,6 +202,7 @@ def _metadata(model, probe, feature_shapes, checkpoints, history, rules):
             },
         },
         "preprocessing": _preprocessing(height),
+        "ten_crop": _ten_crop(height),
         "class_names": list(probe.class_names),
         "layer_names": list(probe.layer_names),
         "layer_aliases": dict(probe.layer_aliases),
@@ -235,6 +236,14 @@ def _preprocessing(size):
         f"{size}x{size} (serve does this itself); training used random {size}x{size} crops of the {side}x{side} image "
         f"with random flips; 10-crop evaluation takes its corner and centre crops and their mirror images"
     )
+
+
+def _ten_crop(size):
+    """The 10-crop view in numbers, for consumers: resize the smaller side to ``resize_to`` (native
+    images: not resized), keep the centre square, zero-pad it by ``pad``, then take the 4 corner and
+    the centre ``crop`` x ``crop`` crops and their mirror images."""
+    side = load_size(size)
+    return {"resize_to": side, "pad": train_padding(size) if side == size else 0, "crop": size}
 
 
 def read_metadata(path):

@@ -1,4 +1,8 @@
-"""``idx:PATH``: MNIST-format IDX files (``train-*``/``t10k-*``, plain or ``.gz``), held in memory."""
+"""``idx:PATH``: MNIST-format IDX files (``train-*``/``t10k-*``, plain or ``.gz``), held in memory.
+
+An optional ``classes.txt`` beside them names the classes, one per line, in label order (and so
+says how many there are; without it a directory has at least the 10 classes of MNIST).
+"""
 
 from __future__ import annotations
 
@@ -51,6 +55,30 @@ def load_idx(path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
+def write_idx(path, array) -> None:
+    """Write a uint8 array as one gzip-compressed IDX file (the format :func:`load_idx` reads)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"write_idx writes uint8 arrays, got {array.dtype}")
+    with gzip.open(os.fspath(path), "wb") as handle:
+        handle.write(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+def _class_names(directory: str, labels: np.ndarray) -> list[str]:
+    """The names in ``classes.txt`` (checked against the labels), else Fashion-MNIST's or "0", "1", ..."""
+    path = os.path.join(directory, "classes.txt")
+    if os.path.isfile(path):
+        with open(path) as handle:
+            names = [line.strip() for line in handle if line.strip()]
+        if len(labels) and int(labels.max()) >= len(names):
+            raise ValueError(f"{path} names {len(names)} classes, the labels go up to {int(labels.max())}")
+        return names
+    num_classes = max(10, int(labels.max()) + 1 if len(labels) else 0)
+    if "fashion" in os.path.abspath(directory).lower() and num_classes == 10:
+        return list(FASHION_MNIST_CLASS_NAMES)
+    return [str(i) for i in range(num_classes)]
+
+
 def _idx_file(directory: str, prefix: str, kind: str) -> str | None:
     """Path of ``{prefix}-{kind}`` IDX file (kind 'images'/'labels'), plain or .gz, or None."""
     idx = "idx3" if kind == "images" else "idx1"
@@ -91,9 +119,4 @@ def load(directory: str, split: str, name: str) -> Source:
     labels = labels.astype(np.int64)
     if len(labels) and labels.min() < 0:
         raise ValueError(f"negative label in {paths['labels']}")
-    num_classes = max(10, int(labels.max()) + 1 if len(labels) else 0)
-    if "fashion" in os.path.abspath(directory).lower() and num_classes == 10:
-        class_names = list(FASHION_MNIST_CLASS_NAMES)
-    else:
-        class_names = [str(i) for i in range(num_classes)]
-    return in_memory_source(images, labels, class_names, name, split)
+    return in_memory_source(images, labels, _class_names(directory, labels), name, split)
