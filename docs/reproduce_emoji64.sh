@@ -15,7 +15,7 @@ RUN=${RUN:-out/emoji64-run}                # the training run (checkpoints for F
 MODEL=${MODEL:-saved_models/emoji64-zfnet64}
 RESULTS=${RESULTS:-out/emoji64-results}
 SEEDS=${SEEDS:-0 1}
-STEPS=${STEPS:-data train evaluate plain visualize evolution invariance localization correspondence transfer layers table3 fig6 within findings publish}
+STEPS=${STEPS:-data train evaluate plain visualize evolution invariance localization correspondence transfer layers table3 fig6 within report findings publish}
 RECIPE="--kernel-init glorot_uniform --dropout 0 --lr 0.01 --momentum 0.9 --patience 3 --batch-size 128"
 SMALL=folder:out/emoji64-c100              # 100 classes for the seeded Table 3 / Fig. 6 runs
 wanted() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -78,9 +78,12 @@ if todo within "$RESULTS/transfer-within"; then
   $PYTHON docs/examples/fashion_split.py --out out/fashion-split
   [ -e out/fashion-6/model.keras ] || timed train $ZF train --arch zfnet_small --data idx:out/fashion-split/first6 --epochs 3 --kernel-init glorot_uniform --dropout 0 \
     --units fc6=512,fc7=512 --log-projections 0 --no-progress --seed 0 --out out/fashion-6
-  timed transfer $ZF transfer out/fashion-6 --data idx:out/fashion-split/last4 --per-class 1,3,5 --folds 5 --scratch-steps 200 --seed 0 \
+  timed transfer $ZF transfer out/fashion-6 --data idx:out/fashion-split/last4 --per-class 1,3,5,10 --folds 5 --scratch-steps 300 --seed 0 \
     --out "$RESULTS/transfer-within"
 fi
+# The shipped model's page (zf report): every figure and number of it on the held-out artist's images.
+todo report "$RESULTS/report" && timed report $ZF report "$MODEL" --data "folder:$DATA" --parts "$DATA/parts.json" \
+  --results "$RESULTS/transfer-similar" --results "$RESULTS/layers" --skip evolution,sanity,faithfulness --seed 0 --out "$RESULTS/report"
 wanted findings && timed findings $ZF findings "$RESULTS" --out "$RESULTS/findings"
 # The shipped copies: the findings table into docs/reproduction.md and the README (between their
 # markers), and the small records and figures into docs/figures/emoji64/.
