@@ -76,7 +76,7 @@ RANDOM = {
     "faithfulness",  # --seed: the random ranking
     "atlas",
 }
-PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report", "atlas"}  # take --rule (the backward rule)
+PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report", "atlas", "toolbox"}  # take --rule (the backward rule)
 DETERMINISTIC = {"export", "evaluate", "occlusion", "invariance", "toolbox"}
 SERVES = {"toolbox"}  # a web app until Ctrl-C: it writes nothing, so it has no --out
 # --precision: the scans' forward passes (float32 by default: exact), and the training step (auto).
