@@ -48,7 +48,7 @@ from pipelines.commands.atlas.site import Site
     "--duplicate-threshold",
     default=0.9,
     show_default=True,
-    type=click.FloatRange(0, 1, min_open=True),
+    type=options.Number(0, 1, min_open=True),
     help="Correlation of top-100 activations from which two units of a layer count as near-duplicates.",
 )
 @click.option(
