@@ -16,9 +16,14 @@ def smoke_mode(argv):
 
 
 def options(argv, defaults, name):
-    """``--key=N`` options (positive ints) over ``defaults``; one clear line on a bad one."""
+    """``--key=N`` options (positive ints) over ``defaults``; one clear line on a bad one. Where
+    ``defaults`` has a ``smoke`` key, a bare ``--smoke`` (what ``python -m benchmarks --smoke``
+    passes every benchmark) means ``--smoke=1``."""
     chosen = dict(defaults)
     for arg in argv:
+        if arg == SMOKE and "smoke" in chosen:
+            chosen["smoke"] = 1
+            continue
         key, _, value = arg.lstrip("-").partition("=")
         if key not in chosen or not value.isdigit() or int(value) < 1:
             accepted = " ".join(f"--{k}=N" for k in defaults)

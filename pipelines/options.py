@@ -517,7 +517,21 @@ def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
         ctx.meta.setdefault(RECIPE, {})[param.name] = value
         return value
 
-    specs = [
+    specs = recipe_specs(epochs, epochs_help)
+
+    def decorate(function):
+        for name, spec in reversed(specs):
+            function = click.option(name, show_default="default" in spec and spec["default"] != "", expose_value=False, callback=remember, **spec)(
+                function
+            )
+        return function
+
+    return decorate
+
+
+def recipe_specs(epochs, epochs_help):
+    """``[(option name, click.option keywords)]`` of :func:`training_options`, in --help order."""
+    return [
         (
             "--arch",
             dict(
@@ -569,12 +583,3 @@ def training_options(epochs=70, epochs_help=PAPER + "stopped after 70."):
             dict(default=True, help="Random horizontal flips of training crops (paper: on; off for data a mirror changes, e.g. digits)."),
         ),
     ]
-
-    def decorate(function):
-        for name, spec in reversed(specs):
-            function = click.option(name, show_default="default" in spec and spec["default"] != "", expose_value=False, callback=remember, **spec)(
-                function
-            )
-        return function
-
-    return decorate

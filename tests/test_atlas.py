@@ -366,6 +366,64 @@ def test_224_zfnet_and_a_resnet50_dag(tmp_path):
         assert atlas["images"] == len(pictures)
 
 
+def cut_field(picture, box):
+    """``picture [H, W, C]`` cut to ``box`` (top, bottom, left, right; may run past the image), NaN outside."""
+    top, bottom, left, right = box
+    height, width, channels = picture.shape
+    crop = np.full((bottom - top, right - left, channels), np.nan, "float32")
+    rows, cols = slice(max(top, 0), min(bottom, height)), slice(max(left, 0), min(right, width))
+    crop[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left] = picture[rows, cols]
+    return crop
+
+
+def test_rule_and_precision_reach_the_projections_and_the_scan(tiny_export, data, tmp_path):
+    """--rule guided: each unit's top-9 mosaic is drawn from guided projections (whole-image
+    Deconvnet.project under that rule at the recorded positions, cut to the unit's field by hand),
+    not from the deconvnet's. --precision mixed_bfloat16: the scan computes in bfloat16 (top-9
+    values within its tolerance of float32's, not equal to them); both recorded in atlas.json."""
+    from PIL import Image
+
+    from pipelines.commands.atlas.site import mosaics
+    from zfkeras.export import open_model
+    from zfkeras.nn.deconv import Deconvnet
+    from zfkeras.nn.fields import receptive_fields
+
+    directory, images, _ = data
+    common = ["--data", f"idx:{directory}", "--layers", "conv2,conv3", "--maps", "0,1", "--no-evolution"]
+    ok(zf("atlas", tiny_export, *common, "--rule", "guided", "--out", tmp_path / "guided"))
+    ok(zf("atlas", tiny_export, *common, "--precision", "mixed_bfloat16", "--out", tmp_path / "bf16"))
+    guided, fast = (json.loads((tmp_path / name / "atlas.json").read_text()) for name in ("guided", "bf16"))
+    assert (guided["rule"], guided["precision"], fast["rule"], fast["precision"]) == ("guided", "float32", "deconvnet", "mixed_bfloat16")
+    model = open_model(str(tiny_export)).keras_model
+    deconv, fields = Deconvnet(model), receptive_fields(model)
+    differs = []
+    for layer, record in guided["layers"].items():
+        for unit, found in record["units"].items():
+            top = [e for e in found["top9"] if e["value"] > 0]
+            picked, where = np.array([e["image"] for e in top]), np.array([[e["y"], e["x"]] for e in top], "int32")
+            boxes = [fields[layer].box(y, x) for y, x in where]
+            patches = np.stack([cut_field(images[i], box) for i, box in zip(picked, boxes)])
+            drawn = np.asarray(Image.open(tmp_path / "guided" / layer / f"{unit}-projections.png"), "float64") / 255
+            for rule in ("guided", "deconvnet"):
+                whole = deconv.project(images[picked], layer, [int(unit)] * len(top), where, rule=rule)
+                crops = np.stack([cut_field(p, box) for p, box in zip(whole, boxes)])
+                wanted = np.clip(np.nan_to_num(mosaics(crops, patches)[0]), 0, 1)
+                error = np.abs(drawn - wanted).max()
+                if rule == "guided":
+                    assert error <= 1.5 / 255, (layer, unit, error)
+                else:
+                    differs.append(error)
+            units = fast["layers"][layer]["units"][unit]
+            values, exact = np.array([e["value"] for e in units["top9"]]), np.array([e["value"] for e in found["top9"]])
+            np.testing.assert_allclose(np.sort(values), np.sort(exact), atol=2e-2 * exact.max())
+    assert max(differs) > 0.1  # the deconvnet's mosaics would not pass
+    assert any(
+        e["value"] != g["value"] for layer in fast["layers"] for unit in fast["layers"][layer]["units"]
+        for e, g in zip(fast["layers"][layer]["units"][unit]["top9"], guided["layers"][layer]["units"][unit]["top9"])
+    )  # fmt: skip
+    assert "guided projections" in (tmp_path / "guided" / "conv3" / "0.html").read_text()
+
+
 def test_bad_input_gives_one_line(data, tmp_path):
     directory, _, _ = data
     cases = [

@@ -78,11 +78,11 @@ RANDOM = {
 }
 # Their only randomness is MODEL keras:NAME --weights none (random weights), seeded by --seed.
 RANDOM_WEIGHTS_ONLY = {"export", "evaluate", "occlusion", "invariance", "toolbox"}
-PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report"}  # take --rule (the backward rule)
+PROJECTS = {"visualize", "project", "occlusion", "evolution", "filters", "report", "atlas", "toolbox"}  # take --rule (the backward rule)
 DETERMINISTIC = {"findings"}  # no randomness at all (reads no model): no --seed
 SERVES = {"toolbox"}  # a web app until Ctrl-C: it writes nothing, so it has no --out
 # --precision: the scans' forward passes (float32 by default: exact), and the training step (auto).
-PRECISION_SCANS = {"visualize", "occlusion", "evaluate"}
+PRECISION_SCANS = {"visualize", "occlusion", "evaluate", "atlas"}
 TRAINS = {"train", "ablate"}
 
 

@@ -159,7 +159,10 @@ def test_lrn_is_passed_through_on_the_way_down(images):
 
 
 def user_model():
-    """A user's Sequential convnet: linear convs + ReLU layers, MaxPooling2D, dropout, dense head."""
+    """A user's Sequential convnet: linear convs + ReLU layers, MaxPooling2D, dropout, dense head.
+    Seeded: with some unseeded draws (2 runs in 10 here) maps 1 and 3 of a layer were silent on
+    both images, and the all-zero reference failed the test's guard."""
+    keras.utils.set_random_seed(0)
     return keras.Sequential(
         [
             keras.Input((20, 20, 3)),

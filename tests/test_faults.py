@@ -243,7 +243,7 @@ def test_zf_takes_keras_layer_names(tmp_path):
     args = ["project", "keras:resnet50@64x64", "chelsea", "--weights", "none", "--top", "2", "--out", tmp_path / "p"]
     result = zf(*args[:-2], "--layers", "conv3_block2_2_relu", *args[-2:])
     assert result.exit_code == 0, result.output
-    assert sorted(np.load(tmp_path / "p" / "projection.npz")) == ["conv3_block2_2_conv_maps", "conv3_block2_2_conv_projections", "images"]
+    assert sorted(np.load(tmp_path / "p" / "projection.npz")) == ["conv3_block2_2_conv_maps", "conv3_block2_2_conv_projections", "images", "rule"]
     assert_fails(zf(*args[:-2], "--layers", "conv3_block2_2_bn", *args[-2:]), 2, "--layers", "unknown layer 'conv3_block2_2_bn'")
 
 

@@ -67,6 +67,7 @@ def test_same_seed_same_images_another_seed_others_and_batching_changes_nothing(
 def test_bad_layer_unit_and_settings_are_named(shipped):
     cases = [
         (dict(layer="conv9"), r"^unknown layer 'conv9'; projectable layers: conv1, conv2, conv3, conv4, conv5$"),
+        (dict(layer="predictions"), r"^unknown layer 'predictions'; projectable layers: conv1, conv2, conv3, conv4, conv5$"),  # scores: no map
         (dict(units=[3, 64]), r"^unit 64 out of range: layer 'conv5' has 64 units \(0\.\.63\)$"),
         (dict(units=[-1]), r"^unit -1 out of range: layer 'conv5' has 64 units \(0\.\.63\)$"),
         (dict(units=[]), r"^units must be a non-empty list of channel indices of layer 'conv5' \(0\.\.63\), got \[\]$"),

@@ -334,8 +334,14 @@ def test_exif_orientation_of_a_folder_through_zf_prepare(tmp_path):
         sideways(tmp_path / "photos" / label / "phone.jpg", 6)
         sideways(tmp_path / "photos" / label / "plain.jpg", 1)
     source = load_source(f"folder:{tmp_path / 'photos'}", "all")
-    shapes = sorted(image.shape for image, _ in source.dataset.as_numpy_iterator())
+    read = [image for image, _ in source.dataset.as_numpy_iterator()]
+    shapes = sorted(image.shape for image in read)
     assert shapes == [(20, 40, 3), (20, 40, 3), (40, 20, 3), (40, 20, 3)]
+    # Turned the right way, not only to the right shape: orientation 6 is 90 degrees clockwise
+    # (a reader turning it counter-clockwise, as orientation 8, gives the same shape and fails here).
+    upright = np.rot90(tf.io.decode_jpeg(tf.io.read_file(str(tmp_path / "photos" / "a" / "phone.jpg"))).numpy(), k=-1)
+    standing = [image for image in read if image.shape == (40, 20, 3)]
+    assert all(np.array_equal(image, upright) for image in standing) and not np.array_equal(upright, upright[::-1, ::-1])
     out = tmp_path / "records"
     result = zf("prepare", "--data", f"folder:{tmp_path / 'photos'}", "--out", out, "--size", "0", "--shards", "1")
     assert result.exit_code == 0, result.output
@@ -344,8 +350,10 @@ def test_exif_orientation_of_a_folder_through_zf_prepare(tmp_path):
         for name in json.load(open(out / "dataset.json"))["splits"][split]["files"]:
             for record in tf.data.TFRecordDataset(str(out / name)).as_numpy_iterator():
                 jpeg = tf.train.Example.FromString(record).features.feature["image/jpeg"].bytes_list.value[0]
-                stored.append(tf.io.decode_jpeg(jpeg).numpy().shape)
-    assert sorted(stored) == shapes
+                stored.append(tf.io.decode_jpeg(jpeg).numpy())
+    assert sorted(image.shape for image in stored) == shapes
+    for image in (image for image in stored if image.shape == (40, 20, 3)):  # re-encoded JPEGs: near the upright photo, far from it turned over
+        assert np.abs(image.astype(int) - upright).mean() < 8 < 60 < np.abs(image.astype(int) - upright[::-1, ::-1]).mean()
 
 
 # ---- truncated and corrupt TFRecord shards -----------------------------------------------------

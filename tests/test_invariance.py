@@ -244,7 +244,7 @@ def test_command_writes_curves_and_figures(tmp_path, images):
     [
         (["--scales", "0,1"], "> 0"),
         (["--fill", "grey"], "'grey' is not 'background', 'edge', 'mean' or a pixel value"),
-        (["--angles", "a,b"], "'a' in 'a,b': expected a comma-separated list of numbers"),
+        (["--angles", "a,b"], "'a' in 'a,b': expected a comma-separated list of finite numbers"),
         (["--layers", "conv1,fc9"], "fc9"),
     ],
 )

@@ -72,6 +72,12 @@ def test_sixteen_bit_forward_passes_are_within_tolerance_of_float32(model, preci
     assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert np.abs(probs - exact.predict(x)).max() < PROBABILITY_TOLERANCE[precision]
     assert np.array_equal(fast.project(x[:2], "conv2", [0, 1]), exact.project(x[:2], "conv2", [0, 1]))  # projections: float32
+    # feature_tensors (the atlas scan's graph) in a tf.function: the same 16-bit maps as features, float32 out.
+    traced = tf.function(lambda batch: fast.feature_tensors(batch, ["conv2", "fc6"]))(tf.constant(x))
+    for name, value in traced.items():
+        assert value.dtype == tf.float32
+        np.testing.assert_allclose(value.numpy(), got[name], rtol=1e-6, atol=1e-6 * np.abs(got[name]).max())
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}  # and the model is left float32
 
 
 def test_default_precision_by_hardware(tmp_path):

@@ -245,6 +245,38 @@ def test_live_probe_equals_the_probe(which, shipped, keras_probe, files, request
         live.look(image, names[0], 1.5)
 
 
+@pytest.mark.parametrize("rule", ["guided", "gradient"])
+def test_rule_gives_that_rules_projection_of_the_frame(rule, keras_probe, files, monkeypatch):
+    """``zf toolbox --rule``: the frame's answer (what POST /api/frame returns) holds the unit's
+    projection under that rule, equal to ``probe.project(..., "max", rule=rule)`` and not to the
+    deconvnet's; the page is told the rule; occlusion's panel (c) projects under it too."""
+    from pipelines.commands.toolbox.engine import Toolbox
+    from zfkeras.analysis import occlusion
+    from zfkeras.data.transforms import fit_image
+    from zfkeras.io.display import to_display
+
+    frame = png_bytes(files["images"][5])
+    pixels = fit_image(decode_png(frame), keras_probe.input_shape).pixels
+    counts = {name: keras_probe.features(pixels[None], [name])[name].shape[-1] for name in keras_probe.layer_names}
+    engine = Toolbox(keras_probe, "tiny", counts, rule=rule)
+    assert engine.describe()["rule"] == rule
+    maps = keras_probe.features(pixels[None], ["conv3"])["conv3"][0]
+    unit = int(np.argmax(maps.max(axis=(0, 1))))
+    answer = engine.frame(frame, "conv3", str(unit))["unit"]
+    wanted, deconvnet = (keras_probe.project(pixels[None], "conv3", unit, "max", rule=r)[0] for r in (rule, "deconvnet"))
+    assert answer["projection_scale"] == pytest.approx(display_scale(wanted), rel=1e-4)
+    shown = picture(answer["projection"]).astype(int)
+    assert np.abs(shown - as_bytes(to_display(wanted))).max() <= 1
+    assert np.abs(shown - as_bytes(to_display(deconvnet))).max() > 10  # the deconvnet's picture would not pass
+    drawn = []
+    library = occlusion.occlusion_map
+    monkeypatch.setattr(occlusion, "occlusion_map", lambda *args, **kwargs: drawn.append(library(*args, **kwargs)) or drawn[-1])
+    engine.occlusion(frame, "conv3", str(unit))
+    assert drawn[0].rule == rule and np.array_equal(drawn[0].projection, keras_probe.project(pixels[None], "conv3", unit, "max", rule=rule)[0])
+    with pytest.raises(ValueError, match="rule must be one of deconvnet, guided, gradient"):
+        Toolbox(keras_probe, "tiny", counts, rule="smooth")
+
+
 def test_uploads_decode_as_tensorflow_does_and_bad_ones_are_refused(files):
     import skimage.data
     import tensorflow as tf
@@ -581,6 +613,8 @@ def test_ctrl_c_stops_the_server_cleanly(server):
 
 def test_command_line_errors_are_one_line(files, tmp_path):
     runner = CliRunner()
+    result = runner.invoke(main, ["toolbox", SHIPPED, "--rule", "guided"])  # exported before the rules: deconvnet endpoints only
+    assert result.exit_code == 2 and "--rule" in result.output and "no guided ones" in result.output and "Traceback" not in result.output
     result = runner.invoke(main, ["toolbox", SHIPPED, "--atlas", str(tmp_path)])
     assert result.exit_code == 2 and "--atlas" in result.output and "atlas.json: No such file" in result.output
     result = runner.invoke(main, ["toolbox", str(tmp_path / "missing"), "--host", "0.0.0.0"])

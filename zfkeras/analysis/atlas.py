@@ -448,8 +448,8 @@ def top_correlation(entries, images):
     return correlation
 
 
-def project_units(probe, scan, batches, fields, layers, batch_size=64, progress=None):
-    """Deconvnet projections and image patches of the top-9 of every unit of ``layers`` (a name
+def project_units(probe, scan, batches, fields, layers, batch_size=64, progress=None, rule="deconvnet"):
+    """Deconvnet projections (or backward ``rule``'s, :meth:`~zfkeras.nn.probe.Probe.project`) and image patches of the top-9 of every unit of ``layers`` (a name
     or a list), by :func:`~zfkeras.analysis.top_activations.project_topk`: one pass over
     ``batches`` (the scanned images, same order), on receptive-field windows, batched across units.
 
@@ -457,4 +457,4 @@ def project_units(probe, scan, batches, fields, layers, batch_size=64, progress=
     outside the image and in empty slots).
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
-    return project_topk(probe, scan.top.first(SHOWN), batches, fields, layers=layers, batch_size=batch_size, progress=progress)
+    return project_topk(probe, scan.top.first(SHOWN), batches, fields, layers=layers, batch_size=batch_size, progress=progress, rule=rule)

@@ -263,7 +263,9 @@ def maximize_units(
         the layer's number of units), or a bad setting (naming it and what is accepted).
     """
     deconv = Deconvnet(model)
-    deconv.selection_layer(layer)  # names the projectable layers if ``layer`` is none of them
+    if not isinstance(layer, str) or layer not in deconv.layer_names:  # maps only: the class scores have no centre to climb
+        raise ValueError(f"unknown layer {layer!r}; projectable layers: {', '.join(deconv.layer_names) or 'none'}")
+    deconv.selection_layer(layer)  # checks every layer below it
     height, width = _image_size(deconv, size)
     channels = int(deconv.input_shape[2])
     steps, batch_size = positive_int("steps", steps), positive_int("batch_size", batch_size)

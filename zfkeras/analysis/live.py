@@ -28,8 +28,8 @@ class Look:
         unit: the chosen map (None: none chosen; then the next three are None too).
         position: ``(y, x)`` of the unit's strongest activation in its map.
         activation: its value.
-        projection: float32 ``[H, W, C]``: its deconvnet projection, in the model's mean-subtracted
-            input space.
+        projection: float32 ``[H, W, C]``: its projection (deconvnet, or the LiveProbe's backward
+            rule), in the model's mean-subtracted input space.
     """
 
     probabilities: np.ndarray
@@ -53,10 +53,14 @@ class LiveProbe:
     Args:
         probe: any Probe (a :class:`KerasProbe` gets the single fused pass; others answer with
             ``features`` then ``predict``).
+        rule: the backward rule of the projections, "deconvnet" (the paper's), "guided" or
+            "gradient" (:meth:`~zfkeras.nn.probe.Probe.project`).
     """
 
-    def __init__(self, probe):
-        self.probe = probe
+    def __init__(self, probe, rule="deconvnet"):
+        from zfkeras.nn.adjoint import check_rule
+
+        self.probe, self.rule = probe, check_rule(rule)
         self._passes = {}  # layer -> tf.function(images) -> (maps, probabilities), Keras models only
 
     def check(self, layer, unit=None, maps=None):
@@ -96,13 +100,13 @@ class LiveProbe:
 
     def project(self, image, look, unit):
         """``look`` (:meth:`see` of the same ``image``) with map ``unit``'s strongest activation,
-        its position and its deconvnet projection (windowed, at the position read from ``look.maps``)."""
+        its position and its projection under :attr:`rule` (windowed, at the position read from ``look.maps``)."""
         self.check(look.layer, unit, look.maps.shape[-1])
         unit = int(unit)
         chosen = look.maps[..., unit]
         y, x = (int(v) for v in np.unravel_index(int(np.argmax(chosen)), chosen.shape))
         image = self.probe.check_images(np.asarray(image)[None])
-        projection = self.probe.project(image, look.layer, unit, np.array([[y, x]], "int32"))[0]
+        projection = self.probe.project(image, look.layer, unit, np.array([[y, x]], "int32"), rule=self.rule)[0]
         return dataclasses.replace(look, unit=unit, position=(y, x), activation=float(chosen[y, x]), projection=projection)
 
     def look(self, image, layer, unit=None):

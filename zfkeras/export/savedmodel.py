@@ -368,6 +368,8 @@ class ExportedProbe(Probe):
         )
 
     def feature_tensors(self, images, layers=None):
+        if self.computing_probe() is not None:
+            return self.computing_probe().feature_tensors(images, layers)
         layers = self.check_layers(layers)
         return {name: value for name, value in self.saved_model.features(images).items() if name in layers}
 

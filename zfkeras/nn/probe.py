@@ -17,7 +17,7 @@ from zfkeras.nn.applications import ImageNetPreprocessing
 from zfkeras.nn.deconv import Deconvnet
 from zfkeras.nn.fields import receptive_fields
 from zfkeras.nn.layers import SubtractMean
-from zfkeras.nn.precision import check_precision, compute_function
+from zfkeras.nn.precision import as_float32, check_precision, compute_function, computing_in
 from zfkeras.nn.table import architecture
 
 
@@ -188,7 +188,9 @@ class KerasProbe(Probe):
         key = ("tensors", layers)
         if key not in self._features:
             self._features[key] = keras.Model(self.model.inputs[0], {name: self._feature_tensors[name] for name in layers})
-        return self._features[key](images, training=False)
+        # In ``precision`` where this is traced (a tf.function reads the layers' policies then); float32 out.
+        with computing_in(self.model, self.precision):
+            return as_float32(self._features[key](images, training=False))
 
     def project(self, images, layer, channel, position="max", batch_size=64, rule="deconvnet"):
         layer = self.check_layers(layer, self.projectable())[0]

@@ -193,8 +193,8 @@ def train(
 ):
     """Train a model as ``config`` says and write ``run_dir`` (see the module docstring).
 
-    An unfinished run in ``run_dir`` with the same config resumes from its last completed epoch.
-    The global Python/NumPy/TF seeds are set to ``config.seed``.
+    An unfinished run in ``run_dir`` with the same config resumes from its last completed epoch;
+    the global Python/NumPy/TF seeds are set to ``config.seed``.
 
     Args:
         config: a :class:`TrainConfig`.
@@ -236,8 +236,7 @@ def train(
     steps = math.ceil(train_source.num_examples / config.batch_size) if train_source.num_examples else None
     callback_list = _callbacks(config, run, chief, model, steps, progress, callbacks, histograms)
 
-    model.stop_training = False
-    model._initial_epoch = None
+    model.stop_training, model._initial_epoch = False, None
     callback_list.on_train_begin({"backup": note} if (note := run.recover_backup()) else None)  # a backup a kill truncated: the one before
     first_epoch = model._initial_epoch or 0  # set by BackupAndRestore when resuming
     history = run.load_history(first_epoch)

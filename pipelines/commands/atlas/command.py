@@ -25,6 +25,8 @@ from pipelines.commands.atlas.site import Site
 @options.layers_option(help="Comma-separated layers (default: every projectable layer with a receptive field).")
 @options.maps_option("all", help="Units per layer")
 @options.batch_size_option(help="Images per forward pass and projections per deconvnet call.")
+@options.rule_option(help="Backward rule of the top-9 projections")
+@options.precision_option
 @click.option(
     "--shard-images",
     default=2048,
@@ -46,7 +48,7 @@ from pipelines.commands.atlas.site import Site
     "--duplicate-threshold",
     default=0.9,
     show_default=True,
-    type=click.FloatRange(0, 1, min_open=True),
+    type=options.Number(0, 1, min_open=True),
     help="Correlation of top-100 activations from which two units of a layer count as near-duplicates.",
 )
 @click.option(
@@ -56,13 +58,14 @@ from pipelines.commands.atlas.site import Site
 @click.option("--optimize-steps", type=click.IntRange(1), metavar="N", help="Optimization steps per unit with --optimize (default: the library's).")
 @options.out_option(results="atlas.json", help="Output directory: the site (index.html, a folder per layer, atlas.json).")
 @options.seed_option
-def atlas(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, batch_size, shard_images, strategy, state, **settings):
+def atlas(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps, batch_size, rule, shard_images, strategy, state, **settings):
     """Every unit of every layer of MODEL over --data, browsable: a static site in OUT.
 
     For each unit: its top-9 activations (one per image) projected to pixels beside the image
     patches, a histogram of how strongly it fires, how often it fires, the classes it prefers and
     its class-selectivity index, dead and near-duplicate units flagged, and (where MODEL has
-    checkpoints) the unit across training. MODEL may also be random:zfnet (random:alexnet,
+    checkpoints) the unit across training. --precision is what the scan computes in (float32:
+    exact); projections are float32 under --rule whatever it is. MODEL may also be random:zfnet (random:alexnet,
     random:zfnet_small): the architecture with random paper-init weights, seeded by --seed.
     Open OUT/index.html from disk; every number is in OUT/atlas.json.
     """
@@ -71,6 +74,7 @@ def atlas(model, data_spec, data_dir, skip_corrupt, images, split, layers, maps,
     maximize_units = _optimizer() if settings["optimize"] else None
     runtime.seed_everything(seed)
     probe, _ = loading.open_model_or_random(model, seed)
+    settings["rule"] = loading.check_rule(probe, rule)
     fields = loading.model_fields(probe)
     layer_names = loading.choose_layers(
         layers, probe, names=[name for name in probe.layer_names if name in fields], what="layers with a receptive field"
@@ -152,6 +156,7 @@ def _job(model, probe, data_spec, split, count, chosen, batch_size, shard_images
         "maps": {layer: [int(c) for c in channels] for layer, channels in chosen.items()},
         "batch_size": batch_size,
         "shard_images": shard_images,
+        "precision": probe.precision,
         "zfkeras_version": __version__,
     }
 
@@ -170,6 +175,8 @@ def _header(model, probe, data_spec, split, scan, settings, distribution):
         "shown": SHOWN,
         "top": TOP,
         "duplicate_threshold": settings["duplicate_threshold"],
+        "rule": settings["rule"],
+        "precision": probe.precision,
         "histogram_edges": [float(e) for e in HISTOGRAM_EDGES],
         "replicas": distribution.num_replicas_in_sync,
         "checkpoints": [],
@@ -188,13 +195,13 @@ def _write_site(probe, scan, batches, fields, chosen, counts, header, settings, 
         site = Site(target, header, class_names(probe, batches))
         with output.progressbar(length=total, label=f"project {total} activations") as bar:
             for group in _layer_groups(probe, fields, chosen):  # one pass over the data per group
-                crops = project_units(probe, scan, batches, fields, group, batch_size=batches.batch_size, progress=bar.update)
+                crops = project_units(probe, scan, batches, fields, group, batch_size=batches.batch_size, progress=bar.update, rule=settings["rule"])
                 for layer in group:
                     summary = layer_atlas(scan, layer, settings["duplicate_threshold"])
                     site.add_layer(summary, crops.pop(layer), fields[layer], counts[layer])
                     bar.update(len(chosen[layer]) * SHOWN - int((summary.top["image"] >= 0).sum()))
         if settings["evolution"]:
-            _evolution(site, probe, batches, chosen, header)
+            _evolution(site, probe, batches, chosen, header, settings["rule"])
         if maximize_units is not None:
             _optimize(site, probe, chosen, settings, maximize_units, batches.batch_size)
         site.write()
@@ -225,7 +232,7 @@ def _layer_groups(probe, fields, chosen):
     return [group for group in groups if group]
 
 
-def _evolution(site, probe, batches, chosen, header):
+def _evolution(site, probe, batches, chosen, header, rule):
     """Each unit across MODEL's checkpoints (Fig. 4), when it has any."""
     from zfkeras.analysis.evolution import follow_maps
 
@@ -240,7 +247,7 @@ def _evolution(site, probe, batches, chosen, header):
     with output.progressbar(length=len(checkpoints), label=f"{len(checkpoints)} checkpoints") as bar:
         try:
             epochs, tops, tiles = follow_maps(
-                loading.keras_model(probe), loaded, batches, chosen, batches.batch_size, on_checkpoint=lambda index: bar.update(1)
+                loading.keras_model(probe), loaded, batches, chosen, batches.batch_size, on_checkpoint=lambda index: bar.update(1), rule=rule
             )
         except ValueError as error:
             raise click.UsageError(f"{path}: {error}") from None

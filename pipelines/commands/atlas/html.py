@@ -83,7 +83,7 @@ def index_page(header, layers):
     )
     note = (
         f'<p class="caption">For every unit (feature map) of every layer: its {header["shown"]} strongest activations over the '
-        f"{header['images']} images (at most one per image), projected to pixels by the deconvnet beside the image patches under "
+        f"{header['images']} images (at most one per image), projected to pixels by the {projected_by(header)} beside the image patches under "
         "them, how often and how strongly it fires, and which classes drive it. Selectivity is the class-selectivity index "
         "(mu_max - mu_rest) / (mu_max + mu_rest) of the unit's class means; dead units never fire on these images; near-duplicates "
         f"are unit pairs whose top-{header['top']} activations correlate at {header['duplicate_threshold']} or more. Every number is "
@@ -111,7 +111,7 @@ def layer_page(header, name, record, order, neighbours, by_selectivity):
     ordering = "class selectivity, most selective first (dead units last)" if by_selectivity else "unit number"
     caption = (
         f'<p class="caption">{len(order)} of the layer\'s {record["units_total"]} units, by {ordering}. Each thumbnail shows the '
-        f"deconvnet projections of the unit's top-{header['shown']} activations; SI: class-selectivity index; fires: share of the "
+        f"{rule_name(header)} projections of the unit's top-{header['shown']} activations; SI: class-selectivity index; fires: share of the "
         f"images in which the unit is positive anywhere. {len(record['dead'])} dead, {len(record['near_duplicates'])} near-duplicate pairs.</p>"
     )
     title = f"{name}: {len(order)} units"
@@ -119,6 +119,15 @@ def layer_page(header, name, record, order, neighbours, by_selectivity):
 
 
 THUMB_SIDE = 96
+
+
+def rule_name(header):
+    """The backward rule of the site's projections (atlas.json's ``rule``; deconvnet before there was a choice)."""
+    return header.get("rule", "deconvnet")
+
+
+def projected_by(header):
+    return "deconvnet" if rule_name(header) == "deconvnet" else f"{rule_name(header)} rule"
 
 
 def unit_page(header, name, record, unit, neighbours):
@@ -159,7 +168,7 @@ def _top9(header, files, unit_record):
     scale = files["scale"]
     figures = "".join(
         f'<figure><img src="{escape(files[key])}" width="{files["width"] * scale}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
-        for key, caption in (("projections", "deconvnet projections"), ("patches", "image patches (light blue: outside the image)"))
+        for key, caption in (("projections", f"{rule_name(header)} projections"), ("patches", "image patches (light blue: outside the image)"))
     ) + (_optimized(files, unit_record) if unit_record.get("optimized") else "")
     rows = "".join(
         f'<tr><td class="n">{e["rank"]}</td><td class="n">{e["image"]}</td><td>{escape(e["class"])}</td><td class="n">{number(e["value"], 4)}</td>'

@@ -69,6 +69,7 @@ async def serve(app, host, port, ready):
 )
 @options.data_options(default=None, images="How many images of --data the page offers (the first N of the split; default 100).")
 @options.split_option(help="Split of --data whose images the page offers.")
+@options.rule_option(help="Backward rule of a clicked unit's projection")
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -78,13 +79,13 @@ async def serve(app, host, port, ready):
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port; the address is printed)."
 )
-def toolbox(model, atlas_dir, data_spec, data_dir, skip_corrupt, images, split, host, port):
+def toolbox(model, atlas_dir, data_spec, data_dir, skip_corrupt, images, split, rule, host, port):
     """Serve the live toolbox for MODEL in the browser, until Ctrl-C.
 
     The page takes frames from the webcam (the browser's getUserMedia), a dropped or chosen image
     file, or an image of --data; fits each to MODEL's input as evaluation does; and shows the top-5
     classes and every map of a chosen layer, live. Click a map to see its unit's deconvnet
-    projection on the current frame, its activation and, with --atlas, its top-9 images; ask for
+    projection (or --rule's) on the current frame, its activation and, with --atlas, its top-9 images; ask for
     the occlusion maps (Fig. 7) of the current frame. Prints the address to open.
     """
     from pipelines.commands.toolbox.app import log, make_app
@@ -97,6 +98,7 @@ def toolbox(model, atlas_dir, data_spec, data_dir, skip_corrupt, images, split, 
             err=True,
         )
     probe = loading.open_model(model)
+    loading.check_rule(probe, rule)
     counts = loading.map_counts(probe, probe.layer_names)
     atlas = None
     if atlas_dir is not None:
@@ -106,7 +108,7 @@ def toolbox(model, atlas_dir, data_spec, data_dir, skip_corrupt, images, split, 
             raise click.BadParameter(str(error), param_hint="--atlas") from None
     shown, labels = ([], []) if data_spec is None else data_images(probe, data_spec, data_dir, skip_corrupt, split, images or 100)
     try:
-        engine = Toolbox(probe, model, counts, shown, labels, atlas)
+        engine = Toolbox(probe, model, counts, shown, labels, atlas, rule)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--atlas") from None
     import numpy as np

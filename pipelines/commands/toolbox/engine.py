@@ -145,13 +145,14 @@ class Toolbox:
         images: native uint8 ``[H, W, C]`` images of ``--data`` the page offers (may be empty),
             with ``labels`` (class names) beside them.
         atlas: :func:`read_atlas_units` of ``--atlas`` (None: no atlas).
+        rule: the backward rule of the unit's projection and of occlusion's panel (c) (``--rule``).
     """
 
-    def __init__(self, probe, name, counts, images=(), labels=(), atlas=None):
+    def __init__(self, probe, name, counts, images=(), labels=(), atlas=None, rule="deconvnet"):
         from zfkeras.analysis.live import LiveProbe
 
         self.probe, self.name, self.counts = probe, name, dict(counts)
-        self.live = LiveProbe(probe)
+        self.live = LiveProbe(probe, rule)
         self.images, self.labels = list(images), list(labels)
         self.atlas = atlas
         self._occluder = None
@@ -169,6 +170,7 @@ class Toolbox:
             "layers": [{"name": layer, "maps": count} for layer, count in self.counts.items()],
             "data": [{"index": i, "label": label} for i, label in enumerate(self.labels)],
             "atlas": self.atlas is not None,
+            "rule": self.live.rule,
             "limits": {"bytes": MAX_UPLOAD_BYTES, "pixels": MAX_PIXELS},
         }
 
@@ -263,7 +265,7 @@ class Toolbox:
         pixels, _ = self.fit(data)
         probe = self.occluder()
         evaluator = OcclusionEvaluator(probe, pixels, layer=layer, feature_map=unit)
-        result = occlusion_map(probe, pixels, evaluator=evaluator)
+        result = occlusion_map(probe, pixels, evaluator=evaluator, rule=self.live.rule)
         figure = figures.occlusion_figure(result, self.probe.class_names, "this frame")
         picture = output.figure_bytes(figure, dpi=80)
         lowest = np.unravel_index(int(np.argmin(result.true_class_prob)), result.true_class_prob.shape)

@@ -40,6 +40,7 @@ async function start() {
   const shape = model.input_shape.join("x");
   $("model").textContent = `${model.model} · input ${shape} · ${model.classes} classes`;
   $("view-caption").textContent = `the model's view (${shape})`;
+  $("rule").textContent = model.rule === "deconvnet" ? "deconvnet" : `${model.rule} rule`;
   $("limits").textContent = `Or drop an image anywhere on the page (at most ${model.limits.bytes / 2 ** 20} MiB and ${(model.limits.pixels / 1e6).toFixed(0)} megapixels).`;
   for (const layer of model.layers) {
     const option = document.createElement("option");
