@@ -37,8 +37,13 @@ todo visualize "$RESULTS/visualize" && timed visualize $ZF visualize "$MODEL" --
 todo evolution "$RESULTS/evolution" && timed evolution $ZF evolution "$RUN" --data "folder:$DATA" --split test --images 4000 --probe-images 500 \
   --seed 0 --out "$RESULTS/evolution"
 if todo invariance "$RESULTS/invariance"; then
-  # Ten held-out test images of ten classes spread over the alphabet (the first image of each).
-  mapfile -t images < <(ls -d "$DATA"/test/*/ | awk 'NR % 150 == 1' | head -10 | while read -r d; do ls "$d"*.png | head -1; done)
+  # Ten held-out test images of ten classes spread over the alphabet (the first image of each),
+  # named by their class (zf invariance names its outputs after the files).
+  mkdir -p "$RESULTS/.invariance-images"
+  for d in $(ls -d "$DATA"/test/*/ | awk 'NR % 150 == 1' | head -10); do
+    cp "$(ls "$d"*.png | head -1)" "$RESULTS/.invariance-images/$(basename "$d").png"
+  done
+  images=("$RESULTS"/.invariance-images/*.png)
   timed invariance $ZF invariance "$MODEL" "${images[@]}" --layers conv1,fc7 --out "$RESULTS/invariance"
 fi
 todo localization "$RESULTS/localization" && timed localization $ZF localization "$MODEL" --data "folder:$DATA" --images 240 --seed 0 --out "$RESULTS/localization"

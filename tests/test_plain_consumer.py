@@ -33,15 +33,17 @@ def export_and_folder(tmp_path_factory):
         skimage.data.rocket(),
     ]
     for name, photo in zip(CLASSES, photos):
-        os.makedirs(root / "data" / "test" / name)
+        for split in ("train", "test"):  # a folder: source with a test split needs a train/ beside it
+            os.makedirs(root / "data" / split / name)
         for i, (y, x, side) in enumerate([(10, 20, 64), (60, 30, 64), (40, 40, 90)]):  # two native, one 90x90 (resized)
             crop = photo[y : y + side, x : x + side + (6 if side != 64 else 0)]
-            tf.io.write_file(str(root / "data" / "test" / name / f"{i}.png"), tf.io.encode_png(crop))
+            for split in ("train", "test"):
+                tf.io.write_file(str(root / "data" / split / name / f"{i}.png"), tf.io.encode_png(crop))
     model = zfnet64(num_classes=len(CLASSES), seed=1)
     # Random weights give near-uniform probabilities whose argmax float noise could flip; larger
     # class weights make every decision clear, so both readers must agree exactly.
     layer = model.get_layer("predictions")
-    layer.set_weights([w * 300.0 for w in layer.get_weights()])
+    layer.set_weights([w * 1e4 for w in layer.get_weights()])
     export_model(model, str(root / "export"), class_names=CLASSES, rules=("deconvnet",))
     return root / "export", root / "data"
 
