@@ -47,8 +47,23 @@ if todo invariance "$RESULTS/invariance"; then
   timed invariance $ZF invariance "$MODEL" "${images[@]}" --layers conv1,fc7 --out "$RESULTS/invariance"
 fi
 todo localization "$RESULTS/localization" && timed localization $ZF localization "$MODEL" --data "folder:$DATA" --images 240 --seed 0 --out "$RESULTS/localization"
-todo correspondence "$RESULTS/correspondence" && timed correspondence $ZF correspondence "$MODEL" --parts "$DATA/parts.json" --layers conv5,fc7 \
-  --seed 0 --out "$RESULTS/correspondence"
+if todo correspondence "$RESULTS/correspondence"; then
+  # parts.json's faces are all twitter-000.png in their class folders; zf correspondence names its
+  # outputs after the files, so they are copied under their class names first.
+  $PYTHON - "$DATA" "$RESULTS/.parts" <<'PY'
+import json, os, shutil, sys
+data, out = sys.argv[1:]
+os.makedirs(out, exist_ok=True)
+parts = json.load(open(os.path.join(data, "parts.json")))
+for entry in parts["images"]:
+    name = entry["file"].split("/")[-2] + ".png"
+    shutil.copyfile(os.path.join(data, entry["file"]), os.path.join(out, name))
+    entry["file"] = name
+json.dump(parts, open(os.path.join(out, "parts.json"), "w"), indent=1)
+PY
+  timed correspondence $ZF correspondence "$MODEL" --parts "$RESULTS/.parts/parts.json" --layers conv5,fc7 --seed 0 \
+    --out "$RESULTS/correspondence"
+fi
 if wanted transfer || wanted layers; then
   [ -d "$TUX" ] || $PYTHON docs/examples/tuxpaint_folder.py --out "$TUX"  # needs Debian's tuxpaint-stamps-default
 fi
