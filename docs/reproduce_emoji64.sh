@@ -20,7 +20,7 @@ RECIPE="--kernel-init glorot_uniform --dropout 0 --lr 0.01 --momentum 0.9 --pati
 SMALL=folder:out/emoji64-c100              # 100 classes for the seeded Table 3 / Fig. 6 runs
 wanted() { [[ " $STEPS " == *" $1 "* ]]; }
 # Wall time and peak memory of every step, appended to RESULTS/times.tsv (GNU time).
-timed() { local name=$1; shift; mkdir -p "$RESULTS"; /usr/bin/time -o "$RESULTS/.time" -f "%e\t%M" "$@"; printf '%s\t%s\n' "$name" "$(cat "$RESULTS/.time")" >> "$RESULTS/times.tsv"; }
+timed() { local name=$1; shift; mkdir -p "$RESULTS"; /usr/bin/time -o "$RESULTS/.time-$name" -f "%e\t%M" "$@"; printf '%s\t%s\n' "$name" "$(cat "$RESULTS/.time-$name")" >> "$RESULTS/times.tsv"; }
 todo() { wanted "$1" && [ ! -e "$2" ]; }
 set -x
 todo data "$DATA/emoji.json" && timed emoji $ZF emoji --out "$DATA" --seed 0
