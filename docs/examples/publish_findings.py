@@ -64,7 +64,7 @@ def times_table(results):
         with open(path) as handle:
             for line in handle:
                 name, seconds, kilobytes = line.rstrip("\n").split("\t")
-                rows.append(f"| {name} | {float(seconds) / 60:.1f} min | {int(kilobytes) / 1024**2:.2f} GB |")
+                rows.append(f"| {name} | {float(seconds) / 60:.1f} min | {int(kilobytes) / 1024**2:.2f} GiB |")
     return "\n".join(rows)
 
 
