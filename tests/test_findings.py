@@ -92,6 +92,13 @@ def transfer(table, name="folder:tux"):
     return {"data_spec": name, "folds": 5, "summary": summary}
 
 
+def test_data_labels_leave_out_the_machine_directories():
+    assert f.data_label("folder:/home/me/data/tuxpaint/photos/") == "folder:tuxpaint/photos"
+    assert f.data_label("idx:out/fashion-split/last4") == "idx:fashion-split/last4"
+    assert f.data_label("mnist_5k") == "mnist_5k"
+    assert f.transfer_gain(transfer({1: {"pretrained": (0.5, 0), "scratch": (0.2, 0)}}, "folder:/srv/x/y/z")).measured.startswith("folder:y/z,")
+
+
 def test_transfer_gain_and_gap():
     similar = transfer({1: {"pretrained": (0.5, 0.05), "scratch": (0.2, 0.05)}, 5: {"pretrained": (0.7, 0.03), "scratch": (0.4, 0.05)}})
     assert f.transfer_gain(similar).holds is True

@@ -171,6 +171,15 @@ def depth_ablation(ablations):
     return Finding("7", paper, text, holds, {"errors": stats, "seeds": len(ablations)})
 
 
+def data_label(spec):
+    """A ``--data`` spec without the machine's directories: ``folder:/any/where/tuxpaint/photos`` ->
+    ``folder:tuxpaint/photos`` (the last two path parts); names like ``mnist_5k`` stay as they are."""
+    kind, sep, path = spec.partition(":")
+    if not sep:
+        return spec
+    return f"{kind}:{'/'.join(path.rstrip('/').split('/')[-2:])}"
+
+
 def _transfer_table(transfer):
     """``{n: {"pretrained": (mean, std), "scratch": (mean, std)}}`` of ``zf transfer``'s results.json."""
     table = {}
@@ -192,7 +201,11 @@ def transfer_gain(transfer, claim="8", paper="pretrained features beat training 
         for n, row in table.items()
     )
     return Finding(
-        claim, paper, f"{transfer['data_spec']}, {transfer['folds']} folds: {text}", holds, {"table": {str(n): r for n, r in table.items()}}
+        claim,
+        paper,
+        f"{data_label(transfer['data_spec'])}, {transfer['folds']} folds: {text}",
+        holds,
+        {"table": {str(n): r for n, r in table.items()}},
     )
 
 
@@ -207,7 +220,7 @@ def transfer_gap_shrinks(similar, dissimilar, n=5):
             return not_measured("9", paper, f"the {name} target has no N={n} runs")
         gaps[name] = row["pretrained"][0] - row["scratch"][0]
     holds = gaps["dissimilar"] < gaps["similar"]
-    text = f"gap at N={n}: {similar['data_spec']} {gaps['similar']:+.1%}, {dissimilar['data_spec']} {gaps['dissimilar']:+.1%}"
+    text = f"gap at N={n}: {data_label(similar['data_spec'])} {gaps['similar']:+.1%}, {data_label(dissimilar['data_spec'])} {gaps['dissimilar']:+.1%}"
     return Finding("9", paper, text, holds, {"gap": gaps, "n": n})
 
 
