@@ -90,6 +90,30 @@ def test_models_must_agree():
         evaluate({"a": TableProbe(np.eye(6)), "b": Other(np.eye(6))}, [])
 
 
+def test_labels_must_be_the_models_classes():
+    from types import SimpleNamespace
+
+    from zfkeras.analysis.evaluate import check_labels
+
+    probe = SimpleNamespace(class_names=("cat", "dog", "fox"))
+    folder = lambda *names: SimpleNamespace(class_names=list(names), name="folder:pets")  # noqa: E731
+    check_labels({"m": probe}, folder("cat", "dog", "fox"))
+    check_labels({"m": probe}, folder("n021", "n022", "n023"))  # other naming scheme: cannot compare
+    check_labels({"m": SimpleNamespace(class_names=())}, folder("a", "b"))
+    with pytest.raises(ValueError, match=r"^folder:pets's label 1 is 'fox' but model m's class 1 is 'dog'"):
+        check_labels({"m": probe}, folder("cat", "fox", "dog"))
+    with pytest.raises(ValueError, match="model m has 3 classes but folder:pets has 2"):
+        check_labels({"m": probe}, folder("cat", "dog"))
+    # evaluate_source checks before it reads a single image
+    from zfkeras.analysis.evaluate import evaluate_source
+    from zfkeras.data.source import in_memory_source
+
+    images = np.zeros((6, 2, 2, 1), np.uint8)
+    swapped = in_memory_source(images, np.arange(6), ["1", "0", "2", "3", "4", "5"], "mem", "test")
+    with pytest.raises(ValueError, match="mem's label 0 is '1' but model t's class 0 is '0'"):
+        evaluate_source({"t": TableProbe(np.eye(6))}, swapped, crops="single")
+
+
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory):
     base = tmp_path_factory.mktemp("models")

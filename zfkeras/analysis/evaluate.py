@@ -73,6 +73,27 @@ def check_compatible(probes):
             raise ValueError(f"models {names[0]} and {name} have {len(first.class_names)} and {len(probe.class_names)} classes")
 
 
+def check_labels(probes, source):
+    """ValueError unless the source's label ``i`` can be each probe's class ``i``: the same number of
+    classes, and where the two name their classes alike (any name shared), the same names in the
+    same order. A folder whose sorted class names differ from the model's (another subset, another
+    order) would otherwise be scored against the wrong outputs. Names with nothing in common (an
+    ImageNet folder's WordNet ids against a Keras application's words) cannot be compared and pass."""
+    theirs = list(source.class_names or ())
+    for name, probe in probes.items():
+        ours = list(probe.class_names or ())
+        if not ours or not theirs or ours == theirs:
+            continue
+        if len(ours) != len(theirs):
+            raise ValueError(f"model {name} has {len(ours)} classes but {source.name} has {len(theirs)}: evaluate it on data of its own classes")
+        if set(ours) & set(theirs):
+            index = next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
+            raise ValueError(
+                f"{source.name}'s label {index} is {theirs[index]!r} but model {name}'s class {index} is {ours[index]!r}: "
+                "the data's classes must be the model's, in its order"
+            )
+
+
 def evaluate(probes, batches, k=5, batch_size=256, on_batch=None):
     """Error rates of each probe and of their average, on ``batches``.
 
@@ -123,6 +144,7 @@ def evaluate_source(probes, source, crops="ten", batch_size=100, on_batch=None):
     ``batch_size`` counts the views in one forward pass: 10 crops of each image are 10 views.
     """
     check_compatible(probes)
+    check_labels(probes, source)
     size, _, channels = next(iter(probes.values())).input_shape
     images = max(1, batch_size // 10) if crops == "ten" else batch_size
     dataset = eval_dataset(source, size, channels, images, crops="ten" if crops == "ten" else "center")
