@@ -49,8 +49,8 @@ if todo invariance "$RESULTS/invariance"; then
 fi
 todo localization "$RESULTS/localization" && timed localization $ZF localization "$MODEL" --data "folder:$DATA" --images 240 --seed 0 --out "$RESULTS/localization"
 if todo correspondence "$RESULTS/correspondence"; then
-  # parts.json's faces are all twitter-000.png in their class folders; zf correspondence names its
-  # outputs after the files, so they are copied under their class names first.
+  # parts.json's faces are all twitter-000.png in their class folders. zf correspondence would name
+  # them <class>-twitter-000; copied under their class names, the records read as the shipped ones.
   $PYTHON - "$DATA" "$RESULTS/.parts" <<'PY'
 import json, os, shutil, sys
 data, out = sys.argv[1:]

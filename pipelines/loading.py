@@ -212,13 +212,15 @@ def choose_layers(given, probe, option="--layers", names=None, what="valid layer
 
 
 def load_images(paths, input_shape):
-    """``[(name, raw pixels at input_shape)]`` for image files or built-in photos; names must differ
-    (each names its output files)."""
+    """``[(name, raw pixels at input_shape)]`` for image files or built-in photos. Each name names
+    output files: the file's stem, or ``folder-stem`` where stems repeat (a class folder tree's
+    ``cat/001.png`` and ``dog/001.png``); names that still repeat are refused."""
     from zfkeras.data.transforms import fit_image
 
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
     images, seen = [], {}
-    for path in paths:
-        name = os.path.splitext(os.path.basename(path))[0]
+    for path, stem in zip(paths, stems):
+        name = stem if stems.count(stem) == 1 else f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}-{stem}"
         if name in seen:
             raise click.BadParameter(f"{seen[name]} and {path} would both write {name}.*; rename one", param_hint="IMAGE")
         seen[name] = path

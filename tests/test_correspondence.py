@@ -278,3 +278,22 @@ def test_command_on_an_export_directory_matches_the_keras_file(tmp_path, images)
     for part in ("top", "bottom", "random"):
         for layer in ("conv2", "fc7"):
             assert e["scores"][part][layer]["mean"] == pytest.approx(k["scores"][part][layer]["mean"], rel=1e-9)
+
+
+def test_files_of_a_class_folder_tree_get_names_by_their_folder(tmp_path):
+    import click
+    from PIL import Image
+
+    from pipelines.loading import load_images
+
+    paths = []
+    for relative in ("cat/001.png", "dog/001.png", "dog/002.png", "x/cat/001.png"):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), len(paths) * 40, np.uint8)).save(path)
+        paths.append(str(path))
+    named = load_images(paths[:3], (8, 8, 1))
+    assert [name for name, _ in named] == ["cat-001", "dog-001", "002"]
+    assert [float(pixels[0, 0, 0]) for _, pixels in named] == [0.0, 40.0, 80.0]
+    with pytest.raises(click.BadParameter, match="would both write cat-001"):
+        load_images([paths[0], paths[1], paths[3]], (8, 8, 1))
