@@ -1,6 +1,7 @@
 """What commands write: output locations checked before any work, atomic JSON, figures and the
 standard results directory (results.json last), and progress on stderr."""
 
+import contextlib
 import json
 import os
 
@@ -74,6 +75,14 @@ def progressbar(*args, **kwargs):
     import sys
 
     return click.progressbar(*args, file=sys.stderr, **kwargs)
+
+
+@contextlib.contextmanager
+def percent_progress(label):
+    """A 0-100% progress bar on stderr for library calls that report ``progress(done, total)``;
+    yields that callback."""
+    with progressbar(length=100, label=label) as bar:
+        yield lambda done, total: bar.update(int(100 * done / total) - bar.pos)
 
 
 def json_text(value, indent=0):

@@ -19,10 +19,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
+from cli_helpers import assert_fails, last_line, zf
 
 import zfkeras  # noqa: F401
-from pipelines.cli import main
 from zfkeras import data
 from zfkeras.data.sources import tfds as tfds_source
 from zfkeras.nn.models import build_model, zfnet_small_spec
@@ -47,25 +46,6 @@ TINY = [
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def zf(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def last_line(result):
-    lines = result.output.strip().splitlines()
-    return lines[-1] if lines else ""
-
-
-def assert_fails(result, code, *names):
-    """Exit ``code``, no traceback, and the last line names each of ``names``."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
-    line = last_line(result)
-    for name in names:
-        assert str(name) in line, (name, line)
 
 
 def leftovers(directory):

@@ -16,7 +16,7 @@ import click
 import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import assert_fails, last_line, zf
 
 import zfkeras  # noqa: F401  (registers the custom layers)
 from pipelines import options
@@ -28,22 +28,6 @@ from zfkeras.nn.models import build_model, zfnet_small_spec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
 TINY = ["--units", "conv1=4,conv2=4,conv3=4,conv4=4,conv5=4,fc6=16,fc7=16", "--batch-size", "8", "--log-projections", "0", "--no-progress"]
-
-
-def zf(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def last_line(result):
-    lines = result.output.strip().splitlines()
-    return lines[-1] if lines else ""
-
-
-def assert_fails(result, code, *names):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    for name in names:
-        assert str(name) in last_line(result), (name, last_line(result))
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,9 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
+from cli_helpers import assert_fails, zf
 from PIL import Image, ImageOps
 
-from pipelines.cli import main
 from zfkeras.data import CorruptImageError, check_image, load_source, read_image
 from zfkeras.data.headers import FORMATS, parse_header
 from zfkeras.nn.models import build_model, zfnet_small_spec
@@ -28,23 +27,6 @@ from zfkeras.nn.models import build_model, zfnet_small_spec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
 GIB = 2**30
-
-
-def zf(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def last_line(result):
-    lines = result.output.strip().splitlines()
-    return lines[-1] if lines else ""
-
-
-def assert_fails(result, code, *names):
-    """Exit ``code``, no traceback, and the last line names each of ``names``."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    for name in names:
-        assert str(name) in last_line(result), (name, last_line(result))
 
 
 def zf_child(*args):

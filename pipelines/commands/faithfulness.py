@@ -56,11 +56,7 @@ def faithfulness(model, image_files, data_spec, data_dir, skip_corrupt, images, 
         names, where = [f"{split}-{i}" for i in range(len(pixels))], f"{source.name} {split} images 0-{len(pixels) - 1}"
     if unit_layer is not None:
         loading.choose_layers(unit_layer, probe, "--unit-layer", what="projectable layers")
-    with output.progressbar(length=100, label=f"deletion/insertion on {len(pixels)} images") as bar:
-
-        def progress(done, total):
-            bar.update(int(100 * done / total) - bar.pos)
-
+    with output.percent_progress(f"deletion/insertion on {len(pixels)} images") as progress:
         try:
             result = curves_of(
                 probe,

@@ -74,11 +74,7 @@ def sanity(model, data_spec, data_dir, skip_corrupt, images, split, layers, unit
     other = None
     if random_labels is not None:
         other = loading.keras_model(loading.open_model(random_labels, option="--random-labels-model"), option="--random-labels-model")
-    with output.progressbar(length=100, label="randomising") as bar:
-
-        def progress(done, total):
-            bar.update(int(100 * done / total) - bar.pos)
-
+    with output.percent_progress("randomising") as progress:
         try:
             result = sanity_check(
                 probe,
