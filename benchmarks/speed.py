@@ -10,7 +10,7 @@ SMOKE = "--smoke"
 
 def smoke_mode(argv):
     """``(smoke?, argv without --smoke)``. Every benchmark takes ``--smoke``: its code on tiny sizes in
-    seconds, no timing meant (``tests/test_benchmarks.py`` runs them all, so none can rot)."""
+    seconds, no timing meant (the tests run them all, so none can rot: ``tests/test_benchmarks.py``)."""
     argv = list(argv)
     return SMOKE in argv, [arg for arg in argv if arg != SMOKE]
 
