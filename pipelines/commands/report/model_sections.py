@@ -120,7 +120,7 @@ def accuracy(context, advance):
     off = confusion - np.diag(np.diag(confusion))
     worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:3], off.shape))[0]
     mixed = "; ".join(f"{context.class_names[t]} taken for {context.class_names[p]} {off[t, p]} times" for t, p in worst if off[t, p])
-    numbers = {"num_images": predictions.counter.count, "errors": errors, "confusion_ten_crop": confusion.tolist()}
+    numbers = {"num_images": predictions.counter.count, "errors": errors, **confusion_record(confusion)}
     body = [
         html.accuracy_table(errors, predictions.counter.count),
         html.figure(
@@ -128,7 +128,8 @@ def accuracy(context, advance):
             "Confusion matrix (10 crops)",
             (
                 "Rows: true class; columns: the class predicted from the average of the 10 crops; each cell counts "
-                f"images, the diagonal the correct ones. Look for bright off-diagonal cells, the classes the model "
+                f"images{' (log scale, classes by index)' if len(confusion) > LABELLED_CONFUSION else ''}, the diagonal "
+                "the correct ones. Look for bright off-diagonal cells, the classes the model "
                 f"mixes up{': ' + mixed if mixed else ''}."
             ),
         ),
@@ -243,9 +244,22 @@ def _curves_figure(history):
     return figure
 
 
+LABELLED_CONFUSION = 40  # classes up to which the confusion matrix names every class (beyond: a 9-inch heat map)
+
+
 def _confusion_figure(confusion, class_names):
-    """Counts with the class names on both axes, each cell written out."""
+    """Counts with the class names on both axes (each cell written out up to 20 classes); beyond
+    :data:`LABELLED_CONFUSION` classes a fixed-size heat map of log counts by class index, since a
+    figure that grows with the classes would be gigapixels at ImageNet's 1,000."""
     plt = figures.pyplot()
+    if len(class_names) > LABELLED_CONFUSION:
+        figure, axis = plt.subplots(figsize=(9, 8))
+        shown = axis.imshow(np.log10(1 + confusion), cmap="Blues", interpolation="nearest")
+        figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04, label="log10(1 + images)")
+        axis.set_xlabel(f"predicted class index (10 crops; {len(class_names)} classes)")
+        axis.set_ylabel("true class index")
+        figure.tight_layout()
+        return figure
     size = max(4.0, 0.42 * len(class_names) + 1.5)
     figure, axis = plt.subplots(figsize=(size + 1, size))
     shown = axis.imshow(confusion, cmap="Blues")
@@ -262,3 +276,13 @@ def _confusion_figure(confusion, class_names):
                 axis.text(p, t, str(confusion[t, p]), ha="center", va="center", fontsize=7, color="white" if confusion[t, p] > limit else "black")
     figure.tight_layout()
     return figure
+
+
+def confusion_record(confusion):
+    """The confusion matrix for results.json: the whole ``[true][predicted]`` list up to 100
+    classes, else (``confusion_ten_crop_nonzero``) its non-zero cells as ``[true, predicted, count]``,
+    at most one per image instead of classes squared."""
+    if len(confusion) <= 100:
+        return {"confusion_ten_crop": confusion.tolist()}
+    true, predicted = np.nonzero(confusion)
+    return {"confusion_ten_crop_nonzero": [[int(t), int(p), int(confusion[t, p])] for t, p in zip(true, predicted)], "classes": len(confusion)}
