@@ -48,7 +48,8 @@ class ToolboxServer:
     ``address`` is the URL it printed. :meth:`stop` sends Ctrl-C (SIGINT) and returns the exit code."""
 
     def __init__(self, model, *args, timeout=240):
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
+        # PYTHONFAULTHANDLER: a server that does not stop is aborted, and its threads' stacks land in errors().
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2", PYTHONFAULTHANDLER="1")
         self.stderr = tempfile.TemporaryFile()
         command = [sys.executable, "-m", "pipelines.cli", "toolbox", str(model), *map(str, args), "--port", "0"]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
@@ -73,14 +74,19 @@ class ToolboxServer:
         return self.stderr.read().decode(errors="replace")
 
     def stop(self, timeout=60):
-        """Ctrl-C, then the exit code (killed, -9, if it did not stop within ``timeout`` s)."""
+        """Ctrl-C, then the exit code (if it did not stop within ``timeout`` s: aborted, -6, its
+        threads' stacks in :meth:`errors`; killed, -9, if even that hangs)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.process.send_signal(signal.SIGABRT)
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
         self.process.stdout.close()
         return self.process.returncode
 
@@ -219,7 +225,8 @@ def soak(frame, seconds, every):
         measured = load(server, [frame], plan, seconds=seconds, every=every)
     finally:
         code = server.stop()
-    return {**memory_summary(measured["memory"]), "requests": measured["requests"], "failures": len(measured["failures"]), "exit_code": code}
+    summary = {**memory_summary(measured["memory"]), "requests": measured["requests"], "failures": len(measured["failures"]), "exit_code": code}
+    return {**summary, "stderr_tail": server.errors()[-4000:]} if code else summary
 
 
 def main(argv=()):

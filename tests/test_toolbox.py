@@ -606,8 +606,18 @@ def test_eight_clients_for_a_minute_no_failed_request_and_flat_memory(server, fi
 
 
 def test_ctrl_c_stops_the_server_cleanly(server):
-    assert server.stop() == 0
+    # An upload left half-sent on an open connection: the handler waits for the rest of its body,
+    # and Ctrl-C must not wait for it longer than the server's short shutdown timeout.
+    host, port = server.address.split("//")[1].rstrip("/").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as stalled:
+        stalled.sendall(b"POST /api/frame?layer=conv1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"\x89PNG" * 10)
+        time.sleep(1)
+        started = time.monotonic()
+        code = server.stop(timeout=30)
+        seconds = time.monotonic() - started
     errors = server.errors()
+    assert code == 0, errors[-4000:]
+    assert seconds < 20, seconds
     assert errors.rstrip().endswith("zf toolbox: stopped") and "Traceback" not in errors
 
 
@@ -636,4 +646,5 @@ def test_benchmark_smoke_mode_measures_frames_and_memory():
     assert row["requests"] >= 2 and row["frames_per_second"] > 0 and row["baseline_frames_per_second"] > 0
     assert row["ratio"] == pytest.approx(row["frames_per_second"] / row["baseline_frames_per_second"])
     assert set(row["server_ms"]) == {"decode_fit", "forward", "project", "render"}
-    assert report["memory"]["failures"] == 0 and report["memory"]["exit_code"] == 0 and report["memory"]["requests"] > 0
+    assert report["memory"]["exit_code"] == 0, report["memory"].get("stderr_tail")
+    assert report["memory"]["failures"] == 0 and report["memory"]["requests"] > 0

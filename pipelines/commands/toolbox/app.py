@@ -163,5 +163,5 @@ def make_app(toolbox, atlas_dir=None):
     app.router.add_get(r"/api/data/{index}.png", data_image)
     if atlas_dir is not None:
         app.router.add_static("/atlas/", atlas_dir, follow_symlinks=False)
-    app.on_cleanup.append(stop_workers)
+    app.on_shutdown.append(stop_workers)  # before the wait for requests in flight: queued frames are dropped
     return app

@@ -35,11 +35,16 @@ def data_images(probe, data_spec, data_dir, skip_corrupt, split, count):
     return images, labels
 
 
+SHUTDOWN_SECONDS = 3.0
+
+
 async def serve(app, host, port, ready):
     """Serve ``app`` until cancelled (Ctrl-C); ``ready(address)`` once it listens."""
     from aiohttp import web
 
-    runner = web.AppRunner(app, access_log=None)
+    # Ctrl-C waits at most SHUTDOWN_SECONDS for requests in flight: a client that keeps a request
+    # open (an upload never finished) would otherwise hold the server for aiohttp's default 60 s.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
