@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 
-KEPT = (".json", ".png", ".txt", ".csv", ".tsv")
+KEPT = (".json", ".png", ".txt", ".csv", ".tsv", ".html")  # .html: the report page beside its figures
 LIMIT = 5 * 1024 * 1024 // 2  # 2.5 MB: the conv5 top-9 figure fits, the correspondence masks (8 MB) do not
 
 
