@@ -247,12 +247,12 @@ def test_bad_results_directory_fails_before_any_work(tmp_path):
 
 def test_confusion_of_many_classes_stays_a_fixed_size_figure_and_a_sparse_record(rng):
     """1,000 classes: the labelled figure would be 421 inches wide; the record would hold 10**6 cells."""
-    from pipelines.commands.report.model_sections import _confusion_figure, confusion_record
+    from pipelines.commands.report.model_sections import confusion_figure, confusion_record
 
     confusion = np.zeros((1000, 1000), np.int64)
     true, predicted = rng.integers(0, 1000, 3000), rng.integers(0, 1000, 3000)
     np.add.at(confusion, (true, predicted), 1)
-    figure = _confusion_figure(confusion, [f"class {i}" for i in range(1000)])
+    figure = confusion_figure(confusion, [f"class {i}" for i in range(1000)])
     assert tuple(figure.get_size_inches()) == (9, 8)
     record = confusion_record(confusion)
     rebuilt = np.zeros_like(confusion)
@@ -262,7 +262,7 @@ def test_confusion_of_many_classes_stays_a_fixed_size_figure_and_a_sparse_record
     assert record["classes"] == 1000 and len(record["confusion_ten_crop_nonzero"]) <= 3000
     small = confusion[:10, :10]
     assert confusion_record(small) == {"confusion_ten_crop": small.tolist()}
-    assert tuple(_confusion_figure(small, list("abcdefghij")).get_size_inches()) == (6.7, 5.7)
+    assert tuple(confusion_figure(small, list("abcdefghij")).get_size_inches()) == (6.7, 5.7)
 
 
 # ---- zfkeras.summary: the report's own computations ------------------------------------------

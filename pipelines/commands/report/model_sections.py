@@ -116,7 +116,7 @@ def accuracy(context, advance):
         advance(done, total)
     errors = predictions.errors()
     confusion = predictions.confusion("ten")
-    name = context.save(_confusion_figure(confusion, context.class_names), "confusion.png")
+    name = context.save(confusion_figure(confusion, context.class_names), "confusion.png")
     off = confusion - np.diag(np.diag(confusion))
     worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:3], off.shape))[0]
     mixed = "; ".join(f"{context.class_names[t]} taken for {context.class_names[p]} {off[t, p]} times" for t, p in worst if off[t, p])
@@ -247,7 +247,7 @@ def _curves_figure(history):
 LABELLED_CONFUSION = 40  # classes up to which the confusion matrix names every class (beyond: a 9-inch heat map)
 
 
-def _confusion_figure(confusion, class_names):
+def confusion_figure(confusion, class_names):
     """Counts with the class names on both axes (each cell written out up to 20 classes); beyond
     :data:`LABELLED_CONFUSION` classes a fixed-size heat map of log counts by class index, since a
     figure that grows with the classes would be gigapixels at ImageNet's 1,000."""
