@@ -300,10 +300,16 @@ def resize_nearest(tile, size):
     return tile[rows][:, cols]
 
 
+MASKED_ROWS = 12  # images drawn in Fig. 8 (the scores use them all): 81 faces made an 8 MB figure
+
+
 def masks_figure(named, parts, result, fill, random_shown=2):
-    """Fig. 8: each image, then each part masked, then a few random masks of the first part's size."""
+    """Fig. 8: each of the first :data:`MASKED_ROWS` images, then each part masked, then a few random
+    masks of the first part's size."""
     from zfkeras.analysis.correspondence import mask_images
 
+    named = named[:MASKED_ROWS]
+    parts = {name: boxes[: len(named)] for name, boxes in parts.items()}
     plt = pyplot()
     columns = 1 + len(parts) + random_shown
     figure, axes = plt.subplots(len(named), columns, figsize=(1.7 * columns, 1.8 * len(named)), squeeze=False)
@@ -314,7 +320,7 @@ def masks_figure(named, parts, result, fill, random_shown=2):
     shown += [(name, mask_images(images, boxes, fill), boxes) for name, boxes in parts.items()]
     draws = result.random_boxes.shape[0]
     for d in range(min(random_shown, draws)):
-        boxes = result.random_boxes[d, 0]
+        boxes = result.random_boxes[d, 0][: len(named)]
         shown.append((f"random {d + 1}", mask_images(images, boxes, fill), boxes))
     for row, (name, _) in enumerate(named):
         for col in range(columns):

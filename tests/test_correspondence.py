@@ -297,3 +297,18 @@ def test_files_of_a_class_folder_tree_get_names_by_their_folder(tmp_path):
     assert [float(pixels[0, 0, 0]) for _, pixels in named] == [0.0, 40.0, 80.0]
     with pytest.raises(click.BadParameter, match="would both write cat-001"):
         load_images([paths[0], paths[1], paths[3]], (8, 8, 1))
+
+
+def test_masks_figure_draws_the_first_twelve_images():
+    from types import SimpleNamespace
+
+    from pipelines.figures import MASKED_ROWS, masks_figure
+
+    count = MASKED_ROWS + 3
+    named = [(f"img{i}", np.full((16, 16, 1), 10.0 * i, np.float32)) for i in range(count)]
+    parts = {"top": np.array([[1, 2, 6, 10]] * count)}
+    result = SimpleNamespace(random_boxes=np.tile(np.array([4, 4, 9, 12]), (2, 1, count, 1)))
+    figure = masks_figure(named, parts, result, fill=np.zeros((16, 16, 1), np.float32))
+    rows = {round(axis.get_position().y0, 4) for axis in figure.axes}
+    assert len(figure.axes) == MASKED_ROWS * 4 and len(rows) == MASKED_ROWS
+    assert [t.get_text() for t in figure.axes[0].texts] == ["img0"]

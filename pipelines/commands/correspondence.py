@@ -31,7 +31,7 @@ def correspondence(model, parts_file, layers, draws, fill, batch_size, out, seed
     measure how consistently the features change, against random masks of the same size.
 
     Writes OUT/correspondence.txt (the table), OUT/correspondence.json (all numbers and masks)
-    and OUT/masks.png (the masked images, like Fig. 8).
+    and OUT/masks.png (the masked images of the first 12, like Fig. 8).
     """
     from zfkeras.analysis import correspondence as analysis
     from zfkeras.analysis.occlusion import fill_values

@@ -305,6 +305,11 @@ def correspondence(context, advance):
                 "the conv layer than at fc7, as in the paper."
             ),
         ),
-        html.figure(name, "Fig. 8, the masks", "Each image, each part masked (red outline), then random masks."),
+        html.figure(
+            name,
+            "Fig. 8, the masks",
+            f"{'Each image' if len(named) <= figures.MASKED_ROWS else f'The first {figures.MASKED_ROWS} of the {len(named)} images'}, "
+            "each part masked (red outline), then random masks.",
+        ),
     ]
     return html.Section("correspondence", "Part correspondence", "Table 1, Fig. 8", body, numbers, f"{len(parts)} parts")
