@@ -236,6 +236,20 @@ def test_failure_mid_report_leaves_no_output(tiny_run, tmp_path):
     assert not [name for name in os.listdir(tmp_path) if ".partial" in name]
 
 
+def test_data_of_other_classes_is_refused_before_any_work(tmp_path):
+    """A folder whose sorted class names are not the model's classes in order: its labels would be
+    read as the wrong classes, so the report names the first mismatch and writes nothing."""
+    from PIL import Image
+
+    for name in ["Bag", "Coat"] + [f"other{i}" for i in range(8)]:
+        for split in ("train", "test"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "data" / split / name / "0.png")
+    result = zf("report", SHIPPED, "--data", f"folder:{tmp_path / 'data'}", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "label 0 is 'Bag' but model zfnet-fashion-mnist's class 0 is 'T-shirt/top'" in result.output, result.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_results_directory_fails_before_any_work(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -165,6 +165,12 @@ def report(
         data_spec, split, context.probe.input_shape, batch_size, count=images, skip_corrupt=skip_corrupt, data_dir=data_dir
     )
     source = context.batches.source
+    from zfkeras.analysis.evaluate import check_labels
+
+    try:  # the accuracy, Fig. 7 and Fig. 5 read the data's labels as the model's classes
+        check_labels({os.path.basename(os.path.normpath(model)): context.probe}, source)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--data") from None
     context.source, context.maps, context.examples_wanted = source, maps, examples
     context.parts, context.results = parts, results
     steps = [(name, partial(SECTION_FUNCTIONS[name], context)) for name in SECTIONS if name not in skip]
