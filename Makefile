@@ -53,7 +53,7 @@ bench: setup data
 figures: setup data
 	ZF=$(BIN)/zf bash docs/regenerate_figures.sh
 
-# The paper's findings on Emoji-64, a many-class colour analogue at 64 px (docs/reproduction.md; its steps took 7.6 h of wall time on a shared 2-core machine).
+# The paper's findings on Emoji-64, a many-class colour analogue at 64 px (docs/reproduction.md; its steps took 8.3 h of wall time on a shared 2-core machine).
 reproduce: setup data
 	ZF=$(BIN)/zf PYTHON=$(BIN)/python bash docs/reproduce_emoji64.sh
 

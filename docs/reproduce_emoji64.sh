@@ -2,7 +2,7 @@
 # The paper's findings on Emoji-64 (docs/reproduction.md): build the data, train the shipped
 # zfnet64, run every experiment into RESULTS/<experiment>/ and check the pre-registered criteria
 # (zf findings). Each step is skipped when its output exists, so a killed run continues.
-# Its steps took 7.6 h of wall time here (2 CPU cores shared with other jobs; per-step times in
+# Its steps took 8.3 h of wall time here (2 CPU cores shared with other jobs; per-step times in
 # docs/reproduction.md); every step prints its own progress.
 #   make reproduce                           # everything, into out/emoji64-results
 #   STEPS="evaluate visualize" make reproduce # chosen steps only
