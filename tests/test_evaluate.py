@@ -99,6 +99,9 @@ def test_labels_must_be_the_models_classes():
     folder = lambda *names: SimpleNamespace(class_names=list(names), name="folder:pets")  # noqa: E731
     check_labels({"m": probe}, folder("cat", "dog", "fox"))
     check_labels({"m": probe}, folder("n021", "n022", "n023"))  # other naming scheme: cannot compare
+    check_labels({"m": probe}, folder("a", "b"))  # fewer classes, other names: cannot compare either
+    with pytest.raises(ValueError, match="model m has 3 classes but folder:pets has 4"):
+        check_labels({"m": probe}, folder("a", "b", "c", "d"))  # labels beyond the model's outputs
     check_labels({"m": SimpleNamespace(class_names=())}, folder("a", "b"))
     with pytest.raises(ValueError, match=r"^folder:pets's label 1 is 'fox' but model m's class 1 is 'dog'"):
         check_labels({"m": probe}, folder("cat", "fox", "dog"))

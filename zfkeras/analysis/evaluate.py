@@ -74,19 +74,21 @@ def check_compatible(probes):
 
 
 def check_labels(probes, source):
-    """ValueError unless the source's label ``i`` can be each probe's class ``i``: the same number of
-    classes, and where the two name their classes alike (any name shared), the same names in the
-    same order. A folder whose sorted class names differ from the model's (another subset, another
-    order) would otherwise be scored against the wrong outputs. Names with nothing in common (an
-    ImageNet folder's WordNet ids against a Keras application's words) cannot be compared and pass."""
+    """ValueError unless the source's label ``i`` can be each probe's class ``i``. Where the two
+    name their classes alike (any name shared), the names must be the same, in the same order: a
+    folder whose sorted class names differ from the model's (another subset, another order) would
+    otherwise be scored against the wrong outputs. Names with nothing in common (an ImageNet
+    folder's WordNet ids against a Keras application's words, a test's folders ``a``, ``b``)
+    cannot be compared and pass, unless the source has more classes than the model has outputs."""
     theirs = list(source.class_names or ())
     for name, probe in probes.items():
         ours = list(probe.class_names or ())
         if not ours or not theirs or ours == theirs:
             continue
-        if len(ours) != len(theirs):
+        comparable = bool(set(ours) & set(theirs))
+        if len(theirs) > len(ours) or (comparable and len(ours) != len(theirs)):
             raise ValueError(f"model {name} has {len(ours)} classes but {source.name} has {len(theirs)}: evaluate it on data of its own classes")
-        if set(ours) & set(theirs):
+        if comparable:
             index = next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
             raise ValueError(
                 f"{source.name}'s label {index} is {theirs[index]!r} but model {name}'s class {index} is {ours[index]!r}: "
