@@ -20,6 +20,7 @@ and its page in a real browser (Debian's headless Chromium over the DevTools pip
 import io
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -158,7 +159,12 @@ def files(tmp_path_factory, shipped):
 @pytest.fixture(scope="module")
 def server(files):
     """``zf toolbox`` of the shipped model with 6 --data images and the hand-written atlas."""
-    running = ToolboxServer(SHIPPED, "--data", f"idx:{files['data']}", "--images", 6, "--atlas", files["atlas"])
+    # Started with SIGINT ignored, as a shell starts a background job: Ctrl-C must still stop it.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        running = ToolboxServer(SHIPPED, "--data", f"idx:{files['data']}", "--images", 6, "--atlas", files["atlas"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     yield running
     running.stop()
 
@@ -616,7 +622,7 @@ def test_ctrl_c_stops_the_server_cleanly(server):
         code = server.stop(timeout=30)
         seconds = time.monotonic() - started
     errors = server.errors()
-    assert code == 0, errors[-4000:]
+    assert code == 0, errors.split("Extension modules")[0][-4000:]  # an aborted server's thread stacks
     assert seconds < 20, seconds
     assert errors.rstrip().endswith("zf toolbox: stopped") and "Traceback" not in errors
 

@@ -4,6 +4,7 @@ map of a layer, a clicked unit's deconvnet projection, activation and atlas top-
 
 import asyncio
 import ipaddress
+import signal
 
 import click
 
@@ -124,6 +125,9 @@ def toolbox(model, atlas_dir, data_spec, data_dir, skip_corrupt, images, split, 
         click.echo(f"zf toolbox: {model} at {address} (Ctrl-C stops)")
         click.get_text_stream("stdout").flush()
 
+    # A shell starts background jobs with SIGINT ignored and children inherit that; asyncio then
+    # leaves SIGINT alone and Ctrl-C / kill -INT would not stop the server. It always takes SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         asyncio.run(serve(make_app(engine, atlas_dir), host, port, ready))
     except KeyboardInterrupt:
