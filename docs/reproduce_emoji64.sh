@@ -109,5 +109,10 @@ wanted findings && timed findings $ZF findings "$RESULTS" --out "$RESULTS/findin
 # The shipped copies: the findings table into docs/reproduction.md and the README (between their
 # markers), and the small records and figures into docs/figures/emoji64/.
 if wanted publish; then
-  $PYTHON docs/examples/publish_findings.py "$RESULTS" docs/figures/emoji64 docs/reproduction.md README.md
+  # The records name this run's directories; the copies give each the name it has by default here.
+  named=(--path "$DATA=out/emoji64" --path "$TUX=out/tuxpaint/photos" --path "$RUN=out/emoji64-run" --path "$MODEL=saved_models/emoji64-zfnet64"
+    --path "$RESULTS=out/emoji64-results" --path "${SMALL#folder:}=out/emoji64-c100" --path "out/emoji64-table3=out/emoji64-table3"
+    --path "out/emoji64-fig6=out/emoji64-fig6" --path "out/fashion-split=out/fashion-split" --path "out/fashion-6=out/fashion-6")
+  for seed in $SEEDS; do named+=(--path "$RESULTS/table3/seed-$seed=out/emoji64-results/table3/seed-$seed"); done
+  $PYTHON docs/examples/publish_findings.py "$RESULTS" docs/figures/emoji64 docs/reproduction.md README.md "${named[@]}"
 fi

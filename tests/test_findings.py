@@ -2,6 +2,7 @@
 both ways (a record where it holds and one where it does not), and the command on a directory."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from click.testing import CliRunner
 
 from pipelines.cli import main
 from zfkeras.experiments import findings as f
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def summary(values):
@@ -185,3 +188,26 @@ def test_numbers_are_plain_floats():
         rows(dead_fraction=[np.float32(0.1)], aliasing_share=[0.2], top1_error=[0.5]),
     )
     json.dumps([x.to_dict() for x in found])  # JSON-able: no numpy scalars left
+
+
+def test_published_records_name_no_path_of_the_machine(tmp_path):
+    """docs/examples/publish_findings.py: repository paths become relative, each --path ABS=NAME its
+    name (longest first), and a longer directory name that starts with ABS is left to its own pair."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish", os.path.join(ROOT, "docs", "examples", "publish_findings.py"))
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    names = publish.path_names(["/data/emoji64=out/emoji64", "/data/emoji64-c100=out/emoji64-c100", "/runs/t3=out/t3", "/runs/t3/a-s0=out/r/seed-0"])
+    text = (
+        f'{{"data": "folder:/data/emoji64", "small": "folder:/data/emoji64-c100/test", "model": "{publish.ROOT}/saved_models/m",'
+        ' "runs": "/runs/t3/runs-s0", "seed": "/runs/t3/a-s0/results.json", "said": "read /data/emoji64."}'
+    )
+    assert json.loads(publish.relative_text(text, names)) == {
+        "data": "folder:out/emoji64",
+        "small": "folder:out/emoji64-c100/test",
+        "model": "saved_models/m",
+        "runs": "out/t3/runs-s0",
+        "seed": "out/r/seed-0/results.json",
+        "said": "read out/emoji64.",
+    }

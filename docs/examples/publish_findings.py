@@ -1,10 +1,14 @@
 """Copy a reproduction's records into the repository and its tables into the docs (the last step of
 docs/reproduce_emoji64.sh), so that every number the docs state comes from a results file.
 
-    python docs/examples/publish_findings.py RESULTS FIGURES DOC.md [DOC.md ...]
+    python docs/examples/publish_findings.py RESULTS FIGURES DOC.md [DOC.md ...] [--path ABS=NAME ...]
 
 Copies each experiment's JSON records, tables and figures under RESULTS (files up to 2.5 MB) to
-FIGURES/<experiment>/, and replaces the text between ``<!-- NAME:begin -->`` and
+FIGURES/<experiment>/. The records name the directories the steps read and wrote; in the copies,
+a path inside this repository becomes relative to it, and each ``--path ABS=NAME`` (a directory
+the run was given as an absolute path, e.g. a data set kept elsewhere) becomes ``NAME``, the
+repository-relative name ``make reproduce`` gives it by default: a reader has none of the
+machine's paths. It replaces the text between ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->`` in each DOC.md: ``findings`` gets zf findings' table, ``accuracy`` the
 shipped model's errors (plain TensorFlow and zf evaluate), ``times`` the wall time and peak memory
 of each step (RESULTS/times.tsv).
@@ -21,14 +25,38 @@ KEPT = (".json", ".png", ".txt", ".csv", ".tsv", ".html")  # .html: the report p
 LIMIT = 5 * 1024 * 1024 // 2  # 2.5 MB: the conv5 top-9 figure fits, the correspondence masks (8 MB) do not
 
 
-def copy_records(results, figures):
-    """Copy the kept files of RESULTS (any depth) to FIGURES, same relative paths; returns the count."""
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def path_names(pairs):
+    """``[(absolute directory, name)]`` from ``ABS=NAME`` pairs plus this repository's root (-> ""),
+    longest first, so a directory inside another is renamed by its own pair."""
+    names = [(os.path.realpath(old), new) for old, new in (pair.split("=", 1) for pair in pairs)]
+    names.append((ROOT, ""))
+    return sorted(names, key=lambda item: -len(item[0]))
+
+
+def relative_text(text, names):
+    """``text`` with every ``ABS`` or ``ABS/...`` of ``names`` written as its name (``NAME/...``)."""
+    for old, new in names:
+        # ABS itself or ABS/...; not a longer name that starts with it (emoji64 is not emoji64-c100)
+        text = re.sub(re.escape(old) + r"(/|(?![\w+-]))", lambda m, new=new: new + m.group(1) if new else "", text)
+    return text
+
+
+def copy_records(results, figures, names):
+    """Copy the kept files of RESULTS (any depth) to FIGURES, same relative paths, the text ones
+    with :func:`relative_text`; returns the count."""
     count = 0
     for path in glob.glob(os.path.join(results, "**", "*"), recursive=True):
         if os.path.isfile(path) and path.endswith(KEPT) and os.path.getsize(path) <= LIMIT and "/." not in path:
             target = os.path.join(figures, os.path.relpath(path, results))
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copyfile(path, target)
+            if path.endswith(".png"):
+                shutil.copyfile(path, target)
+            else:
+                with open(path) as source, open(target, "w") as copy:
+                    copy.write(relative_text(source.read(), names))
             count += 1
     return count
 
@@ -79,8 +107,9 @@ def main():
     parser.add_argument("results")
     parser.add_argument("figures")
     parser.add_argument("docs", nargs="+")
+    parser.add_argument("--path", action="append", default=[], metavar="ABS=NAME", help="write directory ABS as NAME in the copies")
     args = parser.parse_args()
-    copied = copy_records(args.results, args.figures)
+    copied = copy_records(args.results, args.figures, path_names(args.path))
     with open(os.path.join(args.results, "findings", "table.txt")) as handle:
         tables = {"findings": handle.read(), "accuracy": accuracy_table(args.results), "times": times_table(args.results)}
     for doc in args.docs:
